@@ -1,0 +1,203 @@
+//! Origin fetches: one ranged GET for a run of adjacent missing pages, cut into pages as
+//! the bytes arrive so that each waiting reader is released as soon as its page is whole;
+//! the queue that writes fetched pages to the disk tier off the request path; and the
+//! pass-through stream for keys that are never cached.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use lakecache_common::page::{ByteRange, PageGeometry};
+use object_store::{GetOptions, GetRange};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Cache, CacheError, ObjectHandle, PageFuture, PageResult};
+use crate::metrics as m;
+use crate::origin::{OriginError, Origins};
+use crate::tier::disk::{DiskError, DiskTier, ObjectId};
+
+pub(super) struct RunFetch {
+    pub obj: Arc<ObjectHandle>,
+    pub first: u64,
+    pub senders: Vec<oneshot::Sender<PageResult>>,
+    pub geometry: PageGeometry,
+    pub pinned_ok: bool,
+}
+
+impl RunFetch {
+    pub async fn run(self, cache: &Cache) {
+        let RunFetch { obj, first, senders, geometry, .. } = self;
+        let count = senders.len() as u64;
+        let start = geometry.page_bytes(first, obj.meta.size).start;
+        let end = geometry.page_bytes(first + count - 1, obj.meta.size).end;
+        let mut senders = senders.into_iter();
+        let mut index = first;
+        let fail_rest = |index: u64, senders: std::vec::IntoIter<oneshot::Sender<PageResult>>, e: CacheError| {
+            for (i, tx) in (index..).zip(senders) {
+                let r: PageResult = Err(e.clone());
+                cache.complete_page(&obj, i, &r);
+                let _ = tx.send(r);
+            }
+        };
+        if start >= end {
+            fail_rest(index, senders, CacheError::Internal("empty page run".into()));
+            return;
+        }
+        let opts = GetOptions {
+            range: Some(GetRange::Bounded(start..end)),
+            // The bytes must be of the version the pages are keyed by.
+            if_match: obj.meta.etag.clone(),
+            ..Default::default()
+        };
+        let result = cache.origins.call("get", obj.store.get_opts(&obj.path, opts)).await;
+        let r = match result {
+            Ok(r) => r,
+            Err(OriginError::Precondition) | Err(OriginError::NotFound) => {
+                fail_rest(index, senders, CacheError::Changed);
+                return;
+            }
+            Err(e) => {
+                fail_rest(index, senders, CacheError::Origin(e));
+                return;
+            }
+        };
+        if r.range != (start..end) {
+            fail_rest(index, senders, CacheError::ShortRead { want: end - start, got: r.range.end - r.range.start });
+            return;
+        }
+        let mut stream = r.into_stream();
+        let page_len = |i: u64| {
+            let b = geometry.page_bytes(i, obj.meta.size);
+            (b.end - b.start) as usize
+        };
+        let mut buf = BytesMut::with_capacity(page_len(index));
+        let timeout = cache.origins.timeout();
+        while index < first + count {
+            let chunk = match tokio::time::timeout(timeout, stream.next()).await {
+                Ok(Some(Ok(c))) => c,
+                Ok(Some(Err(e))) => {
+                    fail_rest(index, senders, CacheError::Origin(OriginError::from_store(e)));
+                    return;
+                }
+                Ok(None) => {
+                    let got = (index - first) * geometry.page_size_bytes() + buf.len() as u64;
+                    fail_rest(index, senders, CacheError::ShortRead { want: end - start, got });
+                    return;
+                }
+                Err(_) => {
+                    fail_rest(index, senders, CacheError::Origin(OriginError::Unavailable("origin body stalled".into())));
+                    return;
+                }
+            };
+            metrics::counter!(m::ORIGIN_BYTES).increment(chunk.len() as u64);
+            let mut chunk: Bytes = chunk;
+            while !chunk.is_empty() && index < first + count {
+                let need = page_len(index) - buf.len();
+                let take = need.min(chunk.len());
+                buf.extend_from_slice(&chunk.split_to(take));
+                if buf.len() == page_len(index) {
+                    let page = std::mem::replace(&mut buf, BytesMut::new()).freeze();
+                    let r: PageResult = Ok(page);
+                    cache.complete_page(&obj, index, &r);
+                    if let Some(tx) = senders.next() {
+                        let _ = tx.send(r);
+                    }
+                    index += 1;
+                    if index < first + count {
+                        buf = BytesMut::with_capacity(page_len(index));
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn failed(e: CacheError) -> PageFuture {
+    futures::FutureExt::shared(futures::FutureExt::boxed(async move { Err(e) }))
+}
+
+pub(super) struct DiskWrite {
+    id: Arc<ObjectId>,
+    index: u64,
+    page: Bytes,
+    pinned: bool,
+}
+
+/// Pages reach the disk through a bounded queue: a full queue drops the write (the page is
+/// then only in memory), so a slow disk never slows a reader down.
+pub(super) fn spawn_disk_writer(disk: Arc<DiskTier>, queue: usize) -> mpsc::Sender<DiskWrite> {
+    let (tx, mut rx) = mpsc::channel::<DiskWrite>(queue.max(1));
+    let concurrency = Arc::new(tokio::sync::Semaphore::new(32));
+    tokio::spawn(async move {
+        while let Some(w) = rx.recv().await {
+            let Ok(permit) = concurrency.clone().acquire_owned().await else { break };
+            let disk = disk.clone();
+            tokio::spawn(async move {
+                match disk.write(&w.id, w.index, w.page, w.pinned).await {
+                    Ok(()) => {}
+                    Err(DiskError::Full) => metrics::counter!(m::DISK_WRITES_DROPPED).increment(1),
+                    Err(e) => {
+                        metrics::counter!(m::DISK_ERRORS).increment(1);
+                        tracing::warn!(error = %e, "disk tier write failed");
+                    }
+                }
+                drop(permit);
+            });
+        }
+    });
+    tx
+}
+
+pub(super) fn enqueue_disk_write(tx: &mpsc::Sender<DiskWrite>, id: Arc<ObjectId>, index: u64, page: Bytes, pinned: bool) {
+    let w = DiskWrite { id, index, page, pinned };
+    if pinned {
+        // Pinned pages must land: wait for room instead of dropping.
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(w).await;
+        });
+    } else if tx.try_send(w).is_err() {
+        metrics::counter!(m::DISK_WRITES_DROPPED).increment(1);
+    }
+}
+
+/// Streams a range straight from the origin (keys that are never cached).
+pub(super) async fn stream_direct(
+    origins: &Origins,
+    obj: &ObjectHandle,
+    range: ByteRange,
+    tx: &mpsc::Sender<std::io::Result<Bytes>>,
+) {
+    if range.is_empty() {
+        return;
+    }
+    let opts = GetOptions {
+        range: Some(GetRange::Bounded(range.start..range.end)),
+        if_match: obj.meta.etag.clone(),
+        ..Default::default()
+    };
+    let r = match origins.call("get", obj.store.get_opts(&obj.path, opts)).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+            return;
+        }
+    };
+    let mut sent = 0u64;
+    let mut stream = r.into_stream();
+    while let Some(chunk) = stream.next().await {
+        let item = chunk.map_err(|e| std::io::Error::other(e.to_string()));
+        if let Ok(c) = &item {
+            sent += c.len() as u64;
+            metrics::counter!(m::ORIGIN_BYTES).increment(c.len() as u64);
+            metrics::counter!(m::CACHE_SERVED_BYTES, "tier" => "origin").increment(c.len() as u64);
+        }
+        let stop = item.is_err();
+        if tx.send(item).await.is_err() || stop {
+            return;
+        }
+    }
+    if sent != range.len() {
+        let _ = tx.send(Err(std::io::Error::other("origin ended the body early"))).await;
+    }
+}

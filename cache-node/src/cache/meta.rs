@@ -1,0 +1,147 @@
+//! Object metadata (size, ETag, Last-Modified, Content-Type) and when it may be trusted:
+//! immutable keys until a write through this node, other keys for `metadata_ttl`, mutable
+//! pointers never. Concurrent lookups of one object share one HEAD. A write bumps an epoch
+//! so that a HEAD which started before the write can never re-install the old version.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use object_store::path::Path;
+use object_store::{Attribute, GetOptions, ObjectStore};
+use parking_lot::Mutex;
+
+use super::CacheError;
+use crate::origin::{OriginError, Origins};
+use crate::policy::KeyClass;
+
+#[derive(Debug, Clone)]
+pub struct ObjectMeta {
+    pub size: u64,
+    /// ETag without quotes, as the origin reported it.
+    pub etag: Option<String>,
+    pub last_modified: SystemTime,
+    pub content_type: Option<String>,
+    /// What identifies this content: the ETag, else size and modification time.
+    pub version: String,
+    pub checked_at: Instant,
+}
+
+impl ObjectMeta {
+    pub fn from_store(m: &object_store::ObjectMeta, content_type: Option<String>) -> Self {
+        let secs = m.last_modified.timestamp();
+        let nanos = m.last_modified.timestamp_subsec_nanos();
+        let last_modified = if secs >= 0 {
+            SystemTime::UNIX_EPOCH + Duration::new(secs as u64, nanos)
+        } else {
+            SystemTime::UNIX_EPOCH
+        };
+        let etag = m.e_tag.as_ref().map(|e| e.trim_matches('"').to_string());
+        let version = match &etag {
+            Some(e) => e.clone(),
+            None => format!("{}-{}.{}", m.size, secs, nanos),
+        };
+        Self { size: m.size, etag, last_modified, content_type, version, checked_at: Instant::now() }
+    }
+}
+
+type MetaFuture = Shared<BoxFuture<'static, Result<Arc<ObjectMeta>, CacheError>>>;
+
+pub struct MetaCache {
+    ttl: Duration,
+    map: moka::sync::Cache<String, Arc<ObjectMeta>>,
+    inflight: Arc<Mutex<HashMap<String, MetaFuture>>>,
+    write_epoch: Arc<AtomicU64>,
+}
+
+fn map_key(bucket: &str, key: &str) -> String {
+    // Bucket names cannot contain '/', so this is unambiguous.
+    format!("{bucket}/{key}")
+}
+
+impl MetaCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            map: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
+            inflight: Arc::new(Mutex::new(HashMap::new())),
+            write_epoch: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    pub async fn resolve(
+        &self,
+        origins: &Arc<Origins>,
+        store: &Arc<dyn ObjectStore>,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        class: KeyClass,
+    ) -> Result<Arc<ObjectMeta>, CacheError> {
+        let mk = map_key(bucket, key);
+        if class == KeyClass::NeverCache {
+            return head(origins, store, path).await.map(Arc::new);
+        }
+        if let Some(m) = self.map.get(&mk)
+            && (class == KeyClass::Immutable || m.checked_at.elapsed() < self.ttl)
+        {
+            return Ok(m);
+        }
+        let fut = {
+            let mut inflight = self.inflight.lock();
+            match inflight.get(&mk) {
+                Some(f) => f.clone(),
+                None => {
+                    let epoch = self.write_epoch.load(Ordering::SeqCst);
+                    let (origins, store, path) = (origins.clone(), store.clone(), path.clone());
+                    let (map, inflight_map, write_epoch, mk2) =
+                        (self.map.clone(), self.inflight.clone(), self.write_epoch.clone(), mk.clone());
+                    let task = tokio::spawn(async move {
+                        let r = head(&origins, &store, &path).await.map(Arc::new);
+                        // Installed only if no write happened meanwhile (else the HEAD may
+                        // describe the object as it was before the write).
+                        let mut guard = inflight_map.lock();
+                        if let Ok(m) = &r
+                            && write_epoch.load(Ordering::SeqCst) == epoch
+                        {
+                            map.insert(mk2.clone(), m.clone());
+                        }
+                        guard.remove(&mk2);
+                        r
+                    });
+                    let f: MetaFuture = task
+                        .map(|r| r.unwrap_or_else(|e| Err(CacheError::Internal(format!("metadata task: {e}")))))
+                        .boxed()
+                        .shared();
+                    inflight.insert(mk.clone(), f.clone());
+                    f
+                }
+            }
+        };
+        fut.await
+    }
+
+    /// Drops what is known about an object; returns the metadata it had, if any.
+    pub fn forget(&self, bucket: &str, key: &str) -> Option<Arc<ObjectMeta>> {
+        let mk = map_key(bucket, key);
+        let mut inflight = self.inflight.lock();
+        self.write_epoch.fetch_add(1, Ordering::SeqCst);
+        inflight.remove(&mk);
+        let old = self.map.get(&mk);
+        self.map.invalidate(&mk);
+        old
+    }
+}
+
+async fn head(origins: &Origins, store: &Arc<dyn ObjectStore>, path: &Path) -> Result<ObjectMeta, CacheError> {
+    let opts = GetOptions { head: true, ..Default::default() };
+    let r = origins.call("head", store.get_opts(path, opts)).await.map_err(|e| match e {
+        OriginError::InvalidKey(_) => OriginError::NotFound,
+        e => e,
+    })?;
+    let ct = r.attributes.get(&Attribute::ContentType).map(|v| v.to_string());
+    Ok(ObjectMeta::from_store(&r.meta, ct))
+}

@@ -1,0 +1,353 @@
+//! The read path. A byte range of an object becomes a sequence of page slices; each slice
+//! is served from the memory tier, else the disk tier, else one shared origin fetch:
+//!
+//! ```text
+//! for page in range: memory.get | disk.read | join in-flight fetch | start fetch (adjacent misses coalesced)
+//! ```
+//!
+//! Owns object metadata (size, ETag) and its freshness rules, single-flight and the
+//! page ordering of a response stream. Does not own HTTP (the `s3` module) or storage of
+//! pages (the tiers).
+
+mod fetch;
+pub mod meta;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use lakecache_common::page::{ByteRange, PageGeometry, PageSlice};
+use object_store::ObjectStore;
+use object_store::path::Path;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+pub use self::meta::ObjectMeta;
+use crate::metrics as m;
+use crate::origin::{OriginError, Origins};
+use crate::policy::{KeyClass, KeyRules, PinRules};
+use crate::tier::disk::{DiskTier, ObjectId};
+use crate::tier::memory::MemoryTier;
+use crate::tier::PageKey;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CacheError {
+    #[error(transparent)]
+    Origin(#[from] OriginError),
+    /// The object changed at the origin while it was being read; a retry reads the new one.
+    #[error("object changed at the origin during the read")]
+    Changed,
+    #[error("origin returned {got} bytes where {want} were expected")]
+    ShortRead { want: u64, got: u64 },
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Tunables of the read path (from `[cache]`).
+#[derive(Debug, Clone)]
+pub struct ReadPathConfig {
+    pub geometry: PageGeometry,
+    pub max_fetch_pages: u64,
+    pub readahead_pages: u64,
+    pub metadata_ttl: Duration,
+    pub pin_budget_bytes: u64,
+    pub disk_write_queue: usize,
+}
+
+/// One object as a read sees it: where it lives, what version it is, how it is treated.
+#[derive(Debug)]
+pub struct ObjectHandle {
+    pub bucket: String,
+    pub key: String,
+    pub path: Path,
+    pub store: Arc<dyn ObjectStore>,
+    pub meta: Arc<ObjectMeta>,
+    pub id: Arc<ObjectId>,
+    pub class: KeyClass,
+    pub pinned: bool,
+}
+
+type PageResult = Result<Bytes, CacheError>;
+type PageFuture = futures::future::Shared<futures::future::BoxFuture<'static, PageResult>>;
+
+pub struct Cache {
+    cfg: ReadPathConfig,
+    pub memory: MemoryTier,
+    pub disk: Option<Arc<DiskTier>>,
+    pub origins: Arc<Origins>,
+    rules: KeyRules,
+    pub pins: Arc<PinRules>,
+    meta: meta::MetaCache,
+    inflight: Mutex<HashMap<PageKey, PageFuture>>,
+    disk_tx: Option<mpsc::Sender<fetch::DiskWrite>>,
+}
+
+impl Cache {
+    pub fn new(
+        cfg: ReadPathConfig,
+        memory: MemoryTier,
+        disk: Option<Arc<DiskTier>>,
+        origins: Arc<Origins>,
+        rules: KeyRules,
+        pins: Arc<PinRules>,
+    ) -> Arc<Self> {
+        let disk_tx = disk.as_ref().map(|d| fetch::spawn_disk_writer(d.clone(), cfg.disk_write_queue));
+        Arc::new(Self {
+            meta: meta::MetaCache::new(cfg.metadata_ttl),
+            cfg,
+            memory,
+            disk,
+            origins,
+            rules,
+            pins,
+            inflight: Mutex::new(HashMap::new()),
+            disk_tx,
+        })
+    }
+
+    pub fn geometry(&self) -> PageGeometry {
+        self.cfg.geometry
+    }
+
+    pub fn classify(&self, key: &str) -> KeyClass {
+        self.rules.classify(key)
+    }
+
+    /// Resolves the current version of an object: cached metadata when it may be trusted,
+    /// else one (shared) HEAD at the origin.
+    pub async fn object(&self, bucket: &str, key: &str) -> Result<Arc<ObjectHandle>, CacheError> {
+        let store = self.origins.store(bucket)?;
+        let path = crate::origin::key_path(key)?;
+        let class = self.rules.classify(key);
+        let meta = self.meta.resolve(&self.origins, &store, bucket, key, &path, class).await?;
+        let id = Arc::new(ObjectId::new(bucket.to_string(), key.to_string(), meta.version.clone()));
+        let pinned = class != KeyClass::NeverCache && self.pins.is_pinned(bucket, key);
+        Ok(Arc::new(ObjectHandle {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            path,
+            store,
+            meta,
+            id,
+            class,
+            pinned,
+        }))
+    }
+
+    /// Forgets what is cached about an object after a write through this node: its
+    /// metadata and its pages on disk. Pages in memory are keyed by the old version and
+    /// can no longer be reached.
+    pub fn invalidate(&self, bucket: &str, key: &str) {
+        if let Some(old) = self.meta.forget(bucket, key)
+            && let Some(d) = &self.disk
+        {
+            d.remove_object(ObjectId::new(bucket.to_string(), key.to_string(), old.version.clone()).hash());
+        }
+    }
+
+    /// Streams `range` of the object, page by page and in order: the first page leaves as
+    /// soon as it is there, while later missing pages are already being fetched.
+    pub fn read(self: &Arc<Self>, obj: Arc<ObjectHandle>, range: ByteRange) -> ReceiverStream<std::io::Result<Bytes>> {
+        let (tx, rx) = mpsc::channel(4);
+        let this = self.clone();
+        tokio::spawn(async move {
+            metrics::gauge!(m::CACHE_INFLIGHT_REQUESTS).increment(1.0);
+            if obj.class == KeyClass::NeverCache {
+                fetch::stream_direct(&this.origins, &obj, range, &tx).await;
+            } else {
+                this.stream_pages(&obj, range, &tx).await;
+            }
+            metrics::gauge!(m::CACHE_INFLIGHT_REQUESTS).decrement(1.0);
+        });
+        ReceiverStream::new(rx)
+    }
+
+    async fn stream_pages(self: &Arc<Self>, obj: &Arc<ObjectHandle>, range: ByteRange, tx: &mpsc::Sender<std::io::Result<Bytes>>) {
+        if range.is_empty() {
+            return;
+        }
+        let g = self.cfg.geometry;
+        let last_page = (range.end - 1) / g.page_size_bytes();
+        let mut planned_to: Option<u64> = None;
+        for slice in g.slices(range.start..range.end) {
+            // Keep the fetches `readahead` pages ahead of what is being sent.
+            let want_to = (slice.index + self.cfg.readahead_pages.max(1) - 1).min(last_page);
+            let from = planned_to.map_or(slice.index, |p| p + 1);
+            if planned_to.is_none_or(|p| p < want_to) && from <= want_to {
+                self.plan(obj, from, want_to);
+                planned_to = Some(want_to);
+            }
+            let out = match self.page_slice(obj, slice).await {
+                Ok(b) => Ok(b),
+                Err(e) => {
+                    tracing::warn!(bucket = %obj.bucket, key = %obj.key, page = slice.index, error = %e, "read failed mid-stream");
+                    if matches!(e, CacheError::Changed | CacheError::Origin(OriginError::Precondition)) {
+                        self.invalidate(&obj.bucket, &obj.key);
+                    }
+                    Err(std::io::Error::other(e.to_string()))
+                }
+            };
+            let failed = out.is_err();
+            if tx.send(out).await.is_err() || failed {
+                return;
+            }
+        }
+    }
+
+    /// The bytes of one page slice, from the fastest tier that has them.
+    pub async fn page_slice(self: &Arc<Self>, obj: &Arc<ObjectHandle>, s: PageSlice) -> Result<Bytes, CacheError> {
+        let key = PageKey { object: obj.id.hash(), index: s.index };
+        let page_len = {
+            let b = self.cfg.geometry.page_bytes(s.index, obj.meta.size);
+            (b.end - b.start) as usize
+        };
+        if s.offset_in_page + s.len > page_len {
+            return Err(CacheError::Internal(format!("slice past the end of page {}", s.index)));
+        }
+        if let Some(page) = self.memory.get(&key) {
+            if page.len() == page_len {
+                metrics::counter!(m::CACHE_HITS, "tier" => "memory").increment(1);
+                metrics::counter!(m::CACHE_SERVED_BYTES, "tier" => "memory").increment(s.len as u64);
+                return Ok(page.slice(s.offset_in_page..s.offset_in_page + s.len));
+            }
+            self.memory.remove(&key);
+        }
+        metrics::counter!(m::CACHE_MISSES, "tier" => "memory").increment(1);
+        if let Some(disk) = &self.disk {
+            match disk.read(&key, s.offset_in_page, s.len).await {
+                Ok(Some(bytes)) if bytes.len() == s.len => {
+                    metrics::counter!(m::CACHE_HITS, "tier" => "disk").increment(1);
+                    metrics::counter!(m::CACHE_SERVED_BYTES, "tier" => "disk").increment(s.len as u64);
+                    if s.len == page_len {
+                        self.memory.insert(key, bytes.clone());
+                    }
+                    return Ok(bytes);
+                }
+                Ok(_) => metrics::counter!(m::CACHE_MISSES, "tier" => "disk").increment(1),
+                Err(e) => {
+                    metrics::counter!(m::CACHE_MISSES, "tier" => "disk").increment(1);
+                    metrics::counter!(m::DISK_ERRORS).increment(1);
+                    tracing::warn!(error = %e, "disk tier read failed; reading from origin");
+                }
+            }
+        }
+        let fut = self.inflight_or_fetch(obj, s.index);
+        let page = fut.await?;
+        if page.len() != page_len {
+            return Err(CacheError::ShortRead { want: page_len as u64, got: page.len() as u64 });
+        }
+        metrics::counter!(m::CACHE_SERVED_BYTES, "tier" => "origin").increment(s.len as u64);
+        Ok(page.slice(s.offset_in_page..s.offset_in_page + s.len))
+    }
+
+    fn inflight_or_fetch(self: &Arc<Self>, obj: &Arc<ObjectHandle>, index: u64) -> PageFuture {
+        let key = PageKey { object: obj.id.hash(), index };
+        let mut inflight = self.inflight.lock();
+        if let Some(f) = inflight.get(&key) {
+            metrics::counter!(m::CACHE_SINGLEFLIGHT_JOINS).increment(1);
+            return f.clone();
+        }
+        let mut futs = self.start_fetch(&mut inflight, obj, index, 1);
+        futs.pop().unwrap_or_else(|| fetch::failed(CacheError::Internal("no fetch started".into())))
+    }
+
+    /// Starts fetches for the pages in `first..=last` that no tier has and nobody is
+    /// fetching, one ranged GET per run of adjacent missing pages.
+    fn plan(self: &Arc<Self>, obj: &Arc<ObjectHandle>, first: u64, last: u64) {
+        let hash = obj.id.hash();
+        let missing = |i: u64| {
+            let k = PageKey { object: hash, index: i };
+            !self.memory.contains(&k) && !self.disk.as_ref().is_some_and(|d| d.contains(&k))
+        };
+        let mut inflight = self.inflight.lock();
+        let mut run: Option<(u64, u64)> = None;
+        for i in first..=last {
+            let need = missing(i) && !inflight.contains_key(&PageKey { object: hash, index: i });
+            match (&mut run, need) {
+                (Some((_, n)), true) if *n < self.cfg.max_fetch_pages => *n += 1,
+                (Some((start, n)), true) => {
+                    let (s, c) = (*start, *n);
+                    self.start_fetch(&mut inflight, obj, s, c);
+                    run = Some((i, 1));
+                }
+                (None, true) => run = Some((i, 1)),
+                (Some((start, n)), false) => {
+                    let (s, c) = (*start, *n);
+                    self.start_fetch(&mut inflight, obj, s, c);
+                    run = None;
+                }
+                (None, false) => {}
+            }
+        }
+        if let Some((s, c)) = run {
+            self.start_fetch(&mut inflight, obj, s, c);
+        }
+    }
+
+    fn start_fetch(
+        self: &Arc<Self>,
+        inflight: &mut HashMap<PageKey, PageFuture>,
+        obj: &Arc<ObjectHandle>,
+        first: u64,
+        count: u64,
+    ) -> Vec<PageFuture> {
+        let mut senders = Vec::with_capacity(count as usize);
+        let mut futs = Vec::with_capacity(count as usize);
+        for i in first..first + count {
+            let (tx, rx) = tokio::sync::oneshot::channel::<PageResult>();
+            let fut: PageFuture = futures::FutureExt::shared(futures::FutureExt::boxed(async move {
+                rx.await.unwrap_or_else(|_| Err(CacheError::Internal("page fetch abandoned".into())))
+            }));
+            inflight.insert(PageKey { object: obj.id.hash(), index: i }, fut.clone());
+            senders.push(tx);
+            futs.push(fut);
+        }
+        let pinned = obj.pinned;
+        let job = fetch::RunFetch {
+            obj: obj.clone(),
+            first,
+            senders,
+            geometry: self.cfg.geometry,
+            pinned_ok: pinned,
+        };
+        let this = self.clone();
+        tokio::spawn(async move { job.run(&this).await });
+        futs
+    }
+
+    /// Called by a fetch for every page it completes (success or failure).
+    fn complete_page(&self, obj: &ObjectHandle, index: u64, result: &PageResult) {
+        let key = PageKey { object: obj.id.hash(), index };
+        if let Ok(page) = result {
+            self.memory.insert(key, page.clone());
+            if let Some(tx) = &self.disk_tx {
+                let pinned = obj.pinned
+                    && self.disk.as_ref().is_some_and(|d| {
+                        d.pinned_bytes() + page.len() as u64 <= self.cfg.pin_budget_bytes
+                    });
+                fetch::enqueue_disk_write(tx, obj.id.clone(), index, page.clone(), pinned);
+            }
+        }
+        self.inflight.lock().remove(&key);
+    }
+
+    pub fn pin_budget_bytes(&self) -> u64 {
+        self.cfg.pin_budget_bytes
+    }
+
+    pub fn pinned_bytes(&self) -> u64 {
+        self.disk.as_ref().map_or(0, |d| d.pinned_bytes())
+    }
+
+    pub fn publish_metrics(&self) {
+        self.memory.publish_metrics();
+        metrics::gauge!(m::PINNED_BUDGET_BYTES).set(self.cfg.pin_budget_bytes as f64);
+        if let Some(d) = &self.disk {
+            metrics::gauge!(m::DISK_USED_BYTES).set(d.used_bytes() as f64);
+            metrics::gauge!(m::DISK_PINNED_BYTES).set(d.pinned_bytes() as f64);
+            metrics::gauge!(m::DISK_CAPACITY_BYTES).set(d.capacity_bytes() as f64);
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Multipart uploads staged on the cache node's local disk, then written to the origin as
+//! one object on completion. This works for every origin (a local directory has no multipart
+//! API) and keeps S3 semantics: upload ids, part ETags (MD5), ListParts, Abort, EntityTooSmall.
+//! Owns the staging directory; does not invalidate the cache (the caller does).
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// S3's minimum size of every part but the last.
+pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
+pub const MAX_PART_NUMBER: i32 = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MultipartError {
+    #[error("no such upload")]
+    NoSuchUpload,
+    #[error("invalid part: {0}")]
+    InvalidPart(String),
+    #[error("parts are not in ascending order")]
+    InvalidPartOrder,
+    #[error("part {0} is smaller than the 5 MiB minimum")]
+    EntityTooSmall(i32),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("request body: {0}")]
+    Body(String),
+    #[error("staging I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadMeta {
+    pub bucket: String,
+    pub key: String,
+    pub content_type: Option<String>,
+    pub initiated_unix_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct StagedPart {
+    pub number: i32,
+    pub etag: String,
+    pub size: u64,
+    pub last_modified: std::time::SystemTime,
+    pub path: PathBuf,
+}
+
+pub struct Staging {
+    dir: PathBuf,
+}
+
+impl Staging {
+    pub fn new(dir: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
+    fn upload_dir(&self, upload_id: &str) -> Result<PathBuf, MultipartError> {
+        // Only ids we minted (UUIDs) name a directory: nothing else reaches the filesystem.
+        uuid::Uuid::parse_str(upload_id).map_err(|_| MultipartError::NoSuchUpload)?;
+        let d = self.dir.join(upload_id);
+        if d.is_dir() { Ok(d) } else { Err(MultipartError::NoSuchUpload) }
+    }
+
+    pub async fn create(&self, meta: UploadMeta) -> Result<String, MultipartError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let d = self.dir.join(&id);
+        tokio::fs::create_dir_all(&d).await?;
+        let text = serde_json::to_vec(&meta).map_err(|e| MultipartError::InvalidArgument(e.to_string()))?;
+        tokio::fs::write(d.join("meta.json"), text).await?;
+        Ok(id)
+    }
+
+    /// The upload's metadata, checking that it belongs to `bucket`/`key`.
+    pub async fn meta(&self, upload_id: &str, bucket: &str, key: &str) -> Result<UploadMeta, MultipartError> {
+        let d = self.upload_dir(upload_id)?;
+        let text = tokio::fs::read(d.join("meta.json")).await.map_err(|_| MultipartError::NoSuchUpload)?;
+        let meta: UploadMeta = serde_json::from_slice(&text).map_err(|_| MultipartError::NoSuchUpload)?;
+        if meta.bucket != bucket || meta.key != key {
+            return Err(MultipartError::NoSuchUpload);
+        }
+        Ok(meta)
+    }
+
+    /// Streams one part to disk; returns its ETag (hex MD5, unquoted) and size.
+    pub async fn put_part<S, E>(
+        &self,
+        upload_id: &str,
+        number: i32,
+        mut body: S,
+    ) -> Result<(String, u64), MultipartError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        if !(1..=MAX_PART_NUMBER).contains(&number) {
+            return Err(MultipartError::InvalidArgument(format!(
+                "part number must be between 1 and {MAX_PART_NUMBER}"
+            )));
+        }
+        let d = self.upload_dir(upload_id)?;
+        let tmp = d.join(format!("part-{number:05}.{}.tmp", uuid::Uuid::new_v4()));
+        let mut f = tokio::fs::File::create(&tmp).await?;
+        let mut md5 = Md5::new();
+        let mut size = 0u64;
+        let res: Result<(), MultipartError> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| MultipartError::Body(e.to_string()))?;
+                md5.update(&chunk);
+                size += chunk.len() as u64;
+                f.write_all(&chunk).await?;
+            }
+            f.flush().await?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = res {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+        let etag = hex(&md5.finalize());
+        tokio::fs::write(d.join(format!("part-{number:05}.etag")), &etag).await?;
+        tokio::fs::rename(&tmp, d.join(format!("part-{number:05}"))).await?;
+        Ok((etag, size))
+    }
+
+    pub async fn list_parts(&self, upload_id: &str) -> Result<Vec<StagedPart>, MultipartError> {
+        let d = self.upload_dir(upload_id)?;
+        let mut parts = Vec::new();
+        let mut rd = tokio::fs::read_dir(&d).await?;
+        while let Some(e) = rd.next_entry().await? {
+            let name = e.file_name().to_string_lossy().to_string();
+            let Some(num) = name.strip_prefix("part-").and_then(|n| n.parse::<i32>().ok()) else { continue };
+            let md = e.metadata().await?;
+            let etag = tokio::fs::read_to_string(d.join(format!("{name}.etag"))).await.unwrap_or_default();
+            parts.push(StagedPart {
+                number: num,
+                etag,
+                size: md.len(),
+                last_modified: md.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH),
+                path: e.path(),
+            });
+        }
+        parts.sort_by_key(|p| p.number);
+        Ok(parts)
+    }
+
+    /// Checks the client's part list against what was staged; returns the parts in order
+    /// and the S3-style multipart ETag (MD5 of the part MD5s, `-N`).
+    pub async fn resolve_complete(
+        &self,
+        upload_id: &str,
+        requested: &[(i32, String)],
+    ) -> Result<(Vec<StagedPart>, String), MultipartError> {
+        if requested.is_empty() {
+            return Err(MultipartError::InvalidPart("you must specify at least one part".into()));
+        }
+        let staged = self.list_parts(upload_id).await?;
+        let mut out = Vec::with_capacity(requested.len());
+        let mut prev = 0;
+        for (num, etag) in requested {
+            if *num <= prev {
+                return Err(MultipartError::InvalidPartOrder);
+            }
+            prev = *num;
+            let want = etag.trim_matches('"');
+            let p = staged
+                .iter()
+                .find(|p| p.number == *num)
+                .ok_or_else(|| MultipartError::InvalidPart(format!("part {num} was not uploaded")))?;
+            if !want.is_empty() && p.etag != want {
+                return Err(MultipartError::InvalidPart(format!("part {num}: ETag does not match")));
+            }
+            out.push(p.clone());
+        }
+        for p in &out[..out.len() - 1] {
+            if p.size < MIN_PART_BYTES {
+                return Err(MultipartError::EntityTooSmall(p.number));
+            }
+        }
+        let mut md5 = Md5::new();
+        for p in &out {
+            let raw: Vec<u8> = (0..p.etag.len() / 2)
+                .filter_map(|i| u8::from_str_radix(p.etag.get(2 * i..2 * i + 2)?, 16).ok())
+                .collect();
+            md5.update(&raw);
+        }
+        Ok((out, format!("{}-{}", hex(&md5.finalize()), requested.len())))
+    }
+
+    pub async fn remove(&self, upload_id: &str) -> Result<(), MultipartError> {
+        let d = self.upload_dir(upload_id)?;
+        tokio::fs::remove_dir_all(d).await?;
+        Ok(())
+    }
+}
+
+/// Reads staged parts back as one stream of chunks.
+pub fn concat_parts(parts: Vec<StagedPart>) -> impl Stream<Item = std::io::Result<Bytes>> {
+    futures::stream::iter(parts).then(|p| read_file_chunks(p.path)).flatten()
+}
+
+async fn read_file_chunks(path: PathBuf) -> impl Stream<Item = std::io::Result<Bytes>> {
+    let file = tokio::fs::File::open(&path).await;
+    futures::stream::unfold(Some(file), |state| async move {
+        let mut f = match state? {
+            Ok(f) => f,
+            Err(e) => return Some((Err(e), None)),
+        };
+        let mut buf = vec![0u8; 4 * 1024 * 1024];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match f.read(&mut buf[filled..]).await {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) => return Some((Err(e), None)),
+            }
+        }
+        if filled == 0 {
+            return None;
+        }
+        buf.truncate(filled);
+        Some((Ok(Bytes::from(buf)), Some(Ok(f))))
+    })
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Removes the staging directories of uploads older than `max_age` (abandoned uploads).
+pub fn sweep(dir: &Path, max_age: std::time::Duration) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let old = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+        if old.is_some_and(|age| age > max_age) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Conditional request headers on GET and HEAD, evaluated as RFC 9110 §13.2.2 orders them
+//! (and as S3 does): If-Match, else If-Unmodified-Since → 412; If-None-Match, else
+//! If-Modified-Since → 304. Dates compare at one-second resolution, as HTTP dates carry.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use s3s::dto::{ETagCondition, Timestamp};
+use s3s::{S3Error, s3_error};
+
+use crate::cache::ObjectMeta;
+
+pub struct Conditions<'a> {
+    pub if_match: Option<&'a ETagCondition>,
+    pub if_none_match: Option<&'a ETagCondition>,
+    pub if_modified_since: Option<&'a Timestamp>,
+    pub if_unmodified_since: Option<&'a Timestamp>,
+}
+
+fn secs(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
+
+fn ts_secs(t: &Timestamp) -> i64 {
+    time::OffsetDateTime::from(t.clone()).unix_timestamp()
+}
+
+fn matches(cond: &ETagCondition, etag: Option<&str>) -> bool {
+    match cond {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(e) => etag.is_some_and(|have| e.value().trim_matches('"') == have),
+    }
+}
+
+impl Conditions<'_> {
+    pub fn check(&self, meta: &ObjectMeta) -> Result<(), S3Error> {
+        let etag = meta.etag.as_deref();
+        let modified = secs(meta.last_modified);
+        if let Some(c) = self.if_match {
+            if !matches(c, etag) {
+                return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+            }
+        } else if let Some(t) = self.if_unmodified_since
+            && modified > ts_secs(t)
+        {
+            return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+        }
+        if let Some(c) = self.if_none_match {
+            if matches(c, etag) {
+                return Err(s3_error!(NotModified));
+            }
+        } else if let Some(t) = self.if_modified_since
+            && modified <= ts_secs(t)
+        {
+            return Err(s3_error!(NotModified));
+        }
+        Ok(())
+    }
+}

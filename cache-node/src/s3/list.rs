@@ -1,0 +1,311 @@
+//! ListObjectsV2 / ListObjects / ListBuckets over the origin. S3's listing semantics
+//! (string prefixes, any delimiter, start-after, continuation tokens, max-keys, URL
+//! encoding) are rebuilt on top of object_store's path-based listing. An optional short
+//! TTL reuses a listing; a write through this node drops the bucket's cached listings.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use parking_lot::Mutex;
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+
+use super::{LakeS3, origin_err};
+use crate::origin::OriginError;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    key: String,
+    size: u64,
+    etag: Option<String>,
+    last_modified: std::time::SystemTime,
+}
+
+type Listing = Arc<Vec<Entry>>;
+
+pub struct ListCache {
+    ttl: Duration,
+    map: Mutex<HashMap<(String, String), (Instant, Listing)>>,
+}
+
+impl ListCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self { ttl, map: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn invalidate_bucket(&self, bucket: &str) {
+        if !self.ttl.is_zero() {
+            self.map.lock().retain(|(b, _), _| b != bucket);
+        }
+    }
+}
+
+/// Every object under the directory part of `prefix`, sorted by key, filtered by `prefix`.
+async fn listing(s3: &LakeS3, bucket: &str, prefix: &str) -> S3Result<Listing> {
+    let dir = match prefix.rfind('/') {
+        Some(i) => &prefix[..i],
+        None => "",
+    };
+    let ck = (bucket.to_string(), dir.to_string());
+    if !s3.lists.ttl.is_zero()
+        && let Some((t, l)) = s3.lists.map.lock().get(&ck)
+        && t.elapsed() < s3.lists.ttl
+    {
+        return Ok(filter(l, prefix));
+    }
+    let store = s3.cache.origins.store(bucket).map_err(origin_err)?;
+    let dir_path = if dir.is_empty() {
+        None
+    } else {
+        match Path::parse(dir) {
+            Ok(p) => Some(p),
+            // A prefix no store path can have matches nothing.
+            Err(_) => return Ok(Arc::new(Vec::new())),
+        }
+    };
+    let origins = s3.cache.origins.clone();
+    let metas: Vec<object_store::ObjectMeta> = origins
+        .call("list", store.list(dir_path.as_ref()).try_collect())
+        .await
+        .or_else(|e| match e {
+            OriginError::NotFound => Ok(Vec::new()),
+            e => Err(e),
+        })
+        .map_err(origin_err)?;
+    let mut all: Vec<Entry> = metas
+        .into_iter()
+        .map(|m| {
+            let meta = crate::cache::ObjectMeta::from_store(&m, None);
+            Entry { key: m.location.to_string(), size: m.size, etag: meta.etag, last_modified: meta.last_modified }
+        })
+        .collect();
+    all.sort_by(|a, b| a.key.cmp(&b.key));
+    let all = Arc::new(all);
+    if !s3.lists.ttl.is_zero() {
+        s3.lists.map.lock().insert(ck, (Instant::now(), all.clone()));
+    }
+    Ok(filter(&all, prefix))
+}
+
+fn filter(all: &Listing, prefix: &str) -> Listing {
+    if prefix.is_empty() {
+        return all.clone();
+    }
+    Arc::new(all.iter().filter(|e| e.key.starts_with(prefix)).cloned().collect())
+}
+
+enum Item<'a> {
+    Object(&'a Entry),
+    Prefix(String),
+}
+
+impl Item<'_> {
+    fn key(&self) -> &str {
+        match self {
+            Item::Object(e) => &e.key,
+            Item::Prefix(p) => p,
+        }
+    }
+}
+
+struct Page<'a> {
+    items: Vec<Item<'a>>,
+    truncated: bool,
+}
+
+/// Groups by delimiter, skips everything at or before `marker`, takes `max_keys`.
+fn page<'a>(entries: &'a [Entry], prefix: &str, delimiter: Option<&str>, marker: Option<&str>, max_keys: usize) -> Page<'a> {
+    let mut items: Vec<Item<'a>> = Vec::new();
+    let mut truncated = false;
+    let mut last_prefix: Option<String> = None;
+    for e in entries {
+        let item = match delimiter.filter(|d| !d.is_empty()) {
+            Some(d) => match e.key[prefix.len()..].find(d) {
+                Some(i) => Item::Prefix(e.key[..prefix.len() + i + d.len()].to_string()),
+                None => Item::Object(e),
+            },
+            None => Item::Object(e),
+        };
+        if let Item::Prefix(p) = &item {
+            if last_prefix.as_deref() == Some(p.as_str()) {
+                continue;
+            }
+            last_prefix = Some(p.clone());
+        }
+        if marker.is_some_and(|m| item.key() <= m) {
+            continue;
+        }
+        if items.len() == max_keys {
+            truncated = true;
+            break;
+        }
+        items.push(item);
+    }
+    Page { items, truncated }
+}
+
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn token_encode(key: &str) -> String {
+    format!("lc1{}", crate::origin::multipart::hex(key.as_bytes()))
+}
+
+fn token_decode(t: &str) -> S3Result<String> {
+    let hex = t.strip_prefix("lc1").ok_or_else(|| s3_error!(InvalidArgument, "The continuation token provided is incorrect"))?;
+    let bytes: Option<Vec<u8>> =
+        (0..hex.len() / 2).map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()).collect();
+    bytes
+        .filter(|_| hex.len() % 2 == 0)
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| s3_error!(InvalidArgument, "The continuation token provided is incorrect"))
+}
+
+fn max_keys(m: Option<i32>) -> S3Result<usize> {
+    match m {
+        None => Ok(1000),
+        Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "max-keys must be non-negative")),
+        Some(n) => Ok((n as usize).min(1000)),
+    }
+}
+
+struct Rendered {
+    contents: Vec<Object>,
+    prefixes: Vec<CommonPrefix>,
+    last_key: Option<String>,
+}
+
+fn render(p: &Page<'_>, encode: bool) -> Rendered {
+    let enc = |s: &str| if encode { url_encode(s) } else { s.to_string() };
+    let mut contents = Vec::new();
+    let mut prefixes = Vec::new();
+    for it in &p.items {
+        match it {
+            Item::Object(e) => contents.push(Object {
+                key: Some(enc(&e.key)),
+                size: Some(e.size as i64),
+                e_tag: e.etag.clone().map(ETag::Strong),
+                last_modified: Some(Timestamp::from(e.last_modified)),
+                storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+                ..Default::default()
+            }),
+            Item::Prefix(pfx) => prefixes.push(CommonPrefix { prefix: Some(enc(pfx)) }),
+        }
+    }
+    Rendered { contents, prefixes, last_key: p.items.last().map(|i| i.key().to_string()) }
+}
+
+pub async fn list_objects_v2(s3: &LakeS3, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+    let i = req.input;
+    let prefix = i.prefix.clone().unwrap_or_default();
+    let max = max_keys(i.max_keys)?;
+    let token_key = i.continuation_token.as_deref().map(token_decode).transpose()?;
+    let marker = match (token_key, i.start_after.clone()) {
+        (Some(t), Some(s)) => Some(t.max(s)),
+        (t, s) => t.or(s),
+    };
+    let entries = listing(s3, &i.bucket, &prefix).await?;
+    let p = page(&entries, &prefix, i.delimiter.as_deref(), marker.as_deref(), max);
+    let encode = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
+    let r = render(&p, encode);
+    let enc = |s: String| if encode { url_encode(&s) } else { s };
+    Ok(S3Response::new(ListObjectsV2Output {
+        name: Some(i.bucket),
+        prefix: Some(enc(prefix)),
+        delimiter: i.delimiter.map(enc),
+        max_keys: Some(max as i32),
+        key_count: Some((r.contents.len() + r.prefixes.len()) as i32),
+        continuation_token: i.continuation_token,
+        next_continuation_token: if p.truncated { r.last_key.as_deref().map(token_encode) } else { None },
+        is_truncated: Some(p.truncated),
+        start_after: i.start_after.map(enc),
+        encoding_type: i.encoding_type,
+        contents: (!r.contents.is_empty()).then_some(r.contents),
+        common_prefixes: (!r.prefixes.is_empty()).then_some(r.prefixes),
+        ..Default::default()
+    }))
+}
+
+pub async fn list_objects_v1(s3: &LakeS3, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+    let i = req.input;
+    let prefix = i.prefix.clone().unwrap_or_default();
+    let max = max_keys(i.max_keys)?;
+    let entries = listing(s3, &i.bucket, &prefix).await?;
+    let p = page(&entries, &prefix, i.delimiter.as_deref(), i.marker.as_deref(), max);
+    let encode = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
+    let r = render(&p, encode);
+    let enc = |s: String| if encode { url_encode(&s) } else { s };
+    let next_marker = (p.truncated && i.delimiter.is_some()).then(|| r.last_key.clone().map(enc)).flatten();
+    Ok(S3Response::new(ListObjectsOutput {
+        name: Some(i.bucket),
+        prefix: Some(enc(prefix)),
+        delimiter: i.delimiter.map(enc),
+        marker: i.marker.map(enc),
+        next_marker,
+        max_keys: Some(max as i32),
+        is_truncated: Some(p.truncated),
+        encoding_type: i.encoding_type,
+        contents: (!r.contents.is_empty()).then_some(r.contents),
+        common_prefixes: (!r.prefixes.is_empty()).then_some(r.prefixes),
+        ..Default::default()
+    }))
+}
+
+pub async fn list_buckets(s3: &LakeS3) -> S3Result<S3Response<ListBucketsOutput>> {
+    let buckets: BTreeMap<String, std::time::SystemTime> = s3.cache.origins.bucket_names().into_iter().collect();
+    let buckets = buckets
+        .into_iter()
+        .map(|(name, created)| Bucket { name: Some(name), creation_date: Some(Timestamp::from(created)), ..Default::default() })
+        .collect();
+    Ok(S3Response::new(ListBucketsOutput { buckets: Some(buckets), ..Default::default() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(keys: &[&str]) -> Vec<Entry> {
+        keys.iter()
+            .map(|k| Entry { key: k.to_string(), size: 1, etag: None, last_modified: std::time::SystemTime::UNIX_EPOCH })
+            .collect()
+    }
+
+    fn keys(p: &Page<'_>) -> Vec<String> {
+        p.items.iter().map(|i| i.key().to_string()).collect()
+    }
+
+    #[test]
+    fn delimiter_groups_and_pages() {
+        let e = entries(&["a/1", "a/2", "b", "c/x/1", "c/y", "d"]);
+        let p = page(&e, "", Some("/"), None, 1000);
+        assert_eq!(keys(&p), ["a/", "b", "c/", "d"]);
+        let p = page(&e, "", Some("/"), None, 2);
+        assert_eq!(keys(&p), ["a/", "b"]);
+        assert!(p.truncated);
+        let p2 = page(&e, "", Some("/"), Some("b"), 2);
+        assert_eq!(keys(&p2), ["c/", "d"]);
+        assert!(!p2.truncated);
+        let e2 = entries(&["c/x/1", "c/x/2", "c/y"]);
+        assert_eq!(keys(&page(&e2, "c/", Some("/"), None, 10)), ["c/x/", "c/y"]);
+    }
+
+    #[test]
+    fn tokens_round_trip_and_reject_garbage() {
+        assert_eq!(token_decode(&token_encode("a/é b")).unwrap(), "a/é b");
+        assert!(token_decode("nope").is_err());
+        assert!(token_decode("lc1zz").is_err());
+        assert_eq!(url_encode("a b+c/d"), "a%20b%2Bc/d");
+    }
+}

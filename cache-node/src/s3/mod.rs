@@ -1,0 +1,178 @@
+//! The S3 surface: `s3s` parses, authenticates (SigV4 headers and presigned URLs) and
+//! serialises; this module turns each operation into calls on the read path (`cache`) or
+//! pass-through writes to the origin, and maps every error to one S3 code and status.
+//! One file per operation group: `read.rs` (GET/HEAD/List), `write.rs` (PUT, multipart,
+//! DELETE, COPY). No caching logic lives here.
+
+mod conditional;
+mod list;
+mod read;
+mod write;
+
+use std::sync::Arc;
+
+use s3s::dto::*;
+use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+
+use crate::cache::{Cache, CacheError};
+use crate::origin::multipart::{MultipartError, Staging};
+use crate::origin::OriginError;
+
+pub use read::serve_full_object;
+
+/// The S3 implementation handed to `s3s`.
+pub struct LakeS3 {
+    pub cache: Arc<Cache>,
+    pub staging: Arc<Staging>,
+    pub lists: list::ListCache,
+    write_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
+}
+
+impl LakeS3 {
+    pub fn new(cache: Arc<Cache>, staging: Arc<Staging>, list_ttl: std::time::Duration) -> Self {
+        Self {
+            cache,
+            staging,
+            lists: list::ListCache::new(list_ttl),
+            write_locks: Arc::new((0..1024).map(|_| tokio::sync::Mutex::new(())).collect()),
+        }
+    }
+
+    /// Writes to one key through this node are serialised, so a conditional write's check
+    /// and its effect cannot interleave with another write of the same key.
+    async fn lock_key(&self, bucket: &str, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let h = xxhash_rust::xxh3::xxh3_64(format!("{bucket}/{key}").as_bytes());
+        let i = (h % self.write_locks.len() as u64) as usize;
+        self.write_locks[i].lock().await
+    }
+
+    fn after_write(&self, bucket: &str, key: &str) {
+        self.cache.invalidate(bucket, key);
+        self.lists.invalidate_bucket(bucket);
+    }
+}
+
+pub(crate) fn cache_err(e: CacheError) -> S3Error {
+    match e {
+        CacheError::Origin(o) => origin_err(o),
+        CacheError::Changed => s3_error!(ServiceUnavailable, "The object changed during the read; please retry."),
+        CacheError::ShortRead { .. } => s3_error!(ServiceUnavailable, "The origin returned a short body; please retry."),
+        CacheError::Internal(m) => S3Error::with_message(S3ErrorCode::InternalError, m),
+    }
+}
+
+pub(crate) fn origin_err(e: OriginError) -> S3Error {
+    match e {
+        OriginError::NoSuchBucket => s3_error!(NoSuchBucket),
+        OriginError::NotFound => s3_error!(NoSuchKey),
+        OriginError::Precondition => s3_error!(PreconditionFailed),
+        OriginError::NotModified => s3_error!(NotModified),
+        OriginError::AlreadyExists => s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"),
+        OriginError::NotSupported => s3_error!(NotImplemented, "The origin does not support this operation"),
+        OriginError::InvalidKey(m) => S3Error::with_message(S3ErrorCode::InvalidArgument, format!("Invalid key: {m}")),
+        OriginError::Unavailable(m) => {
+            tracing::warn!(error = %m, "origin unavailable");
+            s3_error!(ServiceUnavailable, "The origin could not be reached; please retry.")
+        }
+        OriginError::Other(m) => S3Error::with_message(S3ErrorCode::InternalError, m),
+    }
+}
+
+pub(crate) fn multipart_err(e: MultipartError) -> S3Error {
+    match e {
+        MultipartError::NoSuchUpload => s3_error!(NoSuchUpload),
+        MultipartError::InvalidPart(m) => S3Error::with_message(S3ErrorCode::InvalidPart, m),
+        MultipartError::InvalidPartOrder => s3_error!(InvalidPartOrder),
+        MultipartError::EntityTooSmall(n) => {
+            S3Error::with_message(S3ErrorCode::EntityTooSmall, format!("Part {n} is smaller than the minimum of 5 MiB"))
+        }
+        MultipartError::InvalidArgument(m) => S3Error::with_message(S3ErrorCode::InvalidArgument, m),
+        MultipartError::Body(m) => S3Error::with_message(S3ErrorCode::IncompleteBody, m),
+        MultipartError::Io(e) => S3Error::with_message(S3ErrorCode::InternalError, e.to_string()),
+    }
+}
+
+fn etag_of(s: &str) -> ETag {
+    ETag::Strong(s.trim_matches('"').to_string())
+}
+
+#[async_trait::async_trait]
+impl S3 for LakeS3 {
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        read::get_object(self, req).await
+    }
+
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        read::head_object(self, req).await
+    }
+
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        list::list_objects_v2(self, req).await
+    }
+
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        list::list_objects_v1(self, req).await
+    }
+
+    async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        list::list_buckets(self).await
+    }
+
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.cache.origins.store(&req.input.bucket).map_err(origin_err)?;
+        Ok(S3Response::new(HeadBucketOutput::default()))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.cache.origins.store(&req.input.bucket).map_err(origin_err)?;
+        Ok(S3Response::new(GetBucketLocationOutput::default()))
+    }
+
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        write::put_object(self, req).await
+    }
+
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        write::delete_object(self, req).await
+    }
+
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        write::delete_objects(self, req).await
+    }
+
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        write::copy_object(self, req).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        write::create_multipart_upload(self, req).await
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        write::upload_part(self, req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        write::complete_multipart_upload(self, req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        write::abort_multipart_upload(self, req).await
+    }
+
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        write::list_parts(self, req).await
+    }
+}

@@ -1,0 +1,113 @@
+//! GetObject and HeadObject: conditionals, ranges (`a-b`, `a-`, `-n`; 416 when
+//! unsatisfiable) and the headers S3 returns, with the body streamed from the read path.
+
+use std::sync::Arc;
+
+use lakecache_common::page::{ByteRange, RequestedRange};
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+
+use super::conditional::Conditions;
+use super::{LakeS3, cache_err};
+use crate::cache::{Cache, ObjectHandle};
+
+fn requested(r: &Range) -> RequestedRange {
+    match *r {
+        Range::Int { first, last } => RequestedRange::FromTo { first, last },
+        Range::Suffix { length } => RequestedRange::Suffix { len: length },
+    }
+}
+
+fn resolve_range(range: Option<&Range>, size: u64) -> S3Result<(ByteRange, bool)> {
+    match range {
+        None => Ok((ByteRange { start: 0, end: size }, false)),
+        Some(r) => requested(r)
+            .resolve(size)
+            .map(|br| (br, true))
+            .map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable")),
+    }
+}
+
+fn timestamp(obj: &ObjectHandle) -> Timestamp {
+    Timestamp::from(obj.meta.last_modified)
+}
+
+pub async fn get_object(s3: &LakeS3, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    let i = &req.input;
+    if i.part_number.is_some() {
+        return Err(s3_error!(NotImplemented, "GetObject by partNumber is not supported"));
+    }
+    let obj = s3.cache.object(&i.bucket, &i.key).await.map_err(cache_err)?;
+    Conditions {
+        if_match: i.if_match.as_ref(),
+        if_none_match: i.if_none_match.as_ref(),
+        if_modified_since: i.if_modified_since.as_ref(),
+        if_unmodified_since: i.if_unmodified_since.as_ref(),
+    }
+    .check(&obj.meta)?;
+    let (range, partial) = resolve_range(i.range.as_ref(), obj.meta.size)?;
+    let content_type = i.response_content_type.clone().or_else(|| obj.meta.content_type.clone());
+    Ok(S3Response::new(object_output(&s3.cache, obj, range, partial, content_type)))
+}
+
+fn object_output(
+    cache: &Arc<Cache>,
+    obj: Arc<ObjectHandle>,
+    range: ByteRange,
+    partial: bool,
+    content_type: Option<String>,
+) -> GetObjectOutput {
+    let size = obj.meta.size;
+    let etag = obj.meta.etag.clone().map(ETag::Strong);
+    let last_modified = Some(timestamp(&obj));
+    let body = cache.read(obj, range);
+    GetObjectOutput {
+        body: Some(StreamingBlob::wrap(body)),
+        content_length: Some(range.len() as i64),
+        content_range: partial.then(|| format!("bytes {}-{}/{}", range.start, range.end - 1, size)),
+        accept_ranges: Some("bytes".to_string()),
+        e_tag: etag,
+        last_modified,
+        content_type: Some(content_type.unwrap_or_else(|| "application/octet-stream".to_string())),
+        ..Default::default()
+    }
+}
+
+/// The whole object with a 200, for a GET whose Range header S3 would ignore (several
+/// ranges, or a syntactically invalid one).
+pub async fn serve_full_object(s3: &LakeS3, bucket: &str, key: &str) -> S3Result<GetObjectOutput> {
+    let obj = s3.cache.object(bucket, key).await.map_err(cache_err)?;
+    let size = obj.meta.size;
+    let ct = obj.meta.content_type.clone();
+    Ok(object_output(&s3.cache, obj, ByteRange { start: 0, end: size }, false, ct))
+}
+
+pub async fn head_object(s3: &LakeS3, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+    let i = &req.input;
+    if i.part_number.is_some() {
+        return Err(s3_error!(NotImplemented, "HeadObject by partNumber is not supported"));
+    }
+    let obj = s3.cache.object(&i.bucket, &i.key).await.map_err(cache_err)?;
+    Conditions {
+        if_match: i.if_match.as_ref(),
+        if_none_match: i.if_none_match.as_ref(),
+        if_modified_since: i.if_modified_since.as_ref(),
+        if_unmodified_since: i.if_unmodified_since.as_ref(),
+    }
+    .check(&obj.meta)?;
+    let (range, partial) = resolve_range(i.range.as_ref(), obj.meta.size)?;
+    Ok(S3Response::new(HeadObjectOutput {
+        content_length: Some(range.len() as i64),
+        content_range: partial.then(|| format!("bytes {}-{}/{}", range.start, range.end - 1, obj.meta.size)),
+        accept_ranges: Some("bytes".to_string()),
+        e_tag: obj.meta.etag.clone().map(ETag::Strong),
+        last_modified: Some(timestamp(&obj)),
+        content_type: Some(
+            i.response_content_type
+                .clone()
+                .or_else(|| obj.meta.content_type.clone())
+                .unwrap_or_else(|| "application/octet-stream".to_string()),
+        ),
+        ..Default::default()
+    }))
+}

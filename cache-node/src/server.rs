@@ -1,0 +1,409 @@
+//! Assembles a cache node from its config and serves it: `Node::build` wires origin,
+//! tiers, read path and S3 surface; `serve(listener, node, shutdown)` runs HTTP/1.1 and
+//! HTTP/2 on a bound listener until `shutdown` resolves, then drains open connections.
+//! Besides S3 it answers `/healthz`, `/readyz`, `/metrics` and `/_lakecache/admin/*`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use lakecache_common::config::Validate;
+use lakecache_common::page::{ByteRange, PageGeometry};
+use metrics_exporter_prometheus::PrometheusHandle;
+use s3s::auth::SimpleAuth;
+use s3s::host::{S3Host, VirtualHost};
+use s3s::route::S3Route;
+use s3s::service::{S3Service, S3ServiceBuilder};
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+use tokio::net::TcpListener;
+
+use crate::admin::Admin;
+use crate::cache::{Cache, ReadPathConfig};
+use crate::config::Config;
+use crate::metrics as m;
+use crate::origin::Origins;
+use crate::origin::multipart::Staging;
+use crate::policy::{KeyRules, PinRules};
+use crate::s3::LakeS3;
+use crate::tier::disk::{DiskTier, DiskTierConfig};
+use crate::tier::memory::MemoryTier;
+
+/// A running cache node's shared state.
+pub struct Node {
+    pub cache: Arc<Cache>,
+    s3: S3Service,
+    admin: Admin,
+    metrics: PrometheusHandle,
+    ready: AtomicBool,
+}
+
+impl Node {
+    pub async fn build(cfg: Config) -> anyhow::Result<Arc<Self>> {
+        cfg.validate()?;
+        let metrics = m::install();
+        let geometry = PageGeometry::new(cfg.cache.page_size.as_u64())
+            .ok_or_else(|| anyhow::anyhow!("invalid page size"))?;
+        let disk = if cfg.disk.enabled {
+            if let Some(dir) = cfg.disk.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let d = DiskTier::open(DiskTierConfig {
+                path: cfg.disk.path.clone(),
+                capacity_bytes: cfg.disk.capacity.as_u64(),
+                page_size_bytes: geometry.page_size_bytes(),
+                io_engine: cfg.disk.io_engine,
+                rings: cfg.disk.rings,
+                queue_depth: cfg.disk.queue_depth,
+                registered_buffers: cfg.disk.registered_buffers,
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("disk tier at {}: {e}", cfg.disk.path.display()))?;
+            tracing::info!(engine = d.engine_name(), pages = d.page_count(), path = %cfg.disk.path.display(), "disk tier open");
+            Some(Arc::new(d))
+        } else {
+            None
+        };
+        let origins = Arc::new(Origins::new(cfg.origins.clone(), cfg.cache.origin_timeout));
+        let rules = KeyRules::new(&cfg.cache).map_err(anyhow::Error::msg)?;
+        let pins = Arc::new(PinRules::load(&cfg.pins.rules, &cfg.pins.state_file)?);
+        let ps = geometry.page_size_bytes();
+        let cache = Cache::new(
+            ReadPathConfig {
+                geometry,
+                max_fetch_pages: (cfg.cache.max_fetch.as_u64() / ps).max(1),
+                readahead_pages: (cfg.cache.readahead.as_u64() / ps).max(1),
+                metadata_ttl: cfg.cache.metadata_ttl,
+                pin_budget_bytes: cfg.pins.budget.as_u64(),
+                disk_write_queue: cfg.disk.write_queue,
+            },
+            MemoryTier::new(cfg.cache.memory_capacity.as_u64()),
+            disk,
+            origins,
+            rules,
+            pins,
+        );
+        crate::origin::multipart::sweep(&cfg.cache.multipart_dir, Duration::from_secs(7 * 24 * 3600));
+        let staging = Arc::new(Staging::new(cfg.cache.multipart_dir.clone())?);
+        let lake = Arc::new(LakeS3::new(cache.clone(), staging, cfg.cache.list_ttl));
+        let mut b = S3ServiceBuilder::new(SharedS3(lake.clone()));
+        if !cfg.auth.keys.is_empty() {
+            let mut auth = SimpleAuth::new();
+            for k in &cfg.auth.keys {
+                auth.register(k.access_key.clone(), k.secret_key.clone().into());
+            }
+            b.set_auth(auth);
+            if cfg.auth.anonymous {
+                b.set_access(AllowAnonymous);
+            }
+        }
+        b.set_host(Hosts { domains: cfg.server.virtual_host_domains.clone() });
+        b.set_route(IgnoredRangeRoute { s3: lake, domains: cfg.server.virtual_host_domains.clone(), anonymous: cfg.auth.anonymous });
+        let node = Arc::new(Node {
+            cache: cache.clone(),
+            s3: b.build(),
+            admin: Admin::new(cache.clone(), cfg.admin.token.clone()),
+            metrics,
+            ready: AtomicBool::new(true),
+        });
+        if cfg.pins.prewarm_on_start {
+            let rules = cfg.pins.rules.clone();
+            tokio::spawn(async move {
+                for r in rules.iter().filter(|r| !r.bucket.contains(['*', '?', '[', '{'])) {
+                    let Ok(g) = crate::policy::compile_glob(&r.key) else { continue };
+                    let prefix = r.key[..r.key.find(['*', '?', '[', '{']).unwrap_or(r.key.len())].to_string();
+                    match crate::admin::prewarm(&cache, &r.bucket, &prefix, |k| g.is_match(k)).await {
+                        Ok((o, b)) => tracing::info!(bucket = %r.bucket, key = %r.key, objects = o, bytes = b, "prewarmed"),
+                        Err(_) => tracing::warn!(bucket = %r.bucket, key = %r.key, "prewarm failed"),
+                    }
+                }
+            });
+        }
+        Ok(node)
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<s3s::Body> {
+        let path = req.uri().path();
+        let plain = req.uri().query().is_none() && req.method() == Method::GET;
+        if plain && path == "/healthz" {
+            return text(StatusCode::OK, "ok\n");
+        }
+        if plain && path == "/readyz" {
+            return if self.ready.load(Ordering::Relaxed) {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            };
+        }
+        if plain && path == "/metrics" {
+            self.cache.publish_metrics();
+            let mut r = text(StatusCode::OK, self.metrics.render());
+            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
+            return r;
+        }
+        if path.starts_with("/_lakecache/") {
+            return self.admin.handle(req).await;
+        }
+        let op = req.method().as_str().to_string();
+        match hyper::service::Service::call(&self.s3, req).await {
+            Ok(resp) => {
+                metrics::counter!(m::S3_REQUESTS, "method" => op, "status" => resp.status().as_str().to_string()).increment(1);
+                resp
+            }
+            Err(e) => {
+                tracing::error!(error = ?e, "S3 service failed");
+                text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+            }
+        }
+    }
+
+    /// Marks the node not ready (load balancers stop sending) before shutdown.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<s3s::Body> {
+    let mut r = Response::new(s3s::Body::from(body.into()));
+    *r.status_mut() = status;
+    r
+}
+
+/// Serves `node` on `listener` until `shutdown` resolves; in-flight requests get up to
+/// 10 s to finish.
+pub async fn serve(listener: TcpListener, node: Arc<Node>, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let node = node.clone();
+                let svc = hyper::service::service_fn(move |req| {
+                    let node = node.clone();
+                    async move { Ok::<_, std::convert::Infallible>(node.handle(req).await) }
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    node.set_ready(false);
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after 10 s; closing them");
+    }
+    if let Some(d) = &node.cache.disk {
+        d.close().await;
+    }
+    Ok(())
+}
+
+/// `LakeS3` behind an `Arc`, so the custom route can share it.
+struct SharedS3(Arc<LakeS3>);
+
+#[async_trait::async_trait]
+impl s3s::S3 for SharedS3 {
+    async fn get_object(&self, r: S3Request<s3s::dto::GetObjectInput>) -> S3Result<S3Response<s3s::dto::GetObjectOutput>> {
+        self.0.get_object(r).await
+    }
+    async fn head_object(&self, r: S3Request<s3s::dto::HeadObjectInput>) -> S3Result<S3Response<s3s::dto::HeadObjectOutput>> {
+        self.0.head_object(r).await
+    }
+    async fn list_objects_v2(&self, r: S3Request<s3s::dto::ListObjectsV2Input>) -> S3Result<S3Response<s3s::dto::ListObjectsV2Output>> {
+        self.0.list_objects_v2(r).await
+    }
+    async fn list_objects(&self, r: S3Request<s3s::dto::ListObjectsInput>) -> S3Result<S3Response<s3s::dto::ListObjectsOutput>> {
+        self.0.list_objects(r).await
+    }
+    async fn list_buckets(&self, r: S3Request<s3s::dto::ListBucketsInput>) -> S3Result<S3Response<s3s::dto::ListBucketsOutput>> {
+        self.0.list_buckets(r).await
+    }
+    async fn head_bucket(&self, r: S3Request<s3s::dto::HeadBucketInput>) -> S3Result<S3Response<s3s::dto::HeadBucketOutput>> {
+        self.0.head_bucket(r).await
+    }
+    async fn get_bucket_location(&self, r: S3Request<s3s::dto::GetBucketLocationInput>) -> S3Result<S3Response<s3s::dto::GetBucketLocationOutput>> {
+        self.0.get_bucket_location(r).await
+    }
+    async fn put_object(&self, r: S3Request<s3s::dto::PutObjectInput>) -> S3Result<S3Response<s3s::dto::PutObjectOutput>> {
+        self.0.put_object(r).await
+    }
+    async fn delete_object(&self, r: S3Request<s3s::dto::DeleteObjectInput>) -> S3Result<S3Response<s3s::dto::DeleteObjectOutput>> {
+        self.0.delete_object(r).await
+    }
+    async fn delete_objects(&self, r: S3Request<s3s::dto::DeleteObjectsInput>) -> S3Result<S3Response<s3s::dto::DeleteObjectsOutput>> {
+        self.0.delete_objects(r).await
+    }
+    async fn copy_object(&self, r: S3Request<s3s::dto::CopyObjectInput>) -> S3Result<S3Response<s3s::dto::CopyObjectOutput>> {
+        self.0.copy_object(r).await
+    }
+    async fn create_multipart_upload(&self, r: S3Request<s3s::dto::CreateMultipartUploadInput>) -> S3Result<S3Response<s3s::dto::CreateMultipartUploadOutput>> {
+        self.0.create_multipart_upload(r).await
+    }
+    async fn upload_part(&self, r: S3Request<s3s::dto::UploadPartInput>) -> S3Result<S3Response<s3s::dto::UploadPartOutput>> {
+        self.0.upload_part(r).await
+    }
+    async fn complete_multipart_upload(&self, r: S3Request<s3s::dto::CompleteMultipartUploadInput>) -> S3Result<S3Response<s3s::dto::CompleteMultipartUploadOutput>> {
+        self.0.complete_multipart_upload(r).await
+    }
+    async fn abort_multipart_upload(&self, r: S3Request<s3s::dto::AbortMultipartUploadInput>) -> S3Result<S3Response<s3s::dto::AbortMultipartUploadOutput>> {
+        self.0.abort_multipart_upload(r).await
+    }
+    async fn list_parts(&self, r: S3Request<s3s::dto::ListPartsInput>) -> S3Result<S3Response<s3s::dto::ListPartsOutput>> {
+        self.0.list_parts(r).await
+    }
+}
+
+/// Anonymous requests are allowed (signed ones were still verified by s3s).
+struct AllowAnonymous;
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for AllowAnonymous {
+    async fn check(&self, _cx: &mut s3s::access::S3AccessContext<'_>) -> S3Result<()> {
+        Ok(())
+    }
+}
+
+/// Virtual-host style for `<bucket>.<domain>`; any other Host is path style.
+struct Hosts {
+    domains: Vec<String>,
+}
+
+fn host_bucket<'a>(domains: &[String], host: &'a str) -> Option<&'a str> {
+    let name = host.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(host, |(h, _)| h);
+    domains.iter().find_map(|d| name.strip_suffix(d.as_str()).and_then(|b| b.strip_suffix('.')).filter(|b| !b.is_empty()))
+}
+
+impl S3Host for Hosts {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<VirtualHost<'a>> {
+        Ok(match host_bucket(&self.domains, host) {
+            Some(b) => VirtualHost::new(host).with_bucket(b),
+            None => VirtualHost::new(host),
+        })
+    }
+}
+
+/// A GET whose Range header S3 would ignore — several ranges, or not a valid byte range —
+/// gets the whole object with 200, as S3 answers. (s3s would reject the header instead.)
+struct IgnoredRangeRoute {
+    s3: Arc<LakeS3>,
+    domains: Vec<String>,
+    anonymous: bool,
+}
+
+impl IgnoredRangeRoute {
+    fn bucket_key(&self, uri: &http::Uri, headers: &http::HeaderMap) -> Option<(String, String)> {
+        let path = percent_decode(uri.path().strip_prefix('/')?)?;
+        let host = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        match host_bucket(&self.domains, host) {
+            Some(b) if !path.is_empty() => Some((b.to_string(), path)),
+            Some(_) => None,
+            None => {
+                let (b, k) = path.split_once('/')?;
+                (!b.is_empty() && !k.is_empty()).then(|| (b.to_string(), k.to_string()))
+            }
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[async_trait::async_trait]
+impl S3Route for IgnoredRangeRoute {
+    fn is_match(&self, method: &Method, uri: &http::Uri, headers: &http::HeaderMap, _: &mut http::Extensions) -> bool {
+        if method != Method::GET || uri.query().is_some_and(|q| !q.is_empty() && !q.starts_with("X-Amz-")) {
+            return false;
+        }
+        let Some(r) = headers.get(http::header::RANGE).and_then(|v| v.to_str().ok()) else { return false };
+        s3s::dto::Range::parse(r).is_err() && self.bucket_key(uri, headers).is_some()
+    }
+
+    async fn check_access(&self, req: &mut S3Request<s3s::Body>) -> S3Result<()> {
+        if req.credentials.is_some() || self.anonymous {
+            Ok(())
+        } else {
+            Err(s3_error!(AccessDenied, "Signature is required"))
+        }
+    }
+
+    async fn call(&self, req: S3Request<s3s::Body>) -> S3Result<S3Response<s3s::Body>> {
+        let (bucket, key) = self.bucket_key(&req.uri, &req.headers).ok_or_else(|| s3_error!(InvalidRequest))?;
+        let obj = self.s3.cache.object(&bucket, &key).await.map_err(crate::s3::cache_err)?;
+        let size = obj.meta.size;
+        let mut headers = http::HeaderMap::new();
+        let mut put = |k: http::header::HeaderName, v: String| {
+            if let Ok(v) = http::HeaderValue::from_str(&v) {
+                headers.insert(k, v);
+            }
+        };
+        put(http::header::CONTENT_LENGTH, size.to_string());
+        put(http::header::ACCEPT_RANGES, "bytes".into());
+        put(http::header::CONTENT_TYPE, obj.meta.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()));
+        if let Some(e) = &obj.meta.etag {
+            put(http::header::ETAG, format!("\"{e}\""));
+        }
+        put(http::header::LAST_MODIFIED, httpdate(obj.meta.last_modified));
+        let stream = self.s3.cache.read(obj, ByteRange { start: 0, end: size });
+        let body = s3s::Body::http_body(http_body_util::StreamBody::new(stream.map(|r| r.map(hyper::body::Frame::data))));
+        let mut resp = S3Response::with_headers(body, headers);
+        resp.status = Some(StatusCode::OK);
+        Ok(resp)
+    }
+}
+
+fn httpdate(t: std::time::SystemTime) -> String {
+    let ts = s3s::dto::Timestamp::from(t);
+    let mut buf = Vec::new();
+    let _ = ts.format(s3s::dto::TimestampFormat::HttpDate, &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtual_host_bucket_is_parsed_only_under_configured_domains() {
+        let d = vec!["s3.local".to_string()];
+        assert_eq!(host_bucket(&d, "media.s3.local:9000"), Some("media"));
+        assert_eq!(host_bucket(&d, "media.s3.local"), Some("media"));
+        assert_eq!(host_bucket(&d, "s3.local:9000"), None);
+        assert_eq!(host_bucket(&d, "127.0.0.1:9000"), None);
+        assert_eq!(host_bucket(&[], "media.s3.local"), None);
+    }
+}
