@@ -284,24 +284,32 @@ pub async fn prewarm(
     keep: impl Fn(&str) -> bool,
 ) -> Result<(usize, u64), Reply> {
     let objects = list_matching(cache, bucket, prefix, keep).await?;
+    let count = objects.len();
     let mut bytes = 0u64;
-    let results = futures::stream::iter(objects.iter().map(|(k, _)| async move {
-        let obj = cache.object(bucket, k).await.map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, format!("{k}: {e}")))?;
-        let size = obj.meta.size;
-        let mut s = cache.read(obj, lakecache_common::page::ByteRange { start: 0, end: size });
-        let mut n = 0u64;
-        while let Some(c) = s.next().await {
-            n += c.map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, format!("{k}: {e}")))?.len() as u64;
-        }
-        Ok::<u64, Reply>(n)
-    }))
-    .buffer_unordered(4)
-    .collect::<Vec<_>>()
-    .await;
+    let jobs: Vec<_> = objects
+        .into_iter()
+        .map(|(k, _)| {
+            let cache = cache.clone();
+            let bucket = bucket.to_string();
+            async move { prewarm_one(cache, bucket, k).await }
+        })
+        .collect();
+    let results: Vec<Result<u64, String>> = futures::stream::iter(jobs).buffer_unordered(4).collect().await;
     for r in results {
-        bytes += r?;
+        bytes += r.map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e))?;
     }
-    Ok((objects.len(), bytes))
+    Ok((count, bytes))
+}
+
+async fn prewarm_one(cache: Arc<Cache>, bucket: String, key: String) -> Result<u64, String> {
+    let obj = cache.object(&bucket, &key).await.map_err(|e| format!("{key}: {e}"))?;
+    let size = obj.meta.size;
+    let mut s = cache.read(obj, lakecache_common::page::ByteRange { start: 0, end: size });
+    let mut n = 0u64;
+    while let Some(c) = s.next().await {
+        n += c.map_err(|e| format!("{key}: {e}"))?.len() as u64;
+    }
+    Ok(n)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

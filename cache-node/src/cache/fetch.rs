@@ -21,7 +21,6 @@ pub(super) struct RunFetch {
     pub first: u64,
     pub senders: Vec<oneshot::Sender<PageResult>>,
     pub geometry: PageGeometry,
-    pub pinned_ok: bool,
 }
 
 impl RunFetch {

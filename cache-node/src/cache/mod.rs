@@ -304,14 +304,7 @@ impl Cache {
             senders.push(tx);
             futs.push(fut);
         }
-        let pinned = obj.pinned;
-        let job = fetch::RunFetch {
-            obj: obj.clone(),
-            first,
-            senders,
-            geometry: self.cfg.geometry,
-            pinned_ok: pinned,
-        };
+        let job = fetch::RunFetch { obj: obj.clone(), first, senders, geometry: self.cfg.geometry };
         let this = self.clone();
         tokio::spawn(async move { job.run(&this).await });
         futs

@@ -116,6 +116,11 @@ impl Origins {
                     .with_region(cfg.region.clone().unwrap_or_else(|| "us-east-1".into()))
                     .with_allow_http(cfg.allow_http)
                     .with_skip_signature(cfg.anonymous)
+                    .with_retry(object_store::RetryConfig {
+                        max_retries: 3,
+                        retry_timeout: self.timeout,
+                        ..Default::default()
+                    })
                     .with_client_options(
                         ClientOptions::new()
                             .with_allow_http(cfg.allow_http)

@@ -23,7 +23,6 @@ pub(crate) struct Device {
     pub file: File,
     /// Whether the file is open with O_DIRECT.
     pub direct: bool,
-    pub layout: Layout,
     /// The superblock was (re)written: no slot from before can be trusted to match.
     pub initialised: bool,
 }
@@ -159,7 +158,7 @@ pub(crate) fn open(path: &Path, layout: Layout) -> Result<Device, DiskError> {
     if sb.as_slice() != first.as_slice() {
         file.write_all_at(sb.as_slice(), 0)?;
     }
-    Ok(Device { file, direct, layout, initialised })
+    Ok(Device { file, direct, initialised })
 }
 
 #[cfg(test)]

@@ -1,0 +1,236 @@
+//! Test harness: a real S3 origin (s3s-fs over HTTP on loopback) that counts the requests
+//! it serves, a real cache node in-process, and the real aws-sdk-s3 client.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use aws_sdk_s3::Client;
+use lakecache_cache_node::config::{AccessKey, Config, OriginConfig, OriginKind};
+use lakecache_cache_node::tier::disk::IoEngineChoice;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub const ACCESS_KEY: &str = "lakecache-test";
+pub const SECRET_KEY: &str = "lakecache-test-secret";
+pub const ORIGIN_KEY: &str = "origin-test";
+pub const ORIGIN_SECRET: &str = "origin-test-secret";
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
+
+#[derive(Default)]
+pub struct Counts {
+    pub get: AtomicU64,
+    pub head: AtomicU64,
+    pub other: AtomicU64,
+    /// While set, the origin answers 503 to everything.
+    pub down: AtomicBool,
+}
+
+impl Counts {
+    pub fn gets(&self) -> u64 {
+        self.get.load(Ordering::SeqCst)
+    }
+    pub fn heads(&self) -> u64 {
+        self.head.load(Ordering::SeqCst)
+    }
+}
+
+/// s3s-fs serving `root` (one directory per bucket) over HTTP on loopback.
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub root: PathBuf,
+    pub counts: Arc<Counts>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Origin {
+    pub async fn start(root: &Path) -> Origin {
+        std::fs::create_dir_all(root).unwrap();
+        let fs = s3s_fs::FileSystem::new(root).unwrap();
+        let mut b = s3s::service::S3ServiceBuilder::new(fs);
+        b.set_auth(s3s::auth::SimpleAuth::from_single(ORIGIN_KEY, ORIGIN_SECRET));
+        let svc = b.build();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counts = Arc::new(Counts::default());
+        let (tx, mut rx) = oneshot::channel::<()>();
+        let c2 = counts.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                    _ = &mut rx => break,
+                };
+                let svc = svc.clone();
+                let counts = c2.clone();
+                let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let svc = svc.clone();
+                    let counts = counts.clone();
+                    async move {
+                        match *req.method() {
+                            http::Method::GET => counts.get.fetch_add(1, Ordering::SeqCst),
+                            http::Method::HEAD => counts.head.fetch_add(1, Ordering::SeqCst),
+                            _ => counts.other.fetch_add(1, Ordering::SeqCst),
+                        };
+                        if counts.down.load(Ordering::SeqCst) {
+                            let mut r = http::Response::new(s3s::Body::from("down".to_string()));
+                            *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                            return Ok::<_, s3s::HttpError>(r);
+                        }
+                        hyper::service::Service::call(&svc, req).await
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Origin { addr, root: root.to_path_buf(), counts, _stop: tx }
+    }
+
+    pub fn origin_config(&self) -> OriginConfig {
+        OriginConfig {
+            bucket: "*".into(),
+            kind: OriginKind::S3,
+            root: None,
+            endpoint: Some(format!("http://{}", self.addr)),
+            region: Some("us-east-1".into()),
+            origin_bucket: None,
+            access_key_id: Some(ORIGIN_KEY.into()),
+            secret_access_key: Some(ORIGIN_SECRET.into()),
+            allow_http: true,
+            anonymous: false,
+        }
+    }
+
+    /// Writes an object straight into the origin's directory.
+    pub fn put_file(&self, bucket: &str, key: &str, data: &[u8]) {
+        let p = self.root.join(bucket).join(key);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+}
+
+/// A config for a node in front of `origin`, with its state under `dir`.
+pub fn node_config(origin: &Origin, dir: &Path, engine: IoEngineChoice) -> Config {
+    let mut c = Config::default();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.auth.keys = vec![AccessKey { access_key: ACCESS_KEY.into(), secret_key: SECRET_KEY.into() }];
+    c.admin.token = Some(ADMIN_TOKEN.into());
+    c.cache.page_size = bytesize::ByteSize::kib(64);
+    c.cache.memory_capacity = bytesize::ByteSize::mib(64);
+    c.cache.multipart_dir = dir.join("multipart");
+    c.cache.metadata_ttl = std::time::Duration::from_millis(200);
+    c.disk.path = dir.join("pages.bin");
+    c.disk.capacity = bytesize::ByteSize::mib(64);
+    c.disk.io_engine = engine;
+    c.pins.budget = bytesize::ByteSize::mib(8);
+    c.pins.state_file = dir.join("pins.json");
+    c.origins = vec![origin.origin_config()];
+    c
+}
+
+pub struct Node {
+    pub addr: SocketAddr,
+    pub node: Arc<lakecache_cache_node::Node>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Node {
+    pub async fn start(cfg: Config) -> Node {
+        let node = lakecache_cache_node::Node::build(cfg).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let n2 = node.clone();
+        let task = tokio::spawn(async move {
+            lakecache_cache_node::serve(listener, n2, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Node { addr, node, stop: Some(tx), task: Some(task) }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn client(&self) -> Client {
+        client_for(&self.url(), ACCESS_KEY, SECRET_KEY)
+    }
+
+    /// Waits until the disk tier holds at least `pages` pages (writes are asynchronous).
+    pub async fn wait_disk_pages(&self, pages: usize) {
+        let disk = self.node.cache.disk.clone().expect("disk tier");
+        for _ in 0..500 {
+            if disk.page_count() >= pages {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("disk tier has {} pages, expected {pages}", disk.page_count());
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+pub fn client_for(url: &str, key: &str, secret: &str) -> Client {
+    let creds = aws_credential_types::Credentials::new(key, secret, None, None, "test");
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .endpoint_url(url)
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .force_path_style(true)
+        .build();
+    Client::from_conf(conf)
+}
+
+/// Deterministic, position-dependent bytes (no two 8-byte windows of one object repeat).
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    let mut i = 0u64;
+    while out.len() < len {
+        let x = (seed ^ 0x9E37_79B9_7F4A_7C15).wrapping_mul(i + 1).rotate_left(17) ^ i;
+        out.extend_from_slice(&x.to_le_bytes());
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+pub async fn body(out: aws_sdk_s3::operation::get_object::GetObjectOutput) -> Vec<u8> {
+    out.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+/// The S3 error code and HTTP status of a failed SDK call.
+pub fn err_code<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> (String, u16)
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata,
+    R: std::fmt::Debug,
+{
+    let code = e.as_service_error().and_then(|s| s.code()).unwrap_or("").to_string();
+    let status = match e {
+        aws_sdk_s3::error::SdkError::ServiceError(s) => {
+            let raw: &dyn std::any::Any = s.raw();
+            raw.downcast_ref::<aws_sdk_s3::config::http::HttpResponse>().map(|r| r.status().as_u16()).unwrap_or(0)
+        }
+        _ => 0,
+    };
+    (code, status)
+}

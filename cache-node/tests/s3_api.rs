@@ -1,0 +1,385 @@
+//! Every S3 operation of the cache node, driven by the real aws-sdk-s3 client against a
+//! real cache node in front of a real S3 server (s3s-fs) on loopback.
+
+mod common;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use common::*;
+use lakecache_cache_node::tier::disk::IoEngineChoice;
+
+async fn setup() -> (tempfile::TempDir, Origin, Node) {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start(&dir.path().join("origin")).await;
+    std::fs::create_dir_all(origin.root.join("bkt")).unwrap();
+    let node = Node::start(node_config(&origin, &dir.path().join("node"), IoEngineChoice::Auto)).await;
+    (dir, origin, node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_head_and_ranges_are_byte_exact() {
+    let (_d, _origin, node) = setup().await;
+    let c = node.client();
+    let data = pattern(1, 1024 * 1024 + 12345); // 17 pages of 64 KiB, the last one short
+    c.put_object().bucket("bkt").key("t.lance/data/a.lance").body(ByteStream::from(data.clone())).send().await.unwrap();
+
+    let full = c.get_object().bucket("bkt").key("t.lance/data/a.lance").send().await.unwrap();
+    assert_eq!(full.content_length(), Some(data.len() as i64));
+    assert!(full.e_tag().is_some());
+    assert_eq!(full.accept_ranges(), Some("bytes"));
+    assert!(full.last_modified().is_some());
+    assert_eq!(body(full).await, data);
+
+    let len = data.len() as u64;
+    let cases: Vec<(String, u64, u64)> = vec![
+        ("bytes=0-0".into(), 0, 0),
+        ("bytes=100-65635".into(), 100, 65635),           // crosses one page boundary
+        ("bytes=65535-65536".into(), 65535, 65536),       // two bytes on two pages
+        ("bytes=1000-500000".into(), 1000, 500000),       // many pages
+        (format!("bytes={}-", len - 10), len - 10, len - 1),
+        ("bytes=-777".into(), len - 777, len - 1),
+        (format!("bytes=5-{}", len + 1000), 5, len - 1),  // end past the object is clamped
+        (format!("bytes=-{}", len + 5), 0, len - 1),      // suffix longer than the object
+    ];
+    for (range, a, b) in cases {
+        let out = c.get_object().bucket("bkt").key("t.lance/data/a.lance").range(&range).send().await.unwrap();
+        assert_eq!(out.content_range(), Some(format!("bytes {a}-{b}/{len}").as_str()), "{range}");
+        assert_eq!(out.content_length(), Some((b - a + 1) as i64), "{range}");
+        assert_eq!(body(out).await, &data[a as usize..=b as usize], "{range}");
+    }
+
+    let head = c.head_object().bucket("bkt").key("t.lance/data/a.lance").send().await.unwrap();
+    assert_eq!(head.content_length(), Some(len as i64));
+
+    for bad in [format!("bytes={len}-"), format!("bytes={}-{}", len + 1, len + 5), "bytes=-0".to_string()] {
+        let e = c.get_object().bucket("bkt").key("t.lance/data/a.lance").range(&bad).send().await.unwrap_err();
+        assert_eq!(err_code(&e), ("InvalidRange".to_string(), 416), "{bad}");
+    }
+    // Several ranges, or an invalid one: S3 ignores the header and sends the whole object.
+    for ignored in ["bytes=0-1,5-6", "bytes=500-100", "items=0-5"] {
+        let out = c.get_object().bucket("bkt").key("t.lance/data/a.lance").range(ignored).send().await.unwrap();
+        assert_eq!(out.content_range(), None, "{ignored}");
+        assert_eq!(body(out).await, data, "{ignored}");
+    }
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_object_and_missing_keys() {
+    let (_d, _origin, node) = setup().await;
+    let c = node.client();
+    c.put_object().bucket("bkt").key("empty").body(ByteStream::from(Vec::new())).send().await.unwrap();
+    let out = c.get_object().bucket("bkt").key("empty").send().await.unwrap();
+    assert_eq!(out.content_length(), Some(0));
+    assert!(body(out).await.is_empty());
+    let e = c.get_object().bucket("bkt").key("empty").range("bytes=0-0").send().await.unwrap_err();
+    assert_eq!(err_code(&e).1, 416);
+
+    let e = c.get_object().bucket("bkt").key("nope").send().await.unwrap_err();
+    assert_eq!(err_code(&e), ("NoSuchKey".to_string(), 404));
+    let e = c.head_object().bucket("bkt").key("nope").send().await.unwrap_err();
+    assert_eq!(err_code(&e).1, 404);
+    let e = c.get_object().bucket("no-such-bucket").key("k").send().await.unwrap_err();
+    assert_eq!(err_code(&e).1, 404);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_read_does_not_reach_the_origin() {
+    let (_d, origin, node) = setup().await;
+    let c = node.client();
+    let data = pattern(2, 700_000);
+    origin.put_file("bkt", "t.lance/data/b.lance", &data);
+    let g0 = origin.counts.gets();
+    assert_eq!(body(c.get_object().bucket("bkt").key("t.lance/data/b.lance").send().await.unwrap()).await, data);
+    let g1 = origin.counts.gets();
+    // 11 pages of 64 KiB, all missing and adjacent: one ranged GET.
+    assert_eq!(g1 - g0, 1, "adjacent missing pages are fetched with one GET");
+    let h1 = origin.counts.heads();
+    for _ in 0..3 {
+        let out = c.get_object().bucket("bkt").key("t.lance/data/b.lance").range("bytes=1000-300000").send().await.unwrap();
+        assert_eq!(body(out).await, &data[1000..=300000]);
+    }
+    assert_eq!(origin.counts.gets(), g1, "no origin GET once cached");
+    assert_eq!(origin.counts.heads(), h1, "an immutable key is not revalidated");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_share_one_origin_fetch() {
+    let (_d, origin, node) = setup().await;
+    let data = pattern(3, 64 * 1024 * 4);
+    origin.put_file("bkt", "t.lance/data/c.lance", &data);
+    let g0 = origin.counts.gets();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let c = node.client();
+        tasks.push(tokio::spawn(async move {
+            body(c.get_object().bucket("bkt").key("t.lance/data/c.lance").range("bytes=70000-70100").send().await.unwrap()).await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), &data[70000..=70100]);
+    }
+    assert_eq!(origin.counts.gets() - g0, 1, "16 concurrent misses of one page: one origin GET");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrite_through_the_endpoint_never_serves_old_bytes() {
+    let (_d, _origin, node) = setup().await;
+    let c = node.client();
+    for key in ["mutable/obj.bin", "t.lance/data/rewritten.lance"] {
+        for round in 0..5u64 {
+            let data = pattern(100 + round, 200_000 + round as usize);
+            c.put_object().bucket("bkt").key(key).body(ByteStream::from(data.clone())).send().await.unwrap();
+            let got = body(c.get_object().bucket("bkt").key(key).send().await.unwrap()).await;
+            assert_eq!(got, data, "{key} round {round}");
+            let part = c.get_object().bucket("bkt").key(key).range("bytes=70000-70010").send().await.unwrap();
+            assert_eq!(body(part).await, &data[70000..=70010]);
+        }
+    }
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_at_the_origin_are_seen_after_the_ttl() {
+    let (_d, origin, node) = setup().await;
+    let c = node.client();
+    origin.put_file("bkt", "notes/readme.txt", b"first version");
+    assert_eq!(body(c.get_object().bucket("bkt").key("notes/readme.txt").send().await.unwrap()).await, b"first version");
+    origin.put_file("bkt", "notes/readme.txt", b"second version, longer");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await; // metadata_ttl is 200 ms in tests
+    assert_eq!(
+        body(c.get_object().bucket("bkt").key("notes/readme.txt").send().await.unwrap()).await,
+        b"second version, longer"
+    );
+    // A version hint is never cached: every read sees the origin.
+    origin.put_file("bkt", "t.lance/_versions/latest_version_hint.json", b"{\"v\":1}");
+    assert_eq!(body(c.get_object().bucket("bkt").key("t.lance/_versions/latest_version_hint.json").send().await.unwrap()).await, b"{\"v\":1}");
+    origin.put_file("bkt", "t.lance/_versions/latest_version_hint.json", b"{\"v\":22}");
+    assert_eq!(body(c.get_object().bucket("bkt").key("t.lance/_versions/latest_version_hint.json").send().await.unwrap()).await, b"{\"v\":22}");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_get_and_head() {
+    let (_d, _origin, node) = setup().await;
+    let c = node.client();
+    c.put_object().bucket("bkt").key("k").body(ByteStream::from_static(b"hello")).send().await.unwrap();
+    let etag = c.head_object().bucket("bkt").key("k").send().await.unwrap().e_tag().unwrap().to_string();
+
+    assert_eq!(body(c.get_object().bucket("bkt").key("k").if_match(&etag).send().await.unwrap()).await, b"hello");
+    let e = c.get_object().bucket("bkt").key("k").if_match("\"not-it\"").send().await.unwrap_err();
+    assert_eq!(err_code(&e).1, 412);
+    let e = c.get_object().bucket("bkt").key("k").if_none_match(&etag).send().await.unwrap_err();
+    assert_eq!(err_code(&e).1, 304);
+    assert!(c.get_object().bucket("bkt").key("k").if_none_match("\"other\"").send().await.is_ok());
+
+    let past = aws_sdk_s3::primitives::DateTime::from_secs(1_000_000_000);
+    let future = aws_sdk_s3::primitives::DateTime::from_secs(4_000_000_000);
+    let e = c.get_object().bucket("bkt").key("k").if_modified_since(future).send().await.unwrap_err();
+    assert_eq!(err_code(&e).1, 304);
+    assert!(c.get_object().bucket("bkt").key("k").if_modified_since(past).send().await.is_ok());
+    let e = c.get_object().bucket("bkt").key("k").if_unmodified_since(past).send().await.unwrap_err();
+    assert_eq!(err_code(&e).1, 412);
+    // If-Match that holds wins over a failing If-Unmodified-Since, as in S3.
+    assert!(c.get_object().bucket("bkt").key("k").if_match(&etag).if_unmodified_since(past).send().await.is_ok());
+    let e = c.head_object().bucket("bkt").key("k").if_match("\"nope\"").send().await.unwrap_err();
+    assert_eq!(err_code(&e).1, 412);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_put_lets_exactly_one_writer_win() {
+    let (_d, _origin, node) = setup().await;
+    let c = node.client();
+    c.put_object().bucket("bkt").key("exists").body(ByteStream::from_static(b"a")).send().await.unwrap();
+    let e = c.put_object().bucket("bkt").key("exists").if_none_match("*").body(ByteStream::from_static(b"b")).send().await.unwrap_err();
+    assert_eq!(err_code(&e), ("PreconditionFailed".to_string(), 412));
+    assert_eq!(body(c.get_object().bucket("bkt").key("exists").send().await.unwrap()).await, b"a");
+
+    // Two commits of the same Lance version: exactly one may succeed.
+    let mut tasks = Vec::new();
+    for i in 0..8u8 {
+        let c = node.client();
+        tasks.push(tokio::spawn(async move {
+            c.put_object()
+                .bucket("bkt")
+                .key("t.lance/_versions/5.manifest")
+                .if_none_match("*")
+                .body(ByteStream::from(vec![i; 100]))
+                .send()
+                .await
+                .map(|_| i)
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(i) => winners.push(i),
+            Err(e) => assert_eq!(err_code(&e).1, 412),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one conditional PUT succeeds");
+    let got = body(c.get_object().bucket("bkt").key("t.lance/_versions/5.manifest").send().await.unwrap()).await;
+    assert_eq!(got, vec![winners[0]; 100]);
+
+    // If-Match on PUT: compare-and-swap on the ETag.
+    let etag = c.head_object().bucket("bkt").key("exists").send().await.unwrap().e_tag().unwrap().to_string();
+    let e = c.put_object().bucket("bkt").key("exists").if_match("\"stale\"").body(ByteStream::from_static(b"x")).send().await.unwrap_err();
+    assert_eq!(err_code(&e).1, 412);
+    c.put_object().bucket("bkt").key("exists").if_match(&etag).body(ByteStream::from_static(b"swapped")).send().await.unwrap();
+    assert_eq!(body(c.get_object().bucket("bkt").key("exists").send().await.unwrap()).await, b"swapped");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_objects_v2_prefix_delimiter_and_pages() {
+    let (_d, _origin, node) = setup().await;
+    let c = node.client();
+    let keys = ["a/1", "a/2", "a/b/3", "ab", "b/4", "c"];
+    for k in keys {
+        c.put_object().bucket("bkt").key(k).body(ByteStream::from_static(b"x")).send().await.unwrap();
+    }
+    let all = c.list_objects_v2().bucket("bkt").send().await.unwrap();
+    let got: Vec<_> = all.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(got, keys);
+    assert_eq!(all.contents()[0].size(), Some(1));
+
+    let d = c.list_objects_v2().bucket("bkt").delimiter("/").send().await.unwrap();
+    let objs: Vec<_> = d.contents().iter().filter_map(|o| o.key()).collect();
+    let pfx: Vec<_> = d.common_prefixes().iter().filter_map(|p| p.prefix()).collect();
+    assert_eq!(objs, ["ab", "c"]);
+    assert_eq!(pfx, ["a/", "b/"]);
+
+    let p = c.list_objects_v2().bucket("bkt").prefix("a").send().await.unwrap();
+    assert_eq!(p.contents().iter().filter_map(|o| o.key()).collect::<Vec<_>>(), ["a/1", "a/2", "a/b/3", "ab"]);
+    let p = c.list_objects_v2().bucket("bkt").prefix("a/").delimiter("/").send().await.unwrap();
+    assert_eq!(p.contents().iter().filter_map(|o| o.key()).collect::<Vec<_>>(), ["a/1", "a/2"]);
+    assert_eq!(p.common_prefixes().iter().filter_map(|p| p.prefix()).collect::<Vec<_>>(), ["a/b/"]);
+
+    // Pages of two, following continuation tokens.
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let mut req = c.list_objects_v2().bucket("bkt").max_keys(2);
+        if let Some(t) = token.take() {
+            req = req.continuation_token(t);
+        }
+        let out = req.send().await.unwrap();
+        seen.extend(out.contents().iter().filter_map(|o| o.key().map(String::from)));
+        assert!(out.key_count().unwrap() <= 2);
+        if out.is_truncated() == Some(true) {
+            token = out.next_continuation_token().map(String::from);
+        } else {
+            break;
+        }
+    }
+    assert_eq!(seen, keys);
+    let sa = c.list_objects_v2().bucket("bkt").start_after("a/b/3").send().await.unwrap();
+    assert_eq!(sa.contents().iter().filter_map(|o| o.key()).collect::<Vec<_>>(), ["ab", "b/4", "c"]);
+    let e = c.list_objects_v2().bucket("bkt").continuation_token("garbage").send().await.unwrap_err();
+    assert_eq!(err_code(&e).1, 400);
+    let e = c.list_objects_v2().bucket("nobucket").send().await.unwrap_err();
+    assert_eq!(err_code(&e).1, 404);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_upload_list_complete_abort() {
+    let (_d, _origin, node) = setup().await;
+    let c = node.client();
+    let part1 = pattern(7, 5 * 1024 * 1024);
+    let part2 = pattern(8, 300_000);
+    let up = c.create_multipart_upload().bucket("bkt").key("big/obj").send().await.unwrap();
+    let id = up.upload_id().unwrap().to_string();
+    let e1 = c.upload_part().bucket("bkt").key("big/obj").upload_id(&id).part_number(1).body(ByteStream::from(part1.clone())).send().await.unwrap();
+    let e2 = c.upload_part().bucket("bkt").key("big/obj").upload_id(&id).part_number(2).body(ByteStream::from(part2.clone())).send().await.unwrap();
+    let parts = c.list_parts().bucket("bkt").key("big/obj").upload_id(&id).send().await.unwrap();
+    assert_eq!(parts.parts().len(), 2);
+    assert_eq!(parts.parts()[1].size(), Some(300_000));
+    let done = CompletedMultipartUpload::builder()
+        .parts(CompletedPart::builder().part_number(1).e_tag(e1.e_tag().unwrap()).build())
+        .parts(CompletedPart::builder().part_number(2).e_tag(e2.e_tag().unwrap()).build())
+        .build();
+    c.complete_multipart_upload().bucket("bkt").key("big/obj").upload_id(&id).multipart_upload(done).send().await.unwrap();
+    let got = body(c.get_object().bucket("bkt").key("big/obj").send().await.unwrap()).await;
+    assert_eq!(got.len(), part1.len() + part2.len());
+    assert!(got[..part1.len()] == part1[..] && got[part1.len()..] == part2[..]);
+    let e = c.list_parts().bucket("bkt").key("big/obj").upload_id(&id).send().await.unwrap_err();
+    assert_eq!(err_code(&e), ("NoSuchUpload".to_string(), 404));
+
+    // A part under 5 MiB that is not the last: EntityTooSmall.
+    let id = c.create_multipart_upload().bucket("bkt").key("small").send().await.unwrap().upload_id().unwrap().to_string();
+    let a = c.upload_part().bucket("bkt").key("small").upload_id(&id).part_number(1).body(ByteStream::from_static(b"tiny")).send().await.unwrap();
+    let b = c.upload_part().bucket("bkt").key("small").upload_id(&id).part_number(2).body(ByteStream::from_static(b"end")).send().await.unwrap();
+    let done = CompletedMultipartUpload::builder()
+        .parts(CompletedPart::builder().part_number(1).e_tag(a.e_tag().unwrap()).build())
+        .parts(CompletedPart::builder().part_number(2).e_tag(b.e_tag().unwrap()).build())
+        .build();
+    let e = c.complete_multipart_upload().bucket("bkt").key("small").upload_id(&id).multipart_upload(done).send().await.unwrap_err();
+    assert_eq!(err_code(&e), ("EntityTooSmall".to_string(), 400));
+    c.abort_multipart_upload().bucket("bkt").key("small").upload_id(&id).send().await.unwrap();
+    let e = c.upload_part().bucket("bkt").key("small").upload_id(&id).part_number(3).body(ByteStream::from_static(b"x")).send().await.unwrap_err();
+    assert_eq!(err_code(&e).0, "NoSuchUpload");
+    let e = c.head_object().bucket("bkt").key("small").send().await.unwrap_err();
+    assert_eq!(err_code(&e).1, 404);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_delete_objects_and_copy() {
+    let (_d, _origin, node) = setup().await;
+    let c = node.client();
+    let data = pattern(9, 150_000);
+    c.put_object().bucket("bkt").key("src").body(ByteStream::from(data.clone())).send().await.unwrap();
+    assert_eq!(body(c.get_object().bucket("bkt").key("src").send().await.unwrap()).await, data); // now cached
+    let out = c.copy_object().bucket("bkt").key("dst").copy_source("bkt/src").send().await.unwrap();
+    assert!(out.copy_object_result().and_then(|r| r.e_tag()).is_some());
+    assert_eq!(body(c.get_object().bucket("bkt").key("dst").send().await.unwrap()).await, data);
+
+    // Copy over a cached object: the old bytes must not be served.
+    c.put_object().bucket("bkt").key("other").body(ByteStream::from_static(b"other bytes")).send().await.unwrap();
+    assert_eq!(body(c.get_object().bucket("bkt").key("other").send().await.unwrap()).await, b"other bytes");
+    c.copy_object().bucket("bkt").key("other").copy_source("bkt/src").send().await.unwrap();
+    assert_eq!(body(c.get_object().bucket("bkt").key("other").send().await.unwrap()).await, data);
+
+    c.delete_object().bucket("bkt").key("src").send().await.unwrap();
+    let e = c.get_object().bucket("bkt").key("src").send().await.unwrap_err();
+    assert_eq!(err_code(&e).0, "NoSuchKey");
+    c.delete_object().bucket("bkt").key("never-existed").send().await.unwrap();
+
+    let del = Delete::builder()
+        .objects(ObjectIdentifier::builder().key("dst").build().unwrap())
+        .objects(ObjectIdentifier::builder().key("other").build().unwrap())
+        .objects(ObjectIdentifier::builder().key("missing").build().unwrap())
+        .build()
+        .unwrap();
+    let out = c.delete_objects().bucket("bkt").delete(del).send().await.unwrap();
+    assert_eq!(out.deleted().len(), 3);
+    assert!(out.errors().is_empty());
+    let left = c.list_objects_v2().bucket("bkt").send().await.unwrap();
+    assert!(left.contents().is_empty(), "{:?}", left.contents());
+    let e = c.copy_object().bucket("bkt").key("x").copy_source("bkt/missing").send().await.unwrap_err();
+    assert_eq!(err_code(&e).1, 404);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_down_gives_503_but_cached_pages_are_served() {
+    let (_d, origin, node) = setup().await;
+    let c = node.client();
+    let data = pattern(10, 100_000);
+    origin.put_file("bkt", "t.lance/data/up.lance", &data);
+    origin.put_file("bkt", "t.lance/data/cold.lance", &data);
+    assert_eq!(body(c.get_object().bucket("bkt").key("t.lance/data/up.lance").send().await.unwrap()).await, data);
+    origin.counts.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(body(c.get_object().bucket("bkt").key("t.lance/data/up.lance").send().await.unwrap()).await, data);
+    // The SDK retries 503s; it still ends in ServiceUnavailable.
+    let e = c.get_object().bucket("bkt").key("t.lance/data/cold.lance").send().await.unwrap_err();
+    assert_eq!(err_code(&e), ("ServiceUnavailable".to_string(), 503));
+    origin.counts.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(body(c.get_object().bucket("bkt").key("t.lance/data/cold.lance").send().await.unwrap()).await, data);
+    node.stop().await;
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test: Rust unit and integration tests (cargo nextest, dev profile), then the
+# Python client tests (boto3, aws cli, pylance) against a running cache node.
+# Installs what is missing first (scripts/setup.sh). This is what .ci/run calls.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$LAKECACHE_ROOT"
+
+"$LAKECACHE_ROOT/scripts/setup.sh"
+
+echo "==> cargo build (dev) of the binaries the Python tests start"
+cargo build --locked -p lakecache-cache-node --bins
+
+echo "==> Rust tests"
+cargo nextest run --locked --workspace --no-fail-fast
+
+echo "==> Python client tests"
+export LAKECACHE_CACHE_NODE_BIN="$CARGO_TARGET_DIR/debug/cache-node"
+"$PYTHON" -m pytest -q tests/python
