@@ -104,7 +104,7 @@ install_prerequisites() {
         # The package may start a system nginx on port 80; the benchmark runs its own.
     fi
     has_slice || die "no nginx with --with-http_slice_module could be installed"
-    NGINX_PACKAGE=$(dpkg-query -W -f='${binary:Package} ${Version}\n' 'nginx-light' 'nginx-core' 'nginx-full' 'nginx-extras' 'nginx' 2>/dev/null | awk 'NF == 2' | paste -sd ', ' - || true)
+    NGINX_PACKAGE=$(dpkg-query -W -f='${binary:Package} ${Version}\n' 'nginx-light' 'nginx-core' 'nginx-full' 'nginx-extras' 'nginx' 2>/dev/null | awk 'NF == 2' | paste -sd ',' - | sed 's/,/, /g' || true)
 }
 
 # --- helpers -------------------------------------------------------------------------------
@@ -131,6 +131,11 @@ wait_ready() {
         sleep 0.1
     done
     die "$name did not answer 206 at $url within 60 s (last status $code; see $WORK/$name.log)"
+}
+
+# Origin requests the cache node has made so far, from its /metrics ("unknown" if absent).
+cache_node_origin_requests() {
+    curl -s -m 5 "$CACHE_URL/metrics" | awk '/^lakecache_origin_requests_total/ {s += $NF; n++} END {if (n) print s; else print "unknown"}'
 }
 
 # load LABEL URL PIDS PHASE ROUND READ_SIZE [http-range args...]: one run, one JSON line.
@@ -227,7 +232,8 @@ region = "us-east-1"
 allow_http = true
 anonymous = true
 EOF
-taskset -c "$SERVER_CPU" "$CACHE_NODE_BIN" --config "$CACHE_CONFIG" >"$WORK/cache-node.log" 2>&1 &
+# Run it from its own folder: relative default paths (multipart, pin state) land there.
+(cd "$WORK/cache-node" && exec taskset -c "$SERVER_CPU" "$CACHE_NODE_BIN" --config "$CACHE_CONFIG") >"$WORK/cache-node.log" 2>&1 &
 CACHE_PID=$!
 PIDS+=("$CACHE_PID")
 CACHE_URL=http://127.0.0.1:$CACHE_PORT
@@ -263,6 +269,14 @@ for server in lakecache nginx; do
     load "$server" "$url" "$pids" warm 0 1048576 --pattern sweep --seconds 120
 done
 
+# The measured runs must be cache hits: nginx says so per response, the cache node counts
+# its origin requests (compared again at the end).
+nginx_status=$(curl -s -m 5 -o /dev/null -D - -r 0-0 "$NGINX_URL/$BUCKET/obj-00000" | tr -d '\r' \
+    | awk -F': ' 'tolower($1) == "x-cache-status" {print $2}')
+[[ $nginx_status == HIT ]] || die "nginx does not answer from its cache after warming (X-Cache-Status: '$nginx_status')"
+ORIGIN_REQUESTS_WARM=$(cache_node_origin_requests)
+LOAD_BEFORE=$(cut -d ' ' -f 1-3 /proc/loadavg)
+
 for read_size in $READ_SIZES; do
     for server in lakecache nginx; do
         if [[ $server == lakecache ]]; then url=$CACHE_URL pids=$CACHE_PID; else url=$NGINX_URL pids=$NGINX_PIDS; fi
@@ -283,6 +297,8 @@ for read_size in $READ_SIZES; do
 done
 
 # --- report --------------------------------------------------------------------------------
+ORIGIN_REQUESTS_END=$(cache_node_origin_requests)
+LOAD_AFTER=$(cut -d ' ' -f 1-3 /proc/loadavg)
 cp "$CACHE_CONFIG" "$RAW_DIR/http-range-$STAMP.cache-node.toml"
 cp "$NGINX_CONFIG" "$RAW_DIR/http-range-$STAMP.nginx.conf"
 TABLES=$("$BENCH_BIN" http-report --input "$RAW_JSONL")
@@ -301,13 +317,15 @@ RAW_REL=${RAW_JSONL#"$REPO"/}
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "- machine: \`nproc\` = $(nproc); kernel $(uname -r); CPU $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
     echo "- memory (\`free -h\`): $(free -h | awk '/^Mem:/ {print "total " $2 ", used " $3 ", available " $7}')"
-    echo "- disk (/tmp, where both caches live): $(df -h /tmp | awk 'NR == 2 {print $1 ", " $2 " total, " $4 " free"}'); $(lsblk -dno NAME,ROTA,SIZE 2>/dev/null | awk '{printf "%s%s rotational=%s size=%s", sep, $1, $2, $3; sep="; "}')"
+    echo "- disk (/tmp, where both caches live): $(df -h /tmp | awk 'NR == 2 {print $1 ", " $2 " total, " $4 " free"}'); $(lsblk -dno NAME,ROTA,SIZE,MODEL "$(df --output=source /tmp | tail -n 1)" 2>/dev/null | awk '{printf "%s rotational=%s size=%s model=%s", $1, $2, $3, $4}')"
     echo "- nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //') (package: ${NGINX_PACKAGE:-unknown}), built \`--with-http_slice_module\`"
     echo "- hot set: $OBJECTS objects x $OBJECT_SIZE bytes (seed $SEED), fits both caches in memory; every response's status, Content-Range and bytes checked"
     echo "- reads: uniformly random object and start offset (multiple of $ALIGN byte(s)), \`Range: bytes=a-b\`, anonymous HTTP/1.1 keep-alive, $CONCURRENCY connections"
     echo "- pinning: each server on CPU $SERVER_CPU (\`taskset\`; nginx one worker, the cache node's runtime sees one core); load generator and origin (s3s-fs, no delay) on CPU $CLIENT_CPU"
     echo "- budget: cache node page $PAGE_SIZE, memory $MEMORY_CAPACITY, disk $DISK_CAPACITY (io_engine auto); nginx \`slice 1m\`, \`proxy_cache\` max_size $NGINX_DISK_CAPACITY on the same disk, memory = OS page cache (nginx cannot bound it)"
     echo "- sequence: one sweep of every object through each server (warm), ${WARMUP_SECONDS} s random warm-up each, then per read size $PAIRS interleaved closed-loop pairs of ${RUN_SECONDS} s (lakecache, nginx, lakecache, ...), then $LATENCY_PAIRS interleaved pairs of ${RUN_SECONDS} s at a fixed offered load of half the lower of the two median maxima"
+    echo "- cache hits only: nginx answered \`X-Cache-Status: HIT\` after warming; the cache node had made $ORIGIN_REQUESTS_WARM origin requests after warming and $ORIGIN_REQUESTS_END at the end"
+    echo "- load average (1/5/15 min) before the measured runs: $LOAD_BEFORE; after: $LOAD_AFTER (other work on the machine shows here)"
     echo "- server CPU: CPU seconds per second used by the server processes during the run (1.0 = the whole pinned core); client CPU likewise for the load generator"
     echo
     echo "## Results"

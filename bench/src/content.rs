@@ -27,7 +27,10 @@ pub fn mix64(mut z: u64) -> u64 {
 /// The 8-byte word at word index `word_index` (bytes `8 * word_index ..`) of `object`.
 #[inline]
 fn word(seed: u64, object: u64, word_index: u64) -> u64 {
-    mix64(seed.wrapping_add(object.wrapping_mul(OBJECT_STRIDE)).wrapping_add(word_index.wrapping_mul(WORD_STRIDE)))
+    mix64(
+        seed.wrapping_add(object.wrapping_mul(OBJECT_STRIDE))
+            .wrapping_add(word_index.wrapping_mul(WORD_STRIDE)),
+    )
 }
 
 /// Fills `buf` with the bytes of `object` starting at byte `offset`.
@@ -66,14 +69,13 @@ pub fn first_mismatch(seed: u64, object: u64, offset: u64, data: &[u8]) -> Optio
         return locate(seed, object, offset, data);
     }
     let body = &data[head..];
-    let mut word_index = (offset + head as u64) / 8;
+    let first_word = (offset + head as u64) / 8;
     let mut diff = 0u64;
     let mut chunks = body.chunks_exact(8);
-    for chunk in &mut chunks {
+    for (word_index, chunk) in (first_word..).zip(&mut chunks) {
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(chunk);
         diff |= u64::from_le_bytes(bytes) ^ word(seed, object, word_index);
-        word_index += 1;
     }
     let tail = chunks.remainder();
     let tail_offset = offset + (data.len() - tail.len()) as u64;
@@ -126,7 +128,11 @@ mod tests {
             for bad in [0usize, 1, 6, 7, 8, 100, 4096 - offset - 1] {
                 let mut part = whole[offset..].to_vec();
                 part[bad] ^= 0x40;
-                assert_eq!(first_mismatch(1, 0, offset as u64, &part), Some(bad), "offset {offset} bad {bad}");
+                assert_eq!(
+                    first_mismatch(1, 0, offset as u64, &part),
+                    Some(bad),
+                    "offset {offset} bad {bad}"
+                );
             }
         }
     }

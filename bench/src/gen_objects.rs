@@ -54,7 +54,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             URL_SAFE_NO_PAD.encode(&key)
         ));
         let info = serde_json::json!({ "e_tag": e_tag });
-        fs::write(&sidecar, serde_json::to_vec(&info)?).with_context(|| format!("writing {}", sidecar.display()))?;
+        fs::write(&sidecar, serde_json::to_vec(&info)?)
+            .with_context(|| format!("writing {}", sidecar.display()))?;
     }
     tracing::info!(
         root = %args.root.display(),
@@ -68,7 +69,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Writes one object and returns its MD5 as lowercase hex (the S3 ETag of a single-part PUT).
-fn write_object(path: &std::path::Path, seed: u64, index: u64, size_bytes: u64, buf: &mut [u8]) -> anyhow::Result<String> {
+fn write_object(
+    path: &std::path::Path,
+    seed: u64,
+    index: u64,
+    size_bytes: u64,
+    buf: &mut [u8],
+) -> anyhow::Result<String> {
     let mut out = BufWriter::new(File::create(path)?);
     let mut md5 = Md5::new();
     let mut offset = 0u64;

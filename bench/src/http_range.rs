@@ -10,8 +10,8 @@
 //! soon as the previous answer is checked. With `--rate R`, request `i` is due at
 //! `start + i / R` (an open-loop schedule served by at most `--concurrency` requests in
 //! flight) and its latency counts from when it was due, not when it was sent, so a stalled
-//! server cannot hide its queue (coordinated omission). Arrivals are quantised to tokio's
-//! 1 ms timer, the same for every server.
+//! server cannot hide its queue (coordinated omission). Requests are released on time to
+//! within microseconds (see [`pace_until`]).
 //!
 //! Output: one JSON line on stdout ([`RunReport`]); diagnostics go to stderr.
 
@@ -216,7 +216,8 @@ impl Plan {
     fn request(&self, i: u64) -> RangeRead {
         match self.pattern {
             Pattern::Random => {
-                let h1 = content::mix64(self.seed ^ 0x5EED_0F_2A9E ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let h1 =
+                    content::mix64(self.seed ^ 0x0000_5EED_0F2A_9E00 ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
                 let h2 = content::mix64(h1);
                 let slots = (self.object_size - self.read_size) / self.align + 1;
                 RangeRead { object: h1 % self.objects, start: (h2 % slots) * self.align, len: self.read_size }
@@ -250,13 +251,20 @@ struct Shared {
 const LOGGED_FAILURES_MAX: u32 = 5;
 /// Pause after a failed connect, so a dead server does not turn the run into a busy loop.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(10);
+/// Resolution of tokio's timer wheel.
+const TIMER_GRANULARITY: Duration = Duration::from_millis(1);
 /// Highest latency the histograms track; larger values are clamped (the timeout is lower).
 const HISTOGRAM_MAX_NS: u64 = 3_600_000_000_000;
 
 impl Shared {
     fn log_failure(&self, read: RangeRead, what: &str) {
         if self.logged_failures.fetch_add(1, Ordering::Relaxed) < LOGGED_FAILURES_MAX {
-            tracing::warn!(object = read.object, start = read.start, len = read.len, "request failed: {what}");
+            tracing::warn!(
+                object = read.object,
+                start = read.start,
+                len = read.len,
+                "request failed: {what}"
+            );
         }
     }
 }
@@ -305,7 +313,10 @@ enum Failure {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     ensure!(args.objects > 0, "--objects must be positive");
-    ensure!(args.read_size > 0 && args.read_size <= args.object_size, "--read-size must be in 1..=--object-size");
+    ensure!(
+        args.read_size > 0 && args.read_size <= args.object_size,
+        "--read-size must be in 1..=--object-size"
+    );
     ensure!(args.align > 0, "--align must be positive");
     ensure!(args.concurrency > 0, "--concurrency must be positive");
     ensure!(args.seconds.is_finite() && args.seconds > 0.0, "--seconds must be positive");
@@ -393,7 +404,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         server_cpu: cpu_before
             .as_ref()
             .zip(cpu_after.as_ref())
-            .and_then(|(a, b)| Some((b.servers_s? - a.servers_s?) / elapsed_s)),
+            .and_then(|(a, b)| a.servers_delta(b))
+            .map(|s| s / elapsed_s),
     };
     println!("{}", serde_json::to_string(&report)?);
 
@@ -423,7 +435,7 @@ async fn worker(shared: Arc<Shared>) -> anyhow::Result<WorkerStats> {
             break;
         }
         if shared.rate.is_some() {
-            tokio::time::sleep_until(due.into()).await;
+            pace_until(due).await;
         }
         let read = shared.plan.request(i);
         stats.requests += 1;
@@ -472,6 +484,20 @@ async fn worker(shared: Arc<Shared>) -> anyhow::Result<WorkerStats> {
     Ok(stats)
 }
 
+/// Waits until `due` to within microseconds: tokio's timer rounds up to whole
+/// milliseconds, which would add up to 1 ms to every latency of a paced run, so the last
+/// stretch yields in a loop instead (the client core is the load generator's alone).
+async fn pace_until(due: Instant) {
+    if let Some(coarse) = due.checked_sub(TIMER_GRANULARITY)
+        && coarse > Instant::now()
+    {
+        tokio::time::sleep_until(coarse.into()).await;
+    }
+    while Instant::now() < due {
+        tokio::task::yield_now().await;
+    }
+}
+
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
 }
@@ -507,7 +533,11 @@ async fn ready_connection(
 }
 
 /// Sends one range request and checks the whole answer.
-async fn exchange(conn: &mut SendRequest<Empty<Bytes>>, shared: &Shared, read: RangeRead) -> Result<(), Failure> {
+async fn exchange(
+    conn: &mut SendRequest<Empty<Bytes>>,
+    shared: &Shared,
+    read: RangeRead,
+) -> Result<(), Failure> {
     let path = usize::try_from(read.object)
         .ok()
         .and_then(|i| shared.paths.get(i))
@@ -544,22 +574,31 @@ async fn exchange(conn: &mut SendRequest<Empty<Bytes>>, shared: &Shared, read: R
     Ok(())
 }
 
-/// CPU time used so far by this process and by the server processes, in seconds.
+/// CPU time used so far by this process and by each server process, in seconds.
 struct CpuSample {
     own_s: f64,
-    /// `None` when no server pid was given or one of them could not be read.
-    servers_s: Option<f64>,
+    /// One entry per `--server-pid`; `None` where the process could not be read (gone).
+    servers_s: Vec<Option<f64>>,
 }
 
 impl CpuSample {
     fn take(server_pids: &[u32]) -> Option<Self> {
-        let own_s = proc_cpu_seconds("self")?;
-        let servers_s = if server_pids.is_empty() {
-            None
-        } else {
-            server_pids.iter().map(|pid| proc_cpu_seconds(&pid.to_string())).sum::<Option<f64>>()
-        };
-        Some(Self { own_s, servers_s })
+        Some(Self {
+            own_s: proc_cpu_seconds("self")?,
+            servers_s: server_pids.iter().map(|pid| proc_cpu_seconds(&pid.to_string())).collect(),
+        })
+    }
+
+    /// CPU seconds the server processes used between `self` and `later`, counting only
+    /// processes seen both times (nginx's cache loader, for one, exits on its own).
+    fn servers_delta(&self, later: &CpuSample) -> Option<f64> {
+        let deltas: Vec<f64> = self
+            .servers_s
+            .iter()
+            .zip(&later.servers_s)
+            .filter_map(|(a, b)| Some(b.as_ref()? - a.as_ref()?))
+            .collect();
+        (!deltas.is_empty()).then(|| deltas.iter().sum())
     }
 }
 
@@ -606,7 +645,7 @@ mod tests {
         let other = Plan { seed: 10, ..p };
         assert!((0..100).any(|i| p.request(i) != other.request(i)));
         // Unaligned starts do occur.
-        assert!((0..100).any(|i| p.request(i).start % 8 != 0));
+        assert!((0..100).any(|i| !p.request(i).start.is_multiple_of(8)));
     }
 
     #[test]

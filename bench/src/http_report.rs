@@ -35,7 +35,8 @@ const PHASE_PAIR: &str = "pair";
 const PHASE_LATENCY: &str = "latency";
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
+    let text =
+        std::fs::read_to_string(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
     let runs = text
         .lines()
         .filter(|line| !line.trim().is_empty())
@@ -78,7 +79,13 @@ fn tables(runs: &[RunReport], ours: &str, peer: &str) -> String {
             let server_cpu: Vec<f64> = selected.iter().filter_map(|r| r.server_cpu).collect();
             let client_cpu: Vec<f64> = selected.iter().filter_map(|r| r.client_cpu).collect();
             let ratio_cell = if n == 0 && !ratios.is_empty() {
-                format!("**{}** ({}–{}, {} pairs)", f2(median(&ratios)), f2(min(&ratios)), f2(max(&ratios)), ratios.len())
+                format!(
+                    "**{}** ({}–{}, {} pairs)",
+                    f2(median(&ratios)),
+                    f2(min(&ratios)),
+                    f2(max(&ratios)),
+                    ratios.len()
+                )
             } else {
                 String::new()
             };
@@ -136,7 +143,9 @@ fn tables(runs: &[RunReport], ours: &str, peer: &str) -> String {
 
 fn select<'a>(runs: &'a [RunReport], label: &str, phase: &str, read_size: u64) -> Vec<&'a RunReport> {
     runs.iter()
-        .filter(|r| r.label.as_deref() == Some(label) && r.phase.as_deref() == Some(phase) && r.read_size == read_size)
+        .filter(|r| {
+            r.label.as_deref() == Some(label) && r.phase.as_deref() == Some(phase) && r.read_size == read_size
+        })
         .collect()
 }
 
@@ -163,7 +172,7 @@ fn median(values: &[f64]) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;
-    Some(if v.len() % 2 == 0 { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] })
+    Some(if v.len().is_multiple_of(2) { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] })
 }
 
 fn min(values: &[f64]) -> Option<f64> {

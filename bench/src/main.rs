@@ -42,9 +42,10 @@ fn main() -> anyhow::Result<()> {
         Command::GenObjects(args) => gen_objects::run(args),
         // The load generator is pinned to one core: one thread avoids cross-thread wake-ups
         // that would cost the client, not the server, time.
-        Command::HttpRange(args) => {
-            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(http_range::run(args))
-        }
+        Command::HttpRange(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(http_range::run(args)),
         Command::HttpReport(args) => http_report::run(args),
         Command::Pagestore(args) => multi_thread()?.block_on(pagestore::run(args)),
     }
@@ -56,7 +57,8 @@ fn multi_thread() -> std::io::Result<tokio::runtime::Runtime> {
 
 /// Logs to stderr so stdout carries only results.
 fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,lakecache_bench=info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,lakecache_bench=info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -60,7 +60,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let service = builder.build();
 
-    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener =
+        TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let local_addr = listener.local_addr()?;
     {
         let mut stdout = std::io::stdout().lock();
@@ -69,7 +70,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     tracing::info!(%local_addr, root = %args.root.display(), delay_ms = args.delay_ms, authenticated, "origin started");
 
-    serve(listener, service, Duration::from_millis(args.delay_ms), lakecache_common::shutdown::signal()).await;
+    serve(listener, service, Duration::from_millis(args.delay_ms), lakecache_common::shutdown::signal())
+        .await;
     tracing::info!("origin stopped");
     Ok(())
 }

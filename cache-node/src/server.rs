@@ -346,7 +346,12 @@ fn percent_decode(s: &str) -> Option<String> {
 #[async_trait::async_trait]
 impl S3Route for IgnoredRangeRoute {
     fn is_match(&self, method: &Method, uri: &http::Uri, headers: &http::HeaderMap, _: &mut http::Extensions) -> bool {
-        if method != Method::GET || uri.query().is_some_and(|q| !q.is_empty() && !q.starts_with("X-Amz-")) {
+        // Only a plain GetObject: any sub-resource in the query makes it another operation.
+        let plain_get = uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty()).all(|p| {
+            let name = p.split('=').next().unwrap_or("");
+            name == "x-id" || name.starts_with("X-Amz-") || name.starts_with("response-")
+        });
+        if method != Method::GET || !plain_get {
             return false;
         }
         let Some(r) = headers.get(http::header::RANGE).and_then(|v| v.to_str().ok()) else { return false };

@@ -50,6 +50,9 @@ impl OriginError {
             E::AlreadyExists { .. } => OriginError::AlreadyExists,
             E::NotImplemented { .. } | E::NotSupported { .. } => OriginError::NotSupported,
             E::InvalidPath { source } => OriginError::InvalidKey(source.to_string()),
+            // S3 answers a missing bucket with its own error code, which object_store only
+            // passes on in the message.
+            other if other.to_string().contains("NoSuchBucket") => OriginError::NoSuchBucket,
             // Transport failures, throttling and 5xx all surface as Generic from the cloud
             // clients: to a reader they mean "try again later".
             other => OriginError::Unavailable(other.to_string()),

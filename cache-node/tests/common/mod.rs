@@ -219,18 +219,11 @@ pub async fn body(out: aws_sdk_s3::operation::get_object::GetObjectOutput) -> Ve
 }
 
 /// The S3 error code and HTTP status of a failed SDK call.
-pub fn err_code<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> (String, u16)
+pub fn err_code<E>(e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> (String, u16)
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata,
-    R: std::fmt::Debug,
 {
     let code = e.as_service_error().and_then(|s| s.code()).unwrap_or("").to_string();
-    let status = match e {
-        aws_sdk_s3::error::SdkError::ServiceError(s) => {
-            let raw: &dyn std::any::Any = s.raw();
-            raw.downcast_ref::<aws_sdk_s3::config::http::HttpResponse>().map(|r| r.status().as_u16()).unwrap_or(0)
-        }
-        _ => 0,
-    };
+    let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
     (code, status)
 }

@@ -122,7 +122,13 @@ impl FixedPool {
             let arena = AlignedBuf::zeroed(arena_bytes)?;
             // Indices are popped from the end; keep low indices first for tidiness.
             let free = (0..count as u16).rev().map(|i| first_index + i).collect();
-            out.push(Class { buf_bytes, first_index, arena, free: Mutex::new(free), permits: Semaphore::new(count) });
+            out.push(Class {
+                buf_bytes,
+                first_index,
+                arena,
+                free: Mutex::new(free),
+                permits: Semaphore::new(count),
+            });
         }
         Ok(FixedPool { ring, classes: out })
     }
@@ -160,11 +166,15 @@ impl FixedPool {
     /// that fits, or any larger class with a free buffer; otherwise waits for the smallest
     /// fitting class.
     pub async fn acquire(self: &Arc<Self>, len: usize) -> io::Result<FixedBuf> {
-        let fits: Vec<usize> = (0..self.classes.len()).filter(|&c| self.classes[c].buf_bytes >= len).collect();
+        let fits: Vec<usize> =
+            (0..self.classes.len()).filter(|&c| self.classes[c].buf_bytes >= len).collect();
         let Some(&smallest) = fits.first() else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("I/O of {len} bytes exceeds the largest registered buffer ({})", self.largest_buffer()),
+                format!(
+                    "I/O of {len} bytes exceeds the largest registered buffer ({})",
+                    self.largest_buffer()
+                ),
             ));
         };
         for &c in &fits {

@@ -45,7 +45,8 @@ fn is_einval(e: &io::Error) -> bool {
 /// Extends a regular file to `len` bytes with allocated (not sparse) extents where the
 /// filesystem supports it.
 fn preallocate(file: &File, len: u64) -> io::Result<()> {
-    let off_len = libc::off_t::try_from(len).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large"))?;
+    let off_len = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large"))?;
     // SAFETY: fallocate on a valid, open fd with plain integer arguments; no memory involved.
     let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, off_len) };
     if rc == 0 {
@@ -86,7 +87,10 @@ pub(crate) fn open(path: &Path, layout: Layout) -> Result<Device, DiskError> {
     let meta = file.metadata()?;
     let is_block = meta.file_type().is_block_device();
     if !is_block && !meta.file_type().is_file() {
-        return Err(DiskError::Config(format!("{} is neither a regular file nor a block device", path.display())));
+        return Err(DiskError::Config(format!(
+            "{} is neither a regular file nor a block device",
+            path.display()
+        )));
     }
     let current_len = if is_block {
         use std::io::Seek;

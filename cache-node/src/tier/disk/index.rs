@@ -42,9 +42,14 @@ impl PageMeta {
 }
 
 enum Entry {
-    Live { slot: u32, meta: Arc<PageMeta> },
+    Live {
+        slot: u32,
+        meta: Arc<PageMeta>,
+    },
     /// A write of this key is in flight; `token` is its generation.
-    Writing { token: u64 },
+    Writing {
+        token: u64,
+    },
 }
 
 pub(crate) enum SlotState {
@@ -84,8 +89,12 @@ pub(crate) enum Detach {
     Gone,
 }
 
+/// Pages of one object by page index. Sharding by object keeps all pages of an object in
+/// one shard, so `remove_object` touches one lock and no scan.
+type ObjectPages = HashMap<u64, Entry>;
+
 pub(crate) struct Index {
-    shards: Box<[RwLock<HashMap<u128, HashMap<u64, Entry>>>]>,
+    shards: Box<[RwLock<HashMap<u128, ObjectPages>>]>,
 }
 
 fn shard_of(object: u128) -> usize {
@@ -142,7 +151,8 @@ impl Index {
         let key = meta.key();
         let mut shard = self.shards[shard_of(key.object)].write();
         let Some(pages) = shard.get_mut(&key.object) else { return false };
-        let ours = matches!(pages.get(&key.index), Some(Entry::Writing { token }) if *token == meta.generation);
+        let ours =
+            matches!(pages.get(&key.index), Some(Entry::Writing { token }) if *token == meta.generation);
         if !ours {
             return false;
         }
@@ -294,7 +304,9 @@ impl SlotTable {
         let Some(s) = self.get(slot) else { return Detach::Gone };
         let mut st = s.state.lock();
         match &mut *st {
-            SlotState::Live { meta, pinned, busy, detached } if meta.generation == generation && !*detached => {
+            SlotState::Live { meta, pinned, busy, detached }
+                if meta.generation == generation && !*detached =>
+            {
                 let (len, was_pinned) = (meta.len, *pinned);
                 if *busy > 0 {
                     *detached = true;
@@ -347,18 +359,24 @@ mod tests {
         let slots = SlotTable::new(3);
         slots.rebuild_free_list();
         for i in 0..3u64 {
-            let Allocated::Slot { slot, evicted: None } = slots.allocate() else { panic!("expected a free slot") };
+            let Allocated::Slot { slot, evicted: None } = slots.allocate() else {
+                panic!("expected a free slot")
+            };
             let m = meta(i, i + 1);
             assert!(index.begin_write(m.key(), m.generation));
             assert!(index.finish_write(&slots, slot, m, i == 0));
         }
         // Slot 0 pinned, slot 1 referenced: slot 2 goes first... after slot 1 loses its bit.
         slots.touch(1);
-        let Allocated::Slot { slot, evicted: Some((m, false)) } = slots.allocate() else { panic!("expected eviction") };
+        let Allocated::Slot { slot, evicted: Some((m, false)) } = slots.allocate() else {
+            panic!("expected eviction")
+        };
         assert_eq!(slot, 2);
         assert_eq!(m.index, 2);
         assert!(index.remove_if(&m.key(), slot, m.generation));
-        let Allocated::Slot { slot, evicted: Some(_) } = slots.allocate() else { panic!("expected eviction") };
+        let Allocated::Slot { slot, evicted: Some(_) } = slots.allocate() else {
+            panic!("expected eviction")
+        };
         assert_eq!(slot, 1);
         // Slot 0 pinned, 1 and 2 reserved: full.
         assert!(matches!(slots.allocate(), Allocated::Full));

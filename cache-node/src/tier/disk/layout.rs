@@ -384,7 +384,10 @@ mod tests {
         assert_eq!(h.page_index, 3);
         assert_eq!(h.len, 10_000);
         assert!(h.pinned);
-        assert_eq!((h.bucket.as_str(), h.key.as_str(), h.version.as_str()), ("bucket", "a/b/c.lance", "\"etag-1\""));
+        assert_eq!(
+            (h.bucket.as_str(), h.key.as_str(), h.version.as_str()),
+            ("bucket", "a/b/c.lance", "\"etag-1\"")
+        );
         assert_eq!(&*h.crcs, &*crcs);
 
         assert_eq!(decode_header(&sector, 8, 1 << 20), Err(HeaderInvalid::WrongSlot));

@@ -67,7 +67,10 @@ impl ObjectId {
 
 impl PartialEq for ObjectId {
     fn eq(&self, other: &ObjectId) -> bool {
-        self.hash == other.hash && self.bucket == other.bucket && self.key == other.key && self.version == other.version
+        self.hash == other.hash
+            && self.bucket == other.bucket
+            && self.key == other.key
+            && self.version == other.version
     }
 }
 
@@ -144,7 +147,7 @@ impl Default for DiskTierConfig {
 impl DiskTierConfig {
     pub fn validate(&self) -> Result<(), DiskError> {
         let p = self.page_size_bytes;
-        if p == 0 || p % layout::SECTOR_BYTES as u64 != 0 || p > layout::MAX_PAGE_BYTES {
+        if p == 0 || !p.is_multiple_of(layout::SECTOR_BYTES as u64) || p > layout::MAX_PAGE_BYTES {
             return Err(DiskError::Config(format!(
                 "page_size_bytes = {p}: must be a non-zero multiple of 4096 and at most {}",
                 layout::MAX_PAGE_BYTES
@@ -159,7 +162,10 @@ impl DiskTierConfig {
             )));
         }
         if l.slot_count > u64::from(u32::MAX) {
-            return Err(DiskError::Config(format!("capacity_bytes = {}: too many slots", self.capacity_bytes)));
+            return Err(DiskError::Config(format!(
+                "capacity_bytes = {}: too many slots",
+                self.capacity_bytes
+            )));
         }
         if self.queue_depth == 0 || self.queue_depth > 4096 {
             return Err(DiskError::Config(format!("queue_depth = {}: must be 1..=4096", self.queue_depth)));

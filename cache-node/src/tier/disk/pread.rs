@@ -24,12 +24,7 @@ impl PreadEngine {
         PreadEngine { file, closed: Arc::new(AtomicBool::new(false)) }
     }
 
-    fn run(
-        &self,
-        mut buf: IoBuf,
-        offset: u64,
-        write: bool,
-    ) -> IoFuture<'static, io::Result<IoBuf>> {
+    fn run(&self, mut buf: IoBuf, offset: u64, write: bool) -> IoFuture<'static, io::Result<IoBuf>> {
         let file = Arc::clone(&self.file);
         let closed = Arc::clone(&self.closed);
         Box::pin(async move {
