@@ -12,6 +12,10 @@
 #   WARMUP_SECONDS [2] LATENCY_PAIRS [3]           latency runs at 50% of the lower max
 #   SERVER_CPU [1] CLIENT_CPU [0]                  taskset pinning (servers / load + origin)
 #   BENCH_TIMEOUT_S [840]                          hard limit on everything after the build
+#   IMMUTABLE [1]                                  1: the cache node treats the hot set as
+#                                                  immutable, as nginx's proxy_cache_valid 1d
+#                                                  does; 0: product default (HEAD revalidation
+#                                                  every metadata_ttl)
 #   SKIP_INSTALL [0] SKIP_BUILD [0] KEEP_WORK [0]
 #   CACHE_NODE_BIN [$CARGO_TARGET_DIR/release/cache-node]
 #   RESULTS [bench/results/http-range.md]
@@ -35,6 +39,7 @@ BENCH_TIMEOUT_S=${BENCH_TIMEOUT_S:-840}
 SKIP_INSTALL=${SKIP_INSTALL:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_WORK=${KEEP_WORK:-0}
+IMMUTABLE=${IMMUTABLE:-1}
 RESULTS=${RESULTS:-$REPO/bench/results/http-range.md}
 RAW_DIR=$REPO/bench/results/raw
 BUCKET=bench
@@ -152,7 +157,7 @@ load() {
         || die "$label $phase run (round $round, read size $read_size) failed; see $RAW_JSONL"
     local line
     line=$(tail -n 1 "$RAW_JSONL")
-    log "$label $phase r$round rs=$read_size: $(sed -E 's/.*"req_per_s":([0-9]+).*"p99":([0-9.]+).*/\1 req\/s, p99 \2 us/' <<<"$line")"
+    log "$label $phase r$round rs=$read_size: $(sed -E 's/.*"req_per_s":([0-9]+).*"latency_us":\{[^}]*"p99":([0-9]+).*/\1 req\/s, p99 \2 us/' <<<"$line")"
 }
 
 # --- start ---------------------------------------------------------------------------------
@@ -217,6 +222,15 @@ anonymous = true
 [cache]
 page_size = "$PAGE_SIZE"
 memory_capacity = "$MEMORY_CAPACITY"
+EOF
+if [[ $IMMUTABLE == 1 ]]; then
+    cat >>"$CACHE_CONFIG" <<EOF
+# Same semantics as nginx's proxy_cache_valid 1d: the hot set does not change during the
+# run, so no HEAD revalidation every metadata_ttl.
+immutable = ["**"]
+EOF
+fi
+cat >>"$CACHE_CONFIG" <<EOF
 
 [disk]
 enabled = true
@@ -317,12 +331,12 @@ RAW_REL=${RAW_JSONL#"$REPO"/}
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "- machine: \`nproc\` = $(nproc); kernel $(uname -r); CPU $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
     echo "- memory (\`free -h\`): $(free -h | awk '/^Mem:/ {print "total " $2 ", used " $3 ", available " $7}')"
-    echo "- disk (/tmp, where both caches live): $(df -h /tmp | awk 'NR == 2 {print $1 ", " $2 " total, " $4 " free"}'); $(lsblk -dno NAME,ROTA,SIZE,MODEL "$(df --output=source /tmp | tail -n 1)" 2>/dev/null | awk '{printf "%s rotational=%s size=%s model=%s", $1, $2, $3, $4}')"
+    echo "- disk (/tmp, where both caches live): $(df -h /tmp | awk 'NR == 2 {print $1 ", " $2 " total, " $4 " free"}'); $(lsblk -dno NAME,ROTA,SIZE,MODEL "$(df --output=source /tmp | tail -n 1)" 2>/dev/null | awk '{printf "%s rotational=%s size=%s", $1, $2, $3; if (NF > 3) {$1 = $2 = $3 = ""; sub(/^ +/, ""); printf " model=%s", $0}}')"
     echo "- nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //') (package: ${NGINX_PACKAGE:-unknown}), built \`--with-http_slice_module\`"
     echo "- hot set: $OBJECTS objects x $OBJECT_SIZE bytes (seed $SEED), fits both caches in memory; every response's status, Content-Range and bytes checked"
     echo "- reads: uniformly random object and start offset (multiple of $ALIGN byte(s)), \`Range: bytes=a-b\`, anonymous HTTP/1.1 keep-alive, $CONCURRENCY connections"
     echo "- pinning: each server on CPU $SERVER_CPU (\`taskset\`; nginx one worker, the cache node's runtime sees one core); load generator and origin (s3s-fs, no delay) on CPU $CLIENT_CPU"
-    echo "- budget: cache node page $PAGE_SIZE, memory $MEMORY_CAPACITY, disk $DISK_CAPACITY (io_engine auto); nginx \`slice 1m\`, \`proxy_cache\` max_size $NGINX_DISK_CAPACITY on the same disk, memory = OS page cache (nginx cannot bound it)"
+    echo "- budget: cache node page $PAGE_SIZE, memory $MEMORY_CAPACITY, disk $DISK_CAPACITY (io_engine auto)$([[ $IMMUTABLE == 1 ]] && echo ', hot set marked immutable (\`immutable = [\"**\"]\`, as nginx caches it for a day without revalidating)' || echo ', product default revalidation (HEAD to the origin every metadata_ttl)'); nginx \`slice 1m\`, \`proxy_cache\` max_size $NGINX_DISK_CAPACITY on the same disk, memory = OS page cache (nginx cannot bound it)"
     echo "- sequence: one sweep of every object through each server (warm), ${WARMUP_SECONDS} s random warm-up each, then per read size $PAIRS interleaved closed-loop pairs of ${RUN_SECONDS} s (lakecache, nginx, lakecache, ...), then $LATENCY_PAIRS interleaved pairs of ${RUN_SECONDS} s at a fixed offered load of half the lower of the two median maxima"
     echo "- cache hits only: nginx answered \`X-Cache-Status: HIT\` after warming; the cache node had made $ORIGIN_REQUESTS_WARM origin requests after warming and $ORIGIN_REQUESTS_END at the end"
     echo "- load average (1/5/15 min) before the measured runs: $LOAD_BEFORE; after: $LOAD_AFTER (other work on the machine shows here)"

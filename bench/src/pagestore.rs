@@ -239,7 +239,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             if args.warmup_seconds > 0.0 {
                 measure(&disk, &keys, depth, read_size, page_len, args.warmup_seconds, seed ^ 0xA5).await?;
             }
-            let m = measure(&disk, &keys, depth, read_size, page_len, args.seconds, seed + round as u64).await?;
+            let m =
+                measure(&disk, &keys, depth, read_size, page_len, args.seconds, seed + round as u64).await?;
             let q = |p: f64| m.hist.value_at_quantile(p) as f64 / 1000.0;
             let report = RunReport {
                 bench: "pagestore",

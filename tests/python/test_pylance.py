@@ -68,7 +68,7 @@ def test_index_built_through_endpoint(node):
     ds.create_index("vector", index_type="IVF_PQ", num_partitions=4, num_sub_vectors=4)
     via_node = lance.dataset(uri, storage_options=opts)
     direct = lance.dataset(str(node.origin / BUCKET / "lance/indexed.lance"))
-    assert len(via_node.list_indices()) == 1
+    assert len(via_node.describe_indices()) == 1
     for i in (0, 17, 2999):
         q = vecs[i]
         a = via_node.to_table(nearest={"column": "vector", "q": q, "k": 5, "nprobes": 4}, columns=["id"])

@@ -45,13 +45,14 @@ impl RunFetch {
         let opts = GetOptions {
             range: Some(GetRange::Bounded(start..end)),
             // The bytes must be of the version the pages are keyed by.
-            if_match: obj.meta.etag.clone(),
+            if_match: obj.meta.origin_etag.clone(),
             ..Default::default()
         };
         let result = cache.origins.call("get", obj.store.get_opts(&obj.path, opts)).await;
         let r = match result {
             Ok(r) => r,
-            Err(OriginError::Precondition) | Err(OriginError::NotFound) => {
+            Err(e @ (OriginError::Precondition | OriginError::NotFound)) => {
+                tracing::debug!(bucket = %obj.bucket, key = %obj.key, error = %e, "object changed at the origin");
                 fail_rest(index, senders, CacheError::Changed);
                 return;
             }
@@ -172,7 +173,7 @@ pub(super) async fn stream_direct(
     }
     let opts = GetOptions {
         range: Some(GetRange::Bounded(range.start..range.end)),
-        if_match: obj.meta.etag.clone(),
+        if_match: obj.meta.origin_etag.clone(),
         ..Default::default()
     };
     let r = match origins.call("get", obj.store.get_opts(&obj.path, opts)).await {

@@ -21,8 +21,10 @@ use crate::policy::KeyClass;
 #[derive(Debug, Clone)]
 pub struct ObjectMeta {
     pub size: u64,
-    /// ETag without quotes, as the origin reported it.
+    /// ETag without quotes (what clients see).
     pub etag: Option<String>,
+    /// ETag exactly as the origin reported it (quoted or not), for conditional origin reads.
+    pub origin_etag: Option<String>,
     pub last_modified: SystemTime,
     pub content_type: Option<String>,
     /// What identifies this content: the ETag, else size and modification time.
@@ -44,7 +46,7 @@ impl ObjectMeta {
             Some(e) => e.clone(),
             None => format!("{}-{}.{}", m.size, secs, nanos),
         };
-        Self { size: m.size, etag, last_modified, content_type, version, checked_at: Instant::now() }
+        Self { size: m.size, etag, origin_etag: m.e_tag.clone(), last_modified, content_type, version, checked_at: Instant::now() }
     }
 }
 

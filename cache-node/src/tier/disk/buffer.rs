@@ -101,11 +101,13 @@ pub(crate) struct FixedPool {
 }
 
 impl FixedPool {
-    /// `classes`: (buffer size, count) pairs, smallest first. Sizes are rounded up to sectors.
+    /// `classes`: (buffer size, count) pairs. Sizes are rounded up to sectors.
     pub fn new(ring: usize, classes: &[(usize, usize)]) -> io::Result<FixedPool> {
+        let mut classes = classes.to_vec();
+        classes.sort_by_key(|&(size, _)| size);
         let mut out = Vec::with_capacity(classes.len());
         let mut next_index: usize = 0;
-        for &(buf_bytes, count) in classes {
+        for (buf_bytes, count) in classes {
             if count == 0 {
                 continue;
             }
@@ -166,9 +168,8 @@ impl FixedPool {
     /// that fits, or any larger class with a free buffer; otherwise waits for the smallest
     /// fitting class.
     pub async fn acquire(self: &Arc<Self>, len: usize) -> io::Result<FixedBuf> {
-        let fits: Vec<usize> =
-            (0..self.classes.len()).filter(|&c| self.classes[c].buf_bytes >= len).collect();
-        let Some(&smallest) = fits.first() else {
+        // Classes are sorted by size: the first that fits is the smallest.
+        let Some(smallest) = self.classes.iter().position(|c| c.buf_bytes >= len) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
@@ -177,7 +178,7 @@ impl FixedPool {
                 ),
             ));
         };
-        for &c in &fits {
+        for c in smallest..self.classes.len() {
             if let Ok(permit) = self.classes[c].permits.try_acquire() {
                 permit.forget();
                 return self.take(c, len);

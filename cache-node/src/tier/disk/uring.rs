@@ -7,7 +7,7 @@
 //!
 //! Threading: a tokio task pushes a request onto the ring's queue (a mutex-guarded deque) and
 //! writes the ring's eventfd only if the ring thread said it was going to sleep. The ring
-//! thread always has a poll on that eventfd armed in its ring, so a sleeping
+//! thread always has a read of that eventfd armed in its ring, so a sleeping
 //! `io_uring_enter(GETEVENTS)` returns on either an I/O completion or new work — no spinning.
 //! Requests beyond the queue depth wait in the thread's local queue; requests beyond free
 //! buffers wait in the buffer pool before they get here.
@@ -33,7 +33,7 @@ use super::engine::{IoEngine, IoFuture};
 /// Registered buffers for small reads (one per queue slot); anything larger takes a
 /// slot-sized buffer.
 const SMALL_BUFFER_BYTES: usize = 32 * 1024;
-/// user_data of the eventfd poll; in-flight I/O uses its table index.
+/// user_data of the eventfd read; in-flight I/O uses its table index.
 const WAKE_TOKEN: u64 = u64::MAX;
 /// `IORING_ENTER_GETEVENTS` from the kernel ABI (io_uring.h).
 const IORING_ENTER_GETEVENTS: u32 = 1;
@@ -85,12 +85,6 @@ impl Shared {
                 warn!(error = %e, "io_uring wake-up eventfd write failed");
             }
         }
-    }
-
-    fn drain_eventfd(&self) {
-        let mut v: u64 = 0;
-        // SAFETY: reads at most 8 bytes into a live local from our non-blocking eventfd.
-        let _ = unsafe { libc::read(self.eventfd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
     }
 }
 
@@ -248,7 +242,9 @@ fn start_ring(id: usize, file: Arc<File>, qd: u32, opts: &UringOptions) -> Resul
     .map_err(|e| format!("allocating registered buffers: {e}"))?;
     let pool = Arc::new(pool);
     // SAFETY: plain syscall; the returned fd (if any) is immediately owned by OwnedFd.
-    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    // Blocking on purpose: io_uring returns EAGAIN for a read on an O_NONBLOCK fd instead of
+    // waiting for it to become readable.
+    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     if efd < 0 {
         return Err(format!("eventfd: {}", io::Error::last_os_error()));
     }
@@ -431,6 +427,10 @@ struct Worker {
 
 impl Worker {
     fn run(&mut self) {
+        // The eventfd read lands here. Leaked on purpose: if the thread exits with the read
+        // still armed, the kernel may complete it during ring teardown, after we are gone.
+        let wake_buf: &'static mut u64 = Box::leak(Box::new(0u64));
+        let wake_ptr: *mut u8 = (wake_buf as *mut u64).cast();
         let mut wake_armed = false;
         loop {
             let closed = {
@@ -444,10 +444,11 @@ impl Worker {
                 break;
             }
             if !wake_armed && !closed {
-                let poll = opcode::PollAdd::new(types::Fd(self.eventfd), libc::POLLIN as u32)
-                    .build()
-                    .user_data(WAKE_TOKEN);
-                wake_armed = self.push_sqe(&poll);
+                // Reading the eventfd through the ring both waits for it and resets its
+                // counter: one operation, no extra syscall per wake-up.
+                let read =
+                    opcode::Read::new(types::Fd(self.eventfd), wake_ptr, 8).build().user_data(WAKE_TOKEN);
+                wake_armed = self.push_sqe(&read);
             }
 
             let waitable = self.slab.len() > 0 || wake_armed;
@@ -483,9 +484,12 @@ impl Worker {
             for (user_data, res) in completions {
                 if user_data == WAKE_TOKEN {
                     wake_armed = false;
-                    self.shared.drain_eventfd();
                     if res < 0 && self.errors_log.ready() {
-                        warn!(ring = self.id, error = %io::Error::from_raw_os_error(-res), "eventfd poll failed");
+                        warn!(ring = self.id, error = %io::Error::from_raw_os_error(-res), "eventfd read failed");
+                    }
+                    if res < 0 {
+                        // Do not re-arm a failing read in a hot loop.
+                        std::thread::sleep(Duration::from_millis(1));
                     }
                     continue;
                 }
@@ -575,7 +579,8 @@ impl Worker {
     /// Pushes one SQE, flushing the SQ to the kernel once if it is full.
     fn push_sqe(&mut self, entry: &squeue::Entry) -> bool {
         // SAFETY: every SQE we build points at a buffer held in `self.slab` until its CQE
-        // (or at nothing, for the eventfd poll), and at the registered file index 0.
+        // (or at the leaked wake-up word, for the eventfd read), and at the registered file
+        // index 0.
         if unsafe { self.ring.submission().push(entry) }.is_ok() {
             return true;
         }
