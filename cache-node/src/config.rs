@@ -31,7 +31,7 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Base domains for virtual-host style requests (`bucket.<domain>`); path style always works.
     pub virtual_host_domains: Vec<String>,
-    /// Region clients sign with.
+    /// Region this endpoint reports (GetBucketLocation); clients sign with it.
     pub region: String,
 }
 

@@ -89,7 +89,7 @@ impl Node {
         );
         crate::origin::multipart::sweep(&cfg.cache.multipart_dir, Duration::from_secs(7 * 24 * 3600));
         let staging = Arc::new(Staging::new(cfg.cache.multipart_dir.clone())?);
-        let lake = Arc::new(LakeS3::new(cache.clone(), staging, cfg.cache.list_ttl));
+        let lake = Arc::new(LakeS3::new(cache.clone(), staging, cfg.cache.list_ttl, cfg.server.region.clone()));
         let mut b = S3ServiceBuilder::new(SharedS3(lake.clone()));
         if !cfg.auth.keys.is_empty() {
             let mut auth = SimpleAuth::new();
@@ -193,9 +193,18 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>, shutdown: impl Future
                 };
                 let _ = stream.set_nodelay(true);
                 let node = node.clone();
-                let svc = hyper::service::service_fn(move |req| {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let node = node.clone();
-                    async move { Ok::<_, std::convert::Infallible>(node.handle(req).await) }
+                    let span = tracing::debug_span!(
+                        "request",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        range = req.headers().get(http::header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or(""),
+                    );
+                    tracing::Instrument::instrument(
+                        async move { Ok::<_, std::convert::Infallible>(node.handle(req).await) },
+                        span,
+                    )
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
                 let conn = graceful.watch(conn);

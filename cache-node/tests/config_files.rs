@@ -1,6 +1,8 @@
 //! Every example config in config/ parses and validates, and the documented defaults are
 //! the ones the code uses.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use lakecache_cache_node::Config;
 use lakecache_common::config::{Validate, load_toml};
 

@@ -2,6 +2,8 @@
 //! written, restart on the same page file, and every byte served must still be right.
 //! Also: a large range streams (its first bytes leave before later pages exist).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::process::{Child, Command, Stdio};

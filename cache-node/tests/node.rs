@@ -2,6 +2,8 @@
 //! metrics endpoints, the admin API and pinning, restart recovery and corrupted pages,
 //! with both I/O engines.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;

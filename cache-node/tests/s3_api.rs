@@ -1,6 +1,8 @@
 //! Every S3 operation of the cache node, driven by the real aws-sdk-s3 client against a
 //! real cache node in front of a real S3 server (s3s-fs) on loopback.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use aws_sdk_s3::primitives::ByteStream;

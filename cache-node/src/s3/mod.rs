@@ -25,15 +25,17 @@ pub struct LakeS3 {
     pub cache: Arc<Cache>,
     pub staging: Arc<Staging>,
     pub lists: list::ListCache,
+    region: String,
     write_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
 }
 
 impl LakeS3 {
-    pub fn new(cache: Arc<Cache>, staging: Arc<Staging>, list_ttl: std::time::Duration) -> Self {
+    pub fn new(cache: Arc<Cache>, staging: Arc<Staging>, list_ttl: std::time::Duration, region: String) -> Self {
         Self {
             cache,
             staging,
             lists: list::ListCache::new(list_ttl),
+            region,
             write_locks: Arc::new((0..1024).map(|_| tokio::sync::Mutex::new(())).collect()),
         }
     }
@@ -128,7 +130,10 @@ impl S3 for LakeS3 {
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
         self.cache.origins.store(&req.input.bucket).map_err(origin_err)?;
-        Ok(S3Response::new(GetBucketLocationOutput::default()))
+        // S3 reports us-east-1 as an empty location constraint.
+        let location_constraint = (self.region != "us-east-1")
+            .then(|| BucketLocationConstraint::from(self.region.clone()));
+        Ok(S3Response::new(GetBucketLocationOutput { location_constraint }))
     }
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {

@@ -1,7 +1,7 @@
 //! Test harness: a real S3 origin (s3s-fs over HTTP on loopback) that counts the requests
 //! it serves, a real cache node in-process, and the real aws-sdk-s3 client.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -72,16 +72,17 @@ fn read_first_sector(file: &File) -> io::Result<AlignedBuf> {
     Ok(buf)
 }
 
-/// Opens (creating or resizing as needed) the page file for `layout`.
-pub(crate) fn open(path: &Path, layout: Layout) -> Result<Device, DiskError> {
+/// Opens (creating or resizing as needed) the page file for `layout`. `try_direct = false`
+/// skips O_DIRECT (tests use it to exercise the buffered fallback on any filesystem).
+pub(crate) fn open(path: &Path, layout: Layout, try_direct: bool) -> Result<Device, DiskError> {
     if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
     {
         std::fs::create_dir_all(parent)?;
     }
-    let (mut file, mut direct) = match open_file(path, true) {
-        Ok(f) => (f, true),
-        Err(e) if is_einval(&e) => (open_file(path, false)?, false),
+    let (mut file, mut direct) = match open_file(path, try_direct) {
+        Ok(f) => (f, try_direct),
+        Err(e) if try_direct && is_einval(&e) => (open_file(path, false)?, false),
         Err(e) => return Err(e.into()),
     };
     let meta = file.metadata()?;
@@ -118,7 +119,7 @@ pub(crate) fn open(path: &Path, layout: Layout) -> Result<Device, DiskError> {
         }
         other => other?,
     };
-    if !direct {
+    if try_direct && !direct {
         warn!(path = %path.display(), "filesystem refuses O_DIRECT; page file uses buffered I/O");
     }
 
@@ -175,27 +176,27 @@ mod tests {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let path = dir.path().join("sub/pages.bin");
         let l = Layout::for_capacity(4096 + 4 * (4096 + 8192), 8192);
-        let d = open(&path, l).unwrap();
+        let d = open(&path, l, true).unwrap();
         assert!(d.initialised);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), l.file_bytes());
         drop(d);
 
-        let d = open(&path, l).unwrap();
+        let d = open(&path, l, true).unwrap();
         assert!(!d.initialised);
         drop(d);
 
         let bigger = Layout::for_capacity(4096 + 6 * (4096 + 8192), 8192);
-        let d = open(&path, bigger).unwrap();
+        let d = open(&path, bigger, true).unwrap();
         assert!(!d.initialised);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), bigger.file_bytes());
         drop(d);
 
         let other_page = Layout::for_capacity(4096 + 6 * (4096 + 4096), 4096);
-        assert!(open(&path, other_page).unwrap().initialised);
+        assert!(open(&path, other_page, true).unwrap().initialised);
 
         let foreign = dir.path().join("foreign.txt");
         std::fs::write(&foreign, b"precious data").unwrap();
-        assert!(matches!(open(&foreign, l), Err(DiskError::Config(_))));
+        assert!(matches!(open(&foreign, l, true), Err(DiskError::Config(_))));
         assert_eq!(std::fs::read(&foreign).unwrap(), b"precious data");
     }
 }

@@ -91,6 +91,21 @@ impl Drop for BackgroundGuard<'_> {
     }
 }
 
+/// Runs `fut` as its own task so it finishes even if the caller's future is dropped (a
+/// half-done write would leave a claimed key or a reserved slot behind); inline outside a
+/// runtime.
+async fn detached<T: Send + 'static>(
+    fut: impl Future<Output = Result<T, DiskError>> + Send + 'static,
+) -> Result<T, DiskError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => rt
+            .spawn(fut)
+            .await
+            .map_err(|e| DiskError::Io(io::Error::other(format!("disk tier task failed: {e}"))))?,
+        Err(_) => fut.await,
+    }
+}
+
 fn unix_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -102,10 +117,14 @@ impl DiskTier {
     /// Opens the page file, creating, preallocating or resizing it as needed, starts the I/O
     /// engine and recovers the index from the slot headers.
     pub async fn open(cfg: DiskTierConfig) -> Result<DiskTier, DiskError> {
+        Self::open_with(cfg, true).await
+    }
+
+    async fn open_with(cfg: DiskTierConfig, try_direct: bool) -> Result<DiskTier, DiskError> {
         cfg.validate()?;
         let layout = Layout::for_capacity(cfg.capacity_bytes, cfg.page_size_bytes);
         let path = cfg.path.clone();
-        let dev = tokio::task::spawn_blocking(move || device::open(&path, layout))
+        let dev = tokio::task::spawn_blocking(move || device::open(&path, layout, try_direct))
             .await
             .map_err(|e| DiskError::Io(io::Error::other(format!("open task failed: {e}"))))??;
         let file = Arc::new(dev.file);
@@ -226,9 +245,7 @@ impl DiskTier {
         }
         let inner = Arc::clone(&self.inner);
         let id = Arc::clone(id);
-        let task =
-            tokio::spawn(async move { inner.write_claimed(key, id, index, data, pinned, generation).await });
-        task.await.map_err(|e| DiskError::Io(io::Error::other(format!("disk write task failed: {e}"))))?
+        detached(async move { inner.write_claimed(key, id, index, data, pinned, generation).await }).await
     }
 
     /// Pins (or unpins) every cached page whose object matches `pred` and persists the flag
@@ -267,7 +284,7 @@ impl DiskTier {
             return Ok(0);
         }
         let inner = Arc::clone(&self.inner);
-        let task = tokio::spawn(async move {
+        detached(async move {
             let _guard = guard;
             let _bg = inner.background.enter();
             let results: Vec<Result<(), DiskError>> = futures::stream::iter(changed)
@@ -285,8 +302,8 @@ impl DiskTier {
                 .collect()
                 .await;
             results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
-        });
-        task.await.map_err(|e| DiskError::Io(io::Error::other(format!("pin task failed: {e}"))))??;
+        })
+        .await?;
         Ok(bytes)
     }
 
@@ -733,6 +750,7 @@ mod tests {
         torn_write_never_served,
         remove_object_persists,
         resize_keeps_pages,
+        buffered_fallback_works,
     );
 
     async fn round_trip(engine: IoEngineChoice) {
@@ -1093,6 +1111,31 @@ mod tests {
         c.page_size_bytes = 8192;
         let t = DiskTier::open(c).await.unwrap();
         assert_eq!(t.page_count(), 0);
+        t.close().await;
+    }
+
+    /// Without O_DIRECT (as on a filesystem that refuses it) everything still works,
+    /// including crc checks against bytes changed behind the store's back.
+    async fn buffered_fallback_works(engine: IoEngineChoice) {
+        let d = dir();
+        let path = d.path().join("p");
+        let c = cfg(&path, 4, engine);
+        let o = obj("buffered");
+        let data = content(&o, 0, 9000);
+        {
+            let t = DiskTier::open_with(c.clone(), false).await.unwrap();
+            t.write(&o, 0, data.clone(), true).await.unwrap();
+            assert_eq!(t.read(&PageKey::new(&o, 0), 17, 8000).await.unwrap().unwrap(), data.slice(17..8017));
+            t.close().await;
+        }
+        let t = DiskTier::open_with(c.clone(), false).await.unwrap();
+        let k = PageKey::new(&o, 0);
+        assert_eq!(t.pinned_bytes(), 9000);
+        assert_eq!(t.read(&k, 0, 9000).await.unwrap().unwrap(), data);
+        let layout = Layout::for_capacity(c.capacity_bytes, c.page_size_bytes);
+        let at = layout.data_offset(t.slot_of(&k).unwrap()) + 8999;
+        poke(&path, at, &[peek(&path, at) ^ 0x80]);
+        assert!(t.read(&k, 8990, 10).await.unwrap().is_none());
         t.close().await;
     }
 

@@ -406,6 +406,7 @@ fn ring_thread(
         eventfd: shared.eventfd.as_raw_fd(),
         shared,
         errors_log: RateLimit::new(),
+        completions: Vec::with_capacity(qd as usize + 1),
     };
     w.run();
     // Field order matters: the ring is dropped (unregistering buffers) before `pool`, which
@@ -423,14 +424,15 @@ struct Worker {
     eventfd: RawFd,
     shared: Arc<Shared>,
     errors_log: RateLimit,
+    /// Reused between turns so reaping allocates nothing.
+    completions: Vec<(u64, i32)>,
 }
 
 impl Worker {
     fn run(&mut self) {
         // The eventfd read lands here. Leaked on purpose: if the thread exits with the read
         // still armed, the kernel may complete it during ring teardown, after we are gone.
-        let wake_buf: &'static mut u64 = Box::leak(Box::new(0u64));
-        let wake_ptr: *mut u8 = (wake_buf as *mut u64).cast();
+        let wake_ptr: *mut u8 = Box::into_raw(Box::new(0u64)).cast();
         let mut wake_armed = false;
         loop {
             let closed = {
@@ -475,13 +477,13 @@ impl Worker {
                 }
             }
             if !waitable && !closed {
-                // Could not even arm the wake-up poll (SQ full): avoid a hot loop.
+                // Could not even arm the wake-up read (SQ full): avoid a hot loop.
                 std::thread::sleep(Duration::from_micros(100));
             }
 
-            let completions: Vec<(u64, i32)> =
-                self.ring.completion().map(|cqe| (cqe.user_data(), cqe.result())).collect();
-            for (user_data, res) in completions {
+            let mut completions = std::mem::take(&mut self.completions);
+            completions.extend(self.ring.completion().map(|cqe| (cqe.user_data(), cqe.result())));
+            for (user_data, res) in completions.drain(..) {
                 if user_data == WAKE_TOKEN {
                     wake_armed = false;
                     if res < 0 && self.errors_log.ready() {
@@ -495,6 +497,7 @@ impl Worker {
                 }
                 self.complete(user_data, res);
             }
+            self.completions = completions;
         }
     }
 
