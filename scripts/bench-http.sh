@@ -47,7 +47,7 @@ PAGE_SIZE="1 MiB"
 MEMORY_CAPACITY="1 GiB"
 DISK_CAPACITY="2 GiB"
 NGINX_DISK_CAPACITY=2g
-COMMAND_LINE="scripts/bench-http.sh $*"
+COMMAND_LINE="scripts/bench-http.sh${*:+ $*}"
 
 BENCH_BIN=$CARGO_TARGET_DIR/release/lakecache-bench
 CACHE_NODE_BIN=${CACHE_NODE_BIN:-$CARGO_TARGET_DIR/release/cache-node}
@@ -184,10 +184,12 @@ WATCHDOG=$!
 WORK=$(mktemp -d /tmp/lakecache-bench-http.XXXXXX)
 chmod 755 "$WORK"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-mkdir -p "$RAW_DIR"
-RAW_JSONL=$RAW_DIR/http-range-$STAMP.jsonl
+# Runs are collected in the work folder and copied into bench/results/raw/ only when the
+# whole benchmark succeeded; a failed one keeps them, with the logs, in the work folder.
+RAW_JSONL=$WORK/runs.jsonl
 : >"$RAW_JSONL"
-log "work dir $WORK, raw output $RAW_JSONL"
+RAW_BASE=$RAW_DIR/http-range-$STAMP
+log "work dir $WORK"
 
 log "generating $OBJECTS objects of $OBJECT_SIZE bytes"
 "$BENCH_BIN" gen-objects --root "$WORK/origin" --bucket "$BUCKET" --count "$OBJECTS" --size "$OBJECT_SIZE" --seed "$SEED"
@@ -283,6 +285,10 @@ for server in lakecache nginx; do
     load "$server" "$url" "$pids" warm 0 1048576 --pattern sweep --seconds 120
 done
 
+# nginx wrote its cache through the page cache: flush it now, or the kernel's writeback
+# lands in the first measured run (whichever server that is).
+sync
+
 # The measured runs must be cache hits: nginx says so per response, the cache node counts
 # its origin requests (compared again at the end).
 nginx_status=$(curl -s -m 5 -o /dev/null -D - -r 0-0 "$NGINX_URL/$BUCKET/obj-00000" | tr -d '\r' \
@@ -313,12 +319,14 @@ done
 # --- report --------------------------------------------------------------------------------
 ORIGIN_REQUESTS_END=$(cache_node_origin_requests)
 LOAD_AFTER=$(cut -d ' ' -f 1-3 /proc/loadavg)
-cp "$CACHE_CONFIG" "$RAW_DIR/http-range-$STAMP.cache-node.toml"
-cp "$NGINX_CONFIG" "$RAW_DIR/http-range-$STAMP.nginx.conf"
 TABLES=$("$BENCH_BIN" http-report --input "$RAW_JSONL")
+mkdir -p "$RAW_DIR"
+cp "$RAW_JSONL" "$RAW_BASE.jsonl"
+cp "$CACHE_CONFIG" "$RAW_BASE.cache-node.toml"
+cp "$NGINX_CONFIG" "$RAW_BASE.nginx.conf"
 COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "none (no commit yet)")
 DIRTY=$(git -C "$REPO" status --porcelain 2>/dev/null | wc -l)
-RAW_REL=${RAW_JSONL#"$REPO"/}
+RAW_REL=${RAW_BASE#"$REPO"/}
 {
     echo "# HTTP range reads: lakecache cache node vs nginx (proxy_cache + slice)"
     echo
@@ -326,7 +334,7 @@ RAW_REL=${RAW_JSONL#"$REPO"/}
     echo
     echo "## Setup"
     echo
-    echo "- command: \`$COMMAND_LINE\` with OBJECTS=$OBJECTS OBJECT_SIZE=$OBJECT_SIZE SEED=$SEED READ_SIZES=\"$READ_SIZES\" ALIGN=$ALIGN CONCURRENCY=$CONCURRENCY RUN_SECONDS=$RUN_SECONDS PAIRS=$PAIRS WARMUP_SECONDS=$WARMUP_SECONDS LATENCY_PAIRS=$LATENCY_PAIRS"
+    echo "- command: \`$COMMAND_LINE\` with OBJECTS=$OBJECTS OBJECT_SIZE=$OBJECT_SIZE SEED=$SEED READ_SIZES=\"$READ_SIZES\" ALIGN=$ALIGN CONCURRENCY=$CONCURRENCY RUN_SECONDS=$RUN_SECONDS PAIRS=$PAIRS WARMUP_SECONDS=$WARMUP_SECONDS LATENCY_PAIRS=$LATENCY_PAIRS IMMUTABLE=$IMMUTABLE SERVER_CPU=$SERVER_CPU CLIENT_CPU=$CLIENT_CPU"
     echo "- commit: \`$COMMIT\`$([[ $DIRTY -gt 0 ]] && echo " (working tree had $DIRTY changed or untracked paths)")"
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "- machine: \`nproc\` = $(nproc); kernel $(uname -r); CPU $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
@@ -336,8 +344,8 @@ RAW_REL=${RAW_JSONL#"$REPO"/}
     echo "- hot set: $OBJECTS objects x $OBJECT_SIZE bytes (seed $SEED), fits both caches in memory; every response's status, Content-Range and bytes checked"
     echo "- reads: uniformly random object and start offset (multiple of $ALIGN byte(s)), \`Range: bytes=a-b\`, anonymous HTTP/1.1 keep-alive, $CONCURRENCY connections"
     echo "- pinning: each server on CPU $SERVER_CPU (\`taskset\`; nginx one worker, the cache node's runtime sees one core); load generator and origin (s3s-fs, no delay) on CPU $CLIENT_CPU"
-    echo "- budget: cache node page $PAGE_SIZE, memory $MEMORY_CAPACITY, disk $DISK_CAPACITY (io_engine auto)$([[ $IMMUTABLE == 1 ]] && echo ', hot set marked immutable (\`immutable = [\"**\"]\`, as nginx caches it for a day without revalidating)' || echo ', product default revalidation (HEAD to the origin every metadata_ttl)'); nginx \`slice 1m\`, \`proxy_cache\` max_size $NGINX_DISK_CAPACITY on the same disk, memory = OS page cache (nginx cannot bound it)"
-    echo "- sequence: one sweep of every object through each server (warm), ${WARMUP_SECONDS} s random warm-up each, then per read size $PAIRS interleaved closed-loop pairs of ${RUN_SECONDS} s (lakecache, nginx, lakecache, ...), then $LATENCY_PAIRS interleaved pairs of ${RUN_SECONDS} s at a fixed offered load of half the lower of the two median maxima"
+    echo "- budget: cache node page $PAGE_SIZE, memory $MEMORY_CAPACITY, disk $DISK_CAPACITY (io_engine auto)$([[ $IMMUTABLE == 1 ]] && echo ', hot set marked immutable (`immutable = ["**"]`, as nginx caches it for a day without revalidating)' || echo ', product default revalidation (HEAD to the origin every metadata_ttl)'); nginx \`slice 1m\`, \`proxy_cache\` max_size $NGINX_DISK_CAPACITY on the same disk, memory = OS page cache (nginx cannot bound it)"
+    echo "- sequence: one sweep of every object through each server (warm), \`sync\`, ${WARMUP_SECONDS} s random warm-up each, then per read size $PAIRS interleaved closed-loop pairs of ${RUN_SECONDS} s (lakecache, nginx, lakecache, ...), then $LATENCY_PAIRS interleaved pairs of ${RUN_SECONDS} s at a fixed offered load of half the lower of the two median maxima"
     echo "- cache hits only: nginx answered \`X-Cache-Status: HIT\` after warming; the cache node had made $ORIGIN_REQUESTS_WARM origin requests after warming and $ORIGIN_REQUESTS_END at the end"
     echo "- load average (1/5/15 min) before the measured runs: $LOAD_BEFORE; after: $LOAD_AFTER (other work on the machine shows here)"
     echo "- server CPU: CPU seconds per second used by the server processes during the run (1.0 = the whole pinned core); client CPU likewise for the load generator"
@@ -348,8 +356,8 @@ RAW_REL=${RAW_JSONL#"$REPO"/}
     echo
     echo "## Raw data"
     echo
-    echo "- JSON lines, one per run: \`$RAW_REL\`"
-    echo "- configs: \`${RAW_REL%.jsonl}.cache-node.toml\`, \`${RAW_REL%.jsonl}.nginx.conf\`"
+    echo "- JSON lines, one per run (fields in \`bench/src/http_range.rs\`, \`RunReport\`): \`$RAW_REL.jsonl\`"
+    echo "- configs: \`$RAW_REL.cache-node.toml\`, \`$RAW_REL.nginx.conf\`"
 } >"$RESULTS"
 OK=1
 log "wrote $RESULTS"

@@ -2,15 +2,26 @@
 //! generator checks every byte it receives without reading the object files.
 //!
 //! Byte `o` of object `i` (generated with seed `s`) is byte `o % 8` of the little-endian
-//! encoding of `word(s, i, o / 8)`, where
-//! `word(s, i, w) = mix64(s + i * 0x9E37_79B9_7F4A_7C15 + w * 0xD1B5_4A32_D192_ED03)`
-//! (wrapping arithmetic) and `mix64` is the SplitMix64 finaliser. One multiply-xor chain per
-//! 8 bytes is cheap enough to check 64 KiB responses at line rate on the client core.
+//! encoding of `word(s, i, o / 8)`, where (wrapping arithmetic)
+//!
+//! ```text
+//! word(s, i, w) = mix64(s + i * 0x9E37_79B9_7F4A_7C15 + (w / 512) * 0xD1B5_4A32_D192_ED03)
+//!                 ^ (w * 0xC2B2_AE3D_27D4_EB4F)
+//! ```
+//!
+//! and `mix64` is the SplitMix64 finaliser: one hash per 4 KiB block (so another object,
+//! another seed or another block gives other bytes) and one odd multiply per 8 bytes (so
+//! every word of a block differs and a shifted or misplaced byte shows). The per-word part
+//! vectorises, which keeps checking 64 KiB responses cheap next to receiving them: the load
+//! generator's core must not become the limit it measures.
 //!
 //! Objects are named `obj-00000`, `obj-00001`, …; this module owns the naming too.
 
 const OBJECT_STRIDE: u64 = 0x9E37_79B9_7F4A_7C15;
-const WORD_STRIDE: u64 = 0xD1B5_4A32_D192_ED03;
+const BLOCK_STRIDE: u64 = 0xD1B5_4A32_D192_ED03;
+const WORD_MULTIPLIER: u64 = 0xC2B2_AE3D_27D4_EB4F;
+/// Words (8 bytes) per block of one hash: 4 KiB.
+const WORDS_PER_BLOCK: u64 = 512;
 
 /// The key of object `index` in the bench bucket.
 pub fn object_key(index: u64) -> String {
@@ -24,13 +35,18 @@ pub fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The hash shared by the words of block `block` (words `512 * block ..`) of `object`.
+#[inline]
+fn block_hash(seed: u64, object: u64, block: u64) -> u64 {
+    mix64(
+        seed.wrapping_add(object.wrapping_mul(OBJECT_STRIDE)).wrapping_add(block.wrapping_mul(BLOCK_STRIDE)),
+    )
+}
+
 /// The 8-byte word at word index `word_index` (bytes `8 * word_index ..`) of `object`.
 #[inline]
 fn word(seed: u64, object: u64, word_index: u64) -> u64 {
-    mix64(
-        seed.wrapping_add(object.wrapping_mul(OBJECT_STRIDE))
-            .wrapping_add(word_index.wrapping_mul(WORD_STRIDE)),
-    )
+    block_hash(seed, object, word_index / WORDS_PER_BLOCK) ^ word_index.wrapping_mul(WORD_MULTIPLIER)
 }
 
 /// Fills `buf` with the bytes of `object` starting at byte `offset`.
@@ -69,15 +85,29 @@ pub fn first_mismatch(seed: u64, object: u64, offset: u64, data: &[u8]) -> Optio
         return locate(seed, object, offset, data);
     }
     let body = &data[head..];
-    let first_word = (offset + head as u64) / 8;
+    let (words, tail) = body.split_at(body.len() - body.len() % 8);
+    let mut word_index = (offset + head as u64) / 8;
     let mut diff = 0u64;
-    let mut chunks = body.chunks_exact(8);
-    for (word_index, chunk) in (first_word..).zip(&mut chunks) {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(chunk);
-        diff |= u64::from_le_bytes(bytes) ^ word(seed, object, word_index);
+    let mut rest = words;
+    while !rest.is_empty() {
+        // One block at a time, so the block hash is computed once per 4 KiB.
+        let block = word_index / WORDS_PER_BLOCK;
+        let block_words = (block + 1) * WORDS_PER_BLOCK - word_index;
+        let take = usize::try_from(block_words).unwrap_or(usize::MAX).min(rest.len() / 8);
+        let (segment, next) = rest.split_at(take * 8);
+        let hash = block_hash(seed, object, block);
+        // `w * WORD_MULTIPLIER` as a running sum: additions vectorise, 64-bit multiplies
+        // mostly do not.
+        let mut scrambled = word_index.wrapping_mul(WORD_MULTIPLIER);
+        for chunk in segment.chunks_exact(8) {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(chunk);
+            diff |= u64::from_le_bytes(bytes) ^ hash ^ scrambled;
+            scrambled = scrambled.wrapping_add(WORD_MULTIPLIER);
+        }
+        word_index += take as u64;
+        rest = next;
     }
-    let tail = chunks.remainder();
     let tail_offset = offset + (data.len() - tail.len()) as u64;
     if diff != 0 || !matches_slow(seed, object, tail_offset, tail) {
         return locate(seed, object, offset, data);

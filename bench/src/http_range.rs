@@ -311,7 +311,22 @@ enum Failure {
     Content(String),
 }
 
+/// Runs the load, prints the report as one JSON line and fails if any request failed.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let report = measure(args).await?;
+    println!("{}", serde_json::to_string(&report)?);
+    let failed = report.errors.total();
+    if failed > 0 {
+        bail!("{failed} of {} requests failed ({:?})", report.requests, report.errors);
+    }
+    if report.ok == 0 {
+        bail!("no request completed");
+    }
+    Ok(())
+}
+
+/// Runs the load and returns what it measured, failed requests included.
+pub async fn measure(args: Args) -> anyhow::Result<RunReport> {
     ensure!(args.objects > 0, "--objects must be positive");
     ensure!(
         args.read_size > 0 && args.read_size <= args.object_size,
@@ -377,7 +392,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let elapsed_s = start.elapsed().as_secs_f64();
     let cpu_after = CpuSample::take(&args.server_pid);
 
-    let report = RunReport {
+    Ok(RunReport {
         label: args.label,
         phase: args.phase,
         round: args.round,
@@ -406,17 +421,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .zip(cpu_after.as_ref())
             .and_then(|(a, b)| a.servers_delta(b))
             .map(|s| s / elapsed_s),
-    };
-    println!("{}", serde_json::to_string(&report)?);
-
-    let failed = report.errors.total();
-    if failed > 0 {
-        bail!("{failed} of {} requests failed ({:?})", report.requests, report.errors);
-    }
-    if report.ok == 0 {
-        bail!("no request completed");
-    }
-    Ok(())
+    })
 }
 
 async fn worker(shared: Arc<Shared>) -> anyhow::Result<WorkerStats> {
@@ -550,26 +555,47 @@ async fn exchange(
         .map_err(|e| Failure::Transport(format!("building request: {e}")))?;
     let response = conn.send_request(request).await.map_err(|e| Failure::Transport(format!("send: {e}")))?;
     let status = response.status();
-    let content_range = response.headers().get(CONTENT_RANGE).cloned();
-    // Read the body even on a bad status so the connection stays usable.
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| Failure::Transport(format!("receive: {e}")))?
-        .to_bytes();
+    let expected_range = format!("bytes {}-{last}/{}", read.start, shared.plan.object_size);
+    let range_ok =
+        response.headers().get(CONTENT_RANGE).and_then(|v| v.to_str().ok()) == Some(&expected_range);
+    let range_error = (!range_ok).then(|| {
+        let got = response.headers().get(CONTENT_RANGE);
+        Failure::Content(format!("Content-Range {got:?}, expected {expected_range}"))
+    });
+    let check = status == StatusCode::PARTIAL_CONTENT && range_ok;
+
+    // Check each frame where it lands instead of collecting the body first: one copy of
+    // every byte fewer on the load generator's core. The body is read to its end even
+    // after a failure so the connection stays usable.
+    let mut body = response.into_body();
+    let mut received = 0u64;
+    let mut first_wrong: Option<u64> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Failure::Transport(format!("receive: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if check && first_wrong.is_none() {
+            let fits =
+                usize::try_from(read.len.saturating_sub(received)).map_or(true, |room| data.len() <= room);
+            if fits {
+                first_wrong =
+                    content::first_mismatch(shared.plan.seed, read.object, read.start + received, &data)
+                        .map(|at| received + at as u64);
+            }
+        }
+        received += data.len() as u64;
+    }
+
     if status != StatusCode::PARTIAL_CONTENT {
         return Err(Failure::Status(status));
     }
-    let expected_range = format!("bytes {}-{last}/{}", read.start, shared.plan.object_size);
-    if content_range.as_ref().and_then(|v| v.to_str().ok()) != Some(expected_range.as_str()) {
-        return Err(Failure::Content(format!("Content-Range {content_range:?}, expected {expected_range}")));
+    if let Some(failure) = range_error {
+        return Err(failure);
     }
-    if body.len() as u64 != read.len {
-        return Err(Failure::Content(format!("{} bytes, expected {}", body.len(), read.len)));
+    if received != read.len {
+        return Err(Failure::Content(format!("{received} bytes, expected {}", read.len)));
     }
-    if let Some(at) = content::first_mismatch(shared.plan.seed, read.object, read.start, &body) {
-        return Err(Failure::Content(format!("wrong byte at offset {}", read.start + at as u64)));
+    if let Some(at) = first_wrong {
+        return Err(Failure::Content(format!("wrong byte at offset {}", read.start + at)));
     }
     Ok(())
 }
@@ -661,6 +687,97 @@ mod tests {
             }
             assert_eq!(next, 10_000);
         }
+    }
+
+    /// A scratch folder removed on drop (the bench has no tempfile dependency).
+    struct ScratchDir(std::path::PathBuf);
+
+    impl ScratchDir {
+        fn new(name: &str) -> std::io::Result<Self> {
+            let path = std::env::temp_dir().join(format!("lakecache-bench-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&path)?;
+            Ok(Self(path))
+        }
+    }
+
+    impl Drop for ScratchDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn parse<A: clap::Args>(args: &[&str]) -> anyhow::Result<A> {
+        #[derive(clap::Parser)]
+        struct Cli<A: clap::Args> {
+            #[command(flatten)]
+            args: A,
+        }
+        let argv = std::iter::once("test").chain(args.iter().copied());
+        Ok(<Cli<A> as clap::Parser>::try_parse_from(argv)?.args)
+    }
+
+    /// The real thing on loopback: objects from `gen-objects`, the s3s-fs origin, the load
+    /// generator; right bytes pass, a wrong seed (wrong bytes) is caught on every request.
+    #[tokio::test]
+    async fn checks_every_byte_from_a_real_s3_server() -> anyhow::Result<()> {
+        let dir = ScratchDir::new("http-range")?;
+        let root = dir.0.to_string_lossy().into_owned();
+        crate::gen_objects::run(parse(&[
+            "--root", &root, "--count", "3", "--size", "300000", "--seed", "7",
+        ])?)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let target = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(crate::origin::serve(
+            listener,
+            crate::origin::service(&dir.0, None)?,
+            Duration::ZERO,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+
+        let common = ["--target", &target, "--objects", "3", "--object-size", "300000", "--seconds", "20"];
+        let run = |extra: &[&str]| -> anyhow::Result<Args> { parse(&[&common[..], extra].concat()) };
+
+        let random = measure(run(&["--seed", "7", "--read-size", "65536", "--max-requests", "300"])?).await?;
+        assert_eq!((random.ok, random.errors.total()), (300, 0), "{random:?}");
+
+        let sweep = measure(run(&["--seed", "7", "--read-size", "65536", "--pattern", "sweep"])?).await?;
+        // 300000 bytes in 64 KiB pieces: 5 per object, the last one short.
+        assert_eq!((sweep.ok, sweep.errors.total()), (15, 0), "{sweep:?}");
+
+        let paced =
+            measure(run(&["--seed", "7", "--read-size", "4096", "--rate", "2000", "--max-requests", "100"])?)
+                .await?;
+        assert_eq!((paced.ok, paced.errors.total()), (100, 0), "{paced:?}");
+        assert!(paced.elapsed_s >= 0.045, "100 requests at 2000/s take about 50 ms: {paced:?}");
+
+        let wrong = measure(run(&["--seed", "8", "--read-size", "4096", "--max-requests", "50"])?).await?;
+        assert_eq!((wrong.ok, wrong.errors.content), (0, 50), "{wrong:?}");
+
+        let missing = measure(parse(&[
+            "--target",
+            &target,
+            "--objects",
+            "4",
+            "--object-size",
+            "300000",
+            "--seconds",
+            "20",
+            "--seed",
+            "7",
+            "--read-size",
+            "4096",
+            "--max-requests",
+            "200",
+        ])?)
+        .await?;
+        assert!(missing.errors.status > 0 && missing.ok > 0, "obj-00003 does not exist: {missing:?}");
+
+        let _ = stop.send(());
+        server.await?;
+        Ok(())
     }
 
     #[test]

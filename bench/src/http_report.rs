@@ -33,6 +33,8 @@ pub struct Args {
 
 const PHASE_PAIR: &str = "pair";
 const PHASE_LATENCY: &str = "latency";
+/// Client CPU (cores) from which a closed-loop run counts as limited by the load generator.
+const CLIENT_BOUND_CPU: f64 = 0.9;
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let text =
@@ -78,6 +80,9 @@ fn tables(runs: &[RunReport], ours: &str, peer: &str) -> String {
             let mib: Vec<f64> = selected.iter().map(|r| r.mib_per_s).collect();
             let server_cpu: Vec<f64> = selected.iter().filter_map(|r| r.server_cpu).collect();
             let client_cpu: Vec<f64> = selected.iter().filter_map(|r| r.client_cpu).collect();
+            let client_cpu_median = median(&client_cpu);
+            // A load generator near a full core measures itself, not the server.
+            let client_bound = client_cpu_median.is_some_and(|c| c >= CLIENT_BOUND_CPU);
             let ratio_cell = if n == 0 && !ratios.is_empty() {
                 format!(
                     "**{}** ({}–{}, {} pairs)",
@@ -91,7 +96,7 @@ fn tables(runs: &[RunReport], ours: &str, peer: &str) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | {label} | {} | {} | {}–{} | {} | {} | {} | {ratio_cell} |",
+                "| {} | {label} | {} | {} | {}–{} | {} | {} | {}{} | {ratio_cell} |",
                 size_name(read_size),
                 selected.len(),
                 f0(median(&rps)),
@@ -99,10 +104,18 @@ fn tables(runs: &[RunReport], ours: &str, peer: &str) -> String {
                 f0(max(&rps)),
                 f0(median(&mib)),
                 pct(median(&server_cpu)),
-                pct(median(&client_cpu)),
+                pct(client_cpu_median),
+                if client_bound { " ⚠" } else { "" },
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "\nServer and client CPU: CPU seconds per second of the run (100% = one core). ⚠: the load generator \
+         used at least {:.0}% of its core, so that server's figure is a lower bound and a ratio with it is \
+         not the servers' alone.",
+        CLIENT_BOUND_CPU * 100.0
+    );
 
     let _ = writeln!(out, "\n### Latency at a fixed offered load\n");
     let _ = writeln!(

@@ -13,7 +13,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -47,18 +47,9 @@ pub struct Args {
 const GRACEFUL_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.root).with_context(|| format!("creating {}", args.root.display()))?;
-    let fs = s3s_fs::FileSystem::new(&args.root)
-        .map_err(|e| anyhow!("opening s3s-fs root {}: {e:?}", args.root.display()))?;
-    let mut builder = S3ServiceBuilder::new(fs);
-    let authenticated = match (args.access_key, args.secret_key) {
-        (Some(access_key), Some(secret_key)) => {
-            builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
-            true
-        }
-        _ => false,
-    };
-    let service = builder.build();
+    let keys = args.access_key.zip(args.secret_key);
+    let authenticated = keys.is_some();
+    let service = service(&args.root, keys)?;
 
     let listener =
         TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
@@ -76,9 +67,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The S3 service over `root` (created if missing); with `keys`, requests must be signed
+/// with them, without, every request is anonymous and allowed.
+pub fn service(root: &Path, keys: Option<(String, String)>) -> anyhow::Result<S3Service> {
+    std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    let fs = s3s_fs::FileSystem::new(root)
+        .map_err(|e| anyhow!("opening s3s-fs root {}: {e:?}", root.display()))?;
+    let mut builder = S3ServiceBuilder::new(fs);
+    if let Some((access_key, secret_key)) = keys {
+        builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
+    }
+    Ok(builder.build())
+}
+
 /// Serves `service` on `listener` until `shutdown` resolves, then lets in-flight requests
 /// finish for a bounded time.
-async fn serve(
+pub async fn serve(
     listener: TcpListener,
     service: S3Service,
     delay: Duration,

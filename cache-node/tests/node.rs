@@ -256,3 +256,44 @@ async fn restart_and_corruption_with_pread() {
 async fn restart_and_corruption_with_io_uring() {
     restart_and_corruption(IoEngineChoice::Uring).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_rules_are_prewarmed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start(&dir.path().join("origin")).await;
+    let idx = pattern(50, 300_000);
+    origin.put_file("bkt", "t.lance/_indices/a/part.idx", &idx);
+    origin.put_file("bkt", "t.lance/data/not-pinned.lance", &pattern(51, 300_000));
+    let mut cfg = node_config(&origin, &dir.path().join("node"), IoEngineChoice::Auto);
+    cfg.pins.rules = vec![lakecache_cache_node::config::PinRule { bucket: "bkt".into(), key: "t.lance/_indices/**".into() }];
+    cfg.pins.prewarm_on_start = true;
+    let node = Node::start(cfg).await;
+    node.wait_disk_pages(5).await; // 300 000 bytes = 5 pages of 64 KiB
+    for _ in 0..200 {
+        if node.node.cache.pinned_bytes() == idx.len() as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(node.node.cache.pinned_bytes(), idx.len() as u64, "only the pinned index is prewarmed");
+    let g0 = origin.counts.gets();
+    assert_eq!(body(node.client().get_object().bucket("bkt").key("t.lance/_indices/a/part.idx").send().await.unwrap()).await, idx);
+    assert_eq!(origin.counts.gets(), g0);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_ttl_reuses_listings_until_a_write_through_the_node() {
+    let (_d, origin, node) = setup_with(IoEngineChoice::Auto, |c| c.cache.list_ttl = Duration::from_secs(60)).await;
+    let c = node.client();
+    origin.put_file("bkt", "dir/a", b"a");
+    let keys = |o: aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output| {
+        o.contents().iter().filter_map(|o| o.key().map(String::from)).collect::<Vec<_>>()
+    };
+    assert_eq!(keys(c.list_objects_v2().bucket("bkt").prefix("dir/").send().await.unwrap()), ["dir/a"]);
+    origin.put_file("bkt", "dir/b", b"b"); // behind the node's back: the listing is reused
+    assert_eq!(keys(c.list_objects_v2().bucket("bkt").prefix("dir/").send().await.unwrap()), ["dir/a"]);
+    c.put_object().bucket("bkt").key("dir/c").body(ByteStream::from_static(b"c")).send().await.unwrap();
+    assert_eq!(keys(c.list_objects_v2().bucket("bkt").prefix("dir/").send().await.unwrap()), ["dir/a", "dir/b", "dir/c"]);
+    node.stop().await;
+}
