@@ -85,7 +85,9 @@ impl Admin {
             return error(StatusCode::FORBIDDEN, "the admin API is disabled: set [admin] token");
         };
         let presented = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let ok = presented.and_then(|v| v.strip_prefix("Bearer ")).is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+        let ok = presented
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
         if !ok {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         }
@@ -108,13 +110,17 @@ impl Admin {
                 Ok(p) => self.remove_pin(p).await,
                 Err(e) => error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
             },
-            (Method::POST, "/_lakecache/admin/prewarm") => match serde_json::from_slice::<PrewarmRequest>(&body) {
-                Ok(p) => match prewarm(&self.cache, &p.bucket, &p.prefix, |_| true).await {
-                    Ok((objects, bytes)) => reply(StatusCode::OK, json!({ "objects": objects, "bytes": bytes })),
-                    Err(e) => e,
-                },
-                Err(e) => error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
-            },
+            (Method::POST, "/_lakecache/admin/prewarm") => {
+                match serde_json::from_slice::<PrewarmRequest>(&body) {
+                    Ok(p) => match prewarm(&self.cache, &p.bucket, &p.prefix, |_| true).await {
+                        Ok((objects, bytes)) => {
+                            reply(StatusCode::OK, json!({ "objects": objects, "bytes": bytes }))
+                        }
+                        Err(e) => e,
+                    },
+                    Err(e) => error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
+                }
+            }
             (Method::GET, "/_lakecache/admin/stats") => self.stats(),
             _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
         }
@@ -140,7 +146,10 @@ impl Admin {
             return error(StatusCode::BAD_REQUEST, e);
         }
         if !is_literal(&p.bucket) {
-            return error(StatusCode::BAD_REQUEST, "pin rules added through the admin API name one bucket (no wildcards)");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "pin rules added through the admin API name one bucket (no wildcards)",
+            );
         }
         if self.cache.disk.is_none() {
             return error(StatusCode::CONFLICT, "pinning needs the disk tier, which is disabled");
@@ -149,10 +158,13 @@ impl Admin {
             return error(StatusCode::BAD_REQUEST, "invalid key glob");
         };
         // What the rule would add: matching objects not already pinned by another rule.
-        let objects = match list_matching(&self.cache, &p.bucket, literal_prefix(&p.key), |k| key_glob.is_match(k)).await {
-            Ok(o) => o,
-            Err(e) => return e,
-        };
+        let objects =
+            match list_matching(&self.cache, &p.bucket, literal_prefix(&p.key), |k| key_glob.is_match(k))
+                .await
+            {
+                Ok(o) => o,
+                Err(e) => return e,
+            };
         let new_bytes: u64 =
             objects.iter().filter(|(k, _)| !self.cache.pins.is_pinned(&p.bucket, k)).map(|(_, s)| *s).sum();
         let pinned = self.cache.pinned_bytes();
@@ -216,7 +228,11 @@ impl Admin {
             };
             match d
                 .set_pinned_where(
-                    |id| bg.is_match(&id.bucket) && kg.is_match(&id.key) && !pins.is_pinned(&id.bucket, &id.key),
+                    |id| {
+                        bg.is_match(&id.bucket)
+                            && kg.is_match(&id.key)
+                            && !pins.is_pinned(&id.bucket, &id.key)
+                    },
                     false,
                 )
                 .await
@@ -225,7 +241,10 @@ impl Admin {
                 Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("disk tier: {e}")),
             }
         }
-        reply(StatusCode::OK, json!({ "removed": true, "unpinned_bytes": unpinned, "pinned_bytes": self.cache.pinned_bytes() }))
+        reply(
+            StatusCode::OK,
+            json!({ "removed": true, "unpinned_bytes": unpinned, "pinned_bytes": self.cache.pinned_bytes() }),
+        )
     }
 
     fn stats(&self) -> Reply {
@@ -256,7 +275,10 @@ async fn list_matching(
     prefix: &str,
     keep: impl Fn(&str) -> bool,
 ) -> Result<Vec<(String, u64)>, Reply> {
-    let store = cache.origins.store(bucket).map_err(|e| error(StatusCode::NOT_FOUND, format!("bucket {bucket}: {e}")))?;
+    let store = cache
+        .origins
+        .store(bucket)
+        .map_err(|e| error(StatusCode::NOT_FOUND, format!("bucket {bucket}: {e}")))?;
     let dir = prefix.rfind('/').map(|i| &prefix[..i]).unwrap_or("");
     let dir_path = if dir.is_empty() {
         None

@@ -235,6 +235,24 @@ pub struct OriginConfig {
     pub anonymous: bool,
 }
 
+impl OriginConfig {
+    /// A local-directory origin: bucket `b` is the directory `<root>/b`.
+    pub fn local(bucket: impl Into<String>, root: impl Into<PathBuf>) -> Self {
+        Self {
+            bucket: bucket.into(),
+            kind: OriginKind::Local,
+            root: Some(root.into()),
+            endpoint: None,
+            region: None,
+            origin_bucket: None,
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: false,
+            anonymous: false,
+        }
+    }
+}
+
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));

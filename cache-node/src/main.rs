@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use bytesize::ByteSize;
 use clap::Parser;
-use lakecache_cache_node::config::{AccessKey, Config, OriginConfig, OriginKind};
+use lakecache_cache_node::config::{AccessKey, Config, OriginConfig};
 use lakecache_cache_node::tier::disk::IoEngineChoice;
 
 /// lakecache cache node: an S3-compatible read-through page cache (memory → NVMe → origin).
@@ -74,18 +74,7 @@ fn apply(args: &Args, cfg: &mut Config) -> anyhow::Result<()> {
     }
     if let Some(dir) = &args.origin_dir {
         cfg.origins.retain(|o| o.bucket != "*");
-        cfg.origins.push(OriginConfig {
-            bucket: "*".into(),
-            kind: OriginKind::Local,
-            root: Some(dir.clone()),
-            endpoint: None,
-            region: None,
-            origin_bucket: None,
-            access_key_id: None,
-            secret_access_key: None,
-            allow_http: false,
-            anonymous: false,
-        });
+        cfg.origins.push(OriginConfig::local("*", dir.clone()));
     }
     if let Some(v) = args.memory_capacity {
         cfg.cache.memory_capacity = v;

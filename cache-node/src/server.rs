@@ -89,7 +89,8 @@ impl Node {
         );
         crate::origin::multipart::sweep(&cfg.cache.multipart_dir, Duration::from_secs(7 * 24 * 3600));
         let staging = Arc::new(Staging::new(cfg.cache.multipart_dir.clone())?);
-        let lake = Arc::new(LakeS3::new(cache.clone(), staging, cfg.cache.list_ttl, cfg.server.region.clone()));
+        let lake =
+            Arc::new(LakeS3::new(cache.clone(), staging, cfg.cache.list_ttl, cfg.server.region.clone()));
         let mut b = S3ServiceBuilder::new(SharedS3(lake.clone()));
         if !cfg.auth.keys.is_empty() {
             let mut auth = SimpleAuth::new();
@@ -102,7 +103,11 @@ impl Node {
             }
         }
         b.set_host(Hosts { domains: cfg.server.virtual_host_domains.clone() });
-        b.set_route(IgnoredRangeRoute { s3: lake, domains: cfg.server.virtual_host_domains.clone(), anonymous: cfg.auth.anonymous });
+        b.set_route(IgnoredRangeRoute {
+            s3: lake,
+            domains: cfg.server.virtual_host_domains.clone(),
+            anonymous: cfg.auth.anonymous,
+        });
         let node = Arc::new(Node {
             cache: cache.clone(),
             s3: b.build(),
@@ -117,7 +122,9 @@ impl Node {
                     let Ok(g) = crate::policy::compile_glob(&r.key) else { continue };
                     let prefix = r.key[..r.key.find(['*', '?', '[', '{']).unwrap_or(r.key.len())].to_string();
                     match crate::admin::prewarm(&cache, &r.bucket, &prefix, |k| g.is_match(k)).await {
-                        Ok((o, b)) => tracing::info!(bucket = %r.bucket, key = %r.key, objects = o, bytes = b, "prewarmed"),
+                        Ok((o, b)) => {
+                            tracing::info!(bucket = %r.bucket, key = %r.key, objects = o, bytes = b, "prewarmed")
+                        }
                         Err(_) => tracing::warn!(bucket = %r.bucket, key = %r.key, "prewarm failed"),
                     }
                 }
@@ -142,7 +149,10 @@ impl Node {
         if plain && path == "/metrics" {
             self.cache.publish_metrics();
             let mut r = text(StatusCode::OK, self.metrics.render());
-            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
             return r;
         }
         if path.starts_with("/_lakecache/") {
@@ -175,7 +185,11 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<s3s::Body> {
 
 /// Serves `node` on `listener` until `shutdown` resolves; in-flight requests get up to
 /// 10 s to finish.
-pub async fn serve(listener: TcpListener, node: Arc<Node>, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<Node>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
@@ -233,52 +247,100 @@ struct SharedS3(Arc<LakeS3>);
 
 #[async_trait::async_trait]
 impl s3s::S3 for SharedS3 {
-    async fn get_object(&self, r: S3Request<s3s::dto::GetObjectInput>) -> S3Result<S3Response<s3s::dto::GetObjectOutput>> {
+    async fn get_object(
+        &self,
+        r: S3Request<s3s::dto::GetObjectInput>,
+    ) -> S3Result<S3Response<s3s::dto::GetObjectOutput>> {
         self.0.get_object(r).await
     }
-    async fn head_object(&self, r: S3Request<s3s::dto::HeadObjectInput>) -> S3Result<S3Response<s3s::dto::HeadObjectOutput>> {
+    async fn head_object(
+        &self,
+        r: S3Request<s3s::dto::HeadObjectInput>,
+    ) -> S3Result<S3Response<s3s::dto::HeadObjectOutput>> {
         self.0.head_object(r).await
     }
-    async fn list_objects_v2(&self, r: S3Request<s3s::dto::ListObjectsV2Input>) -> S3Result<S3Response<s3s::dto::ListObjectsV2Output>> {
+    async fn list_objects_v2(
+        &self,
+        r: S3Request<s3s::dto::ListObjectsV2Input>,
+    ) -> S3Result<S3Response<s3s::dto::ListObjectsV2Output>> {
         self.0.list_objects_v2(r).await
     }
-    async fn list_objects(&self, r: S3Request<s3s::dto::ListObjectsInput>) -> S3Result<S3Response<s3s::dto::ListObjectsOutput>> {
+    async fn list_objects(
+        &self,
+        r: S3Request<s3s::dto::ListObjectsInput>,
+    ) -> S3Result<S3Response<s3s::dto::ListObjectsOutput>> {
         self.0.list_objects(r).await
     }
-    async fn list_buckets(&self, r: S3Request<s3s::dto::ListBucketsInput>) -> S3Result<S3Response<s3s::dto::ListBucketsOutput>> {
+    async fn list_buckets(
+        &self,
+        r: S3Request<s3s::dto::ListBucketsInput>,
+    ) -> S3Result<S3Response<s3s::dto::ListBucketsOutput>> {
         self.0.list_buckets(r).await
     }
-    async fn head_bucket(&self, r: S3Request<s3s::dto::HeadBucketInput>) -> S3Result<S3Response<s3s::dto::HeadBucketOutput>> {
+    async fn head_bucket(
+        &self,
+        r: S3Request<s3s::dto::HeadBucketInput>,
+    ) -> S3Result<S3Response<s3s::dto::HeadBucketOutput>> {
         self.0.head_bucket(r).await
     }
-    async fn get_bucket_location(&self, r: S3Request<s3s::dto::GetBucketLocationInput>) -> S3Result<S3Response<s3s::dto::GetBucketLocationOutput>> {
+    async fn get_bucket_location(
+        &self,
+        r: S3Request<s3s::dto::GetBucketLocationInput>,
+    ) -> S3Result<S3Response<s3s::dto::GetBucketLocationOutput>> {
         self.0.get_bucket_location(r).await
     }
-    async fn put_object(&self, r: S3Request<s3s::dto::PutObjectInput>) -> S3Result<S3Response<s3s::dto::PutObjectOutput>> {
+    async fn put_object(
+        &self,
+        r: S3Request<s3s::dto::PutObjectInput>,
+    ) -> S3Result<S3Response<s3s::dto::PutObjectOutput>> {
         self.0.put_object(r).await
     }
-    async fn delete_object(&self, r: S3Request<s3s::dto::DeleteObjectInput>) -> S3Result<S3Response<s3s::dto::DeleteObjectOutput>> {
+    async fn delete_object(
+        &self,
+        r: S3Request<s3s::dto::DeleteObjectInput>,
+    ) -> S3Result<S3Response<s3s::dto::DeleteObjectOutput>> {
         self.0.delete_object(r).await
     }
-    async fn delete_objects(&self, r: S3Request<s3s::dto::DeleteObjectsInput>) -> S3Result<S3Response<s3s::dto::DeleteObjectsOutput>> {
+    async fn delete_objects(
+        &self,
+        r: S3Request<s3s::dto::DeleteObjectsInput>,
+    ) -> S3Result<S3Response<s3s::dto::DeleteObjectsOutput>> {
         self.0.delete_objects(r).await
     }
-    async fn copy_object(&self, r: S3Request<s3s::dto::CopyObjectInput>) -> S3Result<S3Response<s3s::dto::CopyObjectOutput>> {
+    async fn copy_object(
+        &self,
+        r: S3Request<s3s::dto::CopyObjectInput>,
+    ) -> S3Result<S3Response<s3s::dto::CopyObjectOutput>> {
         self.0.copy_object(r).await
     }
-    async fn create_multipart_upload(&self, r: S3Request<s3s::dto::CreateMultipartUploadInput>) -> S3Result<S3Response<s3s::dto::CreateMultipartUploadOutput>> {
+    async fn create_multipart_upload(
+        &self,
+        r: S3Request<s3s::dto::CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<s3s::dto::CreateMultipartUploadOutput>> {
         self.0.create_multipart_upload(r).await
     }
-    async fn upload_part(&self, r: S3Request<s3s::dto::UploadPartInput>) -> S3Result<S3Response<s3s::dto::UploadPartOutput>> {
+    async fn upload_part(
+        &self,
+        r: S3Request<s3s::dto::UploadPartInput>,
+    ) -> S3Result<S3Response<s3s::dto::UploadPartOutput>> {
         self.0.upload_part(r).await
     }
-    async fn complete_multipart_upload(&self, r: S3Request<s3s::dto::CompleteMultipartUploadInput>) -> S3Result<S3Response<s3s::dto::CompleteMultipartUploadOutput>> {
+    async fn complete_multipart_upload(
+        &self,
+        r: S3Request<s3s::dto::CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<s3s::dto::CompleteMultipartUploadOutput>> {
         self.0.complete_multipart_upload(r).await
     }
-    async fn abort_multipart_upload(&self, r: S3Request<s3s::dto::AbortMultipartUploadInput>) -> S3Result<S3Response<s3s::dto::AbortMultipartUploadOutput>> {
+    async fn abort_multipart_upload(
+        &self,
+        r: S3Request<s3s::dto::AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<s3s::dto::AbortMultipartUploadOutput>> {
         self.0.abort_multipart_upload(r).await
     }
-    async fn list_parts(&self, r: S3Request<s3s::dto::ListPartsInput>) -> S3Result<S3Response<s3s::dto::ListPartsOutput>> {
+    async fn list_parts(
+        &self,
+        r: S3Request<s3s::dto::ListPartsInput>,
+    ) -> S3Result<S3Response<s3s::dto::ListPartsOutput>> {
         self.0.list_parts(r).await
     }
 }
@@ -300,7 +362,9 @@ struct Hosts {
 
 fn host_bucket<'a>(domains: &[String], host: &'a str) -> Option<&'a str> {
     let name = host.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(host, |(h, _)| h);
-    domains.iter().find_map(|d| name.strip_suffix(d.as_str()).and_then(|b| b.strip_suffix('.')).filter(|b| !b.is_empty()))
+    domains.iter().find_map(|d| {
+        name.strip_suffix(d.as_str()).and_then(|b| b.strip_suffix('.')).filter(|b| !b.is_empty())
+    })
 }
 
 impl S3Host for Hosts {
@@ -354,7 +418,13 @@ fn percent_decode(s: &str) -> Option<String> {
 
 #[async_trait::async_trait]
 impl S3Route for IgnoredRangeRoute {
-    fn is_match(&self, method: &Method, uri: &http::Uri, headers: &http::HeaderMap, _: &mut http::Extensions) -> bool {
+    fn is_match(
+        &self,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+        _: &mut http::Extensions,
+    ) -> bool {
         // Only a plain GetObject: any sub-resource in the query makes it another operation.
         let plain_get = uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty()).all(|p| {
             let name = p.split('=').next().unwrap_or("");
@@ -376,7 +446,8 @@ impl S3Route for IgnoredRangeRoute {
     }
 
     async fn call(&self, req: S3Request<s3s::Body>) -> S3Result<S3Response<s3s::Body>> {
-        let (bucket, key) = self.bucket_key(&req.uri, &req.headers).ok_or_else(|| s3_error!(InvalidRequest))?;
+        let (bucket, key) =
+            self.bucket_key(&req.uri, &req.headers).ok_or_else(|| s3_error!(InvalidRequest))?;
         let obj = self.s3.cache.object(&bucket, &key).await.map_err(crate::s3::cache_err)?;
         let size = obj.meta.size;
         let mut headers = http::HeaderMap::new();
@@ -387,13 +458,18 @@ impl S3Route for IgnoredRangeRoute {
         };
         put(http::header::CONTENT_LENGTH, size.to_string());
         put(http::header::ACCEPT_RANGES, "bytes".into());
-        put(http::header::CONTENT_TYPE, obj.meta.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()));
+        put(
+            http::header::CONTENT_TYPE,
+            obj.meta.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()),
+        );
         if let Some(e) = &obj.meta.etag {
             put(http::header::ETAG, format!("\"{e}\""));
         }
         put(http::header::LAST_MODIFIED, httpdate(obj.meta.last_modified));
         let stream = self.s3.cache.read(obj, ByteRange { start: 0, end: size });
-        let body = s3s::Body::http_body(http_body_util::StreamBody::new(stream.map(|r| r.map(hyper::body::Frame::data))));
+        let body = s3s::Body::http_body(http_body_util::StreamBody::new(
+            stream.map(|r| r.map(hyper::body::Frame::data)),
+        ));
         let mut resp = S3Response::with_headers(body, headers);
         resp.status = Some(StatusCode::OK);
         Ok(resp)

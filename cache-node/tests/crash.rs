@@ -112,7 +112,14 @@ async fn kill_9_during_writes_never_serves_torn_pages() {
     let mut child = spawn_node(&node_dir, &origin_root, port);
     wait_up(port).await;
     for (i, o) in objects.iter().enumerate() {
-        let got = http.get(format!("http://127.0.0.1:{port}/bkt/t.lance/data/{i}.lance")).send().await.unwrap().bytes().await.unwrap();
+        let got = http
+            .get(format!("http://127.0.0.1:{port}/bkt/t.lance/data/{i}.lance"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         assert!(got[..] == o[..], "object {i} differs after crashes");
     }
     child.kill().unwrap();
@@ -125,14 +132,23 @@ async fn a_large_range_streams_page_by_page() {
     let origin = Origin::start(&dir.path().join("origin")).await;
     let data = pattern(40, 2 * 1024 * 1024);
     origin.put_file("bkt", "t.lance/data/s.lance", &data);
-    let mut cfg = node_config(&origin, &dir.path().join("node"), lakecache_cache_node::tier::disk::IoEngineChoice::Auto);
+    let mut cfg = node_config(
+        &origin,
+        &dir.path().join("node"),
+        lakecache_cache_node::tier::disk::IoEngineChoice::Auto,
+    );
     cfg.auth.anonymous = true;
     cfg.cache.max_fetch = bytesize::ByteSize::kib(64); // one page per origin GET
     cfg.cache.readahead = bytesize::ByteSize::kib(64);
     let node = Node::start(cfg).await;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     // Cache the first page only.
-    let r = http.get(format!("{}/bkt/t.lance/data/s.lance", node.url())).header("Range", "bytes=0-100").send().await.unwrap();
+    let r = http
+        .get(format!("{}/bkt/t.lance/data/s.lance", node.url()))
+        .header("Range", "bytes=0-100")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.bytes().await.unwrap(), &data[..101]);
     // With the origin down, the whole-object GET still starts: headers and the first page
     // leave before the rest exists, then the body fails (never wrong bytes).

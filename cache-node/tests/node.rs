@@ -13,7 +13,10 @@ use aws_sdk_s3::primitives::ByteStream;
 use common::*;
 use lakecache_cache_node::tier::disk::IoEngineChoice;
 
-async fn setup_with(engine: IoEngineChoice, f: impl FnOnce(&mut lakecache_cache_node::Config)) -> (tempfile::TempDir, Origin, Node) {
+async fn setup_with(
+    engine: IoEngineChoice,
+    f: impl FnOnce(&mut lakecache_cache_node::Config),
+) -> (tempfile::TempDir, Origin, Node) {
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::start(&dir.path().join("origin")).await;
     std::fs::create_dir_all(origin.root.join("bkt")).unwrap();
@@ -35,7 +38,13 @@ fn s3_code(xml: &str) -> String {
 async fn authentication_and_presigned_urls() {
     let (_d, _origin, node) = setup_with(IoEngineChoice::Auto, |_| {}).await;
     let c = node.client();
-    c.put_object().bucket("bkt").key("secret.txt").body(ByteStream::from_static(b"top secret")).send().await.unwrap();
+    c.put_object()
+        .bucket("bkt")
+        .key("secret.txt")
+        .body(ByteStream::from_static(b"top secret"))
+        .send()
+        .await
+        .unwrap();
 
     let wrong_secret = client_for(&node.url(), ACCESS_KEY, "not-the-secret");
     let e = wrong_secret.get_object().bucket("bkt").key("secret.txt").send().await.unwrap_err();
@@ -72,7 +81,10 @@ async fn authentication_and_presigned_urls() {
         .unwrap();
     let r = http().put(presigned_put.uri()).body("uploaded").send().await.unwrap();
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
-    assert_eq!(body(c.get_object().bucket("bkt").key("via-presigned").send().await.unwrap()).await, b"uploaded");
+    assert_eq!(
+        body(c.get_object().bucket("bkt").key("via-presigned").send().await.unwrap()).await,
+        b"uploaded"
+    );
     node.stop().await;
 }
 
@@ -84,7 +96,12 @@ async fn anonymous_access_and_virtual_host_style_when_configured() {
     })
     .await;
     origin.put_file("bkt", "open/file.txt", b"0123456789");
-    let r = http().get(format!("{}/bkt/open/file.txt", node.url())).header("Range", "bytes=2-4").send().await.unwrap();
+    let r = http()
+        .get(format!("{}/bkt/open/file.txt", node.url()))
+        .header("Range", "bytes=2-4")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 206);
     assert_eq!(r.headers()["content-range"], "bytes 2-4/10");
     assert_eq!(r.bytes().await.unwrap(), &b"234"[..]);
@@ -97,7 +114,13 @@ async fn anonymous_access_and_virtual_host_style_when_configured() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap(), &b"0123456789"[..]);
     // Signed requests are still checked.
-    let e = client_for(&node.url(), ACCESS_KEY, "bad").get_object().bucket("bkt").key("open/file.txt").send().await.unwrap_err();
+    let e = client_for(&node.url(), ACCESS_KEY, "bad")
+        .get_object()
+        .bucket("bkt")
+        .key("open/file.txt")
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(err_code(&e).1, 403);
     node.stop().await;
 }
@@ -134,7 +157,12 @@ async fn health_ready_and_metrics() {
     node.stop().await;
 }
 
-async fn admin(node: &Node, method: reqwest::Method, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+async fn admin(
+    node: &Node,
+    method: reqwest::Method,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
     let r = http()
         .request(method, format!("{}/_lakecache/admin/{path}", node.url()))
         .bearer_auth(ADMIN_TOKEN)
@@ -160,12 +188,30 @@ async fn pinning_through_the_admin_api_survives_eviction_and_respects_the_budget
 
     let r = http().get(format!("{}/_lakecache/admin/pins", node.url())).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let (s, v) = admin(&node, reqwest::Method::POST, "pins", serde_json::json!({"bucket":"bkt","key":"t.lance/_indices/**"})).await;
+    let (s, v) = admin(
+        &node,
+        reqwest::Method::POST,
+        "pins",
+        serde_json::json!({"bucket":"bkt","key":"t.lance/_indices/**"}),
+    )
+    .await;
     assert_eq!(s, 409, "4 MiB of indices over a 2 MiB budget: {v}");
     assert!(v["error"].as_str().unwrap().contains("budget"));
-    let (s, v) = admin(&node, reqwest::Method::POST, "pins", serde_json::json!({"bucket":"bkt","key":"nope[","prewarm":false})).await;
+    let (s, v) = admin(
+        &node,
+        reqwest::Method::POST,
+        "pins",
+        serde_json::json!({"bucket":"bkt","key":"nope[","prewarm":false}),
+    )
+    .await;
     assert_eq!(s, 400, "{v}");
-    let (s, v) = admin(&node, reqwest::Method::POST, "pins", serde_json::json!({"bucket":"bkt","key":"t.lance/_indices/i1/*","prewarm":true})).await;
+    let (s, v) = admin(
+        &node,
+        reqwest::Method::POST,
+        "pins",
+        serde_json::json!({"bucket":"bkt","key":"t.lance/_indices/i1/*","prewarm":true}),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["prewarmed"]["bytes"], 1024 * 1024);
     node.wait_disk_pages(16).await;
@@ -188,14 +234,27 @@ async fn pinning_through_the_admin_api_survives_eviction_and_respects_the_budget
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let g0 = origin.counts.gets();
-    let got = body(c.get_object().bucket("bkt").key("t.lance/_indices/i1/index.idx").send().await.unwrap()).await;
+    let got =
+        body(c.get_object().bucket("bkt").key("t.lance/_indices/i1/index.idx").send().await.unwrap()).await;
     assert_eq!(got, idx);
     assert_eq!(origin.counts.gets(), g0, "pinned pages are served without the origin");
 
-    let (s, _) = admin(&node, reqwest::Method::DELETE, "pins", serde_json::json!({"bucket":"bkt","key":"t.lance/_indices/i1/*"})).await;
+    let (s, _) = admin(
+        &node,
+        reqwest::Method::DELETE,
+        "pins",
+        serde_json::json!({"bucket":"bkt","key":"t.lance/_indices/i1/*"}),
+    )
+    .await;
     assert_eq!(s, 200);
     assert_eq!(node.node.cache.pinned_bytes(), 0);
-    let (s, _) = admin(&node, reqwest::Method::DELETE, "pins", serde_json::json!({"bucket":"bkt","key":"t.lance/_indices/i1/*"})).await;
+    let (s, _) = admin(
+        &node,
+        reqwest::Method::DELETE,
+        "pins",
+        serde_json::json!({"bucket":"bkt","key":"t.lance/_indices/i1/*"}),
+    )
+    .await;
     assert_eq!(s, 404);
     let (s, v) = admin(&node, reqwest::Method::GET, "stats", serde_json::Value::Null).await;
     assert_eq!(s, 200);
@@ -212,7 +271,11 @@ async fn restart_and_corruption(engine: IoEngineChoice) {
     origin.put_file("bkt", "t.lance/data/r.lance", &data);
     let node_dir = dir.path().join("node");
     let node = Node::start(node_config(&origin, &node_dir, engine)).await;
-    assert_eq!(body(node.client().get_object().bucket("bkt").key("t.lance/data/r.lance").send().await.unwrap()).await, data);
+    assert_eq!(
+        body(node.client().get_object().bucket("bkt").key("t.lance/data/r.lance").send().await.unwrap())
+            .await,
+        data
+    );
     node.wait_disk_pages(10).await;
     let expected_engine = match engine {
         IoEngineChoice::Pread => "pread",
@@ -223,7 +286,15 @@ async fn restart_and_corruption(engine: IoEngineChoice) {
 
     let node = Node::start(node_config(&origin, &node_dir, engine)).await;
     let g0 = origin.counts.gets();
-    let out = node.client().get_object().bucket("bkt").key("t.lance/data/r.lance").range("bytes=1000-600000").send().await.unwrap();
+    let out = node
+        .client()
+        .get_object()
+        .bucket("bkt")
+        .key("t.lance/data/r.lance")
+        .range("bytes=1000-600000")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(body(out).await, &data[1000..=600000]);
     assert_eq!(origin.counts.gets(), g0, "after restart the pages come from disk");
     node.stop().await;
@@ -239,7 +310,9 @@ async fn restart_and_corruption(engine: IoEngineChoice) {
 
     let node = Node::start(node_config(&origin, &node_dir, engine)).await;
     let g0 = origin.counts.gets();
-    let got = body(node.client().get_object().bucket("bkt").key("t.lance/data/r.lance").send().await.unwrap()).await;
+    let got =
+        body(node.client().get_object().bucket("bkt").key("t.lance/data/r.lance").send().await.unwrap())
+            .await;
     assert!(got == data, "served bytes differ from the origin");
     assert_eq!(origin.counts.gets() - g0, 1, "only the corrupted page is refetched");
     let text = http().get(format!("{}/metrics", node.url())).send().await.unwrap().text().await.unwrap();
@@ -265,7 +338,10 @@ async fn pinned_rules_are_prewarmed_at_start() {
     origin.put_file("bkt", "t.lance/_indices/a/part.idx", &idx);
     origin.put_file("bkt", "t.lance/data/not-pinned.lance", &pattern(51, 300_000));
     let mut cfg = node_config(&origin, &dir.path().join("node"), IoEngineChoice::Auto);
-    cfg.pins.rules = vec![lakecache_cache_node::config::PinRule { bucket: "bkt".into(), key: "t.lance/_indices/**".into() }];
+    cfg.pins.rules = vec![lakecache_cache_node::config::PinRule {
+        bucket: "bkt".into(),
+        key: "t.lance/_indices/**".into(),
+    }];
     cfg.pins.prewarm_on_start = true;
     let node = Node::start(cfg).await;
     node.wait_disk_pages(5).await; // 300 000 bytes = 5 pages of 64 KiB
@@ -277,14 +353,21 @@ async fn pinned_rules_are_prewarmed_at_start() {
     }
     assert_eq!(node.node.cache.pinned_bytes(), idx.len() as u64, "only the pinned index is prewarmed");
     let g0 = origin.counts.gets();
-    assert_eq!(body(node.client().get_object().bucket("bkt").key("t.lance/_indices/a/part.idx").send().await.unwrap()).await, idx);
+    assert_eq!(
+        body(
+            node.client().get_object().bucket("bkt").key("t.lance/_indices/a/part.idx").send().await.unwrap()
+        )
+        .await,
+        idx
+    );
     assert_eq!(origin.counts.gets(), g0);
     node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_ttl_reuses_listings_until_a_write_through_the_node() {
-    let (_d, origin, node) = setup_with(IoEngineChoice::Auto, |c| c.cache.list_ttl = Duration::from_secs(60)).await;
+    let (_d, origin, node) =
+        setup_with(IoEngineChoice::Auto, |c| c.cache.list_ttl = Duration::from_secs(60)).await;
     let c = node.client();
     origin.put_file("bkt", "dir/a", b"a");
     let keys = |o: aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output| {
@@ -294,6 +377,9 @@ async fn list_ttl_reuses_listings_until_a_write_through_the_node() {
     origin.put_file("bkt", "dir/b", b"b"); // behind the node's back: the listing is reused
     assert_eq!(keys(c.list_objects_v2().bucket("bkt").prefix("dir/").send().await.unwrap()), ["dir/a"]);
     c.put_object().bucket("bkt").key("dir/c").body(ByteStream::from_static(b"c")).send().await.unwrap();
-    assert_eq!(keys(c.list_objects_v2().bucket("bkt").prefix("dir/").send().await.unwrap()), ["dir/a", "dir/b", "dir/c"]);
+    assert_eq!(
+        keys(c.list_objects_v2().bucket("bkt").prefix("dir/").send().await.unwrap()),
+        ["dir/a", "dir/b", "dir/c"]
+    );
     node.stop().await;
 }

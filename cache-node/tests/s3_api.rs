@@ -23,7 +23,13 @@ async fn put_get_head_and_ranges_are_byte_exact() {
     let (_d, _origin, node) = setup().await;
     let c = node.client();
     let data = pattern(1, 1024 * 1024 + 12345); // 17 pages of 64 KiB, the last one short
-    c.put_object().bucket("bkt").key("t.lance/data/a.lance").body(ByteStream::from(data.clone())).send().await.unwrap();
+    c.put_object()
+        .bucket("bkt")
+        .key("t.lance/data/a.lance")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .unwrap();
 
     let full = c.get_object().bucket("bkt").key("t.lance/data/a.lance").send().await.unwrap();
     assert_eq!(full.content_length(), Some(data.len() as i64));
@@ -35,16 +41,17 @@ async fn put_get_head_and_ranges_are_byte_exact() {
     let len = data.len() as u64;
     let cases: Vec<(String, u64, u64)> = vec![
         ("bytes=0-0".into(), 0, 0),
-        ("bytes=100-65635".into(), 100, 65635),           // crosses one page boundary
-        ("bytes=65535-65536".into(), 65535, 65536),       // two bytes on two pages
-        ("bytes=1000-500000".into(), 1000, 500000),       // many pages
+        ("bytes=100-65635".into(), 100, 65635), // crosses one page boundary
+        ("bytes=65535-65536".into(), 65535, 65536), // two bytes on two pages
+        ("bytes=1000-500000".into(), 1000, 500000), // many pages
         (format!("bytes={}-", len - 10), len - 10, len - 1),
         ("bytes=-777".into(), len - 777, len - 1),
-        (format!("bytes=5-{}", len + 1000), 5, len - 1),  // end past the object is clamped
-        (format!("bytes=-{}", len + 5), 0, len - 1),      // suffix longer than the object
+        (format!("bytes=5-{}", len + 1000), 5, len - 1), // end past the object is clamped
+        (format!("bytes=-{}", len + 5), 0, len - 1),     // suffix longer than the object
     ];
     for (range, a, b) in cases {
-        let out = c.get_object().bucket("bkt").key("t.lance/data/a.lance").range(&range).send().await.unwrap();
+        let out =
+            c.get_object().bucket("bkt").key("t.lance/data/a.lance").range(&range).send().await.unwrap();
         assert_eq!(out.content_range(), Some(format!("bytes {a}-{b}/{len}").as_str()), "{range}");
         assert_eq!(out.content_length(), Some((b - a + 1) as i64), "{range}");
         assert_eq!(body(out).await, &data[a as usize..=b as usize], "{range}");
@@ -54,12 +61,14 @@ async fn put_get_head_and_ranges_are_byte_exact() {
     assert_eq!(head.content_length(), Some(len as i64));
 
     for bad in [format!("bytes={len}-"), format!("bytes={}-{}", len + 1, len + 5), "bytes=-0".to_string()] {
-        let e = c.get_object().bucket("bkt").key("t.lance/data/a.lance").range(&bad).send().await.unwrap_err();
+        let e =
+            c.get_object().bucket("bkt").key("t.lance/data/a.lance").range(&bad).send().await.unwrap_err();
         assert_eq!(err_code(&e), ("InvalidRange".to_string(), 416), "{bad}");
     }
     // Several ranges, or an invalid one: S3 ignores the header and sends the whole object.
     for ignored in ["bytes=0-1,5-6", "bytes=500-100", "items=0-5"] {
-        let out = c.get_object().bucket("bkt").key("t.lance/data/a.lance").range(ignored).send().await.unwrap();
+        let out =
+            c.get_object().bucket("bkt").key("t.lance/data/a.lance").range(ignored).send().await.unwrap();
         assert_eq!(out.content_range(), None, "{ignored}");
         assert_eq!(body(out).await, data, "{ignored}");
     }
@@ -93,13 +102,23 @@ async fn second_read_does_not_reach_the_origin() {
     let data = pattern(2, 700_000);
     origin.put_file("bkt", "t.lance/data/b.lance", &data);
     let g0 = origin.counts.gets();
-    assert_eq!(body(c.get_object().bucket("bkt").key("t.lance/data/b.lance").send().await.unwrap()).await, data);
+    assert_eq!(
+        body(c.get_object().bucket("bkt").key("t.lance/data/b.lance").send().await.unwrap()).await,
+        data
+    );
     let g1 = origin.counts.gets();
     // 11 pages of 64 KiB, all missing and adjacent: one ranged GET.
     assert_eq!(g1 - g0, 1, "adjacent missing pages are fetched with one GET");
     let h1 = origin.counts.heads();
     for _ in 0..3 {
-        let out = c.get_object().bucket("bkt").key("t.lance/data/b.lance").range("bytes=1000-300000").send().await.unwrap();
+        let out = c
+            .get_object()
+            .bucket("bkt")
+            .key("t.lance/data/b.lance")
+            .range("bytes=1000-300000")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(body(out).await, &data[1000..=300000]);
     }
     assert_eq!(origin.counts.gets(), g1, "no origin GET once cached");
@@ -117,7 +136,16 @@ async fn concurrent_misses_share_one_origin_fetch() {
     for _ in 0..16 {
         let c = node.client();
         tasks.push(tokio::spawn(async move {
-            body(c.get_object().bucket("bkt").key("t.lance/data/c.lance").range("bytes=70000-70100").send().await.unwrap()).await
+            body(
+                c.get_object()
+                    .bucket("bkt")
+                    .key("t.lance/data/c.lance")
+                    .range("bytes=70000-70100")
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
         }));
     }
     for t in tasks {
@@ -149,7 +177,10 @@ async fn changes_at_the_origin_are_seen_after_the_ttl() {
     let (_d, origin, node) = setup().await;
     let c = node.client();
     origin.put_file("bkt", "notes/readme.txt", b"first version");
-    assert_eq!(body(c.get_object().bucket("bkt").key("notes/readme.txt").send().await.unwrap()).await, b"first version");
+    assert_eq!(
+        body(c.get_object().bucket("bkt").key("notes/readme.txt").send().await.unwrap()).await,
+        b"first version"
+    );
     origin.put_file("bkt", "notes/readme.txt", b"second version, longer");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await; // metadata_ttl is 200 ms in tests
     assert_eq!(
@@ -158,9 +189,31 @@ async fn changes_at_the_origin_are_seen_after_the_ttl() {
     );
     // A version hint is never cached: every read sees the origin.
     origin.put_file("bkt", "t.lance/_versions/latest_version_hint.json", b"{\"v\":1}");
-    assert_eq!(body(c.get_object().bucket("bkt").key("t.lance/_versions/latest_version_hint.json").send().await.unwrap()).await, b"{\"v\":1}");
+    assert_eq!(
+        body(
+            c.get_object()
+                .bucket("bkt")
+                .key("t.lance/_versions/latest_version_hint.json")
+                .send()
+                .await
+                .unwrap()
+        )
+        .await,
+        b"{\"v\":1}"
+    );
     origin.put_file("bkt", "t.lance/_versions/latest_version_hint.json", b"{\"v\":22}");
-    assert_eq!(body(c.get_object().bucket("bkt").key("t.lance/_versions/latest_version_hint.json").send().await.unwrap()).await, b"{\"v\":22}");
+    assert_eq!(
+        body(
+            c.get_object()
+                .bucket("bkt")
+                .key("t.lance/_versions/latest_version_hint.json")
+                .send()
+                .await
+                .unwrap()
+        )
+        .await,
+        b"{\"v\":22}"
+    );
     node.stop().await;
 }
 
@@ -171,7 +224,10 @@ async fn conditional_get_and_head() {
     c.put_object().bucket("bkt").key("k").body(ByteStream::from_static(b"hello")).send().await.unwrap();
     let etag = c.head_object().bucket("bkt").key("k").send().await.unwrap().e_tag().unwrap().to_string();
 
-    assert_eq!(body(c.get_object().bucket("bkt").key("k").if_match(&etag).send().await.unwrap()).await, b"hello");
+    assert_eq!(
+        body(c.get_object().bucket("bkt").key("k").if_match(&etag).send().await.unwrap()).await,
+        b"hello"
+    );
     let e = c.get_object().bucket("bkt").key("k").if_match("\"not-it\"").send().await.unwrap_err();
     assert_eq!(err_code(&e).1, 412);
     let e = c.get_object().bucket("bkt").key("k").if_none_match(&etag).send().await.unwrap_err();
@@ -186,7 +242,9 @@ async fn conditional_get_and_head() {
     let e = c.get_object().bucket("bkt").key("k").if_unmodified_since(past).send().await.unwrap_err();
     assert_eq!(err_code(&e).1, 412);
     // If-Match that holds wins over a failing If-Unmodified-Since, as in S3.
-    assert!(c.get_object().bucket("bkt").key("k").if_match(&etag).if_unmodified_since(past).send().await.is_ok());
+    assert!(
+        c.get_object().bucket("bkt").key("k").if_match(&etag).if_unmodified_since(past).send().await.is_ok()
+    );
     let e = c.head_object().bucket("bkt").key("k").if_match("\"nope\"").send().await.unwrap_err();
     assert_eq!(err_code(&e).1, 412);
     node.stop().await;
@@ -197,7 +255,15 @@ async fn conditional_put_lets_exactly_one_writer_win() {
     let (_d, _origin, node) = setup().await;
     let c = node.client();
     c.put_object().bucket("bkt").key("exists").body(ByteStream::from_static(b"a")).send().await.unwrap();
-    let e = c.put_object().bucket("bkt").key("exists").if_none_match("*").body(ByteStream::from_static(b"b")).send().await.unwrap_err();
+    let e = c
+        .put_object()
+        .bucket("bkt")
+        .key("exists")
+        .if_none_match("*")
+        .body(ByteStream::from_static(b"b"))
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(err_code(&e), ("PreconditionFailed".to_string(), 412));
     assert_eq!(body(c.get_object().bucket("bkt").key("exists").send().await.unwrap()).await, b"a");
 
@@ -224,14 +290,30 @@ async fn conditional_put_lets_exactly_one_writer_win() {
         }
     }
     assert_eq!(winners.len(), 1, "exactly one conditional PUT succeeds");
-    let got = body(c.get_object().bucket("bkt").key("t.lance/_versions/5.manifest").send().await.unwrap()).await;
+    let got =
+        body(c.get_object().bucket("bkt").key("t.lance/_versions/5.manifest").send().await.unwrap()).await;
     assert_eq!(got, vec![winners[0]; 100]);
 
     // If-Match on PUT: compare-and-swap on the ETag.
     let etag = c.head_object().bucket("bkt").key("exists").send().await.unwrap().e_tag().unwrap().to_string();
-    let e = c.put_object().bucket("bkt").key("exists").if_match("\"stale\"").body(ByteStream::from_static(b"x")).send().await.unwrap_err();
+    let e = c
+        .put_object()
+        .bucket("bkt")
+        .key("exists")
+        .if_match("\"stale\"")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(err_code(&e).1, 412);
-    c.put_object().bucket("bkt").key("exists").if_match(&etag).body(ByteStream::from_static(b"swapped")).send().await.unwrap();
+    c.put_object()
+        .bucket("bkt")
+        .key("exists")
+        .if_match(&etag)
+        .body(ByteStream::from_static(b"swapped"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(body(c.get_object().bucket("bkt").key("exists").send().await.unwrap()).await, b"swapped");
     node.stop().await;
 }
@@ -256,7 +338,10 @@ async fn list_objects_v2_prefix_delimiter_and_pages() {
     assert_eq!(pfx, ["a/", "b/"]);
 
     let p = c.list_objects_v2().bucket("bkt").prefix("a").send().await.unwrap();
-    assert_eq!(p.contents().iter().filter_map(|o| o.key()).collect::<Vec<_>>(), ["a/1", "a/2", "a/b/3", "ab"]);
+    assert_eq!(
+        p.contents().iter().filter_map(|o| o.key()).collect::<Vec<_>>(),
+        ["a/1", "a/2", "a/b/3", "ab"]
+    );
     let p = c.list_objects_v2().bucket("bkt").prefix("a/").delimiter("/").send().await.unwrap();
     assert_eq!(p.contents().iter().filter_map(|o| o.key()).collect::<Vec<_>>(), ["a/1", "a/2"]);
     assert_eq!(p.common_prefixes().iter().filter_map(|p| p.prefix()).collect::<Vec<_>>(), ["a/b/"]);
@@ -296,8 +381,26 @@ async fn multipart_upload_list_complete_abort() {
     let part2 = pattern(8, 300_000);
     let up = c.create_multipart_upload().bucket("bkt").key("big/obj").send().await.unwrap();
     let id = up.upload_id().unwrap().to_string();
-    let e1 = c.upload_part().bucket("bkt").key("big/obj").upload_id(&id).part_number(1).body(ByteStream::from(part1.clone())).send().await.unwrap();
-    let e2 = c.upload_part().bucket("bkt").key("big/obj").upload_id(&id).part_number(2).body(ByteStream::from(part2.clone())).send().await.unwrap();
+    let e1 = c
+        .upload_part()
+        .bucket("bkt")
+        .key("big/obj")
+        .upload_id(&id)
+        .part_number(1)
+        .body(ByteStream::from(part1.clone()))
+        .send()
+        .await
+        .unwrap();
+    let e2 = c
+        .upload_part()
+        .bucket("bkt")
+        .key("big/obj")
+        .upload_id(&id)
+        .part_number(2)
+        .body(ByteStream::from(part2.clone()))
+        .send()
+        .await
+        .unwrap();
     let parts = c.list_parts().bucket("bkt").key("big/obj").upload_id(&id).send().await.unwrap();
     assert_eq!(parts.parts().len(), 2);
     assert_eq!(parts.parts()[1].size(), Some(300_000));
@@ -305,7 +408,14 @@ async fn multipart_upload_list_complete_abort() {
         .parts(CompletedPart::builder().part_number(1).e_tag(e1.e_tag().unwrap()).build())
         .parts(CompletedPart::builder().part_number(2).e_tag(e2.e_tag().unwrap()).build())
         .build();
-    c.complete_multipart_upload().bucket("bkt").key("big/obj").upload_id(&id).multipart_upload(done).send().await.unwrap();
+    c.complete_multipart_upload()
+        .bucket("bkt")
+        .key("big/obj")
+        .upload_id(&id)
+        .multipart_upload(done)
+        .send()
+        .await
+        .unwrap();
     let got = body(c.get_object().bucket("bkt").key("big/obj").send().await.unwrap()).await;
     assert_eq!(got.len(), part1.len() + part2.len());
     assert!(got[..part1.len()] == part1[..] && got[part1.len()..] == part2[..]);
@@ -313,17 +423,61 @@ async fn multipart_upload_list_complete_abort() {
     assert_eq!(err_code(&e), ("NoSuchUpload".to_string(), 404));
 
     // A part under 5 MiB that is not the last: EntityTooSmall.
-    let id = c.create_multipart_upload().bucket("bkt").key("small").send().await.unwrap().upload_id().unwrap().to_string();
-    let a = c.upload_part().bucket("bkt").key("small").upload_id(&id).part_number(1).body(ByteStream::from_static(b"tiny")).send().await.unwrap();
-    let b = c.upload_part().bucket("bkt").key("small").upload_id(&id).part_number(2).body(ByteStream::from_static(b"end")).send().await.unwrap();
+    let id = c
+        .create_multipart_upload()
+        .bucket("bkt")
+        .key("small")
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_string();
+    let a = c
+        .upload_part()
+        .bucket("bkt")
+        .key("small")
+        .upload_id(&id)
+        .part_number(1)
+        .body(ByteStream::from_static(b"tiny"))
+        .send()
+        .await
+        .unwrap();
+    let b = c
+        .upload_part()
+        .bucket("bkt")
+        .key("small")
+        .upload_id(&id)
+        .part_number(2)
+        .body(ByteStream::from_static(b"end"))
+        .send()
+        .await
+        .unwrap();
     let done = CompletedMultipartUpload::builder()
         .parts(CompletedPart::builder().part_number(1).e_tag(a.e_tag().unwrap()).build())
         .parts(CompletedPart::builder().part_number(2).e_tag(b.e_tag().unwrap()).build())
         .build();
-    let e = c.complete_multipart_upload().bucket("bkt").key("small").upload_id(&id).multipart_upload(done).send().await.unwrap_err();
+    let e = c
+        .complete_multipart_upload()
+        .bucket("bkt")
+        .key("small")
+        .upload_id(&id)
+        .multipart_upload(done)
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(err_code(&e), ("EntityTooSmall".to_string(), 400));
     c.abort_multipart_upload().bucket("bkt").key("small").upload_id(&id).send().await.unwrap();
-    let e = c.upload_part().bucket("bkt").key("small").upload_id(&id).part_number(3).body(ByteStream::from_static(b"x")).send().await.unwrap_err();
+    let e = c
+        .upload_part()
+        .bucket("bkt")
+        .key("small")
+        .upload_id(&id)
+        .part_number(3)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(err_code(&e).0, "NoSuchUpload");
     let e = c.head_object().bucket("bkt").key("small").send().await.unwrap_err();
     assert_eq!(err_code(&e).1, 404);
@@ -342,7 +496,13 @@ async fn delete_delete_objects_and_copy() {
     assert_eq!(body(c.get_object().bucket("bkt").key("dst").send().await.unwrap()).await, data);
 
     // Copy over a cached object: the old bytes must not be served.
-    c.put_object().bucket("bkt").key("other").body(ByteStream::from_static(b"other bytes")).send().await.unwrap();
+    c.put_object()
+        .bucket("bkt")
+        .key("other")
+        .body(ByteStream::from_static(b"other bytes"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(body(c.get_object().bucket("bkt").key("other").send().await.unwrap()).await, b"other bytes");
     c.copy_object().bucket("bkt").key("other").copy_source("bkt/src").send().await.unwrap();
     assert_eq!(body(c.get_object().bucket("bkt").key("other").send().await.unwrap()).await, data);
@@ -375,14 +535,23 @@ async fn origin_down_gives_503_but_cached_pages_are_served() {
     let data = pattern(10, 100_000);
     origin.put_file("bkt", "t.lance/data/up.lance", &data);
     origin.put_file("bkt", "t.lance/data/cold.lance", &data);
-    assert_eq!(body(c.get_object().bucket("bkt").key("t.lance/data/up.lance").send().await.unwrap()).await, data);
+    assert_eq!(
+        body(c.get_object().bucket("bkt").key("t.lance/data/up.lance").send().await.unwrap()).await,
+        data
+    );
     origin.counts.down.store(true, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(body(c.get_object().bucket("bkt").key("t.lance/data/up.lance").send().await.unwrap()).await, data);
+    assert_eq!(
+        body(c.get_object().bucket("bkt").key("t.lance/data/up.lance").send().await.unwrap()).await,
+        data
+    );
     // The SDK retries 503s; it still ends in ServiceUnavailable.
     let e = c.get_object().bucket("bkt").key("t.lance/data/cold.lance").send().await.unwrap_err();
     assert_eq!(err_code(&e), ("ServiceUnavailable".to_string(), 503));
     origin.counts.down.store(false, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(body(c.get_object().bucket("bkt").key("t.lance/data/cold.lance").send().await.unwrap()).await, data);
+    assert_eq!(
+        body(c.get_object().bucket("bkt").key("t.lance/data/cold.lance").send().await.unwrap()).await,
+        data
+    );
     node.stop().await;
 }
 
@@ -395,27 +564,32 @@ async fn local_directory_origin_reads_writes_and_caches() {
     let data = pattern(30, 400_000);
     std::fs::write(root.join("bkt/t.lance/data/x.lance"), &data).unwrap();
     let mut cfg = node_config(&origin, &dir.path().join("node"), IoEngineChoice::Auto);
-    cfg.origins = vec![lakecache_cache_node::config::OriginConfig {
-        bucket: "*".into(),
-        kind: lakecache_cache_node::config::OriginKind::Local,
-        root: Some(root.clone()),
-        endpoint: None,
-        region: None,
-        origin_bucket: None,
-        access_key_id: None,
-        secret_access_key: None,
-        allow_http: false,
-        anonymous: false,
-    }];
+    cfg.origins = vec![lakecache_cache_node::config::OriginConfig::local("*", root.clone())];
     let node = Node::start(cfg).await;
     let c = node.client();
-    let out = c.get_object().bucket("bkt").key("t.lance/data/x.lance").range("bytes=65000-200000").send().await.unwrap();
+    let out = c
+        .get_object()
+        .bucket("bkt")
+        .key("t.lance/data/x.lance")
+        .range("bytes=65000-200000")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(body(out).await, &data[65000..=200000]);
     // Overwrite through the endpoint, read the new bytes (conditional origin reads use the
     // local store's own ETag format).
     let new = pattern(31, 123_456);
-    c.put_object().bucket("bkt").key("t.lance/data/x.lance").body(ByteStream::from(new.clone())).send().await.unwrap();
-    assert_eq!(body(c.get_object().bucket("bkt").key("t.lance/data/x.lance").send().await.unwrap()).await, new);
+    c.put_object()
+        .bucket("bkt")
+        .key("t.lance/data/x.lance")
+        .body(ByteStream::from(new.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        body(c.get_object().bucket("bkt").key("t.lance/data/x.lance").send().await.unwrap()).await,
+        new
+    );
     assert_eq!(std::fs::read(root.join("bkt/t.lance/data/x.lance")).unwrap(), new);
     let e = c.get_object().bucket("nobkt").key("k").send().await.unwrap_err();
     assert_eq!(err_code(&e), ("NoSuchBucket".to_string(), 404));

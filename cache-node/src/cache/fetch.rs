@@ -31,13 +31,14 @@ impl RunFetch {
         let end = geometry.page_bytes(first + count - 1, obj.meta.size).end;
         let mut senders = senders.into_iter();
         let mut index = first;
-        let fail_rest = |index: u64, senders: std::vec::IntoIter<oneshot::Sender<PageResult>>, e: CacheError| {
-            for (i, tx) in (index..).zip(senders) {
-                let r: PageResult = Err(e.clone());
-                cache.complete_page(&obj, i, &r);
-                let _ = tx.send(r);
-            }
-        };
+        let fail_rest =
+            |index: u64, senders: std::vec::IntoIter<oneshot::Sender<PageResult>>, e: CacheError| {
+                for (i, tx) in (index..).zip(senders) {
+                    let r: PageResult = Err(e.clone());
+                    cache.complete_page(&obj, i, &r);
+                    let _ = tx.send(r);
+                }
+            };
         if start >= end {
             fail_rest(index, senders, CacheError::Internal("empty page run".into()));
             return;
@@ -62,7 +63,11 @@ impl RunFetch {
             }
         };
         if r.range != (start..end) {
-            fail_rest(index, senders, CacheError::ShortRead { want: end - start, got: r.range.end - r.range.start });
+            fail_rest(
+                index,
+                senders,
+                CacheError::ShortRead { want: end - start, got: r.range.end - r.range.start },
+            );
             return;
         }
         let mut stream = r.into_stream();
@@ -85,7 +90,11 @@ impl RunFetch {
                     return;
                 }
                 Err(_) => {
-                    fail_rest(index, senders, CacheError::Origin(OriginError::Unavailable("origin body stalled".into())));
+                    fail_rest(
+                        index,
+                        senders,
+                        CacheError::Origin(OriginError::Unavailable("origin body stalled".into())),
+                    );
                     return;
                 }
             };
@@ -148,7 +157,13 @@ pub(super) fn spawn_disk_writer(disk: Arc<DiskTier>, queue: usize) -> mpsc::Send
     tx
 }
 
-pub(super) fn enqueue_disk_write(tx: &mpsc::Sender<DiskWrite>, id: Arc<ObjectId>, index: u64, page: Bytes, pinned: bool) {
+pub(super) fn enqueue_disk_write(
+    tx: &mpsc::Sender<DiskWrite>,
+    id: Arc<ObjectId>,
+    index: u64,
+    page: Bytes,
+    pinned: bool,
+) {
     let w = DiskWrite { id, index, page, pinned };
     if pinned {
         // Pinned pages must land: wait for room instead of dropping.

@@ -46,7 +46,15 @@ impl ObjectMeta {
             Some(e) => e.clone(),
             None => format!("{}-{}.{}", m.size, secs, nanos),
         };
-        Self { size: m.size, etag, origin_etag: m.e_tag.clone(), last_modified, content_type, version, checked_at: Instant::now() }
+        Self {
+            size: m.size,
+            etag,
+            origin_etag: m.e_tag.clone(),
+            last_modified,
+            content_type,
+            version,
+            checked_at: Instant::now(),
+        }
     }
 }
 
@@ -115,7 +123,9 @@ impl MetaCache {
                         r
                     });
                     let f: MetaFuture = task
-                        .map(|r| r.unwrap_or_else(|e| Err(CacheError::Internal(format!("metadata task: {e}")))))
+                        .map(|r| {
+                            r.unwrap_or_else(|e| Err(CacheError::Internal(format!("metadata task: {e}"))))
+                        })
                         .boxed()
                         .shared();
                     inflight.insert(mk.clone(), f.clone());
@@ -138,7 +148,11 @@ impl MetaCache {
     }
 }
 
-async fn head(origins: &Origins, store: &Arc<dyn ObjectStore>, path: &Path) -> Result<ObjectMeta, CacheError> {
+async fn head(
+    origins: &Origins,
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+) -> Result<ObjectMeta, CacheError> {
     let opts = GetOptions { head: true, ..Default::default() };
     let r = origins.call("head", store.get_opts(path, opts)).await.map_err(|e| match e {
         OriginError::InvalidKey(_) => OriginError::NotFound,

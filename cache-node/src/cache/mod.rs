@@ -28,9 +28,9 @@ pub use self::meta::ObjectMeta;
 use crate::metrics as m;
 use crate::origin::{OriginError, Origins};
 use crate::policy::{KeyClass, KeyRules, PinRules};
+use crate::tier::PageKey;
 use crate::tier::disk::{DiskTier, ObjectId};
 use crate::tier::memory::MemoryTier;
-use crate::tier::PageKey;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CacheError {
@@ -149,7 +149,11 @@ impl Cache {
 
     /// Streams `range` of the object, page by page and in order: the first page leaves as
     /// soon as it is there, while later missing pages are already being fetched.
-    pub fn read(self: &Arc<Self>, obj: Arc<ObjectHandle>, range: ByteRange) -> ReceiverStream<std::io::Result<Bytes>> {
+    pub fn read(
+        self: &Arc<Self>,
+        obj: Arc<ObjectHandle>,
+        range: ByteRange,
+    ) -> ReceiverStream<std::io::Result<Bytes>> {
         let (tx, rx) = mpsc::channel(4);
         let this = self.clone();
         tokio::spawn(async move {
@@ -164,7 +168,12 @@ impl Cache {
         ReceiverStream::new(rx)
     }
 
-    async fn stream_pages(self: &Arc<Self>, obj: &Arc<ObjectHandle>, range: ByteRange, tx: &mpsc::Sender<std::io::Result<Bytes>>) {
+    async fn stream_pages(
+        self: &Arc<Self>,
+        obj: &Arc<ObjectHandle>,
+        range: ByteRange,
+        tx: &mpsc::Sender<std::io::Result<Bytes>>,
+    ) {
         if range.is_empty() {
             return;
         }
@@ -197,7 +206,11 @@ impl Cache {
     }
 
     /// The bytes of one page slice, from the fastest tier that has them.
-    pub async fn page_slice(self: &Arc<Self>, obj: &Arc<ObjectHandle>, s: PageSlice) -> Result<Bytes, CacheError> {
+    pub async fn page_slice(
+        self: &Arc<Self>,
+        obj: &Arc<ObjectHandle>,
+        s: PageSlice,
+    ) -> Result<Bytes, CacheError> {
         let key = PageKey { object: obj.id.hash(), index: s.index };
         let page_len = {
             let b = self.cfg.geometry.page_bytes(s.index, obj.meta.size);
@@ -317,9 +330,10 @@ impl Cache {
             self.memory.insert(key, page.clone());
             if let Some(tx) = &self.disk_tx {
                 let pinned = obj.pinned
-                    && self.disk.as_ref().is_some_and(|d| {
-                        d.pinned_bytes() + page.len() as u64 <= self.cfg.pin_budget_bytes
-                    });
+                    && self
+                        .disk
+                        .as_ref()
+                        .is_some_and(|d| d.pinned_bytes() + page.len() as u64 <= self.cfg.pin_budget_bytes);
                 fetch::enqueue_disk_write(tx, obj.id.clone(), index, page.clone(), pinned);
             }
         }

@@ -165,7 +165,12 @@ impl Origins {
                     let Ok(md) = e.metadata() else { continue };
                     let name = e.file_name().to_string_lossy().to_string();
                     if md.is_dir() && !name.starts_with('.') {
-                        out.push((name, md.created().or_else(|_| md.modified()).unwrap_or(std::time::SystemTime::UNIX_EPOCH)));
+                        out.push((
+                            name,
+                            md.created()
+                                .or_else(|_| md.modified())
+                                .unwrap_or(std::time::SystemTime::UNIX_EPOCH),
+                        ));
                     }
                 }
             }

@@ -195,6 +195,9 @@ mod tests {
         reloaded.remove(&admin_rule).unwrap();
         let again = PinRules::load(&[cfg_rule], &state).unwrap();
         assert!(!again.is_pinned("b", "t.lance/data/x.lance"));
-        assert!(matches!(PinRules::check(&PinRule { bucket: "[".into(), key: "x".into() }), Err(PinError::InvalidRule(_))));
+        assert!(matches!(
+            PinRules::check(&PinRule { bucket: "[".into(), key: "x".into() }),
+            Err(PinError::InvalidRule(_))
+        ));
     }
 }

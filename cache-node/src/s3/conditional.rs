@@ -40,12 +40,18 @@ impl Conditions<'_> {
         let modified = secs(meta.last_modified);
         if let Some(c) = self.if_match {
             if !matches(c, etag) {
-                return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+                return Err(s3_error!(
+                    PreconditionFailed,
+                    "At least one of the pre-conditions you specified did not hold"
+                ));
             }
         } else if let Some(t) = self.if_unmodified_since
             && modified > ts_secs(t)
         {
-            return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+            return Err(s3_error!(
+                PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold"
+            ));
         }
         if let Some(c) = self.if_none_match {
             if matches(c, etag) {

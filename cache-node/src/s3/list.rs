@@ -79,7 +79,12 @@ async fn listing(s3: &LakeS3, bucket: &str, prefix: &str) -> S3Result<Listing> {
         .into_iter()
         .map(|m| {
             let meta = crate::cache::ObjectMeta::from_store(&m, None);
-            Entry { key: m.location.to_string(), size: m.size, etag: meta.etag, last_modified: meta.last_modified }
+            Entry {
+                key: m.location.to_string(),
+                size: m.size,
+                etag: meta.etag,
+                last_modified: meta.last_modified,
+            }
         })
         .collect();
     all.sort_by(|a, b| a.key.cmp(&b.key));
@@ -117,7 +122,13 @@ struct Page<'a> {
 }
 
 /// Groups by delimiter, skips everything at or before `marker`, takes `max_keys`.
-fn page<'a>(entries: &'a [Entry], prefix: &str, delimiter: Option<&str>, marker: Option<&str>, max_keys: usize) -> Page<'a> {
+fn page<'a>(
+    entries: &'a [Entry],
+    prefix: &str,
+    delimiter: Option<&str>,
+    marker: Option<&str>,
+    max_keys: usize,
+) -> Page<'a> {
     let mut items: Vec<Item<'a>> = Vec::new();
     let mut truncated = false;
     let mut last_prefix: Option<String> = None;
@@ -164,7 +175,9 @@ fn token_encode(key: &str) -> String {
 }
 
 fn token_decode(t: &str) -> S3Result<String> {
-    let hex = t.strip_prefix("lc1").ok_or_else(|| s3_error!(InvalidArgument, "The continuation token provided is incorrect"))?;
+    let hex = t
+        .strip_prefix("lc1")
+        .ok_or_else(|| s3_error!(InvalidArgument, "The continuation token provided is incorrect"))?;
     let bytes: Option<Vec<u8>> =
         (0..hex.len() / 2).map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()).collect();
     bytes
@@ -207,7 +220,10 @@ fn render(p: &Page<'_>, encode: bool) -> Rendered {
     Rendered { contents, prefixes, last_key: p.items.last().map(|i| i.key().to_string()) }
 }
 
-pub async fn list_objects_v2(s3: &LakeS3, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+pub async fn list_objects_v2(
+    s3: &LakeS3,
+    req: S3Request<ListObjectsV2Input>,
+) -> S3Result<S3Response<ListObjectsV2Output>> {
     let i = req.input;
     let prefix = i.prefix.clone().unwrap_or_default();
     let max = max_keys(i.max_keys)?;
@@ -238,7 +254,10 @@ pub async fn list_objects_v2(s3: &LakeS3, req: S3Request<ListObjectsV2Input>) ->
     }))
 }
 
-pub async fn list_objects_v1(s3: &LakeS3, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+pub async fn list_objects_v1(
+    s3: &LakeS3,
+    req: S3Request<ListObjectsInput>,
+) -> S3Result<S3Response<ListObjectsOutput>> {
     let i = req.input;
     let prefix = i.prefix.clone().unwrap_or_default();
     let max = max_keys(i.max_keys)?;
@@ -264,10 +283,15 @@ pub async fn list_objects_v1(s3: &LakeS3, req: S3Request<ListObjectsInput>) -> S
 }
 
 pub async fn list_buckets(s3: &LakeS3) -> S3Result<S3Response<ListBucketsOutput>> {
-    let buckets: BTreeMap<String, std::time::SystemTime> = s3.cache.origins.bucket_names().into_iter().collect();
+    let buckets: BTreeMap<String, std::time::SystemTime> =
+        s3.cache.origins.bucket_names().into_iter().collect();
     let buckets = buckets
         .into_iter()
-        .map(|(name, created)| Bucket { name: Some(name), creation_date: Some(Timestamp::from(created)), ..Default::default() })
+        .map(|(name, created)| Bucket {
+            name: Some(name),
+            creation_date: Some(Timestamp::from(created)),
+            ..Default::default()
+        })
         .collect();
     Ok(S3Response::new(ListBucketsOutput { buckets: Some(buckets), ..Default::default() }))
 }
@@ -278,7 +302,12 @@ mod tests {
 
     fn entries(keys: &[&str]) -> Vec<Entry> {
         keys.iter()
-            .map(|k| Entry { key: k.to_string(), size: 1, etag: None, last_modified: std::time::SystemTime::UNIX_EPOCH })
+            .map(|k| Entry {
+                key: k.to_string(),
+                size: 1,
+                etag: None,
+                last_modified: std::time::SystemTime::UNIX_EPOCH,
+            })
             .collect()
     }
 

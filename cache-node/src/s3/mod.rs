@@ -15,8 +15,8 @@ use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use crate::cache::{Cache, CacheError};
-use crate::origin::multipart::{MultipartError, Staging};
 use crate::origin::OriginError;
+use crate::origin::multipart::{MultipartError, Staging};
 
 pub use read::serve_full_object;
 
@@ -30,7 +30,12 @@ pub struct LakeS3 {
 }
 
 impl LakeS3 {
-    pub fn new(cache: Arc<Cache>, staging: Arc<Staging>, list_ttl: std::time::Duration, region: String) -> Self {
+    pub fn new(
+        cache: Arc<Cache>,
+        staging: Arc<Staging>,
+        list_ttl: std::time::Duration,
+        region: String,
+    ) -> Self {
         Self {
             cache,
             staging,
@@ -57,8 +62,12 @@ impl LakeS3 {
 pub(crate) fn cache_err(e: CacheError) -> S3Error {
     match e {
         CacheError::Origin(o) => origin_err(o),
-        CacheError::Changed => s3_error!(ServiceUnavailable, "The object changed during the read; please retry."),
-        CacheError::ShortRead { .. } => s3_error!(ServiceUnavailable, "The origin returned a short body; please retry."),
+        CacheError::Changed => {
+            s3_error!(ServiceUnavailable, "The object changed during the read; please retry.")
+        }
+        CacheError::ShortRead { .. } => {
+            s3_error!(ServiceUnavailable, "The origin returned a short body; please retry.")
+        }
         CacheError::Internal(m) => S3Error::with_message(S3ErrorCode::InternalError, m),
     }
 }
@@ -69,9 +78,13 @@ pub(crate) fn origin_err(e: OriginError) -> S3Error {
         OriginError::NotFound => s3_error!(NoSuchKey),
         OriginError::Precondition => s3_error!(PreconditionFailed),
         OriginError::NotModified => s3_error!(NotModified),
-        OriginError::AlreadyExists => s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"),
+        OriginError::AlreadyExists => {
+            s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+        }
         OriginError::NotSupported => s3_error!(NotImplemented, "The origin does not support this operation"),
-        OriginError::InvalidKey(m) => S3Error::with_message(S3ErrorCode::InvalidArgument, format!("Invalid key: {m}")),
+        OriginError::InvalidKey(m) => {
+            S3Error::with_message(S3ErrorCode::InvalidArgument, format!("Invalid key: {m}"))
+        }
         OriginError::Unavailable(m) => {
             tracing::warn!(error = %m, "origin unavailable");
             s3_error!(ServiceUnavailable, "The origin could not be reached; please retry.")
@@ -85,9 +98,10 @@ pub(crate) fn multipart_err(e: MultipartError) -> S3Error {
         MultipartError::NoSuchUpload => s3_error!(NoSuchUpload),
         MultipartError::InvalidPart(m) => S3Error::with_message(S3ErrorCode::InvalidPart, m),
         MultipartError::InvalidPartOrder => s3_error!(InvalidPartOrder),
-        MultipartError::EntityTooSmall(n) => {
-            S3Error::with_message(S3ErrorCode::EntityTooSmall, format!("Part {n} is smaller than the minimum of 5 MiB"))
-        }
+        MultipartError::EntityTooSmall(n) => S3Error::with_message(
+            S3ErrorCode::EntityTooSmall,
+            format!("Part {n} is smaller than the minimum of 5 MiB"),
+        ),
         MultipartError::InvalidArgument(m) => S3Error::with_message(S3ErrorCode::InvalidArgument, m),
         MultipartError::Body(m) => S3Error::with_message(S3ErrorCode::IncompleteBody, m),
         MultipartError::Io(e) => S3Error::with_message(S3ErrorCode::InternalError, e.to_string()),
@@ -108,15 +122,24 @@ impl S3 for LakeS3 {
         read::head_object(self, req).await
     }
 
-    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
         list::list_objects_v2(self, req).await
     }
 
-    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
         list::list_objects_v1(self, req).await
     }
 
-    async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+    async fn list_buckets(
+        &self,
+        _req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
         list::list_buckets(self).await
     }
 
@@ -131,8 +154,8 @@ impl S3 for LakeS3 {
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
         self.cache.origins.store(&req.input.bucket).map_err(origin_err)?;
         // S3 reports us-east-1 as an empty location constraint.
-        let location_constraint = (self.region != "us-east-1")
-            .then(|| BucketLocationConstraint::from(self.region.clone()));
+        let location_constraint =
+            (self.region != "us-east-1").then(|| BucketLocationConstraint::from(self.region.clone()));
         Ok(S3Response::new(GetBucketLocationOutput { location_constraint }))
     }
 
@@ -140,11 +163,17 @@ impl S3 for LakeS3 {
         write::put_object(self, req).await
     }
 
-    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
         write::delete_object(self, req).await
     }
 
-    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         write::delete_objects(self, req).await
     }
 

@@ -32,20 +32,43 @@ fn timestamp(obj: &ObjectHandle) -> Timestamp {
     Timestamp::from(obj.meta.last_modified)
 }
 
-pub async fn get_object(s3: &LakeS3, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+/// The object as the request sees it: current version, conditions checked, range resolved.
+async fn resolve(
+    s3: &LakeS3,
+    bucket: &str,
+    key: &str,
+    part_number: Option<i32>,
+    range: Option<&Range>,
+    conditions: Conditions<'_>,
+) -> S3Result<(Arc<ObjectHandle>, ByteRange, bool)> {
+    if part_number.is_some() {
+        return Err(s3_error!(NotImplemented, "Reading by partNumber is not supported"));
+    }
+    let obj = s3.cache.object(bucket, key).await.map_err(cache_err)?;
+    conditions.check(&obj.meta)?;
+    let (range, partial) = resolve_range(range, obj.meta.size)?;
+    Ok((obj, range, partial))
+}
+
+pub async fn get_object(
+    s3: &LakeS3,
+    req: S3Request<GetObjectInput>,
+) -> S3Result<S3Response<GetObjectOutput>> {
     let i = &req.input;
-    if i.part_number.is_some() {
-        return Err(s3_error!(NotImplemented, "GetObject by partNumber is not supported"));
-    }
-    let obj = s3.cache.object(&i.bucket, &i.key).await.map_err(cache_err)?;
-    Conditions {
-        if_match: i.if_match.as_ref(),
-        if_none_match: i.if_none_match.as_ref(),
-        if_modified_since: i.if_modified_since.as_ref(),
-        if_unmodified_since: i.if_unmodified_since.as_ref(),
-    }
-    .check(&obj.meta)?;
-    let (range, partial) = resolve_range(i.range.as_ref(), obj.meta.size)?;
+    let (obj, range, partial) = resolve(
+        s3,
+        &i.bucket,
+        &i.key,
+        i.part_number,
+        i.range.as_ref(),
+        Conditions {
+            if_match: i.if_match.as_ref(),
+            if_none_match: i.if_none_match.as_ref(),
+            if_modified_since: i.if_modified_since.as_ref(),
+            if_unmodified_since: i.if_unmodified_since.as_ref(),
+        },
+    )
+    .await?;
     let content_type = i.response_content_type.clone().or_else(|| obj.meta.content_type.clone());
     Ok(S3Response::new(object_output(&s3.cache, obj, range, partial, content_type)))
 }
@@ -82,20 +105,25 @@ pub async fn serve_full_object(s3: &LakeS3, bucket: &str, key: &str) -> S3Result
     Ok(object_output(&s3.cache, obj, ByteRange { start: 0, end: size }, false, ct))
 }
 
-pub async fn head_object(s3: &LakeS3, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+pub async fn head_object(
+    s3: &LakeS3,
+    req: S3Request<HeadObjectInput>,
+) -> S3Result<S3Response<HeadObjectOutput>> {
     let i = &req.input;
-    if i.part_number.is_some() {
-        return Err(s3_error!(NotImplemented, "HeadObject by partNumber is not supported"));
-    }
-    let obj = s3.cache.object(&i.bucket, &i.key).await.map_err(cache_err)?;
-    Conditions {
-        if_match: i.if_match.as_ref(),
-        if_none_match: i.if_none_match.as_ref(),
-        if_modified_since: i.if_modified_since.as_ref(),
-        if_unmodified_since: i.if_unmodified_since.as_ref(),
-    }
-    .check(&obj.meta)?;
-    let (range, partial) = resolve_range(i.range.as_ref(), obj.meta.size)?;
+    let (obj, range, partial) = resolve(
+        s3,
+        &i.bucket,
+        &i.key,
+        i.part_number,
+        i.range.as_ref(),
+        Conditions {
+            if_match: i.if_match.as_ref(),
+            if_none_match: i.if_none_match.as_ref(),
+            if_modified_since: i.if_modified_since.as_ref(),
+            if_unmodified_since: i.if_unmodified_since.as_ref(),
+        },
+    )
+    .await?;
     Ok(S3Response::new(HeadObjectOutput {
         content_length: Some(range.len() as i64),
         content_range: partial.then(|| format!("bytes {}-{}/{}", range.start, range.end - 1, obj.meta.size)),

@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use object_store::{
-    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, UpdateVersion,
-    WriteMultipart,
+    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload,
+    UpdateVersion, WriteMultipart,
 };
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
@@ -32,13 +32,20 @@ enum Condition {
     Exists,
 }
 
-fn put_condition(if_none_match: Option<&ETagCondition>, if_match: Option<&ETagCondition>) -> S3Result<Condition> {
+fn put_condition(
+    if_none_match: Option<&ETagCondition>,
+    if_match: Option<&ETagCondition>,
+) -> S3Result<Condition> {
     match (if_none_match, if_match) {
-        (Some(_), Some(_)) => Err(s3_error!(NotImplemented, "If-Match and If-None-Match together are not supported on PUT")),
+        (Some(_), Some(_)) => {
+            Err(s3_error!(NotImplemented, "If-Match and If-None-Match together are not supported on PUT"))
+        }
         (Some(c), None) if c.is_any() => Ok(Condition::Create),
         (Some(_), None) => Err(s3_error!(NotImplemented, "If-None-Match on PUT supports only *")),
         (None, Some(ETagCondition::Any)) => Ok(Condition::Exists),
-        (None, Some(ETagCondition::ETag(e))) => Ok(Condition::Update(e.value().trim_matches('"').to_string())),
+        (None, Some(ETagCondition::ETag(e))) => {
+            Ok(Condition::Update(e.value().trim_matches('"').to_string()))
+        }
         (None, None) => Ok(Condition::None),
     }
 }
@@ -95,7 +102,10 @@ where
         Condition::Update(e) => PutMode::Update(UpdateVersion { e_tag: Some(e), version: None }),
         Condition::Exists => {
             origins.call("head", store.head(&path)).await.map_err(|e| match e {
-                OriginError::NotFound => s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"),
+                OriginError::NotFound => s3_error!(
+                    PreconditionFailed,
+                    "At least one of the pre-conditions you specified did not hold"
+                ),
                 e => origin_err(e),
             })?;
             PutMode::Overwrite
@@ -103,7 +113,8 @@ where
     };
     let streaming = matches!(mode, PutMode::Overwrite) && len_hint.is_none_or(|l| l > SINGLE_PUT_MAX_BYTES);
     if !streaming {
-        let limit = if matches!(mode, PutMode::Overwrite) { SINGLE_PUT_MAX_BYTES } else { CONDITIONAL_PUT_MAX_BYTES };
+        let limit =
+            if matches!(mode, PutMode::Overwrite) { SINGLE_PUT_MAX_BYTES } else { CONDITIONAL_PUT_MAX_BYTES };
         let chunks = collect_body(body, limit.max(len_hint.unwrap_or(0))).await?;
         let payload: PutPayload = chunks.into_iter().collect();
         let opts = PutOptions { mode: mode.clone(), attributes: attrs, ..Default::default() };
@@ -114,11 +125,17 @@ where
             // the write are made atomic among writers of this node by the key lock.
             (Err(OriginError::NotSupported), PutMode::Update(v)) => {
                 let cur = origins.call("head", store.head(&path)).await.map_err(|e| match e {
-                    OriginError::NotFound => s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"),
+                    OriginError::NotFound => s3_error!(
+                        PreconditionFailed,
+                        "At least one of the pre-conditions you specified did not hold"
+                    ),
                     e => origin_err(e),
                 })?;
                 if cur.e_tag.as_deref().map(|e| e.trim_matches('"')) != v.e_tag.as_deref() {
-                    return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+                    return Err(s3_error!(
+                        PreconditionFailed,
+                        "At least one of the pre-conditions you specified did not hold"
+                    ));
                 }
                 origins.call("put", store.put(&path, payload)).await.map(|_| ()).map_err(origin_err)
             }
@@ -126,7 +143,10 @@ where
         };
     }
     let upload = origins
-        .call("put", store.put_multipart_opts(&path, PutMultipartOptions { attributes: attrs, ..Default::default() }))
+        .call(
+            "put",
+            store.put_multipart_opts(&path, PutMultipartOptions { attributes: attrs, ..Default::default() }),
+        )
         .await
         .map_err(origin_err)?;
     let mut w = WriteMultipart::new_with_chunk_size(upload, STREAM_CHUNK_BYTES);
@@ -157,14 +177,19 @@ fn empty_body() -> futures::stream::Empty<Result<Bytes, std::io::Error>> {
     futures::stream::empty()
 }
 
-pub async fn put_object(s3: &LakeS3, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+pub async fn put_object(
+    s3: &LakeS3,
+    req: S3Request<PutObjectInput>,
+) -> S3Result<S3Response<PutObjectOutput>> {
     let i = req.input;
     let cond = put_condition(i.if_none_match.as_ref(), i.if_match.as_ref())?;
     let len = i.content_length.map(|l| l.max(0) as u64);
     let _guard = s3.lock_key(&i.bucket, &i.key).await;
     let res = match i.body {
         Some(b) => write_object(s3, &i.bucket, &i.key, b, len, cond, i.content_type.as_deref()).await,
-        None => write_object(s3, &i.bucket, &i.key, empty_body(), Some(0), cond, i.content_type.as_deref()).await,
+        None => {
+            write_object(s3, &i.bucket, &i.key, empty_body(), Some(0), cond, i.content_type.as_deref()).await
+        }
     };
     s3.after_write(&i.bucket, &i.key);
     res?;
@@ -172,7 +197,10 @@ pub async fn put_object(s3: &LakeS3, req: S3Request<PutObjectInput>) -> S3Result
     Ok(S3Response::new(PutObjectOutput { e_tag, size: len.map(|l| l as i64), ..Default::default() }))
 }
 
-pub async fn delete_object(s3: &LakeS3, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+pub async fn delete_object(
+    s3: &LakeS3,
+    req: S3Request<DeleteObjectInput>,
+) -> S3Result<S3Response<DeleteObjectOutput>> {
     let i = req.input;
     let store = s3.cache.origins.store(&i.bucket).map_err(origin_err)?;
     let path = key_path(&i.key).map_err(origin_err)?;
@@ -186,7 +214,10 @@ pub async fn delete_object(s3: &LakeS3, req: S3Request<DeleteObjectInput>) -> S3
     }
 }
 
-pub async fn delete_objects(s3: &LakeS3, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+pub async fn delete_objects(
+    s3: &LakeS3,
+    req: S3Request<DeleteObjectsInput>,
+) -> S3Result<S3Response<DeleteObjectsOutput>> {
     let i = req.input;
     if i.delete.objects.len() > 1000 {
         return Err(s3_error!(MalformedXML, "At most 1000 keys can be deleted in one request"));
@@ -229,7 +260,10 @@ pub async fn delete_objects(s3: &LakeS3, req: S3Request<DeleteObjectsInput>) -> 
     }))
 }
 
-pub async fn copy_object(s3: &LakeS3, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+pub async fn copy_object(
+    s3: &LakeS3,
+    req: S3Request<CopyObjectInput>,
+) -> S3Result<S3Response<CopyObjectOutput>> {
     let i = req.input;
     let (src_bucket, src_key) = match &i.copy_source {
         CopySource::Bucket { bucket, key, version_id: None } => (bucket.to_string(), key.to_string()),
@@ -240,7 +274,9 @@ pub async fn copy_object(s3: &LakeS3, req: S3Request<CopyObjectInput>) -> S3Resu
     };
     let src = s3.cache.object(&src_bucket, &src_key).await.map_err(super::cache_err)?;
     let precondition = |c: Result<(), S3Error>| {
-        c.map_err(|_| s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"))
+        c.map_err(|_| {
+            s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+        })
     };
     precondition(
         super::conditional::Conditions {
@@ -258,7 +294,8 @@ pub async fn copy_object(s3: &LakeS3, req: S3Request<CopyObjectInput>) -> S3Resu
         s3.cache.origins.call("copy", dst_store.copy(&src.path, &dst_path)).await.map_err(origin_err)
     } else {
         // Across buckets (possibly across stores): stream the source through this node.
-        let body = s3.cache.read(src.clone(), lakecache_common::page::ByteRange { start: 0, end: src.meta.size });
+        let body =
+            s3.cache.read(src.clone(), lakecache_common::page::ByteRange { start: 0, end: src.meta.size });
         let ct = i.content_type.clone().or_else(|| src.meta.content_type.clone());
         write_object(s3, &i.bucket, &i.key, body, Some(src.meta.size), Condition::None, ct.as_deref()).await
     };
@@ -278,10 +315,18 @@ pub async fn create_multipart_upload(
     let i = req.input;
     s3.cache.origins.store(&i.bucket).map_err(origin_err)?;
     key_path(&i.key).map_err(origin_err)?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     let id = s3
         .staging
-        .create(UploadMeta { bucket: i.bucket.clone(), key: i.key.clone(), content_type: i.content_type, initiated_unix_ms: now })
+        .create(UploadMeta {
+            bucket: i.bucket.clone(),
+            key: i.key.clone(),
+            content_type: i.content_type,
+            initiated_unix_ms: now,
+        })
         .await
         .map_err(multipart_err)?;
     Ok(S3Response::new(CreateMultipartUploadOutput {
@@ -292,7 +337,10 @@ pub async fn create_multipart_upload(
     }))
 }
 
-pub async fn upload_part(s3: &LakeS3, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+pub async fn upload_part(
+    s3: &LakeS3,
+    req: S3Request<UploadPartInput>,
+) -> S3Result<S3Response<UploadPartOutput>> {
     let i = req.input;
     s3.staging.meta(&i.upload_id, &i.bucket, &i.key).await.map_err(multipart_err)?;
     let (etag, _size) = match i.body {
@@ -316,12 +364,14 @@ pub async fn complete_multipart_upload(
         .into_iter()
         .map(|p| (p.part_number.unwrap_or(0), p.e_tag.map(|e| e.value().to_string()).unwrap_or_default()))
         .collect();
-    let (parts, _multipart_etag) = s3.staging.resolve_complete(&i.upload_id, &requested).await.map_err(multipart_err)?;
+    let (parts, _multipart_etag) =
+        s3.staging.resolve_complete(&i.upload_id, &requested).await.map_err(multipart_err)?;
     let total: u64 = parts.iter().map(|p| p.size).sum();
     let cond = put_condition(i.if_none_match.as_ref(), i.if_match.as_ref())?;
     let _guard = s3.lock_key(&i.bucket, &i.key).await;
     let body = Box::pin(concat_parts(parts));
-    let res = write_object(s3, &i.bucket, &i.key, body, Some(total), cond, meta.content_type.as_deref()).await;
+    let res =
+        write_object(s3, &i.bucket, &i.key, body, Some(total), cond, meta.content_type.as_deref()).await;
     s3.after_write(&i.bucket, &i.key);
     res?;
     s3.staging.remove(&i.upload_id).await.map_err(multipart_err)?;
@@ -345,7 +395,10 @@ pub async fn abort_multipart_upload(
     Ok(S3Response::new(AbortMultipartUploadOutput::default()))
 }
 
-pub async fn list_parts(s3: &LakeS3, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+pub async fn list_parts(
+    s3: &LakeS3,
+    req: S3Request<ListPartsInput>,
+) -> S3Result<S3Response<ListPartsOutput>> {
     let i = req.input;
     s3.staging.meta(&i.upload_id, &i.bucket, &i.key).await.map_err(multipart_err)?;
     let marker = i.part_number_marker.unwrap_or(0);

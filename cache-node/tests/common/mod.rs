@@ -84,9 +84,10 @@ impl Origin {
                     }
                 });
                 tokio::spawn(async move {
-                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+                    let _ =
+                        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await;
                 });
             }
         });
@@ -219,7 +220,9 @@ pub async fn body(out: aws_sdk_s3::operation::get_object::GetObjectOutput) -> Ve
 }
 
 /// The S3 error code and HTTP status of a failed SDK call.
-pub fn err_code<E>(e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> (String, u16)
+pub fn err_code<E>(
+    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> (String, u16)
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata,
 {
