@@ -7,6 +7,7 @@ mod http_range;
 mod http_report;
 mod origin;
 mod pagestore;
+mod ring;
 
 use std::io::IsTerminal;
 
@@ -32,6 +33,8 @@ enum Command {
     HttpReport(http_report::Args),
     /// The page store alone against fio.
     Pagestore(pagestore::Args),
+    /// The ring's balance, movement and lookup cost, next to a Maglev table.
+    Ring(ring::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,6 +51,7 @@ fn main() -> anyhow::Result<()> {
             .block_on(http_range::run(args)),
         Command::HttpReport(args) => http_report::run(args),
         Command::Pagestore(args) => multi_thread()?.block_on(pagestore::run(args)),
+        Command::Ring(args) => ring::run(args),
     }
 }
 

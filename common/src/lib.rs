@@ -3,5 +3,6 @@
 
 pub mod config;
 pub mod page;
+pub mod ring;
 pub mod shutdown;
 pub mod telemetry;
