@@ -6,6 +6,8 @@
 //! - `DELETE pins`     `{"bucket","key"}` remove a rule added here
 //! - `POST   prewarm`  `{"bucket","prefix"}` read everything under a prefix into the cache
 //! - `GET    stats`    tier usage and the I/O engine
+//! - `POST   invalidate` `{"bucket","key"}` forget an object (a router calls this on every
+//!   node after a write went through another node)
 //!
 //! Owns request parsing and the budget check; pin state is `policy::PinRules`, pinned
 //! pages are the disk tier's.
@@ -45,6 +47,13 @@ struct PrewarmRequest {
     bucket: String,
     #[serde(default)]
     prefix: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvalidateRequest {
+    bucket: String,
+    key: String,
 }
 
 type Reply = Response<s3s::Body>;
@@ -122,6 +131,15 @@ impl Admin {
                 }
             }
             (Method::GET, "/_lakecache/admin/stats") => self.stats(),
+            (Method::POST, "/_lakecache/admin/invalidate") => {
+                match serde_json::from_slice::<InvalidateRequest>(&body) {
+                    Ok(p) => {
+                        self.cache.invalidate(&p.bucket, &p.key);
+                        reply(StatusCode::OK, json!({ "invalidated": true }))
+                    }
+                    Err(e) => error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
+                }
+            }
             _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
         }
     }

@@ -177,7 +177,7 @@ impl Node {
     }
 }
 
-fn text(status: StatusCode, body: impl Into<String>) -> Response<s3s::Body> {
+pub fn text(status: StatusCode, body: impl Into<String>) -> Response<s3s::Body> {
     let mut r = Response::new(s3s::Body::from(body.into()));
     *r.status_mut() = status;
     r
@@ -190,6 +190,22 @@ pub async fn serve(
     node: Arc<Node>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let n = node.clone();
+    serve_http(listener, move |req| n.clone().handle(req), shutdown).await;
+    node.set_ready(false);
+    if let Some(d) = &node.cache.disk {
+        d.close().await;
+    }
+    Ok(())
+}
+
+/// The HTTP/1.1 + HTTP/2 accept loop shared by the cache node and the router: one task
+/// per connection, a debug span per request, graceful drain (10 s) on `shutdown`.
+pub async fn serve_http<F, Fut>(listener: TcpListener, handler: F, shutdown: impl Future<Output = ()>)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<s3s::Body>> + Send + 'static,
+{
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
@@ -206,19 +222,16 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let node = node.clone();
+                let handler = handler.clone();
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let node = node.clone();
                     let span = tracing::debug_span!(
                         "request",
                         method = %req.method(),
                         path = %req.uri().path(),
                         range = req.headers().get(http::header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or(""),
                     );
-                    tracing::Instrument::instrument(
-                        async move { Ok::<_, std::convert::Infallible>(node.handle(req).await) },
-                        span,
-                    )
+                    let fut = handler(req);
+                    tracing::Instrument::instrument(async move { Ok::<_, std::convert::Infallible>(fut.await) }, span)
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
                 let conn = graceful.watch(conn);
@@ -231,15 +244,10 @@ pub async fn serve(
             () = &mut shutdown => break,
         }
     }
-    node.set_ready(false);
     drop(listener);
     if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after 10 s; closing them");
     }
-    if let Some(d) = &node.cache.disk {
-        d.close().await;
-    }
-    Ok(())
 }
 
 /// `LakeS3` behind an `Arc`, so the custom route can share it.
@@ -346,7 +354,7 @@ impl s3s::S3 for SharedS3 {
 }
 
 /// Anonymous requests are allowed (signed ones were still verified by s3s).
-struct AllowAnonymous;
+pub struct AllowAnonymous;
 
 #[async_trait::async_trait]
 impl s3s::access::S3Access for AllowAnonymous {
@@ -356,8 +364,8 @@ impl s3s::access::S3Access for AllowAnonymous {
 }
 
 /// Virtual-host style for `<bucket>.<domain>`; any other Host is path style.
-struct Hosts {
-    domains: Vec<String>,
+pub struct Hosts {
+    pub domains: Vec<String>,
 }
 
 fn host_bucket<'a>(domains: &[String], host: &'a str) -> Option<&'a str> {

@@ -4,7 +4,7 @@
 //! One file per operation group: `read.rs` (GET/HEAD/List), `write.rs` (PUT, multipart,
 //! DELETE, COPY). No caching logic lives here.
 
-mod conditional;
+pub mod conditional;
 mod list;
 mod read;
 mod write;

@@ -1,0 +1,36 @@
+//! `router`: loads the config and serves until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use lakecache_router::config::RouterConfig;
+
+/// lakecache router: the S3 surface in front of a fleet of cache nodes, placing every page
+/// on its owner by consistent hashing. Keys are documented in config/router.toml.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Config file (TOML).
+    #[arg(long, short, env = "LAKECACHE_ROUTER_CONFIG")]
+    config: PathBuf,
+    /// Address to listen on ([server] listen).
+    #[arg(long, env = "LAKECACHE_ROUTER_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    lakecache_common::telemetry::init("info");
+    let args = Args::parse();
+    let mut cfg: RouterConfig = lakecache_common::config::load_toml(&args.config)?;
+    if let Some(l) = args.listen {
+        cfg.server.listen = l;
+    }
+    let listen = cfg.server.listen;
+    let node = lakecache_router::server::RouterNode::build(cfg)?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind {listen}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "router listening");
+    lakecache_router::server::serve(listener, node, lakecache_common::shutdown::signal()).await;
+    Ok(())
+}

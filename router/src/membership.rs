@@ -1,0 +1,219 @@
+//! Fleet membership: the configured cache nodes, which of them are healthy, and the ring
+//! of healthy nodes that placement uses. Active health checks (`/readyz`) and failed
+//! requests eject a node after `fail_threshold` failures; `rise_threshold` good checks
+//! bring it back. Rendezvous hashing means an ejection moves only that node's pages.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use parking_lot::RwLock;
+
+use crate::config::{FleetConfig, NodeConfig};
+
+pub const ROUTER_EJECTIONS: &str = "lakecache_router_ejections_total";
+pub const ROUTER_RING_NODES: &str = "lakecache_router_ring_nodes";
+
+/// One cache node as the router sees it.
+pub struct Member {
+    pub cfg: NodeConfig,
+    healthy: AtomicBool,
+    fails: AtomicU32,
+    rises: AtomicU32,
+    /// object_store clients for this node, one per bucket (S3 clients are per bucket).
+    stores: RwLock<HashMap<String, Arc<dyn ObjectStore>>>,
+}
+
+impl Member {
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
+}
+
+pub struct Fleet {
+    pub cfg: FleetConfig,
+    region: String,
+    members: Vec<Arc<Member>>,
+    live: RwLock<lakecache_common::ring::Ring>,
+    http: reqwest::Client,
+}
+
+impl Fleet {
+    pub fn new(nodes: Vec<NodeConfig>, cfg: FleetConfig, region: String) -> anyhow::Result<Arc<Fleet>> {
+        let members: Vec<Arc<Member>> = nodes
+            .into_iter()
+            .map(|n| {
+                Arc::new(Member {
+                    cfg: n,
+                    healthy: AtomicBool::new(true),
+                    fails: AtomicU32::new(0),
+                    rises: AtomicU32::new(0),
+                    stores: RwLock::new(HashMap::new()),
+                })
+            })
+            .collect();
+        let http = reqwest::Client::builder()
+            .timeout(cfg.health_timeout.max(cfg.request_timeout))
+            .no_proxy()
+            .build()?;
+        let fleet = Arc::new(Fleet { cfg, region, members, live: RwLock::new(Default::default()), http });
+        fleet.rebuild()?;
+        Ok(fleet)
+    }
+
+    fn rebuild(&self) -> anyhow::Result<()> {
+        let nodes: Vec<_> = self
+            .members
+            .iter()
+            .filter(|m| m.healthy())
+            .map(|m| lakecache_common::ring::Node { id: m.cfg.id.clone(), weight: m.cfg.weight })
+            .collect();
+        metrics::gauge!(ROUTER_RING_NODES).set(nodes.len() as f64);
+        *self.live.write() = lakecache_common::ring::Ring::new(nodes)?;
+        Ok(())
+    }
+
+    pub fn member(&self, id: &str) -> Option<&Arc<Member>> {
+        self.members.iter().find(|m| m.cfg.id == id)
+    }
+
+    pub fn members(&self) -> &[Arc<Member>] {
+        &self.members
+    }
+
+    /// The healthy nodes that should hold a page, best first (at most `n`).
+    pub fn owners(&self, bucket: &str, key: &str, page: u64, n: usize) -> Vec<Arc<Member>> {
+        let h = lakecache_common::ring::page_key_hash(bucket, key, page);
+        let ring = self.live.read().clone();
+        let mut out: Vec<Arc<Member>> =
+            ring.owners(h, n).into_iter().filter_map(|node| self.member(&node.id).cloned()).collect();
+        if out.is_empty() {
+            // Everything ejected: try the configured nodes anyway rather than refuse.
+            let all = lakecache_common::ring::Ring::new(
+                self.members
+                    .iter()
+                    .map(|m| lakecache_common::ring::Node { id: m.cfg.id.clone(), weight: m.cfg.weight })
+                    .collect(),
+            )
+            .unwrap_or_default();
+            out = all.owners(h, n).into_iter().filter_map(|node| self.member(&node.id).cloned()).collect();
+        }
+        out
+    }
+
+    /// The S3 client for `bucket` on `member`.
+    pub fn store(&self, member: &Member, bucket: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+        if let Some(s) = member.stores.read().get(bucket) {
+            return Ok(s.clone());
+        }
+        let s: Arc<dyn ObjectStore> = Arc::new(
+            AmazonS3Builder::new()
+                .with_endpoint(member.cfg.url.clone())
+                .with_bucket_name(bucket)
+                .with_region(self.region.clone())
+                .with_allow_http(true)
+                .with_access_key_id(self.cfg.node_key.access_key.clone())
+                .with_secret_access_key(self.cfg.node_key.secret_key.clone())
+                // Failover to the next owner is the router's job; a dead node must not
+                // hold a read for the client's retry budget.
+                .with_retry(object_store::RetryConfig { max_retries: 0, ..Default::default() })
+                .with_client_options(
+                    object_store::ClientOptions::new()
+                        .with_allow_http(true)
+                        .with_timeout(self.cfg.request_timeout)
+                        .with_connect_timeout(self.cfg.health_timeout),
+                )
+                .build()?,
+        );
+        member.stores.write().insert(bucket.to_string(), s.clone());
+        Ok(s)
+    }
+
+    /// Records a failed request or check; ejects the node at the threshold.
+    pub fn report_failure(&self, member: &Member) {
+        member.rises.store(0, Ordering::SeqCst);
+        let f = member.fails.fetch_add(1, Ordering::SeqCst) + 1;
+        if f >= self.cfg.fail_threshold && member.healthy.swap(false, Ordering::SeqCst) {
+            tracing::warn!(node = %member.cfg.id, failures = f, "ejecting cache node");
+            metrics::counter!(ROUTER_EJECTIONS).increment(1);
+            let _ = self.rebuild();
+        }
+    }
+
+    fn report_success(&self, member: &Member) {
+        member.fails.store(0, Ordering::SeqCst);
+        if !member.healthy() {
+            let r = member.rises.fetch_add(1, Ordering::SeqCst) + 1;
+            if r >= self.cfg.rise_threshold {
+                member.healthy.store(true, Ordering::SeqCst);
+                tracing::info!(node = %member.cfg.id, "cache node rejoins");
+                let _ = self.rebuild();
+            }
+        }
+    }
+
+    /// One round of active checks.
+    pub async fn check_all(&self) {
+        let checks = self.members.iter().map(|m| async move {
+            let ok = matches!(
+                tokio::time::timeout(self.cfg.health_timeout, self.http.get(format!("{}/readyz", m.cfg.url)).send()).await,
+                Ok(Ok(r)) if r.status().is_success()
+            );
+            (m, ok)
+        });
+        for (m, ok) in futures::future::join_all(checks).await {
+            if ok {
+                self.report_success(m);
+            } else {
+                self.report_failure(m);
+            }
+        }
+    }
+
+    /// Runs health checks until the fleet is dropped.
+    pub fn spawn_health_checks(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let every = self.cfg.health_interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(f) = weak.upgrade() else { break };
+                f.check_all().await;
+            }
+        });
+    }
+
+    /// Tells every node to forget an object (after a write through one of them).
+    pub async fn invalidate_everywhere(&self, bucket: &str, key: &str) {
+        let body = serde_json::json!({ "bucket": bucket, "key": key });
+        let calls = self.members.iter().map(|m| {
+            let req = self
+                .http
+                .post(format!("{}/_lakecache/admin/invalidate", m.cfg.url))
+                .bearer_auth(&self.cfg.node_admin_token)
+                .json(&body);
+            async move { (m, req.send().await) }
+        });
+        for (m, r) in futures::future::join_all(calls).await {
+            match r {
+                Ok(r) if r.status().is_success() => {}
+                // A node that misses this still cannot serve old bytes through the router:
+                // every read carries If-Match with the version the router resolved.
+                Ok(r) => tracing::warn!(node = %m.cfg.id, status = %r.status(), "invalidation refused"),
+                Err(e) => tracing::warn!(node = %m.cfg.id, error = %e, "invalidation failed"),
+            }
+        }
+    }
+
+    pub async fn invalidate_on(&self, member: &Member, bucket: &str, key: &str) {
+        let _ = self
+            .http
+            .post(format!("{}/_lakecache/admin/invalidate", member.cfg.url))
+            .bearer_auth(&self.cfg.node_admin_token)
+            .json(&serde_json::json!({ "bucket": bucket, "key": key }))
+            .send()
+            .await;
+    }
+}

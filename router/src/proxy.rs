@@ -1,0 +1,354 @@
+//! The router's S3 surface: reads are placed page by page on the ring and streamed back
+//! in order, each page run from its owner with failover to the next owners; writes go to
+//! the owner of the object's first page (so writes to one key meet in one node, whose key
+//! lock makes conditional PUTs atomic) and are then invalidated on every node.
+//!
+//! Every page read carries `If-Match` with the version the router resolved, so a node
+//! holding stale metadata answers 412 instead of old bytes; the router then invalidates
+//! that node and reads again.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use lakecache_cache_node::cache::ObjectMeta;
+use lakecache_cache_node::s3::conditional::Conditions;
+use lakecache_common::page::{ByteRange, PageGeometry, RequestedRange};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use s3s::dto::*;
+use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+use tokio::sync::mpsc;
+
+use crate::membership::{Fleet, Member};
+
+pub const ROUTER_REQUESTS: &str = "lakecache_router_upstream_requests_total";
+pub const ROUTER_FAILOVERS: &str = "lakecache_router_failovers_total";
+
+/// Largest body a PUT through the router buffers (larger uploads: multipart, to come).
+const PUT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+pub struct Router {
+    pub fleet: Arc<Fleet>,
+    geometry: PageGeometry,
+}
+
+impl Router {
+    pub fn new(fleet: Arc<Fleet>) -> anyhow::Result<Self> {
+        let geometry = PageGeometry::new(fleet.cfg.page_size.as_u64())
+            .ok_or_else(|| anyhow::anyhow!("bad page size"))?;
+        Ok(Self { fleet, geometry })
+    }
+
+    fn path(key: &str) -> S3Result<Path> {
+        Path::parse(key)
+            .map_err(|e| S3Error::with_message(S3ErrorCode::InvalidArgument, format!("Invalid key: {e}")))
+    }
+
+    /// Metadata from the owner of page 0, with failover.
+    async fn head(&self, bucket: &str, key: &str) -> S3Result<ObjectMeta> {
+        let path = Self::path(key)?;
+        let mut last = None;
+        for m in self.fleet.owners(bucket, key, 0, self.fleet.cfg.failover_attempts) {
+            let store = self.fleet.store(&m, bucket).map_err(map_err)?;
+            metrics::counter!(ROUTER_REQUESTS, "node" => m.cfg.id.clone(), "op" => "head").increment(1);
+            match store.get_opts(&path, GetOptions { head: true, ..Default::default() }).await {
+                Ok(r) => {
+                    let ct = r.attributes.get(&object_store::Attribute::ContentType).map(|v| v.to_string());
+                    return Ok(ObjectMeta::from_store(&r.meta, ct));
+                }
+                Err(e) if is_node_failure(&e) => {
+                    self.fleet.report_failure(&m);
+                    metrics::counter!(ROUTER_FAILOVERS).increment(1);
+                    last = Some(e);
+                }
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Err(last.map(map_err).unwrap_or_else(|| s3_error!(ServiceUnavailable, "No cache node is available")))
+    }
+
+    /// Streams `range` of the object, one run of same-owner pages after another.
+    fn stream(
+        &self,
+        bucket: &str,
+        key: &str,
+        meta: &ObjectMeta,
+        range: ByteRange,
+    ) -> mpsc::Receiver<std::io::Result<Bytes>> {
+        let (tx, rx) = mpsc::channel(4);
+        // Runs of consecutive pages with the same first owner.
+        let mut runs: Vec<(ByteRange, Vec<Arc<Member>>)> = Vec::new();
+        for s in self.geometry.slices(range.start..range.end) {
+            let owners = self.fleet.owners(bucket, key, s.index, self.fleet.cfg.failover_attempts);
+            let start = s.index * self.geometry.page_size_bytes() + s.offset_in_page as u64;
+            let end = start + s.len as u64;
+            match runs.last_mut() {
+                Some((r, o))
+                    if o.first().map(|m| &m.cfg.id) == owners.first().map(|m| &m.cfg.id)
+                        && r.end == start =>
+                {
+                    r.end = end
+                }
+                _ => runs.push((ByteRange { start, end }, owners)),
+            }
+        }
+        let fleet = self.fleet.clone();
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        let etag = meta
+            .origin_etag
+            .clone()
+            .or_else(|| meta.etag.clone())
+            .map(|e| format!("\"{}\"", e.trim_matches('"')));
+        tokio::spawn(async move {
+            for (r, owners) in runs {
+                if !send_run(&fleet, &bucket, &key, etag.as_deref(), r, &owners, &tx).await {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+}
+
+/// Sends one run, failing over between owners and resuming where the last one stopped.
+/// Returns false when the response is over (error sent or client gone).
+async fn send_run(
+    fleet: &Fleet,
+    bucket: &str,
+    key: &str,
+    etag: Option<&str>,
+    run: ByteRange,
+    owners: &[Arc<Member>],
+    tx: &mpsc::Sender<std::io::Result<Bytes>>,
+) -> bool {
+    let Ok(path) = Path::parse(key) else { return false };
+    let mut pos = run.start;
+    let mut stale_retry = true;
+    let mut i = 0;
+    while pos < run.end {
+        let Some(m) = owners.get(i) else {
+            let _ = tx.send(Err(std::io::Error::other("no cache node could serve the range"))).await;
+            return false;
+        };
+        let store = match fleet.store(m, bucket) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                return false;
+            }
+        };
+        metrics::counter!(ROUTER_REQUESTS, "node" => m.cfg.id.clone(), "op" => "get").increment(1);
+        let opts = GetOptions {
+            range: Some(GetRange::Bounded(pos..run.end)),
+            if_match: etag.map(str::to_string),
+            ..Default::default()
+        };
+        let res = store.get_opts(&path, opts).await;
+        let mut body = match res {
+            Ok(r) => r.into_stream(),
+            Err(object_store::Error::Precondition { .. }) if stale_retry => {
+                // The node holds an older version than the router resolved: make it forget.
+                stale_retry = false;
+                fleet.invalidate_on(m, bucket, key).await;
+                continue;
+            }
+            Err(e) if is_node_failure(&e) => {
+                fleet.report_failure(m);
+                metrics::counter!(ROUTER_FAILOVERS).increment(1);
+                i += 1;
+                continue;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                return false;
+            }
+        };
+        let mut failed = false;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(c) => {
+                    let take = c.len().min((run.end - pos) as usize);
+                    pos += take as u64;
+                    if tx.send(Ok(c.slice(..take))).await.is_err() {
+                        return false;
+                    }
+                }
+                Err(_) => {
+                    fleet.report_failure(m);
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed || pos < run.end {
+            metrics::counter!(ROUTER_FAILOVERS).increment(1);
+            i += 1;
+        }
+    }
+    true
+}
+
+fn is_node_failure(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::Generic { .. })
+        && !e.to_string().contains("NoSuchBucket")
+        && !e.to_string().contains("InvalidRange")
+}
+
+fn map_err(e: object_store::Error) -> S3Error {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. } => s3_error!(NoSuchKey),
+        E::Precondition { .. } | E::AlreadyExists { .. } => {
+            s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+        }
+        E::NotModified { .. } => s3_error!(NotModified),
+        other if other.to_string().contains("NoSuchBucket") => s3_error!(NoSuchBucket),
+        other => {
+            tracing::warn!(error = %other, "cache node request failed");
+            s3_error!(ServiceUnavailable, "The cache fleet could not serve the request; please retry.")
+        }
+    }
+}
+
+fn resolve_range(range: Option<&Range>, size: u64) -> S3Result<(ByteRange, bool)> {
+    match range {
+        None => Ok((ByteRange { start: 0, end: size }, false)),
+        Some(r) => {
+            let req = match *r {
+                Range::Int { first, last } => RequestedRange::FromTo { first, last },
+                Range::Suffix { length } => RequestedRange::Suffix { len: length },
+            };
+            req.resolve(size)
+                .map(|b| (b, true))
+                .map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for Router {
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let i = &req.input;
+        if i.part_number.is_some() {
+            return Err(s3_error!(NotImplemented, "Reading by partNumber is not supported"));
+        }
+        let meta = self.head(&i.bucket, &i.key).await?;
+        Conditions {
+            if_match: i.if_match.as_ref(),
+            if_none_match: i.if_none_match.as_ref(),
+            if_modified_since: i.if_modified_since.as_ref(),
+            if_unmodified_since: i.if_unmodified_since.as_ref(),
+        }
+        .check(&meta)?;
+        let (range, partial) = resolve_range(i.range.as_ref(), meta.size)?;
+        let rx = self.stream(&i.bucket, &i.key, &meta, range);
+        Ok(S3Response::new(GetObjectOutput {
+            body: Some(StreamingBlob::wrap(tokio_stream::wrappers::ReceiverStream::new(rx))),
+            content_length: Some(range.len() as i64),
+            content_range: partial.then(|| format!("bytes {}-{}/{}", range.start, range.end - 1, meta.size)),
+            accept_ranges: Some("bytes".into()),
+            e_tag: meta.etag.clone().map(ETag::Strong),
+            last_modified: Some(Timestamp::from(meta.last_modified)),
+            content_type: Some(
+                meta.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        let i = &req.input;
+        let meta = self.head(&i.bucket, &i.key).await?;
+        Conditions {
+            if_match: i.if_match.as_ref(),
+            if_none_match: i.if_none_match.as_ref(),
+            if_modified_since: i.if_modified_since.as_ref(),
+            if_unmodified_since: i.if_unmodified_since.as_ref(),
+        }
+        .check(&meta)?;
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some(meta.size as i64),
+            accept_ranges: Some("bytes".into()),
+            e_tag: meta.etag.clone().map(ETag::Strong),
+            last_modified: Some(Timestamp::from(meta.last_modified)),
+            content_type: Some(
+                meta.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let i = req.input;
+        let path = Self::path(&i.key)?;
+        let mode = match (&i.if_none_match, &i.if_match) {
+            (Some(c), None) if c.is_any() => PutMode::Create,
+            (None, Some(ETagCondition::ETag(e))) => PutMode::Update(UpdateVersion {
+                e_tag: Some(e.value().trim_matches('"').to_string()),
+                version: None,
+            }),
+            (None, None) => PutMode::Overwrite,
+            _ => {
+                return Err(s3_error!(
+                    NotImplemented,
+                    "This conditional PUT is not supported through the router yet"
+                ));
+            }
+        };
+        let mut chunks = Vec::new();
+        let mut total = 0u64;
+        if let Some(mut b) = i.body {
+            while let Some(c) = b.next().await {
+                let c = c.map_err(|e| S3Error::with_message(S3ErrorCode::IncompleteBody, e.to_string()))?;
+                total += c.len() as u64;
+                if total > PUT_MAX_BYTES {
+                    return Err(s3_error!(EntityTooLarge, "PUT through the router is limited to 256 MiB"));
+                }
+                chunks.push(c);
+            }
+        }
+        let payload: PutPayload = chunks.into_iter().collect();
+        // The owner of page 0 takes every write of the key; no failover for writes: a
+        // retry is the client's decision.
+        let owner = self
+            .fleet
+            .owners(&i.bucket, &i.key, 0, 1)
+            .into_iter()
+            .next()
+            .ok_or_else(|| s3_error!(ServiceUnavailable))?;
+        let store = self.fleet.store(&owner, &i.bucket).map_err(map_err)?;
+        metrics::counter!(ROUTER_REQUESTS, "node" => owner.cfg.id.clone(), "op" => "put").increment(1);
+        let res = store.put_opts(&path, payload, PutOptions { mode, ..Default::default() }).await;
+        self.fleet.invalidate_everywhere(&i.bucket, &i.key).await;
+        let r = res.map_err(map_err)?;
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: r.e_tag.map(|e| ETag::Strong(e.trim_matches('"').to_string())),
+            size: Some(total as i64),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let i = req.input;
+        let path = Self::path(&i.key)?;
+        let owner = self
+            .fleet
+            .owners(&i.bucket, &i.key, 0, 1)
+            .into_iter()
+            .next()
+            .ok_or_else(|| s3_error!(ServiceUnavailable))?;
+        let store = self.fleet.store(&owner, &i.bucket).map_err(map_err)?;
+        let res = store.delete(&path).await;
+        self.fleet.invalidate_everywhere(&i.bucket, &i.key).await;
+        match res {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                Ok(S3Response::new(DeleteObjectOutput::default()))
+            }
+            Err(e) => Err(map_err(e)),
+        }
+    }
+}
