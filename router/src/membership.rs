@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use object_store::ObjectStore;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
 use parking_lot::RwLock;
 
 use crate::config::{FleetConfig, NodeConfig};
@@ -23,7 +23,7 @@ pub struct Member {
     fails: AtomicU32,
     rises: AtomicU32,
     /// object_store clients for this node, one per bucket (S3 clients are per bucket).
-    stores: RwLock<HashMap<String, Arc<dyn ObjectStore>>>,
+    stores: RwLock<HashMap<String, Arc<AmazonS3>>>,
 }
 
 impl Member {
@@ -105,10 +105,15 @@ impl Fleet {
 
     /// The S3 client for `bucket` on `member`.
     pub fn store(&self, member: &Member, bucket: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+        Ok(self.s3_client(member, bucket)? as Arc<dyn ObjectStore>)
+    }
+
+    /// The same client with its S3-specific API (multipart uploads).
+    pub fn s3_client(&self, member: &Member, bucket: &str) -> Result<Arc<AmazonS3>, object_store::Error> {
         if let Some(s) = member.stores.read().get(bucket) {
             return Ok(s.clone());
         }
-        let s: Arc<dyn ObjectStore> = Arc::new(
+        let s = Arc::new(
             AmazonS3Builder::new()
                 .with_endpoint(member.cfg.url.clone())
                 .with_bucket_name(bucket)

@@ -15,6 +15,7 @@ use lakecache_cache_node::cache::ObjectMeta;
 use lakecache_cache_node::s3::conditional::Conditions;
 use lakecache_common::page::{ByteRange, PageGeometry, RequestedRange};
 use object_store::path::Path;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::{GetOptions, GetRange, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
@@ -66,6 +67,23 @@ impl Router {
             }
         }
         Err(last.map(map_err).unwrap_or_else(|| s3_error!(ServiceUnavailable, "No cache node is available")))
+    }
+
+    /// The owner of the key's first page: every write of the key goes there.
+    fn key_owner(&self, bucket: &str, key: &str) -> S3Result<Arc<Member>> {
+        self.fleet
+            .owners(bucket, key, 0, 1)
+            .into_iter()
+            .next()
+            .ok_or_else(|| s3_error!(ServiceUnavailable, "No cache node is available"))
+    }
+
+    /// The S3 client of the key's owner, as the multipart API (object_store's
+    /// `MultipartStore` is implemented by its S3 client).
+    fn multipart(&self, bucket: &str, key: &str) -> S3Result<(Arc<Member>, Arc<object_store::aws::AmazonS3>)> {
+        let m = self.key_owner(bucket, key)?;
+        let s = self.fleet.s3_client(&m, bucket).map_err(map_err)?;
+        Ok((m, s))
     }
 
     /// Streams `range` of the object, one run of same-owner pages after another.
@@ -327,6 +345,180 @@ impl S3 for Router {
             size: Some(total as i64),
             ..Default::default()
         }))
+    }
+
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        use lakecache_cache_node::s3::list::{fetch_listing, prefix_dir, render_v2};
+        let prefix = req.input.prefix.clone().unwrap_or_default();
+        let dir = prefix_dir(&prefix).to_string();
+        let mut last = None;
+        // Any node can list (listings are not placed by page); spread by directory.
+        for m in self.fleet.owners(&req.input.bucket, &dir, 0, self.fleet.cfg.failover_attempts) {
+            let store = self.fleet.store(&m, &req.input.bucket).map_err(map_err)?;
+            metrics::counter!(ROUTER_REQUESTS, "node" => m.cfg.id.clone(), "op" => "list").increment(1);
+            match fetch_listing(&store, &dir).await {
+                Ok(entries) => return render_v2(&entries, req.input).map(S3Response::new),
+                Err(e) if is_node_failure(&e) => {
+                    self.fleet.report_failure(&m);
+                    last = Some(e);
+                }
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Err(last.map(map_err).unwrap_or_else(|| s3_error!(ServiceUnavailable, "No cache node is available")))
+    }
+
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        let i = req.input;
+        let (src_bucket, src_key) = match &i.copy_source {
+            CopySource::Bucket { bucket, key, version_id: None } => (bucket.to_string(), key.to_string()),
+            _ => return Err(s3_error!(NotImplemented, "Only bucket/key copy sources are supported")),
+        };
+        if src_bucket != i.bucket {
+            return Err(s3_error!(NotImplemented, "Copying across buckets through the router is not supported yet"));
+        }
+        let owner = self.key_owner(&i.bucket, &i.key)?;
+        let store = self.fleet.store(&owner, &i.bucket).map_err(map_err)?;
+        let res = store.copy(&Self::path(&src_key)?, &Self::path(&i.key)?).await;
+        self.fleet.invalidate_everywhere(&i.bucket, &i.key).await;
+        res.map_err(map_err)?;
+        let meta = self.head(&i.bucket, &i.key).await?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: meta.etag.map(ETag::Strong),
+                last_modified: Some(Timestamp::from(meta.last_modified)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let i = req.input;
+        if i.delete.objects.len() > 1000 {
+            return Err(s3_error!(MalformedXML, "At most 1000 keys can be deleted in one request"));
+        }
+        let quiet = i.delete.quiet.unwrap_or(false);
+        let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+        for o in i.delete.objects {
+            let res = match (self.key_owner(&i.bucket, &o.key), Self::path(&o.key)) {
+                (Ok(m), Ok(path)) => match self.fleet.store(&m, &i.bucket) {
+                    Ok(store) => store.delete(&path).await.map_err(map_err),
+                    Err(e) => Err(map_err(e)),
+                },
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+            self.fleet.invalidate_everywhere(&i.bucket, &o.key).await;
+            match res {
+                Ok(()) => {
+                    if !quiet {
+                        deleted.push(DeletedObject { key: Some(o.key), ..Default::default() });
+                    }
+                }
+                Err(e) if e.code() == &S3ErrorCode::NoSuchKey => {
+                    if !quiet {
+                        deleted.push(DeletedObject { key: Some(o.key), ..Default::default() });
+                    }
+                }
+                Err(e) => errors.push(Error {
+                    key: Some(o.key),
+                    code: Some(e.code().as_str().to_string()),
+                    message: e.message().map(str::to_string),
+                    ..Default::default()
+                }),
+            }
+        }
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: (!deleted.is_empty()).then_some(deleted),
+            errors: (!errors.is_empty()).then_some(errors),
+            ..Default::default()
+        }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let i = req.input;
+        let (_, s3) = self.multipart(&i.bucket, &i.key)?;
+        let id = s3.create_multipart(&Self::path(&i.key)?).await.map_err(map_err)?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(i.bucket),
+            key: Some(i.key),
+            upload_id: Some(id),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        let i = req.input;
+        if i.part_number < 1 {
+            return Err(s3_error!(InvalidArgument, "Part numbers start at 1"));
+        }
+        let (_, s3) = self.multipart(&i.bucket, &i.key)?;
+        let mut chunks = Vec::new();
+        let mut total = 0u64;
+        if let Some(mut b) = i.body {
+            while let Some(c) = b.next().await {
+                let c = c.map_err(|e| S3Error::with_message(S3ErrorCode::IncompleteBody, e.to_string()))?;
+                total += c.len() as u64;
+                if total > PUT_MAX_BYTES {
+                    return Err(s3_error!(EntityTooLarge, "Parts through the router are limited to 256 MiB"));
+                }
+                chunks.push(c);
+            }
+        }
+        let payload: PutPayload = chunks.into_iter().collect();
+        let part = s3
+            .put_part(&Self::path(&i.key)?, &i.upload_id, (i.part_number - 1) as usize, payload)
+            .await
+            .map_err(map_err)?;
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(ETag::Strong(part.content_id.trim_matches('"').to_string())),
+            ..Default::default()
+        }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let i = req.input;
+        let parts = i.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+        // object_store numbers parts by position: the client's numbers must be 1, 2, … N,
+        // which is what every SDK sends.
+        for (n, p) in parts.iter().enumerate() {
+            if p.part_number != Some(n as i32 + 1) {
+                return Err(s3_error!(NotImplemented, "Through the router, parts must be numbered 1..N without gaps"));
+            }
+        }
+        let ids: Vec<PartId> = parts
+            .iter()
+            .map(|p| PartId {
+                content_id: p.e_tag.as_ref().map(|e| format!("\"{}\"", e.value().trim_matches('"'))).unwrap_or_default(),
+            })
+            .collect();
+        let (_, s3) = self.multipart(&i.bucket, &i.key)?;
+        let res = s3.complete_multipart(&Self::path(&i.key)?, &i.upload_id, ids).await;
+        self.fleet.invalidate_everywhere(&i.bucket, &i.key).await;
+        let r = res.map_err(map_err)?;
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(i.bucket.clone()),
+            key: Some(i.key.clone()),
+            e_tag: r.e_tag.map(|e| ETag::Strong(e.trim_matches('"').to_string())),
+            location: Some(format!("/{}/{}", i.bucket, i.key)),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let i = req.input;
+        let (_, s3) = self.multipart(&i.bucket, &i.key)?;
+        s3.abort_multipart(&Self::path(&i.key)?, &i.upload_id).await.map_err(map_err)?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 
     async fn delete_object(

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
+use object_store::ObjectStore;
 use object_store::path::Path;
 use parking_lot::Mutex;
 use s3s::dto::*;
@@ -17,7 +18,7 @@ use super::{LakeS3, origin_err};
 use crate::origin::OriginError;
 
 #[derive(Debug, Clone)]
-struct Entry {
+pub struct Entry {
     key: String,
     size: u64,
     etag: Option<String>,
@@ -45,10 +46,7 @@ impl ListCache {
 
 /// Every object under the directory part of `prefix`, sorted by key, filtered by `prefix`.
 async fn listing(s3: &LakeS3, bucket: &str, prefix: &str) -> S3Result<Listing> {
-    let dir = match prefix.rfind('/') {
-        Some(i) => &prefix[..i],
-        None => "",
-    };
+    let dir = prefix_dir(prefix);
     let ck = (bucket.to_string(), dir.to_string());
     if !s3.lists.ttl.is_zero()
         && let Some((t, l)) = s3.lists.map.lock().get(&ck)
@@ -57,42 +55,49 @@ async fn listing(s3: &LakeS3, bucket: &str, prefix: &str) -> S3Result<Listing> {
         return Ok(filter(l, prefix));
     }
     let store = s3.cache.origins.store(bucket).map_err(origin_err)?;
-    let dir_path = if dir.is_empty() {
-        None
-    } else {
-        match Path::parse(dir) {
-            Ok(p) => Some(p),
-            // A prefix no store path can have matches nothing.
-            Err(_) => return Ok(Arc::new(Vec::new())),
-        }
-    };
-    let origins = s3.cache.origins.clone();
-    let metas: Vec<object_store::ObjectMeta> = origins
-        .call("list", store.list(dir_path.as_ref()).try_collect())
+    let all = s3
+        .cache
+        .origins
+        .call("list", fetch_listing(&store, dir))
         .await
         .or_else(|e| match e {
             OriginError::NotFound => Ok(Vec::new()),
             e => Err(e),
         })
         .map_err(origin_err)?;
-    let mut all: Vec<Entry> = metas
-        .into_iter()
-        .map(|m| {
-            let meta = crate::cache::ObjectMeta::from_store(&m, None);
-            Entry {
-                key: m.location.to_string(),
-                size: m.size,
-                etag: meta.etag,
-                last_modified: meta.last_modified,
-            }
-        })
-        .collect();
-    all.sort_by(|a, b| a.key.cmp(&b.key));
     let all = Arc::new(all);
     if !s3.lists.ttl.is_zero() {
         s3.lists.map.lock().insert(ck, (Instant::now(), all.clone()));
     }
     Ok(filter(&all, prefix))
+}
+
+/// Every object under the directory `dir` of `store`, sorted by key. A directory no
+/// store path can name holds nothing.
+pub async fn fetch_listing(store: &Arc<dyn ObjectStore>, dir: &str) -> object_store::Result<Vec<Entry>> {
+    let dir_path = if dir.is_empty() {
+        None
+    } else {
+        match Path::parse(dir) {
+            Ok(p) => Some(p),
+            Err(_) => return Ok(Vec::new()),
+        }
+    };
+    let metas: Vec<object_store::ObjectMeta> = store.list(dir_path.as_ref()).try_collect().await?;
+    let mut all: Vec<Entry> = metas
+        .into_iter()
+        .map(|m| {
+            let meta = crate::cache::ObjectMeta::from_store(&m, None);
+            Entry { key: m.location.to_string(), size: m.size, etag: meta.etag, last_modified: meta.last_modified }
+        })
+        .collect();
+    all.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(all)
+}
+
+/// The directory part of a prefix: what a path-based listing must cover.
+pub fn prefix_dir(prefix: &str) -> &str {
+    prefix.rfind('/').map_or("", |i| &prefix[..i])
 }
 
 fn filter(all: &Listing, prefix: &str) -> Listing {
@@ -224,7 +229,13 @@ pub async fn list_objects_v2(
     s3: &LakeS3,
     req: S3Request<ListObjectsV2Input>,
 ) -> S3Result<S3Response<ListObjectsV2Output>> {
-    let i = req.input;
+    let prefix = req.input.prefix.clone().unwrap_or_default();
+    let entries = listing(s3, &req.input.bucket, &prefix).await?;
+    render_v2(&entries, req.input).map(S3Response::new)
+}
+
+/// A ListObjectsV2 answer from a sorted listing that covers the prefix.
+pub fn render_v2(entries: &[Entry], i: ListObjectsV2Input) -> S3Result<ListObjectsV2Output> {
     let prefix = i.prefix.clone().unwrap_or_default();
     let max = max_keys(i.max_keys)?;
     let token_key = i.continuation_token.as_deref().map(token_decode).transpose()?;
@@ -232,12 +243,13 @@ pub async fn list_objects_v2(
         (Some(t), Some(s)) => Some(t.max(s)),
         (t, s) => t.or(s),
     };
-    let entries = listing(s3, &i.bucket, &prefix).await?;
-    let p = page(&entries, &prefix, i.delimiter.as_deref(), marker.as_deref(), max);
+    let start = entries.partition_point(|e| e.key.as_str() < prefix.as_str());
+    let end = start + entries[start..].iter().take_while(|e| e.key.starts_with(&prefix)).count();
+    let p = page(&entries[start..end], &prefix, i.delimiter.as_deref(), marker.as_deref(), max);
     let encode = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
     let r = render(&p, encode);
     let enc = |s: String| if encode { url_encode(&s) } else { s };
-    Ok(S3Response::new(ListObjectsV2Output {
+    Ok(ListObjectsV2Output {
         name: Some(i.bucket),
         prefix: Some(enc(prefix)),
         delimiter: i.delimiter.map(enc),
@@ -251,7 +263,7 @@ pub async fn list_objects_v2(
         contents: (!r.contents.is_empty()).then_some(r.contents),
         common_prefixes: (!r.prefixes.is_empty()).then_some(r.prefixes),
         ..Default::default()
-    }))
+    })
 }
 
 pub async fn list_objects_v1(

@@ -5,7 +5,7 @@
 //! DELETE, COPY). No caching logic lives here.
 
 pub mod conditional;
-mod list;
+pub mod list;
 mod read;
 mod write;
 
