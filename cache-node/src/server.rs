@@ -158,7 +158,15 @@ impl Node {
         if path.starts_with("/_lakecache/") {
             return self.admin.handle(req).await;
         }
-        let op = req.method().as_str().to_string();
+        // A fixed label set: the method token comes from the client.
+        let op = match *req.method() {
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            Method::PUT => "PUT",
+            Method::POST => "POST",
+            Method::DELETE => "DELETE",
+            _ => "OTHER",
+        };
         match hyper::service::Service::call(&self.s3, req).await {
             Ok(resp) => {
                 metrics::counter!(m::S3_REQUESTS, "method" => op, "status" => resp.status().as_str().to_string()).increment(1);

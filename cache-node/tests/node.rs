@@ -383,3 +383,33 @@ async fn list_ttl_reuses_listings_until_a_write_through_the_node() {
     );
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_object_releases_its_old_pinned_pages() {
+    let (_d, origin, node) = setup_with(IoEngineChoice::Auto, |c| {
+        c.pins.rules =
+            vec![lakecache_cache_node::config::PinRule { bucket: "bkt".into(), key: "hot/**".into() }];
+    })
+    .await;
+    let c = node.client();
+    let v1 = pattern(95, 300_000);
+    origin.put_file("bkt", "hot/obj.bin", &v1);
+    assert_eq!(body(c.get_object().bucket("bkt").key("hot/obj.bin").send().await.unwrap()).await, v1);
+    node.wait_disk_pages(5).await;
+    let v2 = pattern(96, 100_000);
+    origin.put_file("bkt", "hot/obj.bin", &v2); // behind the node's back
+    tokio::time::sleep(Duration::from_millis(300)).await; // past metadata_ttl
+    assert_eq!(body(c.get_object().bucket("bkt").key("hot/obj.bin").send().await.unwrap()).await, v2);
+    for _ in 0..300 {
+        if node.node.cache.pinned_bytes() == v2.len() as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        node.node.cache.pinned_bytes(),
+        v2.len() as u64,
+        "the old version's pinned pages were released"
+    );
+    node.stop().await;
+}

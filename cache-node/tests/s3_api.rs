@@ -597,3 +597,20 @@ async fn local_directory_origin_reads_writes_and_caches() {
     assert_eq!(listed.buckets().iter().filter_map(|b| b.name()).collect::<Vec<_>>(), ["bkt"]);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_a_store_would_rewrite_are_refused_not_aliased() {
+    let (_d, origin, node) = setup().await;
+    let c = node.client();
+    origin.put_file("bkt", "dir", b"the real object");
+    // `dir/` would be stored as `dir` by the origin client: refused instead of overwriting it.
+    let e =
+        c.put_object().bucket("bkt").key("dir/").body(ByteStream::from_static(b"")).send().await.unwrap_err();
+    assert_eq!(err_code(&e), ("InvalidArgument".to_string(), 400));
+    assert_eq!(std::fs::read(origin.root.join("bkt/dir")).unwrap(), b"the real object");
+    for key in ["dir/", "a//b"] {
+        let e = c.get_object().bucket("bkt").key(key).send().await.unwrap_err();
+        assert_eq!(err_code(&e).1, 400, "{key}");
+    }
+    node.stop().await;
+}

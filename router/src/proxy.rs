@@ -14,8 +14,8 @@ use futures::StreamExt;
 use lakecache_cache_node::cache::ObjectMeta;
 use lakecache_cache_node::s3::conditional::Conditions;
 use lakecache_common::page::{ByteRange, PageGeometry, RequestedRange};
-use object_store::path::Path;
 use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
@@ -80,7 +80,11 @@ impl Router {
 
     /// The S3 client of the key's owner, as the multipart API (object_store's
     /// `MultipartStore` is implemented by its S3 client).
-    fn multipart(&self, bucket: &str, key: &str) -> S3Result<(Arc<Member>, Arc<object_store::aws::AmazonS3>)> {
+    fn multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> S3Result<(Arc<Member>, Arc<object_store::aws::AmazonS3>)> {
         let m = self.key_owner(bucket, key)?;
         let s = self.fleet.s3_client(&m, bucket).map_err(map_err)?;
         Ok((m, s))
@@ -347,16 +351,20 @@ impl S3 for Router {
         }))
     }
 
-    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
-        use lakecache_cache_node::s3::list::{fetch_listing, prefix_dir, render_v2};
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        use lakecache_cache_node::s3::list::{fetch_listing, one_level, prefix_dir, render_v2};
         let prefix = req.input.prefix.clone().unwrap_or_default();
         let dir = prefix_dir(&prefix).to_string();
+        let delimited = one_level(&prefix, req.input.delimiter.as_deref());
         let mut last = None;
         // Any node can list (listings are not placed by page); spread by directory.
         for m in self.fleet.owners(&req.input.bucket, &dir, 0, self.fleet.cfg.failover_attempts) {
             let store = self.fleet.store(&m, &req.input.bucket).map_err(map_err)?;
             metrics::counter!(ROUTER_REQUESTS, "node" => m.cfg.id.clone(), "op" => "list").increment(1);
-            match fetch_listing(&store, &dir).await {
+            match fetch_listing(&store, &dir, delimited).await {
                 Ok(entries) => return render_v2(&entries, req.input).map(S3Response::new),
                 Err(e) if is_node_failure(&e) => {
                     self.fleet.report_failure(&m);
@@ -375,7 +383,10 @@ impl S3 for Router {
             _ => return Err(s3_error!(NotImplemented, "Only bucket/key copy sources are supported")),
         };
         if src_bucket != i.bucket {
-            return Err(s3_error!(NotImplemented, "Copying across buckets through the router is not supported yet"));
+            return Err(s3_error!(
+                NotImplemented,
+                "Copying across buckets through the router is not supported yet"
+            ));
         }
         let owner = self.key_owner(&i.bucket, &i.key)?;
         let store = self.fleet.store(&owner, &i.bucket).map_err(map_err)?;
@@ -393,7 +404,10 @@ impl S3 for Router {
         }))
     }
 
-    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let i = req.input;
         if i.delete.objects.len() > 1000 {
             return Err(s3_error!(MalformedXML, "At most 1000 keys can be deleted in one request"));
@@ -489,13 +503,20 @@ impl S3 for Router {
         // which is what every SDK sends.
         for (n, p) in parts.iter().enumerate() {
             if p.part_number != Some(n as i32 + 1) {
-                return Err(s3_error!(NotImplemented, "Through the router, parts must be numbered 1..N without gaps"));
+                return Err(s3_error!(
+                    NotImplemented,
+                    "Through the router, parts must be numbered 1..N without gaps"
+                ));
             }
         }
         let ids: Vec<PartId> = parts
             .iter()
             .map(|p| PartId {
-                content_id: p.e_tag.as_ref().map(|e| format!("\"{}\"", e.value().trim_matches('"'))).unwrap_or_default(),
+                content_id: p
+                    .e_tag
+                    .as_ref()
+                    .map(|e| format!("\"{}\"", e.value().trim_matches('"')))
+                    .unwrap_or_default(),
             })
             .collect();
         let (_, s3) = self.multipart(&i.bucket, &i.key)?;

@@ -210,19 +210,60 @@ async fn list_multipart_copy_and_batch_delete_through_the_router() {
     assert_eq!(keys(&d), ["a/1", "a/2"]);
     assert_eq!(d.common_prefixes().iter().filter_map(|p| p.prefix()).collect::<Vec<_>>(), ["a/b/"]);
     let p1 = c.list_objects_v2().bucket("bkt").max_keys(2).send().await.unwrap();
-    let p2 = c.list_objects_v2().bucket("bkt").max_keys(10).continuation_token(p1.next_continuation_token().unwrap()).send().await.unwrap();
+    let p2 = c
+        .list_objects_v2()
+        .bucket("bkt")
+        .max_keys(10)
+        .continuation_token(p1.next_continuation_token().unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!([keys(&p1), keys(&p2)].concat(), ["a/1", "a/2", "a/b/3", "ab", "c"]);
 
     let part1 = pattern(90, 5 * 1024 * 1024);
     let part2 = pattern(91, 100_000);
-    let id = c.create_multipart_upload().bucket("bkt").key("t.lance/data/mp.lance").send().await.unwrap().upload_id().unwrap().to_string();
-    let e1 = c.upload_part().bucket("bkt").key("t.lance/data/mp.lance").upload_id(&id).part_number(1).body(ByteStream::from(part1.clone())).send().await.unwrap();
-    let e2 = c.upload_part().bucket("bkt").key("t.lance/data/mp.lance").upload_id(&id).part_number(2).body(ByteStream::from(part2.clone())).send().await.unwrap();
+    let id = c
+        .create_multipart_upload()
+        .bucket("bkt")
+        .key("t.lance/data/mp.lance")
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_string();
+    let e1 = c
+        .upload_part()
+        .bucket("bkt")
+        .key("t.lance/data/mp.lance")
+        .upload_id(&id)
+        .part_number(1)
+        .body(ByteStream::from(part1.clone()))
+        .send()
+        .await
+        .unwrap();
+    let e2 = c
+        .upload_part()
+        .bucket("bkt")
+        .key("t.lance/data/mp.lance")
+        .upload_id(&id)
+        .part_number(2)
+        .body(ByteStream::from(part2.clone()))
+        .send()
+        .await
+        .unwrap();
     let done = CompletedMultipartUpload::builder()
         .parts(CompletedPart::builder().part_number(1).e_tag(e1.e_tag().unwrap()).build())
         .parts(CompletedPart::builder().part_number(2).e_tag(e2.e_tag().unwrap()).build())
         .build();
-    c.complete_multipart_upload().bucket("bkt").key("t.lance/data/mp.lance").upload_id(&id).multipart_upload(done).send().await.unwrap();
+    c.complete_multipart_upload()
+        .bucket("bkt")
+        .key("t.lance/data/mp.lance")
+        .upload_id(&id)
+        .multipart_upload(done)
+        .send()
+        .await
+        .unwrap();
     let got = body(c.get_object().bucket("bkt").key("t.lance/data/mp.lance").send().await.unwrap()).await;
     assert!(got == [part1, part2].concat(), "multipart object differs");
 

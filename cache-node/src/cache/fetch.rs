@@ -35,7 +35,7 @@ impl RunFetch {
             |index: u64, senders: std::vec::IntoIter<oneshot::Sender<PageResult>>, e: CacheError| {
                 for (i, tx) in (index..).zip(senders) {
                     let r: PageResult = Err(e.clone());
-                    cache.complete_page(&obj, i, &r);
+                    let _ = cache.complete_page(&obj, i, &r);
                     let _ = tx.send(r);
                 }
             };
@@ -107,9 +107,14 @@ impl RunFetch {
                 if buf.len() == page_len(index) {
                     let page = std::mem::replace(&mut buf, BytesMut::new()).freeze();
                     let r: PageResult = Ok(page);
-                    cache.complete_page(&obj, index, &r);
+                    let pinned_write = cache.complete_page(&obj, index, &r);
                     if let Some(tx) = senders.next() {
                         let _ = tx.send(r);
+                    }
+                    // Pinned pages must land: the fetch waits for room in the disk queue
+                    // (readers already have their page) instead of dropping them.
+                    if let (Some(w), Some(q)) = (pinned_write, &cache.disk_tx) {
+                        let _ = q.send(w).await;
                     }
                     index += 1;
                     if index < first + count {
@@ -157,23 +162,23 @@ pub(super) fn spawn_disk_writer(disk: Arc<DiskTier>, queue: usize) -> mpsc::Send
     tx
 }
 
+/// Queues an unpinned page for the disk, dropping it when the queue is full; a pinned
+/// page is handed back for the caller to send with backpressure.
 pub(super) fn enqueue_disk_write(
     tx: &mpsc::Sender<DiskWrite>,
     id: Arc<ObjectId>,
     index: u64,
     page: Bytes,
     pinned: bool,
-) {
+) -> Option<DiskWrite> {
     let w = DiskWrite { id, index, page, pinned };
     if pinned {
-        // Pinned pages must land: wait for room instead of dropping.
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let _ = tx.send(w).await;
-        });
-    } else if tx.try_send(w).is_err() {
+        return Some(w);
+    }
+    if tx.try_send(w).is_err() {
         metrics::counter!(m::DISK_WRITES_DROPPED).increment(1);
     }
+    None
 }
 
 /// Streams a range straight from the origin (keys that are never cached).

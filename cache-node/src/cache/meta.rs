@@ -60,8 +60,12 @@ impl ObjectMeta {
 
 type MetaFuture = Shared<BoxFuture<'static, Result<Arc<ObjectMeta>, CacheError>>>;
 
+/// Called with (bucket, key, old metadata) when a revalidation finds a new version.
+pub type OnReplaced = Arc<dyn Fn(&str, &str, &ObjectMeta) + Send + Sync>;
+
 pub struct MetaCache {
     ttl: Duration,
+    on_replaced: OnReplaced,
     map: moka::sync::Cache<String, Arc<ObjectMeta>>,
     inflight: Arc<Mutex<HashMap<String, MetaFuture>>>,
     write_epoch: Arc<AtomicU64>,
@@ -73,9 +77,10 @@ fn map_key(bucket: &str, key: &str) -> String {
 }
 
 impl MetaCache {
-    pub fn new(ttl: Duration) -> Self {
+    pub fn new(ttl: Duration, on_replaced: OnReplaced) -> Self {
         Self {
             ttl,
+            on_replaced,
             map: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
             inflight: Arc::new(Mutex::new(HashMap::new())),
             write_epoch: Arc::new(AtomicU64::new(0)),
@@ -109,6 +114,8 @@ impl MetaCache {
                     let (origins, store, path) = (origins.clone(), store.clone(), path.clone());
                     let (map, inflight_map, write_epoch, mk2) =
                         (self.map.clone(), self.inflight.clone(), self.write_epoch.clone(), mk.clone());
+                    let (on_replaced, bucket, key) =
+                        (self.on_replaced.clone(), bucket.to_string(), key.to_string());
                     let task = tokio::spawn(async move {
                         let r = head(&origins, &store, &path).await.map(Arc::new);
                         // Installed only if no write happened meanwhile (else the HEAD may
@@ -117,6 +124,10 @@ impl MetaCache {
                         if let Ok(m) = &r
                             && write_epoch.load(Ordering::SeqCst) == epoch
                         {
+                            // The object changed at the origin: its old pages can go.
+                            if let Some(old) = map.get(&mk2).filter(|old| old.version != m.version) {
+                                on_replaced(&bucket, &key, &old);
+                            }
                             map.insert(mk2.clone(), m.clone());
                         }
                         guard.remove(&mk2);

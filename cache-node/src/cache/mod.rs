@@ -95,7 +95,14 @@ impl Cache {
     ) -> Arc<Self> {
         let disk_tx = disk.as_ref().map(|d| fetch::spawn_disk_writer(d.clone(), cfg.disk_write_queue));
         Arc::new(Self {
-            meta: meta::MetaCache::new(cfg.metadata_ttl),
+            meta: meta::MetaCache::new(cfg.metadata_ttl, {
+                let disk = disk.clone();
+                Arc::new(move |bucket: &str, key: &str, old: &ObjectMeta| {
+                    if let Some(d) = &disk {
+                        d.remove_object(ObjectId::new(bucket, key, old.version.clone()).hash());
+                    }
+                })
+            }),
             cfg,
             memory,
             disk,
@@ -324,8 +331,11 @@ impl Cache {
     }
 
     /// Called by a fetch for every page it completes (success or failure).
-    fn complete_page(&self, obj: &ObjectHandle, index: u64, result: &PageResult) {
+    /// Returns a pinned page's disk write, which the caller sends with backpressure.
+    #[must_use]
+    fn complete_page(&self, obj: &ObjectHandle, index: u64, result: &PageResult) -> Option<fetch::DiskWrite> {
         let key = PageKey { object: obj.id.hash(), index };
+        let mut pinned_write = None;
         if let Ok(page) = result {
             self.memory.insert(key, page.clone());
             if let Some(tx) = &self.disk_tx {
@@ -334,10 +344,11 @@ impl Cache {
                         .disk
                         .as_ref()
                         .is_some_and(|d| d.pinned_bytes() + page.len() as u64 <= self.cfg.pin_budget_bytes);
-                fetch::enqueue_disk_write(tx, obj.id.clone(), index, page.clone(), pinned);
+                pinned_write = fetch::enqueue_disk_write(tx, obj.id.clone(), index, page.clone(), pinned);
             }
         }
         self.inflight.lock().remove(&key);
+        pinned_write
     }
 
     pub fn pin_budget_bytes(&self) -> u64 {

@@ -30,6 +30,8 @@ pub enum OriginError {
     NotModified,
     #[error("already exists")]
     AlreadyExists,
+    #[error("the origin refused our credentials")]
+    AccessDenied,
     #[error("not supported by this origin")]
     NotSupported,
     #[error("invalid key: {0}")]
@@ -49,6 +51,7 @@ impl OriginError {
             E::NotModified { .. } => OriginError::NotModified,
             E::AlreadyExists { .. } => OriginError::AlreadyExists,
             E::NotImplemented { .. } | E::NotSupported { .. } => OriginError::NotSupported,
+            E::PermissionDenied { .. } | E::Unauthenticated { .. } => OriginError::AccessDenied,
             E::InvalidPath { source } => OriginError::InvalidKey(source.to_string()),
             // S3 answers a missing bucket with its own error code, which object_store only
             // passes on in the message.
@@ -61,12 +64,20 @@ impl OriginError {
 }
 
 /// Parses an S3 key into an object_store path, refusing what a store cannot represent
-/// (empty segments, `.` and `..`), so a key can never escape its bucket.
+/// exactly: empty segments (`a//b`, a leading or trailing `/`), `.` and `..`. A key that
+/// a store would silently normalise would alias another object (or the bucket itself),
+/// so it is refused rather than rewritten.
 pub fn key_path(key: &str) -> Result<Path, OriginError> {
     if key.is_empty() {
         return Err(OriginError::InvalidKey("empty key".into()));
     }
-    Path::parse(key).map_err(|e| OriginError::InvalidKey(e.to_string()))
+    let p = Path::parse(key).map_err(|e| OriginError::InvalidKey(e.to_string()))?;
+    if p.as_ref() != key {
+        return Err(OriginError::InvalidKey(format!(
+            "{key:?} is not a canonical object path (empty segment)"
+        )));
+    }
+    Ok(p)
 }
 
 /// The stores behind each bucket.
@@ -203,5 +214,18 @@ impl Origins {
             metrics::counter!(m::ORIGIN_ERRORS, "op" => op).increment(1);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_a_store_would_rewrite_are_refused() {
+        assert_eq!(key_path("a/b.lance").unwrap().as_ref(), "a/b.lance");
+        for bad in ["", "/", "/a", "a/", "a//b", "a/../b", "./a", "a/."] {
+            assert!(key_path(bad).is_err(), "{bad:?} must be refused");
+        }
     }
 }

@@ -52,12 +52,15 @@ pub struct StagedPart {
 
 pub struct Staging {
     dir: PathBuf,
+    /// Serialises the (ETag file, part file) pair of concurrent uploads of one part number,
+    /// so the ETag on disk always belongs to the bytes on disk.
+    part_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl Staging {
     pub fn new(dir: PathBuf) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
-        Ok(Self { dir })
+        Ok(Self { dir, part_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect() })
     }
 
     fn upload_dir(&self, upload_id: &str) -> Result<PathBuf, MultipartError> {
@@ -124,6 +127,9 @@ impl Staging {
             return Err(e);
         }
         let etag = hex(&md5.finalize());
+        let slot = (xxhash_rust::xxh3::xxh3_64(upload_id.as_bytes()) ^ number as u64) as usize
+            % self.part_locks.len();
+        let _guard = self.part_locks[slot].lock().await;
         tokio::fs::write(d.join(format!("part-{number:05}.etag")), &etag).await?;
         tokio::fs::rename(&tmp, d.join(format!("part-{number:05}"))).await?;
         Ok((etag, size))

@@ -29,7 +29,7 @@ type Listing = Arc<Vec<Entry>>;
 
 pub struct ListCache {
     ttl: Duration,
-    map: Mutex<HashMap<(String, String), (Instant, Listing)>>,
+    map: Mutex<HashMap<(String, String, bool), (Instant, Listing)>>,
 }
 
 impl ListCache {
@@ -39,15 +39,16 @@ impl ListCache {
 
     pub fn invalidate_bucket(&self, bucket: &str) {
         if !self.ttl.is_zero() {
-            self.map.lock().retain(|(b, _), _| b != bucket);
+            self.map.lock().retain(|(b, _, _), _| b != bucket);
         }
     }
 }
 
-/// Every object under the directory part of `prefix`, sorted by key, filtered by `prefix`.
-async fn listing(s3: &LakeS3, bucket: &str, prefix: &str) -> S3Result<Listing> {
+/// Every object under the directory part of `prefix` (only its direct children and
+/// sub-directories when `delimited`), sorted by key, filtered by `prefix`.
+async fn listing(s3: &LakeS3, bucket: &str, prefix: &str, delimited: bool) -> S3Result<Listing> {
     let dir = prefix_dir(prefix);
-    let ck = (bucket.to_string(), dir.to_string());
+    let ck = (bucket.to_string(), dir.to_string(), delimited);
     if !s3.lists.ttl.is_zero()
         && let Some((t, l)) = s3.lists.map.lock().get(&ck)
         && t.elapsed() < s3.lists.ttl
@@ -58,7 +59,7 @@ async fn listing(s3: &LakeS3, bucket: &str, prefix: &str) -> S3Result<Listing> {
     let all = s3
         .cache
         .origins
-        .call("list", fetch_listing(&store, dir))
+        .call("list", fetch_listing(&store, dir, delimited))
         .await
         .or_else(|e| match e {
             OriginError::NotFound => Ok(Vec::new()),
@@ -67,14 +68,22 @@ async fn listing(s3: &LakeS3, bucket: &str, prefix: &str) -> S3Result<Listing> {
         .map_err(origin_err)?;
     let all = Arc::new(all);
     if !s3.lists.ttl.is_zero() {
-        s3.lists.map.lock().insert(ck, (Instant::now(), all.clone()));
+        let mut map = s3.lists.map.lock();
+        map.retain(|_, (t, _)| t.elapsed() < s3.lists.ttl);
+        map.insert(ck, (Instant::now(), all.clone()));
     }
     Ok(filter(&all, prefix))
 }
 
 /// Every object under the directory `dir` of `store`, sorted by key. A directory no
-/// store path can name holds nothing.
-pub async fn fetch_listing(store: &Arc<dyn ObjectStore>, dir: &str) -> object_store::Result<Vec<Entry>> {
+/// store path can name holds nothing. `delimited`: one level only — direct children, and
+/// each sub-directory as an entry `dir/sub/` (which `/`-delimited paging turns into a
+/// common prefix) — so `aws s3 ls` of a huge bucket does not walk all of it.
+pub async fn fetch_listing(
+    store: &Arc<dyn ObjectStore>,
+    dir: &str,
+    delimited: bool,
+) -> object_store::Result<Vec<Entry>> {
     let dir_path = if dir.is_empty() {
         None
     } else {
@@ -83,16 +92,51 @@ pub async fn fetch_listing(store: &Arc<dyn ObjectStore>, dir: &str) -> object_st
             Err(_) => return Ok(Vec::new()),
         }
     };
+    if delimited {
+        let r = store.list_with_delimiter(dir_path.as_ref()).await?;
+        let mut all: Vec<Entry> = r
+            .objects
+            .into_iter()
+            .map(|m| {
+                let meta = crate::cache::ObjectMeta::from_store(&m, None);
+                Entry {
+                    key: m.location.to_string(),
+                    size: m.size,
+                    etag: meta.etag,
+                    last_modified: meta.last_modified,
+                }
+            })
+            .chain(r.common_prefixes.into_iter().map(|p| Entry {
+                key: format!("{p}/"),
+                size: 0,
+                etag: None,
+                last_modified: std::time::SystemTime::UNIX_EPOCH,
+            }))
+            .collect();
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        return Ok(all);
+    }
     let metas: Vec<object_store::ObjectMeta> = store.list(dir_path.as_ref()).try_collect().await?;
     let mut all: Vec<Entry> = metas
         .into_iter()
         .map(|m| {
             let meta = crate::cache::ObjectMeta::from_store(&m, None);
-            Entry { key: m.location.to_string(), size: m.size, etag: meta.etag, last_modified: meta.last_modified }
+            Entry {
+                key: m.location.to_string(),
+                size: m.size,
+                etag: meta.etag,
+                last_modified: meta.last_modified,
+            }
         })
         .collect();
     all.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(all)
+}
+
+/// Whether one directory level answers the request: `/` as delimiter and a prefix that is
+/// a whole directory (or empty).
+pub fn one_level(prefix: &str, delimiter: Option<&str>) -> bool {
+    delimiter == Some("/") && (prefix.is_empty() || prefix.ends_with('/'))
 }
 
 /// The directory part of a prefix: what a path-based listing must cover.
@@ -230,7 +274,8 @@ pub async fn list_objects_v2(
     req: S3Request<ListObjectsV2Input>,
 ) -> S3Result<S3Response<ListObjectsV2Output>> {
     let prefix = req.input.prefix.clone().unwrap_or_default();
-    let entries = listing(s3, &req.input.bucket, &prefix).await?;
+    let delimited = one_level(&prefix, req.input.delimiter.as_deref());
+    let entries = listing(s3, &req.input.bucket, &prefix, delimited).await?;
     render_v2(&entries, req.input).map(S3Response::new)
 }
 
@@ -273,7 +318,7 @@ pub async fn list_objects_v1(
     let i = req.input;
     let prefix = i.prefix.clone().unwrap_or_default();
     let max = max_keys(i.max_keys)?;
-    let entries = listing(s3, &i.bucket, &prefix).await?;
+    let entries = listing(s3, &i.bucket, &prefix, one_level(&prefix, i.delimiter.as_deref())).await?;
     let p = page(&entries, &prefix, i.delimiter.as_deref(), i.marker.as_deref(), max);
     let encode = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
     let r = render(&p, encode);

@@ -81,6 +81,10 @@ pub(crate) fn origin_err(e: OriginError) -> S3Error {
         OriginError::AlreadyExists => {
             s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
         }
+        OriginError::AccessDenied => {
+            tracing::warn!("the origin refused this node's credentials");
+            s3_error!(AccessDenied, "The origin refused access")
+        }
         OriginError::NotSupported => s3_error!(NotImplemented, "The origin does not support this operation"),
         OriginError::InvalidKey(m) => {
             S3Error::with_message(S3ErrorCode::InvalidArgument, format!("Invalid key: {m}"))

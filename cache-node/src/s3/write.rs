@@ -115,7 +115,10 @@ where
     if !streaming {
         let limit =
             if matches!(mode, PutMode::Overwrite) { SINGLE_PUT_MAX_BYTES } else { CONDITIONAL_PUT_MAX_BYTES };
-        let chunks = collect_body(body, limit.max(len_hint.unwrap_or(0))).await?;
+        if len_hint.is_some_and(|l| l > limit) {
+            return Err(s3_error!(EntityTooLarge, "A conditional write is limited to 256 MiB"));
+        }
+        let chunks = collect_body(body, limit).await?;
         let payload: PutPayload = chunks.into_iter().collect();
         let opts = PutOptions { mode: mode.clone(), attributes: attrs, ..Default::default() };
         let res = origins.call("put", store.put_opts(&path, payload.clone(), opts)).await;
