@@ -1,0 +1,32 @@
+//! config/router.toml parses, validates, and documents the code's defaults.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use lakecache_common::config::{Validate, load_toml, parse_toml};
+use lakecache_router::config::RouterConfig;
+
+#[test]
+fn router_config_parses_validates_and_matches_defaults() {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/router.toml");
+    let cfg: RouterConfig = load_toml(&p).unwrap();
+    cfg.validate().unwrap();
+    let d = RouterConfig::default();
+    assert_eq!(cfg.fleet.page_size, d.fleet.page_size);
+    assert_eq!(cfg.fleet.failover_attempts, d.fleet.failover_attempts);
+    assert_eq!(cfg.fleet.health_interval, d.fleet.health_interval);
+    assert_eq!(cfg.fleet.fail_threshold, d.fleet.fail_threshold);
+    assert_eq!(cfg.nodes.len(), 2);
+}
+
+#[test]
+fn bad_router_configs_are_refused() {
+    let base = "[auth]\nanonymous = true\n";
+    let dup = format!("{base}[[nodes]]\nid = \"a\"\nurl = \"http://x:1\"\n[[nodes]]\nid = \"a\"\nurl = \"http://y:1\"\n");
+    let c: RouterConfig = parse_toml(&dup, "t").unwrap();
+    assert!(c.validate().unwrap_err().to_string().contains("twice"));
+    let bad_url = format!("{base}[[nodes]]\nid = \"a\"\nurl = \"x:1\"\n");
+    assert!(parse_toml::<RouterConfig>(&bad_url, "t").unwrap().validate().is_err());
+    let no_nodes: RouterConfig = parse_toml(base, "t").unwrap();
+    assert!(no_nodes.validate().is_err());
+    assert!(parse_toml::<RouterConfig>("[fleet]\nunknown = 1\n", "t").is_err());
+}
