@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Starts lakecache on the embedded default: a cache node whose origin is a local directory
-# holding a generated sample Lance table. Installs what is missing, builds (release),
-# prints every endpoint and runs a ranged `aws s3api get-object` against it. Ctrl-C stops.
+# Starts lakecache on the embedded default: a router in front of two cache nodes whose
+# origin is a local directory holding a generated sample Lance table. Installs what is
+# missing, builds (release), prints every endpoint and runs a ranged `aws s3api get-object`
+# through the router. Ctrl-C stops.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$LAKECACHE_ROOT"
 
 "$LAKECACHE_ROOT/scripts/setup.sh"
 
-echo "==> building cache-node (release)"
-cargo build --release --locked -p lakecache-cache-node --bins
-BIN="$CARGO_TARGET_DIR/release/cache-node"
+echo "==> building cache-node and router (release)"
+cargo build --release --locked -p lakecache-cache-node -p lakecache-router --bins
+NODE_BIN="$CARGO_TARGET_DIR/release/cache-node"
+ROUTER_BIN="$CARGO_TARGET_DIR/release/router"
 
 STATE=.lakecache
 TABLE="$STATE/origin/lakecache-sample/images.lance"
@@ -20,19 +22,32 @@ if [ ! -d "$TABLE/_versions" ]; then
   "$PYTHON" scripts/gen_sample.py "$TABLE"
 fi
 
-CONFIG="${LAKECACHE_CONFIG:-config/cache-node.toml}"
-LISTEN="${LAKECACHE_LISTEN:-127.0.0.1:9000}"
-export LAKECACHE_LISTEN="$LISTEN"
-"$BIN" --config "$CONFIG" &
-PID=$!
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null' EXIT INT TERM
-
-URL="http://$LISTEN"
-for _ in $(seq 1 100); do
-  curl -fsS "$URL/healthz" >/dev/null 2>&1 && break
-  kill -0 $PID 2>/dev/null || { echo "cache-node exited; see the log above" >&2; exit 1; }
-  sleep 0.1
+# A local fleet: two cache nodes (config/cache-node.toml, each with its own state
+# directory, both over the local origin) and the router in front (config/router.toml).
+PIDS=()
+cleanup() { kill "${PIDS[@]}" 2>/dev/null; wait "${PIDS[@]}" 2>/dev/null; }
+trap cleanup EXIT INT TERM
+for i in 1 2; do
+  "$NODE_BIN" --config config/cache-node.toml --listen "127.0.0.1:900$i" \
+    --state-dir "$STATE/node-$i" --disk-capacity "2 GiB" &
+  PIDS+=($!)
 done
+"$ROUTER_BIN" --config config/router.toml &
+PIDS+=($!)
+
+wait_up() {
+  for _ in $(seq 1 100); do
+    curl -fsS "$1/healthz" >/dev/null 2>&1 && return 0
+    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null || { echo "a process exited; see the log above" >&2; exit 1; }; done
+    sleep 0.1
+  done
+  echo "$1 did not come up" >&2
+  exit 1
+}
+URL="http://127.0.0.1:9000"
+wait_up http://127.0.0.1:9001
+wait_up http://127.0.0.1:9002
+wait_up "$URL"
 
 DATAFILE=$(cd "$TABLE" && ls data | head -n 1)
 KEY="images.lance/data/$DATAFILE"
@@ -41,14 +56,16 @@ EXAMPLE="aws --endpoint-url $URL s3api get-object --bucket lakecache-sample --ke
 
 cat <<MSG
 
-lakecache is running (config: $CONFIG, state in $STATE/)
+lakecache is running: a router in front of two cache nodes over a local-directory origin.
 
-  S3 endpoint   $URL                 access key: lakecache  secret: lakecache-secret
-  health        $URL/healthz   $URL/readyz
-  metrics       $URL/metrics         (Prometheus text)
-  admin API     $URL/_lakecache/admin/stats   (header: Authorization: Bearer change-me-admin-token)
-  origin        local directory $STATE/origin  (bucket = subdirectory)
-  sample table  s3://lakecache-sample/images.lance  ($(ls "$TABLE/data" | wc -l) data files, IVF_PQ index)
+  S3 endpoint (router)  $URL          access key: lakecache  secret: lakecache-secret
+  cache node 1          http://127.0.0.1:9001   (S3 too; state in $STATE/node-1)
+  cache node 2          http://127.0.0.1:9002   (S3 too; state in $STATE/node-2)
+  health                /healthz and /readyz on each of the three
+  metrics               $URL/metrics  http://127.0.0.1:9001/metrics  http://127.0.0.1:9002/metrics
+  admin API (nodes)     http://127.0.0.1:9001/_lakecache/admin/stats   (header: Authorization: Bearer change-me-admin-token)
+  origin                local directory $STATE/origin  (bucket = subdirectory)
+  sample table          s3://lakecache-sample/images.lance  ($(ls "$TABLE/data" | wc -l) data files, IVF_PQ index)
 
 Try it (credentials as above in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY):
   $EXAMPLE
@@ -59,4 +76,4 @@ echo "==> running the example once:"
 $EXAMPLE
 echo
 echo "Ctrl-C to stop."
-wait $PID
+wait

@@ -93,6 +93,10 @@ pub struct Args {
     /// Process ids of the server under test; their CPU time over the run is reported.
     #[arg(long)]
     server_pid: Vec<u32>,
+    /// Process ids of backends behind the server under test (e.g. the cache nodes behind a
+    /// proxy); their CPU time is reported apart, as `node_cpu`.
+    #[arg(long)]
+    node_pid: Vec<u32>,
 }
 
 /// What one run measured: one JSON line on stdout.
@@ -131,6 +135,10 @@ pub struct RunReport {
     pub client_cpu: Option<f64>,
     /// CPU seconds used by `--server-pid` processes per second of the run.
     pub server_cpu: Option<f64>,
+    /// CPU seconds used by `--node-pid` processes per second of the run (absent without
+    /// `--node-pid`, and in reports written before the option existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_cpu: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -370,6 +378,7 @@ pub async fn measure(args: Args) -> anyhow::Result<RunReport> {
     };
 
     let cpu_before = CpuSample::take(&args.server_pid);
+    let node_cpu_before = (!args.node_pid.is_empty()).then(|| CpuSample::take(&args.node_pid)).flatten();
     let start = Instant::now();
     let shared = Arc::new(Shared {
         plan,
@@ -391,6 +400,7 @@ pub async fn measure(args: Args) -> anyhow::Result<RunReport> {
     }
     let elapsed_s = start.elapsed().as_secs_f64();
     let cpu_after = CpuSample::take(&args.server_pid);
+    let node_cpu_after = (!args.node_pid.is_empty()).then(|| CpuSample::take(&args.node_pid)).flatten();
 
     Ok(RunReport {
         label: args.label,
@@ -419,6 +429,11 @@ pub async fn measure(args: Args) -> anyhow::Result<RunReport> {
         server_cpu: cpu_before
             .as_ref()
             .zip(cpu_after.as_ref())
+            .and_then(|(a, b)| a.servers_delta(b))
+            .map(|s| s / elapsed_s),
+        node_cpu: node_cpu_before
+            .as_ref()
+            .zip(node_cpu_after.as_ref())
             .and_then(|(a, b)| a.servers_delta(b))
             .map(|s| s / elapsed_s),
     })

@@ -33,6 +33,10 @@ struct Args {
     /// Page size, e.g. "1 MiB" ([cache] page_size).
     #[arg(long, env = "LAKECACHE_PAGE_SIZE")]
     page_size: Option<ByteSize>,
+    /// Keep this node's state under DIR: the page file, pin rules added at run time and
+    /// multipart staging ([disk] path, [pins] state_file, [cache] multipart_dir).
+    #[arg(long, env = "LAKECACHE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
     /// Page file of the disk tier ([disk] path).
     #[arg(long, env = "LAKECACHE_DISK_PATH")]
     disk_path: Option<PathBuf>,
@@ -81,6 +85,11 @@ fn apply(args: &Args, cfg: &mut Config) -> anyhow::Result<()> {
     }
     if let Some(v) = args.page_size {
         cfg.cache.page_size = v;
+    }
+    if let Some(dir) = &args.state_dir {
+        cfg.disk.path = dir.join("pages.bin");
+        cfg.pins.state_file = dir.join("pins.json");
+        cfg.cache.multipart_dir = dir.join("multipart");
     }
     if let Some(v) = &args.disk_path {
         cfg.disk.path = v.clone();
