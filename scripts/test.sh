@@ -9,11 +9,12 @@ cd "$LAKECACHE_ROOT"
 "$LAKECACHE_ROOT/scripts/setup.sh"
 
 echo "==> cargo build (dev) of the binaries the Python tests start"
-cargo build --locked -p lakecache-cache-node --bins
+cargo build --locked -p lakecache-cache-node -p lakecache-router --bins
 
 echo "==> Rust tests"
 cargo nextest run --locked --workspace --no-fail-fast
 
 echo "==> Python client tests"
 export LAKECACHE_CACHE_NODE_BIN="$CARGO_TARGET_DIR/debug/cache-node"
+export LAKECACHE_ROUTER_BIN="$CARGO_TARGET_DIR/debug/router"
 "$PYTHON" -m pytest -q tests/python

@@ -21,11 +21,34 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _binary(env_var: str, name: str) -> str:
+    b = os.environ.get(env_var)
+    if b:
+        return b
+    target = os.environ.get("CARGO_TARGET_DIR", str(Path.home() / ".cache/lakecache/target"))
+    return f"{target}/debug/{name}"
+
+
+def _wait_healthy(url: str, proc, log: Path):
+    deadline = time.time() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"{url} did not start; log:\n{log.read_text()}")
+        time.sleep(0.1)
+
+
 class CacheNode:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, origin: Path | None = None):
         self.tmp = tmp
-        self.origin = tmp / "origin"
-        (self.origin / BUCKET).mkdir(parents=True)
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.origin = origin or tmp / "origin"
+        (self.origin / BUCKET).mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = tmp / "cache-node.toml"
@@ -54,23 +77,10 @@ kind = "local"
 root = "{self.origin}"
 """
         )
-        binary = os.environ.get("LAKECACHE_CACHE_NODE_BIN")
-        if not binary:
-            target = os.environ.get("CARGO_TARGET_DIR", str(Path.home() / ".cache/lakecache/target"))
-            binary = f"{target}/debug/cache-node"
         self.log = open(tmp / "cache-node.log", "wb")
-        self.proc = subprocess.Popen([binary, "--config", str(cfg)], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"cache node did not start; log:\n{(tmp / 'cache-node.log').read_text()}")
-            time.sleep(0.1)
+        self.proc = subprocess.Popen([_binary("LAKECACHE_CACHE_NODE_BIN", "cache-node"), "--config", str(cfg)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        _wait_healthy(self.url, self.proc, tmp / "cache-node.log")
 
     def env(self) -> dict:
         e = dict(os.environ)
@@ -89,6 +99,54 @@ root = "{self.origin}"
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+class Fleet:
+    """Two cache nodes over one local origin, and the router in front of them."""
+
+    def __init__(self, tmp: Path):
+        self.origin = tmp / "origin"
+        self.nodes = [CacheNode(tmp / f"node{i}", origin=self.origin) for i in range(2)]
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        nodes = "".join(f'[[nodes]]\nid = "cache-{i}"\nurl = "{n.url}"\n' for i, n in enumerate(self.nodes))
+        cfg = tmp / "router.toml"
+        cfg.write_text(
+            f"""
+[server]
+listen = "127.0.0.1:{self.port}"
+[[auth.keys]]
+access_key = "{ACCESS_KEY}"
+secret_key = "{SECRET_KEY}"
+[fleet]
+page_size = "64 KiB"
+node_admin_token = "python-admin-token"
+health_interval = "200ms"
+[fleet.node_key]
+access_key = "{ACCESS_KEY}"
+secret_key = "{SECRET_KEY}"
+{nodes}"""
+        )
+        self.log = open(tmp / "router.log", "wb")
+        self.proc = subprocess.Popen([_binary("LAKECACHE_ROUTER_BIN", "router"), "--config", str(cfg)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        _wait_healthy(self.url, self.proc, tmp / "router.log")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=15)
+        self.log.close()
+        for n in self.nodes:
+            if n.proc.poll() is None:
+                n.stop()
+
+
+@pytest.fixture(scope="session")
+def fleet(tmp_path_factory):
+    base = tmp_path_factory.mktemp("fleet")
+    f = Fleet(base)
+    yield f
+    f.stop()
 
 
 @pytest.fixture(scope="session")
