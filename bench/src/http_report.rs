@@ -301,7 +301,12 @@ mod tests {
         let runs = [run("lakecache", 1, 100.0, None), run("nginx", 1, 200.0, None)];
         let out = tables(&runs, "lakecache", &["nginx"]);
         assert!(out.contains("| server CPU | client CPU | lakecache/nginx (median"), "{out}");
-        assert!(out.contains("| 4 KiB | lakecache | 1 | 100 | 100–100 | 1 | 50% | 50% | **0.50** (0.50–0.50, 1 pairs) |"), "{out}");
+        assert!(
+            out.contains(
+                "| 4 KiB | lakecache | 1 | 100 | 100–100 | 1 | 50% | 50% | **0.50** (0.50–0.50, 1 pairs) |"
+            ),
+            "{out}"
+        );
         assert!(out.contains("| 4 KiB | nginx | 1 | 200 | 200–200 | 1 | 50% | 50% |  |"), "{out}");
         assert!(!out.contains("node CPU"), "{out}");
     }
@@ -314,9 +319,15 @@ mod tests {
             run("haproxy", 1, 50.0, Some(0.25)),
         ];
         let out = tables(&runs, "router", &["direct", "haproxy"]);
-        assert!(out.contains("| server CPU | node CPU | CPU µs/req | client CPU | router/this server (median"), "{out}");
+        assert!(
+            out.contains("| server CPU | node CPU | CPU µs/req | client CPU | router/this server (median"),
+            "{out}"
+        );
         // (0.5 + 0.5) / 100 req/s = 10000 µs of CPU per request.
-        assert!(out.contains("| 4 KiB | router | 1 | 100 | 100–100 | 1 | 50% | 50% | 10000.0 | 50% |  |"), "{out}");
+        assert!(
+            out.contains("| 4 KiB | router | 1 | 100 | 100–100 | 1 | 50% | 50% | 10000.0 | 50% |  |"),
+            "{out}"
+        );
         assert!(out.contains("| 4 KiB | direct | 1 | 400 | 400–400 | 1 | 50% | 100% | 3750.0 | 50% | **0.25** (0.25–0.25, 1 pairs) |"), "{out}");
         assert!(out.contains("| 4 KiB | haproxy | 1 | 50 | 50–50 | 1 | 50% | 25% | 15000.0 | 50% | **2.00** (2.00–2.00, 1 pairs) |"), "{out}");
     }

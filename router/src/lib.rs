@@ -8,7 +8,9 @@
 //! hot pages; hedged reads; membership reload; pin/prewarm fan-out; the in-process
 //! ObjectStore client.
 
+pub mod client;
 pub mod config;
 pub mod membership;
 pub mod proxy;
+pub mod routing;
 pub mod server;

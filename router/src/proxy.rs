@@ -16,12 +16,13 @@ use lakecache_cache_node::s3::conditional::Conditions;
 use lakecache_common::page::{ByteRange, PageGeometry, RequestedRange};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use tokio::sync::mpsc;
 
 use crate::membership::{Fleet, Member};
+use crate::routing::{self, is_node_failure};
 
 pub const ROUTER_REQUESTS: &str = "lakecache_router_upstream_requests_total";
 pub const ROUTER_FAILOVERS: &str = "lakecache_router_failovers_total";
@@ -42,31 +43,15 @@ impl Router {
     }
 
     fn path(key: &str) -> S3Result<Path> {
-        Path::parse(key)
-            .map_err(|e| S3Error::with_message(S3ErrorCode::InvalidArgument, format!("Invalid key: {e}")))
+        lakecache_cache_node::origin::key_path(key)
+            .map_err(|e| S3Error::with_message(S3ErrorCode::InvalidArgument, e.to_string()))
     }
 
     /// Metadata from the owner of page 0, with failover.
     async fn head(&self, bucket: &str, key: &str) -> S3Result<ObjectMeta> {
         let path = Self::path(key)?;
-        let mut last = None;
-        for m in self.fleet.owners(bucket, key, 0, self.fleet.cfg.failover_attempts) {
-            let store = self.fleet.store(&m, bucket).map_err(map_err)?;
-            metrics::counter!(ROUTER_REQUESTS, "node" => m.cfg.id.clone(), "op" => "head").increment(1);
-            match store.get_opts(&path, GetOptions { head: true, ..Default::default() }).await {
-                Ok(r) => {
-                    let ct = r.attributes.get(&object_store::Attribute::ContentType).map(|v| v.to_string());
-                    return Ok(ObjectMeta::from_store(&r.meta, ct));
-                }
-                Err(e) if is_node_failure(&e) => {
-                    self.fleet.report_failure(&m);
-                    metrics::counter!(ROUTER_FAILOVERS).increment(1);
-                    last = Some(e);
-                }
-                Err(e) => return Err(map_err(e)),
-            }
-        }
-        Err(last.map(map_err).unwrap_or_else(|| s3_error!(ServiceUnavailable, "No cache node is available")))
+        let (meta, ct) = routing::head(&self.fleet, bucket, &path).await.map_err(map_err)?;
+        Ok(ObjectMeta::from_store(&meta, ct))
     }
 
     /// The owner of the key's first page: every write of the key goes there.
@@ -90,7 +75,7 @@ impl Router {
         Ok((m, s))
     }
 
-    /// Streams `range` of the object, one run of same-owner pages after another.
+    /// Streams `range` of the object from the owners of its pages.
     fn stream(
         &self,
         bucket: &str,
@@ -98,123 +83,9 @@ impl Router {
         meta: &ObjectMeta,
         range: ByteRange,
     ) -> mpsc::Receiver<std::io::Result<Bytes>> {
-        let (tx, rx) = mpsc::channel(4);
-        // Runs of consecutive pages with the same first owner.
-        let mut runs: Vec<(ByteRange, Vec<Arc<Member>>)> = Vec::new();
-        for s in self.geometry.slices(range.start..range.end) {
-            let owners = self.fleet.owners(bucket, key, s.index, self.fleet.cfg.failover_attempts);
-            let start = s.index * self.geometry.page_size_bytes() + s.offset_in_page as u64;
-            let end = start + s.len as u64;
-            match runs.last_mut() {
-                Some((r, o))
-                    if o.first().map(|m| &m.cfg.id) == owners.first().map(|m| &m.cfg.id)
-                        && r.end == start =>
-                {
-                    r.end = end
-                }
-                _ => runs.push((ByteRange { start, end }, owners)),
-            }
-        }
-        let fleet = self.fleet.clone();
-        let (bucket, key) = (bucket.to_string(), key.to_string());
-        let etag = meta
-            .origin_etag
-            .clone()
-            .or_else(|| meta.etag.clone())
-            .map(|e| format!("\"{}\"", e.trim_matches('"')));
-        tokio::spawn(async move {
-            for (r, owners) in runs {
-                if !send_run(&fleet, &bucket, &key, etag.as_deref(), r, &owners, &tx).await {
-                    return;
-                }
-            }
-        });
-        rx
+        let etag = meta.origin_etag.clone().or_else(|| meta.etag.clone());
+        routing::stream(&self.fleet, self.geometry, bucket, key, etag, range)
     }
-}
-
-/// Sends one run, failing over between owners and resuming where the last one stopped.
-/// Returns false when the response is over (error sent or client gone).
-async fn send_run(
-    fleet: &Fleet,
-    bucket: &str,
-    key: &str,
-    etag: Option<&str>,
-    run: ByteRange,
-    owners: &[Arc<Member>],
-    tx: &mpsc::Sender<std::io::Result<Bytes>>,
-) -> bool {
-    let Ok(path) = Path::parse(key) else { return false };
-    let mut pos = run.start;
-    let mut stale_retry = true;
-    let mut i = 0;
-    while pos < run.end {
-        let Some(m) = owners.get(i) else {
-            let _ = tx.send(Err(std::io::Error::other("no cache node could serve the range"))).await;
-            return false;
-        };
-        let store = match fleet.store(m, bucket) {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                return false;
-            }
-        };
-        metrics::counter!(ROUTER_REQUESTS, "node" => m.cfg.id.clone(), "op" => "get").increment(1);
-        let opts = GetOptions {
-            range: Some(GetRange::Bounded(pos..run.end)),
-            if_match: etag.map(str::to_string),
-            ..Default::default()
-        };
-        let res = store.get_opts(&path, opts).await;
-        let mut body = match res {
-            Ok(r) => r.into_stream(),
-            Err(object_store::Error::Precondition { .. }) if stale_retry => {
-                // The node holds an older version than the router resolved: make it forget.
-                stale_retry = false;
-                fleet.invalidate_on(m, bucket, key).await;
-                continue;
-            }
-            Err(e) if is_node_failure(&e) => {
-                fleet.report_failure(m);
-                metrics::counter!(ROUTER_FAILOVERS).increment(1);
-                i += 1;
-                continue;
-            }
-            Err(e) => {
-                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                return false;
-            }
-        };
-        let mut failed = false;
-        while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(c) => {
-                    let take = c.len().min((run.end - pos) as usize);
-                    pos += take as u64;
-                    if tx.send(Ok(c.slice(..take))).await.is_err() {
-                        return false;
-                    }
-                }
-                Err(_) => {
-                    fleet.report_failure(m);
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        if failed || pos < run.end {
-            metrics::counter!(ROUTER_FAILOVERS).increment(1);
-            i += 1;
-        }
-    }
-    true
-}
-
-fn is_node_failure(e: &object_store::Error) -> bool {
-    matches!(e, object_store::Error::Generic { .. })
-        && !e.to_string().contains("NoSuchBucket")
-        && !e.to_string().contains("InvalidRange")
 }
 
 fn map_err(e: object_store::Error) -> S3Error {

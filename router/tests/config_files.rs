@@ -21,7 +21,9 @@ fn router_config_parses_validates_and_matches_defaults() {
 #[test]
 fn bad_router_configs_are_refused() {
     let base = "[auth]\nanonymous = true\n";
-    let dup = format!("{base}[[nodes]]\nid = \"a\"\nurl = \"http://x:1\"\n[[nodes]]\nid = \"a\"\nurl = \"http://y:1\"\n");
+    let dup = format!(
+        "{base}[[nodes]]\nid = \"a\"\nurl = \"http://x:1\"\n[[nodes]]\nid = \"a\"\nurl = \"http://y:1\"\n"
+    );
     let c: RouterConfig = parse_toml(&dup, "t").unwrap();
     assert!(c.validate().unwrap_err().to_string().contains("twice"));
     let bad_url = format!("{base}[[nodes]]\nid = \"a\"\nurl = \"x:1\"\n");

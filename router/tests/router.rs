@@ -279,3 +279,69 @@ async fn list_multipart_copy_and_batch_delete_through_the_router() {
     assert_eq!(out.deleted().len(), 2);
     assert_eq!(err_code(&c.get_object().bucket("bkt").key("copy").send().await.unwrap_err()).1, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_process_client_reads_the_fleet_without_the_router() {
+    use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart, path::Path};
+    let mut f = fleet().await;
+    // A fleet client of its own, as a search node would build it: no router involved.
+    let cfg = lakecache_router::config::FleetConfig {
+        page_size: bytesize::ByteSize::kib(64),
+        node_key: lakecache_cache_node::config::AccessKey {
+            access_key: ACCESS_KEY.into(),
+            secret_key: SECRET_KEY.into(),
+        },
+        node_admin_token: ADMIN_TOKEN.into(),
+        health_interval: Duration::from_millis(100),
+        health_timeout: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let nodes = f
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| NodeConfig { id: format!("cache-{i}"), url: n.as_ref().unwrap().url(), weight: 1.0 })
+        .collect();
+    let fleet = lakecache_router::membership::Fleet::new(nodes, cfg, "us-east-1".into()).unwrap();
+    fleet.spawn_health_checks();
+    let store = lakecache_router::client::FleetStore::new(fleet.clone(), "bkt").unwrap();
+
+    let data = pattern(99, 1_500_000);
+    let path = Path::from("t.lance/data/client.lance");
+    store.put(&path, data.clone().into()).await.unwrap();
+    assert_eq!(store.head(&path).await.unwrap().size, data.len() as u64);
+    let got = store.get_range(&path, 60_000..1_400_000).await.unwrap();
+    assert!(got[..] == data[60_000..1_400_000]);
+    let ranges = store.get_ranges(&path, &[0..10, 70_000..70_100, 1_499_990..1_500_000]).await.unwrap();
+    assert_eq!(ranges[1][..], data[70_000..70_100]);
+    assert_eq!(store.get(&path).await.unwrap().bytes().await.unwrap()[..], data[..]);
+    let listed: Vec<_> =
+        futures::TryStreamExt::try_collect::<Vec<_>>(store.list(Some(&Path::from("t.lance")))).await.unwrap();
+    assert_eq!(listed.len(), 1);
+
+    let big = pattern(98, 6 * 1024 * 1024);
+    let up = store.put_multipart(&Path::from("t.lance/data/mp2.lance")).await.unwrap();
+    let mut w = WriteMultipart::new_with_chunk_size(up, 5 * 1024 * 1024);
+    w.put(big.clone().into());
+    w.finish().await.unwrap();
+    assert!(
+        store.get(&Path::from("t.lance/data/mp2.lance")).await.unwrap().bytes().await.unwrap()[..] == big[..]
+    );
+
+    // The router's own view (another process's, in production) sees the same bytes.
+    assert!(
+        body(f.client().get_object().bucket("bkt").key("t.lance/data/client.lance").send().await.unwrap())
+            .await
+            == data
+    );
+
+    f.nodes[2].take().unwrap().stop().await;
+    for i in 0..20u64 {
+        let a = i * 60_000;
+        let got = store.get_range(&path, a..a + 100_000).await.unwrap();
+        assert!(got[..] == data[a as usize..(a + 100_000) as usize], "read {i} after a node stopped");
+    }
+    store.delete(&path).await.unwrap();
+    assert!(matches!(store.head(&path).await, Err(object_store::Error::NotFound { .. })));
+}

@@ -1,0 +1,202 @@
+//! The in-process client: an `object_store::ObjectStore` over the fleet, for one bucket.
+//! Page reads go straight to the owning cache node (with failover, as in the router), so
+//! a search node — or any other object_store user — reads the fleet without the router's
+//! extra hop. Writes go to the key's owner and are then invalidated on every node.
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use lakecache_common::page::{ByteRange, PageGeometry};
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result, UploadPart,
+};
+
+use crate::membership::{Fleet, Member};
+use crate::routing;
+
+const STORE: &str = "lakecache";
+
+fn generic(msg: impl Into<String>) -> object_store::Error {
+    object_store::Error::Generic { store: STORE, source: msg.into().into() }
+}
+
+/// One bucket of the fleet as an object store.
+pub struct FleetStore {
+    fleet: Arc<Fleet>,
+    bucket: String,
+    geometry: PageGeometry,
+}
+
+impl FleetStore {
+    pub fn new(fleet: Arc<Fleet>, bucket: impl Into<String>) -> Result<FleetStore> {
+        let geometry =
+            PageGeometry::new(fleet.cfg.page_size.as_u64()).ok_or_else(|| generic("invalid page size"))?;
+        Ok(FleetStore { fleet, bucket: bucket.into(), geometry })
+    }
+
+    fn owner(&self, key: &str) -> Result<Arc<Member>> {
+        self.fleet
+            .owners(&self.bucket, key, 0, 1)
+            .into_iter()
+            .next()
+            .ok_or_else(|| generic("no cache node is available"))
+    }
+
+    fn owner_store(&self, key: &str) -> Result<Arc<dyn ObjectStore>> {
+        let m = self.owner(key)?;
+        self.fleet.store(&m, &self.bucket)
+    }
+}
+
+impl fmt::Debug for FleetStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FleetStore")
+            .field("bucket", &self.bucket)
+            .field("nodes", &self.fleet.members().len())
+            .finish()
+    }
+}
+
+impl fmt::Display for FleetStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "lakecache fleet ({} nodes) bucket {}", self.fleet.members().len(), self.bucket)
+    }
+}
+
+/// A multipart upload on the key's owner that invalidates the key fleet-wide on completion.
+struct InvalidatingUpload {
+    inner: Box<dyn MultipartUpload>,
+    fleet: Arc<Fleet>,
+    bucket: String,
+    key: String,
+}
+
+impl fmt::Debug for InvalidatingUpload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InvalidatingUpload").field("bucket", &self.bucket).field("key", &self.key).finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl MultipartUpload for InvalidatingUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        self.inner.put_part(data)
+    }
+
+    async fn complete(&mut self) -> Result<PutResult> {
+        let r = self.inner.complete().await;
+        self.fleet.invalidate_everywhere(&self.bucket, &self.key).await;
+        r
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.inner.abort().await
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for FleetStore {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        let r = self.owner_store(location.as_ref())?.put_opts(location, payload, opts).await;
+        self.fleet.invalidate_everywhere(&self.bucket, location.as_ref()).await;
+        r
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        let inner = self.owner_store(location.as_ref())?.put_multipart_opts(location, opts).await?;
+        Ok(Box::new(InvalidatingUpload {
+            inner,
+            fleet: self.fleet.clone(),
+            bucket: self.bucket.clone(),
+            key: location.to_string(),
+        }))
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let (meta, ct) = routing::head(&self.fleet, &self.bucket, location).await?;
+        options.check_preconditions(&meta)?;
+        let mut attributes = object_store::Attributes::new();
+        if let Some(ct) = ct {
+            attributes.insert(object_store::Attribute::ContentType, ct.into());
+        }
+        let range = match &options.range {
+            Some(r) => r.as_range(meta.size).map_err(|e| generic(format!("invalid range: {e}")))?,
+            None => 0..meta.size,
+        };
+        if options.head {
+            return Ok(GetResult {
+                payload: GetResultPayload::Stream(futures::stream::empty().boxed()),
+                meta,
+                range,
+                attributes,
+                extensions: Default::default(),
+            });
+        }
+        let rx = routing::stream(
+            &self.fleet,
+            self.geometry,
+            &self.bucket,
+            location.as_ref(),
+            meta.e_tag.clone(),
+            ByteRange { start: range.start, end: range.end },
+        );
+        let body =
+            tokio_stream::wrappers::ReceiverStream::new(rx).map_err(|e| generic(e.to_string())).boxed();
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(body),
+            meta,
+            range,
+            attributes,
+            extensions: Default::default(),
+        })
+    }
+
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+        let fleet = self.fleet.clone();
+        let bucket = self.bucket.clone();
+        locations
+            .then(move |loc| {
+                let (fleet, bucket) = (fleet.clone(), bucket.clone());
+                async move {
+                    let loc = loc?;
+                    let m = fleet
+                        .owners(&bucket, loc.as_ref(), 0, 1)
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| generic("no cache node is available"))?;
+                    let r = fleet.store(&m, &bucket)?.delete(&loc).await;
+                    fleet.invalidate_everywhere(&bucket, loc.as_ref()).await;
+                    match r {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(loc),
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        match self.owner_store(prefix.map_or("", |p| p.as_ref())) {
+            Ok(s) => s.list(prefix),
+            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+        }
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.owner_store(prefix.map_or("", |p| p.as_ref()))?.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        let r = self.owner_store(to.as_ref())?.copy_opts(from, to, options).await;
+        self.fleet.invalidate_everywhere(&self.bucket, to.as_ref()).await;
+        r
+    }
+}
