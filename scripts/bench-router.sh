@@ -254,7 +254,7 @@ fanout_row() {
     awk -v s="$server" -v rs="$read_size" -v n="$n" \
         -v g1=$((after1 - before1)) -v g2=$((after2 - before2)) -v h1=$((ahead1 - head1)) -v h2=$((ahead2 - head2)) 'BEGIN {
         g = g1 + g2; h = h1 + h2
-        printf "| %s | %s | %d | %.2f | %.2f | %.0f%% / %.0f%% |\n", rs, s, n, g / n, h / n,
+        printf "| %d KiB | %s | %d | %.2f | %.2f | %.0f%% / %.0f%% |\n", rs / 1024, s, n, g / n, h / n,
             (g ? 100 * g1 / g : 0), (g ? 100 * g2 / g : 0)
     }'
 }
@@ -461,8 +461,10 @@ done
 ORIGIN_END1=$(metric_sum "$NODE1_URL" lakecache_origin_requests_total)
 ORIGIN_END2=$(metric_sum "$NODE2_URL" lakecache_origin_requests_total)
 ROUTER_RING_NODES=$(metric_sum "$ROUTER_URL" lakecache_router_ring_nodes)
-ROUTER_EJECTIONS=$(metric_sum "$ROUTER_URL" lakecache_router_ejections_total)
-ROUTER_FAILOVERS=$(metric_sum "$ROUTER_URL" lakecache_router_failovers_total)
+# Counters appear on their first increment: absent means none.
+ROUTER_EJECTIONS=$(metric_sum "$ROUTER_URL" lakecache_router_ejections_total | sed 's/^unknown$/0/')
+ROUTER_FAILOVERS=$(metric_sum "$ROUTER_URL" lakecache_router_failovers_total | sed 's/^unknown$/0/')
+RING_COMMIT=$(git -C "$REPO" log -1 --format=%h -- common/src/ring.rs bench/src/ring.rs 2>/dev/null || echo unknown)
 ROUTER_WARNINGS=$(grep -c -E 'WARN|ERROR' "$WORK/router.log" || true)
 TABLES=$("$BENCH_BIN" http-report --input "$RAW_JSONL" --ours router --peer direct,haproxy,nginx)
 mkdir -p "$RAW_DIR"
@@ -516,8 +518,7 @@ RAW_REL=${RAW_BASE#"$REPO"/}
     echo
     echo "## Ring placement (from \`bench/results/ring.md\`)"
     echo
-    echo "The balance and movement figures of the ring the router places pages with, as \`scripts/bench-ring.sh\` last wrote them (rerun that script to refresh them):"
-    echo
+    echo "The balance and movement figures of the ring the router places pages with, as \`scripts/bench-ring.sh\` last wrote them (rerun that script to refresh them; the ring's code last changed in \`$RING_COMMIT\`):"
     # One heading level down, so the embedded file nests under this section.
     sed -e '1d' -e 's/^### /#### /' "$RING_RESULTS"
     echo

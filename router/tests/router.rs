@@ -19,6 +19,7 @@ struct Fleet {
     _dir: tempfile::TempDir,
     origin: Origin,
     nodes: Vec<Option<Node>>,
+    addrs: Vec<std::net::SocketAddr>,
     router_addr: std::net::SocketAddr,
     router: Arc<lakecache_router::server::RouterNode>,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -65,7 +66,8 @@ async fn fleet() -> Fleet {
     tokio::spawn(lakecache_router::server::serve(listener, r2, async {
         let _ = rx.await;
     }));
-    Fleet { _dir: dir, origin, nodes, router_addr, router, _stop: tx }
+    let addrs = nodes.iter().map(|n| n.as_ref().unwrap().addr).collect();
+    Fleet { _dir: dir, origin, nodes, addrs, router_addr, router, _stop: tx }
 }
 
 impl Fleet {
@@ -150,7 +152,7 @@ async fn writes_through_the_router_are_seen_by_every_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_node_fails_no_read_and_is_ejected() {
+async fn a_stopped_node_fails_no_read_is_ejected_and_rejoins() {
     let mut f = fleet().await;
     let data = pattern(80, 1024 * 1024);
     f.origin.put_file("bkt", "t.lance/data/k.lance", &data);
@@ -191,6 +193,23 @@ async fn a_stopped_node_fails_no_read_and_is_ejected() {
     let m = f.router.fleet.member("cache-1").unwrap();
     assert!(!m.healthy(), "the stopped node is ejected");
     assert!(f.router.fleet.member("cache-0").unwrap().healthy());
+
+    // Restarted on its address with its page file: it rejoins and owns its pages again.
+    let node_dir = f._dir.path().join("node1");
+    let back = Node::start_on(node_config(&f.origin, &node_dir, IoEngineChoice::Auto), f.addrs[1]).await;
+    for _ in 0..100 {
+        if m.healthy() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(m.healthy(), "the node rejoins after good health checks");
+    let before = back.node.cache.disk.as_ref().unwrap().page_count();
+    let g0 = f.origin.counts.gets();
+    assert!(body(c.get_object().bucket("bkt").key("t.lance/data/k.lance").send().await.unwrap()).await == data);
+    assert_eq!(f.origin.counts.gets(), g0, "its pages were recovered from its page file, not refetched");
+    assert!(before > 0, "the restarted node recovered its pages");
+    f.nodes[1] = Some(back);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -145,8 +145,13 @@ pub struct Node {
 
 impl Node {
     pub async fn start(cfg: Config) -> Node {
+        Self::start_on(cfg, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Starts on a given address (a restart on the port a router knows).
+    pub async fn start_on(cfg: Config, addr: SocketAddr) -> Node {
         let node = lakecache_cache_node::Node::build(cfg).await.unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let n2 = node.clone();
