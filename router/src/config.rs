@@ -13,6 +13,8 @@ use serde::Deserialize;
 pub struct RouterConfig {
     pub server: ServerConfig,
     pub auth: lakecache_cache_node::config::AuthConfig,
+    /// Bearer token of the router's admin API (`/_lakecache/admin/nodes`); off when unset.
+    pub admin: lakecache_cache_node::config::AdminConfig,
     pub fleet: FleetConfig,
     pub nodes: Vec<NodeConfig>,
 }
@@ -75,7 +77,7 @@ impl Default for FleetConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// Stable identity: placement depends on it, not on the address.

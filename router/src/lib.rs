@@ -2,11 +2,12 @@
 //! placing every page on its owner by the shared ring (`lakecache_common::ring`).
 //!
 //! Built so far: GET/HEAD with per-page placement, in-order streaming across nodes and
-//! failover; PUT (plain and conditional) and DELETE to the key's owner with invalidation
-//! on every node; active health checks and ejection; /healthz, /readyz, /metrics.
-//! Not built yet: List, multipart, COPY, DeleteObjects through the router; replicas for
-//! hot pages; hedged reads; membership reload; pin/prewarm fan-out; the in-process
-//! ObjectStore client.
+//! failover; PUT (plain and conditional), DELETE, DeleteObjects, CopyObject and multipart
+//! to the key's owner with invalidation on every node; ListObjectsV2; active health checks,
+//! ejection and rejoin; membership replaced through the admin API or SIGHUP; the
+//! in-process ObjectStore client (`client::FleetStore`); /healthz, /readyz, /metrics.
+//! Not built yet: replicas for hot pages, hedged reads, a retry budget, pin/prewarm
+//! fan-out, per-upstream byte and latency histograms.
 
 pub mod client;
 pub mod config;

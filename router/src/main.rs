@@ -29,6 +29,22 @@ async fn main() -> anyhow::Result<()> {
     }
     let listen = cfg.server.listen;
     let node = lakecache_router::server::RouterNode::build(cfg)?;
+    // SIGHUP: reread the config file and replace the membership.
+    #[cfg(unix)]
+    {
+        let fleet = node.fleet.clone();
+        let path = args.config.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let loaded: Result<RouterConfig, _> = lakecache_common::config::load_toml(&path);
+                match loaded.map_err(anyhow::Error::from).and_then(|c| fleet.set_nodes(c.nodes)) {
+                    Ok(()) => tracing::info!(config = %path.display(), "membership reloaded"),
+                    Err(e) => tracing::error!(error = %e, "reload failed; membership unchanged"),
+                }
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "router listening");
     lakecache_router::server::serve(listener, node, lakecache_common::shutdown::signal()).await;

@@ -27,6 +27,16 @@ pub struct Member {
 }
 
 impl Member {
+    fn new(cfg: NodeConfig) -> Arc<Member> {
+        Arc::new(Member {
+            cfg,
+            healthy: AtomicBool::new(true),
+            fails: AtomicU32::new(0),
+            rises: AtomicU32::new(0),
+            stores: RwLock::new(HashMap::new()),
+        })
+    }
+
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::SeqCst)
     }
@@ -35,37 +45,32 @@ impl Member {
 pub struct Fleet {
     pub cfg: FleetConfig,
     region: String,
-    members: Vec<Arc<Member>>,
+    members: RwLock<Arc<Vec<Arc<Member>>>>,
     live: RwLock<lakecache_common::ring::Ring>,
     http: reqwest::Client,
 }
 
 impl Fleet {
     pub fn new(nodes: Vec<NodeConfig>, cfg: FleetConfig, region: String) -> anyhow::Result<Arc<Fleet>> {
-        let members: Vec<Arc<Member>> = nodes
-            .into_iter()
-            .map(|n| {
-                Arc::new(Member {
-                    cfg: n,
-                    healthy: AtomicBool::new(true),
-                    fails: AtomicU32::new(0),
-                    rises: AtomicU32::new(0),
-                    stores: RwLock::new(HashMap::new()),
-                })
-            })
-            .collect();
+        let members: Vec<Arc<Member>> = nodes.into_iter().map(Member::new).collect();
         let http = reqwest::Client::builder()
             .timeout(cfg.health_timeout.max(cfg.request_timeout))
             .no_proxy()
             .build()?;
-        let fleet = Arc::new(Fleet { cfg, region, members, live: RwLock::new(Default::default()), http });
+        let fleet = Arc::new(Fleet {
+            cfg,
+            region,
+            members: RwLock::new(Arc::new(members)),
+            live: RwLock::new(Default::default()),
+            http,
+        });
         fleet.rebuild()?;
         Ok(fleet)
     }
 
     fn rebuild(&self) -> anyhow::Result<()> {
-        let nodes: Vec<_> = self
-            .members
+        let members = self.members();
+        let nodes: Vec<_> = members
             .iter()
             .filter(|m| m.healthy())
             .map(|m| lakecache_common::ring::Node { id: m.cfg.id.clone(), weight: m.cfg.weight })
@@ -75,12 +80,36 @@ impl Fleet {
         Ok(())
     }
 
-    pub fn member(&self, id: &str) -> Option<&Arc<Member>> {
-        self.members.iter().find(|m| m.cfg.id == id)
+    pub fn member(&self, id: &str) -> Option<Arc<Member>> {
+        self.members().iter().find(|m| m.cfg.id == id).cloned()
     }
 
-    pub fn members(&self) -> &[Arc<Member>] {
-        &self.members
+    /// The members now; a request keeps the snapshot it started with.
+    pub fn members(&self) -> Arc<Vec<Arc<Member>>> {
+        self.members.read().clone()
+    }
+
+    /// Replaces the membership (SIGHUP reload or the admin API). Members that stay (same id
+    /// and URL) keep their health state and connections; in-flight requests finish on the
+    /// members they hold. Only the pages of added or removed nodes move.
+    pub fn set_nodes(&self, nodes: Vec<NodeConfig>) -> anyhow::Result<()> {
+        let ring: Vec<_> = nodes
+            .iter()
+            .map(|n| lakecache_common::ring::Node { id: n.id.clone(), weight: n.weight })
+            .collect();
+        lakecache_common::ring::Ring::new(ring)?;
+        anyhow::ensure!(!nodes.is_empty(), "a fleet needs at least one node");
+        let old = self.members();
+        let next: Vec<Arc<Member>> = nodes
+            .into_iter()
+            .map(|n| match old.iter().find(|m| m.cfg.id == n.id && m.cfg.url == n.url) {
+                Some(m) if m.cfg.weight == n.weight => m.clone(),
+                _ => Member::new(n),
+            })
+            .collect();
+        tracing::info!(nodes = next.len(), "fleet membership replaced");
+        *self.members.write() = Arc::new(next);
+        self.rebuild()
     }
 
     /// The healthy nodes that should hold a page, best first (at most `n`).
@@ -88,17 +117,17 @@ impl Fleet {
         let h = lakecache_common::ring::page_key_hash(bucket, key, page);
         let ring = self.live.read().clone();
         let mut out: Vec<Arc<Member>> =
-            ring.owners(h, n).into_iter().filter_map(|node| self.member(&node.id).cloned()).collect();
+            ring.owners(h, n).into_iter().filter_map(|node| self.member(&node.id)).collect();
         if out.is_empty() {
             // Everything ejected: try the configured nodes anyway rather than refuse.
             let all = lakecache_common::ring::Ring::new(
-                self.members
+                self.members()
                     .iter()
                     .map(|m| lakecache_common::ring::Node { id: m.cfg.id.clone(), weight: m.cfg.weight })
                     .collect(),
             )
             .unwrap_or_default();
-            out = all.owners(h, n).into_iter().filter_map(|node| self.member(&node.id).cloned()).collect();
+            out = all.owners(h, n).into_iter().filter_map(|node| self.member(&node.id)).collect();
         }
         out
     }
@@ -161,7 +190,8 @@ impl Fleet {
 
     /// One round of active checks.
     pub async fn check_all(&self) {
-        let checks = self.members.iter().map(|m| async move {
+        let members = self.members();
+        let checks = members.iter().map(|m| async move {
             let ok = matches!(
                 tokio::time::timeout(self.cfg.health_timeout, self.http.get(format!("{}/readyz", m.cfg.url)).send()).await,
                 Ok(Ok(r)) if r.status().is_success()
@@ -193,7 +223,8 @@ impl Fleet {
     /// Tells every node to forget an object (after a write through one of them).
     pub async fn invalidate_everywhere(&self, bucket: &str, key: &str) {
         let body = serde_json::json!({ "bucket": bucket, "key": key });
-        let calls = self.members.iter().map(|m| {
+        let members = self.members();
+        let calls = members.iter().map(|m| {
             let req = self
                 .http
                 .post(format!("{}/_lakecache/admin/invalidate", m.cfg.url))

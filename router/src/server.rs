@@ -19,6 +19,7 @@ use crate::proxy::Router;
 
 pub struct RouterNode {
     pub fleet: Arc<Fleet>,
+    admin_token: Option<String>,
     s3: S3Service,
     metrics: PrometheusHandle,
 }
@@ -41,7 +42,7 @@ impl RouterNode {
             }
         }
         b.set_host(Hosts { domains: cfg.server.virtual_host_domains.clone() });
-        Ok(Arc::new(RouterNode { fleet, s3: b.build(), metrics }))
+        Ok(Arc::new(RouterNode { fleet, admin_token: cfg.admin.token.clone(), s3: b.build(), metrics }))
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<s3s::Body> {
@@ -56,6 +57,7 @@ impl RouterNode {
                 };
             }
             "/metrics" if plain => return text(StatusCode::OK, self.metrics.render()),
+            "/_lakecache/admin/nodes" => return self.admin_nodes(req).await,
             _ => {}
         }
         match hyper::service::Service::call(&self.s3, req).await {
@@ -64,6 +66,69 @@ impl RouterNode {
                 tracing::error!(error = ?e, "S3 service failed");
                 text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
             }
+        }
+    }
+}
+
+impl RouterNode {
+    /// `GET` lists the members and their health; `PUT` with `[{"id","url","weight"}]`
+    /// replaces the membership without dropping in-flight requests.
+    async fn admin_nodes(&self, req: Request<Incoming>) -> Response<s3s::Body> {
+        let json = |status: StatusCode, v: serde_json::Value| {
+            let mut r = text(status, v.to_string());
+            r.headers_mut()
+                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            r
+        };
+        let Some(token) = &self.admin_token else {
+            return json(
+                StatusCode::FORBIDDEN,
+                serde_json::json!({"error": "the admin API is disabled: set [admin] token"}),
+            );
+        };
+        let presented = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let ok = presented
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| lakecache_cache_node::admin::constant_time_eq(t.as_bytes(), token.as_bytes()));
+        if !ok {
+            return json(
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({"error": "missing or wrong bearer token"}),
+            );
+        }
+        match *req.method() {
+            Method::GET => {
+                let nodes: Vec<_> = self
+                    .fleet
+                    .members()
+                    .iter()
+                    .map(|m| serde_json::json!({"id": m.cfg.id, "url": m.cfg.url, "weight": m.cfg.weight, "healthy": m.healthy()}))
+                    .collect();
+                json(StatusCode::OK, serde_json::json!({ "nodes": nodes }))
+            }
+            Method::PUT => {
+                use http_body_util::BodyExt;
+                let body = match http_body_util::Limited::new(req.into_body(), 1 << 20).collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(e) => {
+                        return json(StatusCode::BAD_REQUEST, serde_json::json!({"error": e.to_string()}));
+                    }
+                };
+                let nodes: Vec<crate::config::NodeConfig> = match serde_json::from_slice(&body) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        return json(
+                            StatusCode::BAD_REQUEST,
+                            serde_json::json!({"error": format!("invalid JSON: {e}")}),
+                        );
+                    }
+                };
+                match self.fleet.set_nodes(nodes) {
+                    Ok(()) => json(StatusCode::OK, serde_json::json!({"nodes": self.fleet.members().len()})),
+                    Err(e) => json(StatusCode::BAD_REQUEST, serde_json::json!({"error": e.to_string()})),
+                }
+            }
+            _ => json(StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({"error": "use GET or PUT"})),
         }
     }
 }

@@ -26,6 +26,10 @@ struct Fleet {
 }
 
 async fn fleet() -> Fleet {
+    fleet_with(|_| {}).await
+}
+
+async fn fleet_with(adjust: impl FnOnce(&mut RouterConfig)) -> Fleet {
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::start(&dir.path().join("origin")).await;
     std::fs::create_dir_all(origin.root.join("bkt")).unwrap();
@@ -58,6 +62,7 @@ async fn fleet() -> Fleet {
         .enumerate()
         .map(|(i, n)| NodeConfig { id: format!("cache-{i}"), url: n.as_ref().unwrap().url(), weight: 1.0 })
         .collect();
+    adjust(&mut cfg);
     let router = lakecache_router::server::RouterNode::build(cfg).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let router_addr = listener.local_addr().unwrap();
@@ -206,7 +211,9 @@ async fn a_stopped_node_fails_no_read_is_ejected_and_rejoins() {
     assert!(m.healthy(), "the node rejoins after good health checks");
     let before = back.node.cache.disk.as_ref().unwrap().page_count();
     let g0 = f.origin.counts.gets();
-    assert!(body(c.get_object().bucket("bkt").key("t.lance/data/k.lance").send().await.unwrap()).await == data);
+    assert!(
+        body(c.get_object().bucket("bkt").key("t.lance/data/k.lance").send().await.unwrap()).await == data
+    );
     assert_eq!(f.origin.counts.gets(), g0, "its pages were recovered from its page file, not refetched");
     assert!(before > 0, "the restarted node recovered its pages");
     f.nodes[1] = Some(back);
@@ -363,4 +370,66 @@ async fn the_in_process_client_reads_the_fleet_without_the_router() {
     }
     store.delete(&path).await.unwrap();
     assert!(matches!(store.head(&path).await, Err(object_store::Error::NotFound { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_is_replaced_through_the_admin_api_without_failing_reads() {
+    let f = fleet_with(|cfg| {
+        cfg.admin.token = Some("router-admin-token".into());
+        cfg.nodes.truncate(2); // the third node runs but is not a member yet
+    })
+    .await;
+    let data = pattern(120, 2 * 1024 * 1024);
+    f.origin.put_file("bkt", "t.lance/data/m.lance", &data);
+    let c = f.client();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://{}/_lakecache/admin/nodes", f.router_addr);
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
+    let listed: serde_json::Value =
+        http.get(&url).bearer_auth("router-admin-token").send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["nodes"].as_array().unwrap().len(), 2);
+
+    let reader = {
+        let c = c.clone();
+        let data = data.clone();
+        tokio::spawn(async move {
+            for n in 0..60u64 {
+                let a = (n * 31_337) % (2 * 1024 * 1024 - 300_000);
+                let out = c
+                    .get_object()
+                    .bucket("bkt")
+                    .key("t.lance/data/m.lance")
+                    .range(format!("bytes={a}-{}", a + 250_000))
+                    .send()
+                    .await;
+                let got = body(out.unwrap_or_else(|e| panic!("read {n} failed: {e:?}"))).await;
+                assert!(got[..] == data[a as usize..=(a + 250_000) as usize], "read {n}: wrong bytes");
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let three: Vec<serde_json::Value> = f
+        .addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| serde_json::json!({"id": format!("cache-{i}"), "url": format!("http://{a}"), "weight": 1.0}))
+        .collect();
+    let dup = serde_json::json!([three[0], three[0]]);
+    assert_eq!(
+        http.put(&url).bearer_auth("router-admin-token").json(&dup).send().await.unwrap().status(),
+        400
+    );
+    let r = http.put(&url).bearer_auth("router-admin-token").json(&three).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    reader.await.unwrap();
+    assert_eq!(f.router.fleet.members().len(), 3);
+    // The new member now owns its share: a full read caches pages on it.
+    assert!(
+        body(c.get_object().bucket("bkt").key("t.lance/data/m.lance").send().await.unwrap()).await == data
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        f.nodes[2].as_ref().unwrap().node.cache.disk.as_ref().unwrap().page_count() > 0,
+        "the added node holds pages"
+    );
 }
