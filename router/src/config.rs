@@ -59,6 +59,16 @@ pub struct FleetConfig {
     /// Time limit of one request to a cache node.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Send the same read to the next owner when the first has not answered after this
+    /// long, and take whichever answers first. Unset: no hedging.
+    #[serde(default, with = "humantime_serde")]
+    pub hedge_after: Option<Duration>,
+    /// Copies of hot pages: reads of keys matching `replicate` are spread over the first
+    /// `replicas` owners of each page (each caches it on first read).
+    pub replicas: usize,
+    /// Keys (globs, `**` crosses `/`) whose pages are replicated; default: Lance indices
+    /// and manifests, which every query reads.
+    pub replicate: Vec<String>,
 }
 
 impl Default for FleetConfig {
@@ -73,6 +83,9 @@ impl Default for FleetConfig {
             fail_threshold: 2,
             rise_threshold: 2,
             request_timeout: Duration::from_secs(30),
+            hedge_after: None,
+            replicas: 2,
+            replicate: vec!["**/_indices/**".into(), "**/_versions/*.manifest".into()],
         }
     }
 }
@@ -101,6 +114,12 @@ impl Validate for RouterConfig {
         let ps = self.fleet.page_size.as_u64();
         if ps == 0 || !ps.is_multiple_of(4096) {
             return bad("fleet.page_size must be a multiple of 4 KiB".into());
+        }
+        if self.fleet.replicas == 0 {
+            return bad("fleet.replicas must be at least 1".into());
+        }
+        for g in &self.fleet.replicate {
+            lakecache_cache_node::policy::compile_glob(g).map_err(ConfigError::Invalid)?;
         }
         if self.fleet.failover_attempts == 0
             || self.fleet.fail_threshold == 0

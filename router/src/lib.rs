@@ -6,8 +6,8 @@
 //! to the key's owner with invalidation on every node; ListObjectsV2; active health checks,
 //! ejection and rejoin; membership replaced through the admin API or SIGHUP; the
 //! in-process ObjectStore client (`client::FleetStore`); /healthz, /readyz, /metrics.
-//! Not built yet: replicas for hot pages, hedged reads, a retry budget, pin/prewarm
-//! fan-out, per-upstream byte and latency histograms.
+//! Replicas for hot keys (reads spread over the first R owners) and hedged reads.
+//! Not built yet: a retry budget, pin/prewarm fan-out, hedged metadata reads.
 
 pub mod client;
 pub mod config;

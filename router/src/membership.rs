@@ -44,6 +44,7 @@ impl Member {
 
 pub struct Fleet {
     pub cfg: FleetConfig,
+    replicate: Vec<globset::GlobMatcher>,
     region: String,
     members: RwLock<Arc<Vec<Arc<Member>>>>,
     live: RwLock<lakecache_common::ring::Ring>,
@@ -57,8 +58,15 @@ impl Fleet {
             .timeout(cfg.health_timeout.max(cfg.request_timeout))
             .no_proxy()
             .build()?;
+        let replicate = cfg
+            .replicate
+            .iter()
+            .map(|g| lakecache_cache_node::policy::compile_glob(g))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::msg)?;
         let fleet = Arc::new(Fleet {
             cfg,
+            replicate,
             region,
             members: RwLock::new(Arc::new(members)),
             live: RwLock::new(Default::default()),
@@ -130,6 +138,15 @@ impl Fleet {
             out = all.owners(h, n).into_iter().filter_map(|node| self.member(&node.id)).collect();
         }
         out
+    }
+
+    /// How many owners share the reads of a key's pages.
+    pub fn replicas_for(&self, key: &str) -> usize {
+        if self.cfg.replicas > 1 && self.replicate.iter().any(|g| g.is_match(key)) {
+            self.cfg.replicas
+        } else {
+            1
+        }
     }
 
     /// The S3 client for `bucket` on `member`.

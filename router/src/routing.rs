@@ -17,6 +17,48 @@ use tokio::sync::mpsc;
 use crate::membership::{Fleet, Member};
 use crate::proxy::{ROUTER_FAILOVERS, ROUTER_REQUESTS};
 
+pub const ROUTER_UPSTREAM_BYTES: &str = "lakecache_router_upstream_bytes_total";
+pub const ROUTER_UPSTREAM_LATENCY: &str = "lakecache_router_upstream_first_byte_seconds";
+pub const ROUTER_HEDGES: &str = "lakecache_router_hedges_total";
+
+static READ_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The first answer to a read: from `m`, or — if `m` is silent for `hedge_after` — from
+/// whichever of `m` and `alt` answers first. Returns the answer and who gave it.
+async fn first_answer(
+    fleet: &Fleet,
+    bucket: &str,
+    path: &Path,
+    opts: GetOptions,
+    m: &Arc<Member>,
+    alt: Option<&Arc<Member>>,
+) -> (object_store::Result<object_store::GetResult>, Arc<Member>) {
+    let primary_store = match fleet.store(m, bucket) {
+        Ok(s) => s,
+        Err(e) => return (Err(e), m.clone()),
+    };
+    let (Some(delay), Some(alt)) = (fleet.cfg.hedge_after, alt) else {
+        return (primary_store.get_opts(path, opts).await, m.clone());
+    };
+    let primary = primary_store.get_opts(path, opts.clone());
+    tokio::pin!(primary);
+    tokio::select! {
+        r = &mut primary => return (r, m.clone()),
+        () = tokio::time::sleep(delay) => {}
+    }
+    metrics::counter!(ROUTER_HEDGES).increment(1);
+    let alt_store = match fleet.store(alt, bucket) {
+        Ok(s) => s,
+        Err(_) => return (primary.await, m.clone()),
+    };
+    metrics::counter!(ROUTER_REQUESTS, "node" => alt.cfg.id.clone(), "op" => "get").increment(1);
+    let secondary = alt_store.get_opts(path, opts);
+    tokio::select! {
+        r = primary => (r, m.clone()),
+        r = secondary => (r, alt.clone()),
+    }
+}
+
 /// Metadata (and Content-Type) from the owner of the object's first page, with failover.
 pub async fn head(
     fleet: &Fleet,
@@ -58,9 +100,17 @@ pub fn stream(
     range: ByteRange,
 ) -> mpsc::Receiver<std::io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel(4);
+    let replicas = fleet.replicas_for(key);
+    // Which replica this read starts at: spreads a hot key's reads over its replicas.
+    let spread =
+        if replicas > 1 { READ_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % replicas } else { 0 };
     let mut runs: Vec<(ByteRange, Vec<Arc<Member>>)> = Vec::new();
     for s in geometry.slices(range.start..range.end) {
-        let owners = fleet.owners(bucket, key, s.index, fleet.cfg.failover_attempts);
+        let mut owners = fleet.owners(bucket, key, s.index, fleet.cfg.failover_attempts.max(replicas));
+        let r = replicas.min(owners.len());
+        if r > 1 {
+            owners[..r].rotate_left(spread % r);
+        }
         let start = s.index * geometry.page_size_bytes() + s.offset_in_page as u64;
         let end = start + s.len as u64;
         match runs.last_mut() {
@@ -105,20 +155,21 @@ pub(crate) async fn send_run(
             let _ = tx.send(Err(std::io::Error::other("no cache node could serve the range"))).await;
             return false;
         };
-        let store = match fleet.store(m, bucket) {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                return false;
-            }
-        };
         metrics::counter!(ROUTER_REQUESTS, "node" => m.cfg.id.clone(), "op" => "get").increment(1);
         let opts = GetOptions {
             range: Some(GetRange::Bounded(pos..run.end)),
             if_match: etag.map(str::to_string),
             ..Default::default()
         };
-        let res = store.get_opts(&path, opts).await;
+        let started = std::time::Instant::now();
+        let (res, served_by) = first_answer(fleet, bucket, &path, opts, m, owners.get(i + 1)).await;
+        if !Arc::ptr_eq(&served_by, m) {
+            // The hedge answered: continue (and fail over) from its position.
+            i += 1;
+        }
+        let m = &served_by;
+        metrics::histogram!(ROUTER_UPSTREAM_LATENCY, "node" => m.cfg.id.clone())
+            .record(started.elapsed().as_secs_f64());
         let mut body = match res {
             Ok(r) => r.into_stream(),
             Err(object_store::Error::Precondition { .. }) if stale_retry => {
@@ -144,6 +195,8 @@ pub(crate) async fn send_run(
                 Ok(c) => {
                     let take = c.len().min((run.end - pos) as usize);
                     pos += take as u64;
+                    metrics::counter!(ROUTER_UPSTREAM_BYTES, "node" => m.cfg.id.clone())
+                        .increment(take as u64);
                     if tx.send(Ok(c.slice(..take))).await.is_err() {
                         return false;
                     }

@@ -433,3 +433,73 @@ async fn membership_is_replaced_through_the_admin_api_without_failing_reads() {
         "the added node holds pages"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_keys_are_replicated_and_reads_spread_over_replicas() {
+    let f = fleet().await; // replicas = 2 for Lance indices by default
+    let idx = pattern(130, 4 * 65536);
+    f.origin.put_file("bkt", "t.lance/_indices/u/part.idx", &idx);
+    let c = f.client();
+    for _ in 0..6 {
+        assert!(
+            body(c.get_object().bucket("bkt").key("t.lance/_indices/u/part.idx").send().await.unwrap()).await
+                == idx
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counts: Vec<usize> =
+        f.nodes.iter().map(|n| n.as_ref().unwrap().node.cache.disk.as_ref().unwrap().page_count()).collect();
+    assert_eq!(counts.iter().sum::<usize>(), 8, "each of 4 pages on exactly 2 nodes: {counts:?}");
+    // A data file is not replicated: one copy per page.
+    let data = pattern(131, 4 * 65536);
+    f.origin.put_file("bkt", "t.lance/data/d.lance", &data);
+    for _ in 0..6 {
+        assert!(
+            body(c.get_object().bucket("bkt").key("t.lance/data/d.lance").send().await.unwrap()).await
+                == data
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after: usize =
+        f.nodes.iter().map(|n| n.as_ref().unwrap().node.cache.disk.as_ref().unwrap().page_count()).sum();
+    assert_eq!(after, 12, "4 more pages, one copy each");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_owner_is_hedged_around() {
+    // A "node" that accepts connections and never answers, first in the membership.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_addr = hole.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = hole.accept().await {
+            held.push(s);
+        }
+    });
+    let f = fleet_with(|cfg| {
+        cfg.fleet.hedge_after = Some(Duration::from_millis(50));
+        cfg.fleet.health_interval = Duration::from_secs(3600); // no ejection: hedging alone must cope
+        cfg.nodes
+            .insert(0, NodeConfig { id: "silent".into(), url: format!("http://{hole_addr}"), weight: 1.0 });
+    })
+    .await;
+    let data = pattern(140, 16 * 65536);
+    f.origin.put_file("bkt", "t.lance/data/h.lance", &data);
+    let c = f.client();
+    let t0 = std::time::Instant::now();
+    for i in 0..16u64 {
+        // One page per read, so the silent node owns some of them.
+        let a = i * 65536;
+        let out = c
+            .get_object()
+            .bucket("bkt")
+            .key("t.lance/data/h.lance")
+            .range(format!("bytes={a}-{}", a + 65535))
+            .send()
+            .await;
+        let out = out.unwrap_or_else(|e| panic!("page {i}: {e:?}"));
+        assert!(body(out).await[..] == data[a as usize..(a + 65536) as usize]);
+    }
+    // Without hedging each page the silent node owns would wait for request_timeout (5 s).
+    assert!(t0.elapsed() < Duration::from_secs(4), "took {:?}", t0.elapsed());
+}
