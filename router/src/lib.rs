@@ -7,7 +7,8 @@
 //! ejection and rejoin; membership replaced through the admin API or SIGHUP; the
 //! in-process ObjectStore client (`client::FleetStore`); /healthz, /readyz, /metrics.
 //! Replicas for hot keys (reads spread over the first R owners) and hedged reads.
-//! Not built yet: a retry budget, pin/prewarm fan-out, hedged metadata reads.
+//! Pin rules and prewarm fanned out to the owners (`/_lakecache/admin/pins`).
+//! Not built yet: a retry budget, hedged metadata reads.
 
 pub mod client;
 pub mod config;

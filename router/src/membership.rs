@@ -260,6 +260,26 @@ impl Fleet {
         }
     }
 
+    /// Calls a cache node's admin API (`/_lakecache/admin/<path>`) with the node token.
+    pub async fn admin_call(
+        &self,
+        member: &Member,
+        method: http::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<(http::StatusCode, serde_json::Value), reqwest::Error> {
+        let mut req = self
+            .http
+            .request(method, format!("{}/_lakecache/admin/{path}", member.cfg.url))
+            .bearer_auth(&self.cfg.node_admin_token);
+        if !body.is_null() {
+            req = req.json(body);
+        }
+        let r = req.send().await?;
+        let status = http::StatusCode::from_u16(r.status().as_u16()).unwrap_or(http::StatusCode::BAD_GATEWAY);
+        Ok((status, r.json().await.unwrap_or(serde_json::Value::Null)))
+    }
+
     pub async fn invalidate_on(&self, member: &Member, bucket: &str, key: &str) {
         let _ = self
             .http

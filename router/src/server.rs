@@ -17,6 +17,8 @@ use crate::config::RouterConfig;
 use crate::membership::Fleet;
 use crate::proxy::Router;
 
+pub const ROUTER_S3_REQUESTS: &str = "lakecache_router_requests_total";
+
 pub struct RouterNode {
     pub fleet: Arc<Fleet>,
     admin_token: Option<String>,
@@ -58,10 +60,23 @@ impl RouterNode {
             }
             "/metrics" if plain => return text(StatusCode::OK, self.metrics.render()),
             "/_lakecache/admin/nodes" => return self.admin_nodes(req).await,
+            "/_lakecache/admin/pins" => return self.admin_pins(req).await,
             _ => {}
         }
+        let method = match *req.method() {
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            Method::PUT => "PUT",
+            Method::POST => "POST",
+            Method::DELETE => "DELETE",
+            _ => "OTHER",
+        };
         match hyper::service::Service::call(&self.s3, req).await {
-            Ok(r) => r,
+            Ok(r) => {
+                metrics::counter!(ROUTER_S3_REQUESTS, "method" => method, "status" => r.status().as_str().to_string())
+                    .increment(1);
+                r
+            }
             Err(e) => {
                 tracing::error!(error = ?e, "S3 service failed");
                 text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
@@ -71,6 +86,112 @@ impl RouterNode {
 }
 
 impl RouterNode {
+    fn authorized(&self, req: &Request<Incoming>) -> Result<(), Response<s3s::Body>> {
+        let Some(token) = &self.admin_token else {
+            return Err(json(
+                StatusCode::FORBIDDEN,
+                serde_json::json!({"error": "the admin API is disabled: set [admin] token"}),
+            ));
+        };
+        let presented = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let ok = presented
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| lakecache_cache_node::admin::constant_time_eq(t.as_bytes(), token.as_bytes()));
+        if ok {
+            Ok(())
+        } else {
+            Err(json(StatusCode::UNAUTHORIZED, serde_json::json!({"error": "missing or wrong bearer token"})))
+        }
+    }
+
+    /// Pin rules reach every node (each pins the pages it owns); `"prewarm": true` then
+    /// reads the matching objects through the ring, so every page lands — pinned — on its
+    /// owner. `GET` sums the nodes' pinned bytes. Each node checks the rule against its own
+    /// budget, counting whole objects: conservative for a fleet, where it holds a share.
+    async fn admin_pins(&self, req: Request<Incoming>) -> Response<s3s::Body> {
+        use http_body_util::BodyExt;
+        if let Err(r) = self.authorized(&req) {
+            return r;
+        }
+        let method = req.method().clone();
+        let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return json(StatusCode::BAD_REQUEST, serde_json::json!({"error": e.to_string()})),
+        };
+        let v: serde_json::Value = if body.is_empty() {
+            serde_json::Value::Null
+        } else {
+            match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": format!("invalid JSON: {e}")}),
+                    );
+                }
+            }
+        };
+        let prewarm = v.get("prewarm").and_then(|p| p.as_bool()).unwrap_or(false);
+        let mut forwarded = v.clone();
+        if let Some(o) = forwarded.as_object_mut() {
+            o.remove("prewarm");
+        }
+        let mut per_node = Vec::new();
+        let mut worst = StatusCode::OK;
+        for m in self.fleet.members().iter() {
+            let r = self.fleet.admin_call(m, method.clone(), "pins", &forwarded).await;
+            let (status, answer) = match r {
+                Ok((s, a)) => (s, a),
+                Err(e) => (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"error": e.to_string()})),
+            };
+            if !status.is_success() && worst.is_success() {
+                worst = status;
+            }
+            per_node.push(serde_json::json!({"node": m.cfg.id, "status": status.as_u16(), "answer": answer}));
+        }
+        let mut prewarmed = serde_json::Value::Null;
+        if prewarm && method == Method::POST && worst.is_success() {
+            match self.prewarm(&v).await {
+                Ok((objects, bytes)) => prewarmed = serde_json::json!({"objects": objects, "bytes": bytes}),
+                Err(e) => {
+                    return json(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        serde_json::json!({"error": e, "nodes": per_node}),
+                    );
+                }
+            }
+        }
+        json(worst, serde_json::json!({"nodes": per_node, "prewarmed": prewarmed}))
+    }
+
+    /// Reads every object matching a pin rule through the ring.
+    async fn prewarm(&self, rule: &serde_json::Value) -> Result<(usize, u64), String> {
+        use futures::{StreamExt, TryStreamExt};
+        use object_store::ObjectStore;
+        let bucket = rule.get("bucket").and_then(|b| b.as_str()).ok_or("bucket missing")?;
+        let key = rule.get("key").and_then(|k| k.as_str()).ok_or("key missing")?;
+        let glob = lakecache_cache_node::policy::compile_glob(key)?;
+        let literal = &key[..key.find(['*', '?', '[', '{']).unwrap_or(key.len())];
+        let dir = literal.rfind('/').map_or("", |i| &literal[..i]);
+        let store = crate::client::FleetStore::new(self.fleet.clone(), bucket).map_err(|e| e.to_string())?;
+        let prefix = (!dir.is_empty()).then(|| object_store::path::Path::from(dir));
+        let metas: Vec<object_store::ObjectMeta> =
+            store.list(prefix.as_ref()).try_collect().await.map_err(|e| e.to_string())?;
+        let (mut objects, mut bytes) = (0, 0u64);
+        for m in metas.into_iter().filter(|m| glob.is_match(m.location.as_ref())) {
+            let mut s = store
+                .get_opts(&m.location, Default::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .into_stream();
+            while let Some(c) = s.next().await {
+                bytes += c.map_err(|e| e.to_string())?.len() as u64;
+            }
+            objects += 1;
+        }
+        Ok((objects, bytes))
+    }
+
     /// `GET` lists the members and their health; `PUT` with `[{"id","url","weight"}]`
     /// replaces the membership without dropping in-flight requests.
     async fn admin_nodes(&self, req: Request<Incoming>) -> Response<s3s::Body> {
@@ -131,6 +252,12 @@ impl RouterNode {
             _ => json(StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({"error": "use GET or PUT"})),
         }
     }
+}
+
+fn json(status: StatusCode, v: serde_json::Value) -> Response<s3s::Body> {
+    let mut r = text(status, v.to_string());
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r
 }
 
 pub async fn serve(listener: TcpListener, node: Arc<RouterNode>, shutdown: impl Future<Output = ()>) {

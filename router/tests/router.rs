@@ -503,3 +503,42 @@ async fn a_silent_owner_is_hedged_around() {
     // Without hedging each page the silent node owns would wait for request_timeout (5 s).
     assert!(t0.elapsed() < Duration::from_secs(4), "took {:?}", t0.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pins_and_prewarm_through_the_router_reach_the_owners() {
+    let f = fleet_with(|cfg| cfg.admin.token = Some("router-admin-token".into())).await;
+    let data = pattern(150, 10 * 65536 + 100);
+    f.origin.put_file("bkt", "hot/table/blob.bin", &data);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://{}/_lakecache/admin/pins", f.router_addr);
+    let r = http
+        .post(&url)
+        .bearer_auth("router-admin-token")
+        .json(&serde_json::json!({"bucket": "bkt", "key": "hot/**", "prewarm": true}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["prewarmed"]["bytes"], data.len());
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 3);
+    let pinned = || f.nodes.iter().map(|n| n.as_ref().unwrap().node.cache.pinned_bytes()).sum::<u64>();
+    for _ in 0..200 {
+        if pinned() == data.len() as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(pinned(), data.len() as u64, "every page pinned once, on its owner");
+    let g0 = f.origin.counts.gets();
+    assert!(
+        body(f.client().get_object().bucket("bkt").key("hot/table/blob.bin").send().await.unwrap()).await
+            == data
+    );
+    assert_eq!(f.origin.counts.gets(), g0, "prewarmed: no origin read");
+    let listed: serde_json::Value =
+        http.get(&url).bearer_auth("router-admin-token").send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["nodes"].as_array().unwrap().len(), 3);
+    assert_eq!(http.post(&url).json(&serde_json::json!({})).send().await.unwrap().status(), 401);
+}
