@@ -63,6 +63,11 @@ pub struct FleetConfig {
     /// long, and take whichever answers first. Unset: no hedging.
     #[serde(default, with = "humantime_serde")]
     pub hedge_after: Option<Duration>,
+    /// Retries (failovers) allowed as a percentage of requests, so a failing fleet is not
+    /// buried under its own retries.
+    pub retry_budget_percent: u32,
+    /// Retries always allowed per health-check interval, however quiet the fleet.
+    pub retry_budget_min: u32,
     /// Copies of hot pages: reads of keys matching `replicate` are spread over the first
     /// `replicas` owners of each page (each caches it on first read).
     pub replicas: usize,
@@ -84,6 +89,8 @@ impl Default for FleetConfig {
             rise_threshold: 2,
             request_timeout: Duration::from_secs(30),
             hedge_after: None,
+            retry_budget_percent: 20,
+            retry_budget_min: 10,
             replicas: 2,
             replicate: vec!["**/_indices/**".into(), "**/_versions/*.manifest".into()],
         }

@@ -8,7 +8,8 @@
 //! in-process ObjectStore client (`client::FleetStore`); /healthz, /readyz, /metrics.
 //! Replicas for hot keys (reads spread over the first R owners) and hedged reads.
 //! Pin rules and prewarm fanned out to the owners (`/_lakecache/admin/pins`).
-//! Not built yet: a retry budget, hedged metadata reads.
+//! Failover retries draw on a retry budget (a share of requests plus a floor).
+//! Not built yet: hedged metadata reads.
 
 pub mod client;
 pub mod config;

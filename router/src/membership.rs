@@ -42,8 +42,58 @@ impl Member {
     }
 }
 
+/// Retries as a share of requests: every request deposits `percent` hundredths of a
+/// retry, every retry withdraws one, with a floor of `min` retries in the bucket so a quiet
+/// fleet can still fail over. A failing fleet then degrades to errors instead of
+/// multiplying its own load with retries.
+pub struct RetryBudget {
+    /// Hundredths of a retry.
+    balance: std::sync::atomic::AtomicI64,
+    percent: i64,
+    min: i64,
+    cap: i64,
+}
+
+pub const ROUTER_RETRIES_REFUSED: &str = "lakecache_router_retries_refused_total";
+
+impl RetryBudget {
+    pub fn new(percent: u32, min_retries: u32) -> Self {
+        let min = i64::from(min_retries) * 100;
+        Self {
+            balance: std::sync::atomic::AtomicI64::new(min),
+            percent: i64::from(percent),
+            min,
+            cap: (min * 10).max(100_000),
+        }
+    }
+
+    pub fn deposit(&self) {
+        let _ = self
+            .balance
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some((b + self.percent).min(self.cap)));
+    }
+
+    /// Takes one retry if the budget has it.
+    pub fn withdraw(&self) -> bool {
+        let ok = self
+            .balance
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| (b >= 100).then_some(b - 100))
+            .is_ok();
+        if !ok {
+            metrics::counter!(ROUTER_RETRIES_REFUSED).increment(1);
+        }
+        ok
+    }
+
+    /// Refills to the floor (called by the health checker once a second or so).
+    fn refill_floor(&self) {
+        let _ = self.balance.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.max(self.min)));
+    }
+}
+
 pub struct Fleet {
     pub cfg: FleetConfig,
+    pub retry_budget: RetryBudget,
     replicate: Vec<globset::GlobMatcher>,
     region: String,
     members: RwLock<Arc<Vec<Arc<Member>>>>,
@@ -64,7 +114,9 @@ impl Fleet {
             .map(|g| lakecache_cache_node::policy::compile_glob(g))
             .collect::<Result<Vec<_>, _>>()
             .map_err(anyhow::Error::msg)?;
+        let retry_budget = RetryBudget::new(cfg.retry_budget_percent, cfg.retry_budget_min);
         let fleet = Arc::new(Fleet {
+            retry_budget,
             cfg,
             replicate,
             region,
@@ -207,6 +259,7 @@ impl Fleet {
 
     /// One round of active checks.
     pub async fn check_all(&self) {
+        self.retry_budget.refill_floor();
         let members = self.members();
         let checks = members.iter().map(|m| async move {
             let ok = matches!(
@@ -288,5 +341,24 @@ impl Fleet {
             .json(&serde_json::json!({ "bucket": bucket, "key": key }))
             .send()
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RetryBudget;
+
+    #[test]
+    fn retries_are_a_share_of_requests_with_a_floor() {
+        let b = RetryBudget::new(20, 2);
+        assert!(b.withdraw() && b.withdraw(), "the floor allows two retries");
+        assert!(!b.withdraw());
+        for _ in 0..10 {
+            b.deposit(); // 10 requests at 20 % = 2 retries
+        }
+        assert!(b.withdraw() && b.withdraw());
+        assert!(!b.withdraw());
+        b.refill_floor();
+        assert!(b.withdraw());
     }
 }

@@ -67,7 +67,11 @@ pub async fn head(
 ) -> Result<(object_store::ObjectMeta, Option<String>), object_store::Error> {
     let key = path.as_ref();
     let mut last = None;
-    for m in fleet.owners(bucket, key, 0, fleet.cfg.failover_attempts) {
+    fleet.retry_budget.deposit();
+    for (attempt, m) in fleet.owners(bucket, key, 0, fleet.cfg.failover_attempts).into_iter().enumerate() {
+        if attempt > 0 && !fleet.retry_budget.withdraw() {
+            break;
+        }
         let store = fleet.store(&m, bucket)?;
         metrics::counter!(ROUTER_REQUESTS, "node" => m.cfg.id.clone(), "op" => "head").increment(1);
         match store.get_opts(path, GetOptions { head: true, ..Default::default() }).await {
@@ -100,6 +104,7 @@ pub fn stream(
     range: ByteRange,
 ) -> mpsc::Receiver<std::io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel(4);
+    fleet.retry_budget.deposit();
     let replicas = fleet.replicas_for(key);
     // Which replica this read starts at: spreads a hot key's reads over its replicas.
     let spread =
@@ -180,6 +185,10 @@ pub(crate) async fn send_run(
             }
             Err(e) if is_node_failure(&e) => {
                 fleet.report_failure(m);
+                if !fleet.retry_budget.withdraw() {
+                    let _ = tx.send(Err(std::io::Error::other("retry budget exhausted"))).await;
+                    return false;
+                }
                 metrics::counter!(ROUTER_FAILOVERS).increment(1);
                 i += 1;
                 continue;
@@ -209,6 +218,10 @@ pub(crate) async fn send_run(
             }
         }
         if failed || pos < run.end {
+            if !fleet.retry_budget.withdraw() {
+                let _ = tx.send(Err(std::io::Error::other("retry budget exhausted"))).await;
+                return false;
+            }
             metrics::counter!(ROUTER_FAILOVERS).increment(1);
             i += 1;
         }

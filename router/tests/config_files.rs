@@ -18,6 +18,8 @@ fn router_config_parses_validates_and_matches_defaults() {
     assert_eq!(cfg.fleet.replicas, d.fleet.replicas);
     assert_eq!(cfg.fleet.replicate, d.fleet.replicate);
     assert_eq!(cfg.fleet.hedge_after, d.fleet.hedge_after);
+    assert_eq!(cfg.fleet.retry_budget_percent, d.fleet.retry_budget_percent);
+    assert_eq!(cfg.fleet.retry_budget_min, d.fleet.retry_budget_min);
     assert_eq!(cfg.nodes.len(), 2);
 }
 
