@@ -9,7 +9,7 @@
 //! Replicas for hot keys (reads spread over the first R owners) and hedged reads.
 //! Pin rules and prewarm fanned out to the owners (`/_lakecache/admin/pins`).
 //! Failover retries draw on a retry budget (a share of requests plus a floor).
-//! Not built yet: hedged metadata reads.
+//! Metadata reads are hedged and budgeted like page reads.
 
 pub mod client;
 pub mod config;

@@ -59,30 +59,38 @@ async fn first_answer(
     }
 }
 
-/// Metadata (and Content-Type) from the owner of the object's first page, with failover.
+/// Metadata (and Content-Type) from the owner of the object's first page, with failover
+/// and (if configured) hedging, as for page reads.
 pub async fn head(
     fleet: &Fleet,
     bucket: &str,
     path: &Path,
 ) -> Result<(object_store::ObjectMeta, Option<String>), object_store::Error> {
     let key = path.as_ref();
+    let owners = fleet.owners(bucket, key, 0, fleet.cfg.failover_attempts);
     let mut last = None;
     fleet.retry_budget.deposit();
-    for (attempt, m) in fleet.owners(bucket, key, 0, fleet.cfg.failover_attempts).into_iter().enumerate() {
-        if attempt > 0 && !fleet.retry_budget.withdraw() {
+    let mut i = 0;
+    while let Some(m) = owners.get(i) {
+        if i > 0 && !fleet.retry_budget.withdraw() {
             break;
         }
-        let store = fleet.store(&m, bucket)?;
         metrics::counter!(ROUTER_REQUESTS, "node" => m.cfg.id.clone(), "op" => "head").increment(1);
-        match store.get_opts(path, GetOptions { head: true, ..Default::default() }).await {
+        let opts = GetOptions { head: true, ..Default::default() };
+        let (res, served_by) = first_answer(fleet, bucket, path, opts, m, owners.get(i + 1)).await;
+        if !Arc::ptr_eq(&served_by, m) {
+            i += 1;
+        }
+        match res {
             Ok(r) => {
                 let ct = r.attributes.get(&object_store::Attribute::ContentType).map(|v| v.to_string());
                 return Ok((r.meta, ct));
             }
             Err(e) if is_node_failure(&e) => {
-                fleet.report_failure(&m);
+                fleet.report_failure(&served_by);
                 metrics::counter!(ROUTER_FAILOVERS).increment(1);
                 last = Some(e);
+                i += 1;
             }
             Err(e) => return Err(e),
         }

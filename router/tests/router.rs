@@ -484,9 +484,27 @@ async fn a_silent_owner_is_hedged_around() {
     })
     .await;
     let data = pattern(140, 16 * 65536);
+    // Objects whose first page (and so whose metadata) the silent node owns.
+    let silent_heads: Vec<String> = (0..40)
+        .map(|n| format!("t.lance/data/h{n}.lance"))
+        .filter(|k| f.router.fleet.owners("bkt", k, 0, 1)[0].cfg.id == "silent")
+        .take(4)
+        .collect();
+    assert!(!silent_heads.is_empty(), "the test needs the silent node to own some metadata");
+    for k in &silent_heads {
+        f.origin.put_file("bkt", k, &data);
+    }
     f.origin.put_file("bkt", "t.lance/data/h.lance", &data);
     let c = f.client();
     let t0 = std::time::Instant::now();
+    for k in &silent_heads {
+        let got = body(c.get_object().bucket("bkt").key(k).range("bytes=0-99").send().await.unwrap()).await;
+        assert_eq!(got[..], data[..100]);
+    }
+    let silent_pages = (0..16)
+        .filter(|&p| f.router.fleet.owners("bkt", "t.lance/data/h.lance", p, 1)[0].cfg.id == "silent")
+        .count();
+    assert!(silent_pages > 0, "the test needs the silent node to own some pages");
     for i in 0..16u64 {
         // One page per read, so the silent node owns some of them.
         let a = i * 65536;
