@@ -13,6 +13,7 @@ import pytest
 ACCESS_KEY = "lakecache-py"
 SECRET_KEY = "lakecache-py-secret"
 BUCKET = "pybucket"
+ROUTER_TOKEN = "python-router-token"
 
 
 def _free_port() -> int:
@@ -109,15 +110,24 @@ class Fleet:
         self.nodes = [CacheNode(tmp / f"node{i}", origin=self.origin) for i in range(2)]
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        nodes = "".join(f'[[nodes]]\nid = "cache-{i}"\nurl = "{n.url}"\n' for i, n in enumerate(self.nodes))
-        cfg = tmp / "router.toml"
-        cfg.write_text(
+        self.config = tmp / "router.toml"
+        self.write_config(self.nodes)
+        self.log = open(tmp / "router.log", "wb")
+        self.proc = subprocess.Popen([_binary("LAKECACHE_ROUTER_BIN", "router"), "--config", str(self.config)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        _wait_healthy(self.url, self.proc, tmp / "router.log")
+
+    def write_config(self, members):
+        nodes = "".join(f'[[nodes]]\nid = "cache-{self.nodes.index(n)}"\nurl = "{n.url}"\n' for n in members)
+        self.config.write_text(
             f"""
 [server]
 listen = "127.0.0.1:{self.port}"
 [[auth.keys]]
 access_key = "{ACCESS_KEY}"
 secret_key = "{SECRET_KEY}"
+[admin]
+token = "{ROUTER_TOKEN}"
 [fleet]
 page_size = "64 KiB"
 node_admin_token = "python-admin-token"
@@ -127,10 +137,6 @@ access_key = "{ACCESS_KEY}"
 secret_key = "{SECRET_KEY}"
 {nodes}"""
         )
-        self.log = open(tmp / "router.log", "wb")
-        self.proc = subprocess.Popen([_binary("LAKECACHE_ROUTER_BIN", "router"), "--config", str(cfg)],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        _wait_healthy(self.url, self.proc, tmp / "router.log")
 
     def stop(self):
         self.proc.terminate()

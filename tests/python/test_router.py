@@ -49,6 +49,39 @@ def test_pylance_through_the_router(fleet):
     assert a == b and a[0] == 42
 
 
+def test_sighup_reloads_membership(fleet):
+    import json
+    import signal
+    import time
+    import urllib.request
+
+    from conftest import ROUTER_TOKEN
+
+    def members():
+        req = urllib.request.Request(f"{fleet.url}/_lakecache/admin/nodes", headers={"Authorization": f"Bearer {ROUTER_TOKEN}"})
+        with urllib.request.urlopen(req) as r:
+            return [n["id"] for n in json.load(r)["nodes"]]
+
+    def reload_until(want):
+        fleet.proc.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            if members() == want:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"membership is {members()}, expected {want}")
+
+    s3 = client(fleet.url)
+    data = os.urandom(300_000)
+    s3.put_object(Bucket=BUCKET, Key="r/reload.bin", Body=data)
+    assert members() == ["cache-0", "cache-1"]
+    fleet.write_config(fleet.nodes[:1])
+    reload_until(["cache-0"])
+    assert s3.get_object(Bucket=BUCKET, Key="r/reload.bin")["Body"].read() == data
+    fleet.write_config(fleet.nodes)
+    reload_until(["cache-0", "cache-1"])
+    assert s3.get_object(Bucket=BUCKET, Key="r/reload.bin")["Body"].read() == data
+
+
 def test_a_stopped_node_costs_no_read(fleet):
     s3 = client(fleet.url)
     data = os.urandom(600_000)
