@@ -63,6 +63,10 @@ pub struct FleetConfig {
     /// long, and take whichever answers first. Unset: no hedging.
     #[serde(default, with = "humantime_serde")]
     pub hedge_after: Option<Duration>,
+    /// How long the router reuses metadata of an object that may change (Lance's immutable
+    /// files are reused until a write through this router; version pointers never).
+    #[serde(with = "humantime_serde")]
+    pub metadata_ttl: Duration,
     /// Retries (failovers) allowed as a percentage of requests, so a failing fleet is not
     /// buried under its own retries.
     pub retry_budget_percent: u32,
@@ -89,6 +93,7 @@ impl Default for FleetConfig {
             rise_threshold: 2,
             request_timeout: Duration::from_secs(30),
             hedge_after: None,
+            metadata_ttl: Duration::from_secs(2),
             retry_budget_percent: 20,
             retry_budget_min: 10,
             replicas: 2,

@@ -91,8 +91,48 @@ impl RetryBudget {
     }
 }
 
+/// Object metadata the router may reuse: Lance's immutable files until a write through
+/// this router, other keys for `metadata_ttl`, version pointers never (the same rules as
+/// a cache node's).
+pub struct MetaCache {
+    rules: lakecache_cache_node::policy::KeyRules,
+    ttl: std::time::Duration,
+    map: moka::sync::Cache<String, (std::time::Instant, Arc<(object_store::ObjectMeta, Option<String>)>)>,
+}
+
+impl MetaCache {
+    fn new(ttl: std::time::Duration) -> anyhow::Result<Self> {
+        let rules = lakecache_cache_node::policy::KeyRules::new(
+            &lakecache_cache_node::config::CacheConfig::default(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        Ok(Self { rules, ttl, map: moka::sync::Cache::builder().max_capacity(1_000_000).build() })
+    }
+
+    pub fn get(&self, bucket: &str, key: &str) -> Option<Arc<(object_store::ObjectMeta, Option<String>)>> {
+        use lakecache_cache_node::policy::KeyClass;
+        let (at, m) = self.map.get(&format!("{bucket}/{key}"))?;
+        match self.rules.classify(key) {
+            KeyClass::Immutable => Some(m),
+            KeyClass::Revalidated if at.elapsed() < self.ttl => Some(m),
+            _ => None,
+        }
+    }
+
+    pub fn put(&self, bucket: &str, key: &str, m: (object_store::ObjectMeta, Option<String>)) {
+        if self.rules.classify(key) != lakecache_cache_node::policy::KeyClass::NeverCache {
+            self.map.insert(format!("{bucket}/{key}"), (std::time::Instant::now(), Arc::new(m)));
+        }
+    }
+
+    pub fn forget(&self, bucket: &str, key: &str) {
+        self.map.invalidate(&format!("{bucket}/{key}"));
+    }
+}
+
 pub struct Fleet {
     pub cfg: FleetConfig,
+    pub meta: MetaCache,
     pub retry_budget: RetryBudget,
     replicate: Vec<globset::GlobMatcher>,
     region: String,
@@ -115,7 +155,9 @@ impl Fleet {
             .collect::<Result<Vec<_>, _>>()
             .map_err(anyhow::Error::msg)?;
         let retry_budget = RetryBudget::new(cfg.retry_budget_percent, cfg.retry_budget_min);
+        let meta = MetaCache::new(cfg.metadata_ttl)?;
         let fleet = Arc::new(Fleet {
+            meta,
             retry_budget,
             cfg,
             replicate,
@@ -292,6 +334,7 @@ impl Fleet {
 
     /// Tells every node to forget an object (after a write through one of them).
     pub async fn invalidate_everywhere(&self, bucket: &str, key: &str) {
+        self.meta.forget(bucket, key);
         let body = serde_json::json!({ "bucket": bucket, "key": key });
         let members = self.members();
         let calls = members.iter().map(|m| {

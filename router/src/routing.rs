@@ -67,6 +67,9 @@ pub async fn head(
     path: &Path,
 ) -> Result<(object_store::ObjectMeta, Option<String>), object_store::Error> {
     let key = path.as_ref();
+    if let Some(m) = fleet.meta.get(bucket, key) {
+        return Ok((*m).clone());
+    }
     let owners = fleet.owners(bucket, key, 0, fleet.cfg.failover_attempts);
     let mut last = None;
     fleet.retry_budget.deposit();
@@ -84,6 +87,7 @@ pub async fn head(
         match res {
             Ok(r) => {
                 let ct = r.attributes.get(&object_store::Attribute::ContentType).map(|v| v.to_string());
+                fleet.meta.put(bucket, key, (r.meta.clone(), ct.clone()));
                 return Ok((r.meta, ct));
             }
             Err(e) if is_node_failure(&e) => {
@@ -190,6 +194,13 @@ pub(crate) async fn send_run(
                 stale_retry = false;
                 fleet.invalidate_on(m, bucket, key).await;
                 continue;
+            }
+            Err(object_store::Error::Precondition { .. }) => {
+                // Still not that version: the object changed behind this router (a write
+                // through another router). Forget it here; the client's retry sees the new one.
+                fleet.meta.forget(bucket, key);
+                let _ = tx.send(Err(std::io::Error::other("the object changed during the read"))).await;
+                return false;
             }
             Err(e) if is_node_failure(&e) => {
                 fleet.report_failure(m);

@@ -115,6 +115,32 @@ async fn ranges_across_nodes_are_byte_exact_and_pages_live_on_their_owners() {
     assert!(counts.iter().all(|&c| c > 0), "{counts:?}");
     let e = c.get_object().bucket("bkt").key("missing").send().await.unwrap_err();
     assert_eq!(err_code(&e), ("NoSuchKey".to_string(), 404));
+
+    // An immutable Lance file's metadata is reused: further reads send no HEAD upstream.
+    let heads = || async {
+        let text =
+            reqwest::get(format!("http://{}/metrics", f.router_addr)).await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|l| {
+                l.starts_with("lakecache_router_upstream_requests_total") && l.contains("op=\"head\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let h0 = heads().await;
+    assert!(h0 > 0.0, "the first reads sent HEADs (and the metric is found)");
+    for a in [0u64, 70_000, 1_000_000] {
+        let out = c
+            .get_object()
+            .bucket("bkt")
+            .key("t.lance/data/big.lance")
+            .range(format!("bytes={a}-{}", a + 999))
+            .send()
+            .await
+            .unwrap();
+        assert!(body(out).await[..] == data[a as usize..(a + 1000) as usize]);
+    }
+    assert_eq!(heads().await, h0, "no HEAD for an immutable key once known");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
