@@ -104,6 +104,23 @@ fn map_err(e: object_store::Error) -> S3Error {
     }
 }
 
+/// A request body, buffered up to `PUT_MAX_BYTES` (the router sends it in one request).
+async fn read_body(body: Option<StreamingBlob>) -> S3Result<(PutPayload, u64)> {
+    let mut chunks = Vec::new();
+    let mut total = 0u64;
+    if let Some(mut b) = body {
+        while let Some(c) = b.next().await {
+            let c = c.map_err(|e| S3Error::with_message(S3ErrorCode::IncompleteBody, e.to_string()))?;
+            total += c.len() as u64;
+            if total > PUT_MAX_BYTES {
+                return Err(s3_error!(EntityTooLarge, "Bodies through the router are limited to 256 MiB"));
+            }
+            chunks.push(c);
+        }
+    }
+    Ok((chunks.into_iter().collect(), total))
+}
+
 fn resolve_range(range: Option<&Range>, size: u64) -> S3Result<(ByteRange, bool)> {
     match range {
         None => Ok((ByteRange { start: 0, end: size }, false)),
@@ -189,19 +206,7 @@ impl S3 for Router {
                 ));
             }
         };
-        let mut chunks = Vec::new();
-        let mut total = 0u64;
-        if let Some(mut b) = i.body {
-            while let Some(c) = b.next().await {
-                let c = c.map_err(|e| S3Error::with_message(S3ErrorCode::IncompleteBody, e.to_string()))?;
-                total += c.len() as u64;
-                if total > PUT_MAX_BYTES {
-                    return Err(s3_error!(EntityTooLarge, "PUT through the router is limited to 256 MiB"));
-                }
-                chunks.push(c);
-            }
-        }
-        let payload: PutPayload = chunks.into_iter().collect();
+        let (payload, total) = read_body(i.body).await?;
         // The owner of page 0 takes every write of the key; no failover for writes: a
         // retry is the client's decision.
         let owner = self
@@ -341,19 +346,7 @@ impl S3 for Router {
             return Err(s3_error!(InvalidArgument, "Part numbers start at 1"));
         }
         let (_, s3) = self.multipart(&i.bucket, &i.key)?;
-        let mut chunks = Vec::new();
-        let mut total = 0u64;
-        if let Some(mut b) = i.body {
-            while let Some(c) = b.next().await {
-                let c = c.map_err(|e| S3Error::with_message(S3ErrorCode::IncompleteBody, e.to_string()))?;
-                total += c.len() as u64;
-                if total > PUT_MAX_BYTES {
-                    return Err(s3_error!(EntityTooLarge, "Parts through the router are limited to 256 MiB"));
-                }
-                chunks.push(c);
-            }
-        }
-        let payload: PutPayload = chunks.into_iter().collect();
+        let (payload, _) = read_body(i.body).await?;
         let part = s3
             .put_part(&Self::path(&i.key)?, &i.upload_id, (i.part_number - 1) as usize, payload)
             .await

@@ -25,6 +25,22 @@ struct Fleet {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// Fleet settings for tests: 64 KiB pages (as the nodes' test config), fast health checks.
+fn test_fleet_config() -> FleetConfig {
+    FleetConfig {
+        page_size: bytesize::ByteSize::kib(64),
+        node_key: lakecache_cache_node::config::AccessKey {
+            access_key: ACCESS_KEY.into(),
+            secret_key: SECRET_KEY.into(),
+        },
+        node_admin_token: ADMIN_TOKEN.into(),
+        health_interval: Duration::from_millis(100),
+        health_timeout: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(5),
+        ..Default::default()
+    }
+}
+
 async fn fleet() -> Fleet {
     fleet_with(|_| {}).await
 }
@@ -45,18 +61,7 @@ async fn fleet_with(adjust: impl FnOnce(&mut RouterConfig)) -> Fleet {
         access_key: ACCESS_KEY.into(),
         secret_key: SECRET_KEY.into(),
     }];
-    cfg.fleet = FleetConfig {
-        page_size: bytesize::ByteSize::kib(64),
-        node_key: lakecache_cache_node::config::AccessKey {
-            access_key: ACCESS_KEY.into(),
-            secret_key: SECRET_KEY.into(),
-        },
-        node_admin_token: ADMIN_TOKEN.into(),
-        health_interval: Duration::from_millis(100),
-        health_timeout: Duration::from_millis(200),
-        request_timeout: Duration::from_secs(5),
-        ..Default::default()
-    };
+    cfg.fleet = test_fleet_config();
     cfg.nodes = nodes
         .iter()
         .enumerate()
@@ -337,18 +342,7 @@ async fn the_in_process_client_reads_the_fleet_without_the_router() {
     use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart, path::Path};
     let mut f = fleet().await;
     // A fleet client of its own, as a search node would build it: no router involved.
-    let cfg = lakecache_router::config::FleetConfig {
-        page_size: bytesize::ByteSize::kib(64),
-        node_key: lakecache_cache_node::config::AccessKey {
-            access_key: ACCESS_KEY.into(),
-            secret_key: SECRET_KEY.into(),
-        },
-        node_admin_token: ADMIN_TOKEN.into(),
-        health_interval: Duration::from_millis(100),
-        health_timeout: Duration::from_millis(200),
-        request_timeout: Duration::from_secs(5),
-        ..Default::default()
-    };
+    let cfg = test_fleet_config();
     let nodes = f
         .nodes
         .iter()
