@@ -94,10 +94,13 @@ impl RetryBudget {
 /// Object metadata the router may reuse: Lance's immutable files until a write through
 /// this router, other keys for `metadata_ttl`, version pointers never (the same rules as
 /// a cache node's).
+/// An object's metadata and Content-Type as a node reported them.
+pub type KnownMeta = (object_store::ObjectMeta, Option<String>);
+
 pub struct MetaCache {
     rules: lakecache_cache_node::policy::KeyRules,
     ttl: std::time::Duration,
-    map: moka::sync::Cache<String, (std::time::Instant, Arc<(object_store::ObjectMeta, Option<String>)>)>,
+    map: moka::sync::Cache<String, (std::time::Instant, Arc<KnownMeta>)>,
 }
 
 impl MetaCache {
@@ -109,7 +112,7 @@ impl MetaCache {
         Ok(Self { rules, ttl, map: moka::sync::Cache::builder().max_capacity(1_000_000).build() })
     }
 
-    pub fn get(&self, bucket: &str, key: &str) -> Option<Arc<(object_store::ObjectMeta, Option<String>)>> {
+    pub fn get(&self, bucket: &str, key: &str) -> Option<Arc<KnownMeta>> {
         use lakecache_cache_node::policy::KeyClass;
         let (at, m) = self.map.get(&format!("{bucket}/{key}"))?;
         match self.rules.classify(key) {
@@ -119,7 +122,7 @@ impl MetaCache {
         }
     }
 
-    pub fn put(&self, bucket: &str, key: &str, m: (object_store::ObjectMeta, Option<String>)) {
+    pub fn put(&self, bucket: &str, key: &str, m: KnownMeta) {
         if self.rules.classify(key) != lakecache_cache_node::policy::KeyClass::NeverCache {
             self.map.insert(format!("{bucket}/{key}"), (std::time::Instant::now(), Arc::new(m)));
         }

@@ -86,6 +86,8 @@ impl RouterNode {
 }
 
 impl RouterNode {
+    // The error is the response to send; it is built once per refused request.
+    #[allow(clippy::result_large_err)]
     fn authorized(&self, req: &Request<Incoming>) -> Result<(), Response<s3s::Body>> {
         let Some(token) = &self.admin_token else {
             return Err(json(
@@ -195,27 +197,8 @@ impl RouterNode {
     /// `GET` lists the members and their health; `PUT` with `[{"id","url","weight"}]`
     /// replaces the membership without dropping in-flight requests.
     async fn admin_nodes(&self, req: Request<Incoming>) -> Response<s3s::Body> {
-        let json = |status: StatusCode, v: serde_json::Value| {
-            let mut r = text(status, v.to_string());
-            r.headers_mut()
-                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-            r
-        };
-        let Some(token) = &self.admin_token else {
-            return json(
-                StatusCode::FORBIDDEN,
-                serde_json::json!({"error": "the admin API is disabled: set [admin] token"}),
-            );
-        };
-        let presented = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let ok = presented
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| lakecache_cache_node::admin::constant_time_eq(t.as_bytes(), token.as_bytes()));
-        if !ok {
-            return json(
-                StatusCode::UNAUTHORIZED,
-                serde_json::json!({"error": "missing or wrong bearer token"}),
-            );
+        if let Err(r) = self.authorized(&req) {
+            return r;
         }
         match *req.method() {
             Method::GET => {

@@ -26,10 +26,12 @@ pub struct Entry {
 }
 
 type Listing = Arc<Vec<Entry>>;
+/// (bucket, directory, one level only)
+type ListKey = (String, String, bool);
 
 pub struct ListCache {
     ttl: Duration,
-    map: Mutex<HashMap<(String, String, bool), (Instant, Listing)>>,
+    map: Mutex<HashMap<ListKey, (Instant, Listing)>>,
 }
 
 impl ListCache {
