@@ -359,6 +359,12 @@ impl s3s::S3 for SharedS3 {
     ) -> S3Result<S3Response<s3s::dto::ListPartsOutput>> {
         self.0.list_parts(r).await
     }
+    async fn upload_part_copy(
+        &self,
+        r: S3Request<s3s::dto::UploadPartCopyInput>,
+    ) -> S3Result<S3Response<s3s::dto::UploadPartCopyOutput>> {
+        self.0.upload_part_copy(r).await
+    }
 }
 
 /// Anonymous requests are allowed (signed ones were still verified by s3s).

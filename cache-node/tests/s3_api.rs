@@ -614,3 +614,81 @@ async fn keys_a_store_would_rewrite_are_refused_not_aliased() {
     }
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_part_copy_builds_an_object_from_ranges_of_another() {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let (_d, origin, node) = setup().await;
+    let c = node.client();
+    let src = pattern(160, 7 * 1024 * 1024);
+    origin.put_file("bkt", "big/src.bin", &src);
+    let id = c
+        .create_multipart_upload()
+        .bucket("bkt")
+        .key("big/dst.bin")
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_string();
+    let split = 5 * 1024 * 1024;
+    let p1 = c
+        .upload_part_copy()
+        .bucket("bkt")
+        .key("big/dst.bin")
+        .upload_id(&id)
+        .part_number(1)
+        .copy_source("bkt/big/src.bin")
+        .copy_source_range(format!("bytes=0-{}", split - 1))
+        .send()
+        .await
+        .unwrap();
+    let p2 = c
+        .upload_part_copy()
+        .bucket("bkt")
+        .key("big/dst.bin")
+        .upload_id(&id)
+        .part_number(2)
+        .copy_source("bkt/big/src.bin")
+        .copy_source_range(format!("bytes={split}-{}", src.len() - 1))
+        .send()
+        .await
+        .unwrap();
+    let e = c
+        .upload_part_copy()
+        .bucket("bkt")
+        .key("big/dst.bin")
+        .upload_id(&id)
+        .part_number(3)
+        .copy_source("bkt/big/src.bin")
+        .copy_source_range(format!("bytes=0-{}", src.len()))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e).1, 416);
+    let done = CompletedMultipartUpload::builder()
+        .parts(
+            CompletedPart::builder()
+                .part_number(1)
+                .e_tag(p1.copy_part_result().unwrap().e_tag().unwrap())
+                .build(),
+        )
+        .parts(
+            CompletedPart::builder()
+                .part_number(2)
+                .e_tag(p2.copy_part_result().unwrap().e_tag().unwrap())
+                .build(),
+        )
+        .build();
+    c.complete_multipart_upload()
+        .bucket("bkt")
+        .key("big/dst.bin")
+        .upload_id(&id)
+        .multipart_upload(done)
+        .send()
+        .await
+        .unwrap();
+    assert!(body(c.get_object().bucket("bkt").key("big/dst.bin").send().await.unwrap()).await == src);
+    node.stop().await;
+}

@@ -45,6 +45,11 @@ def test_s3_cp_ls_multipart(node, tmp_path):
     assert back.read_bytes() == data
     r = aws(node, "s3", "ls")
     assert BUCKET in r.stdout
+    # Bucket-to-bucket copy above 8 MiB: the cli uses UploadPartCopy.
+    aws(node, "s3", "cp", f"s3://{BUCKET}/cli/big.bin", f"s3://{BUCKET}/cli/big-copy.bin")
+    copy = tmp_path / "copy.bin"
+    aws(node, "s3", "cp", f"s3://{BUCKET}/cli/big-copy.bin", str(copy))
+    assert copy.read_bytes() == data
 
 
 def test_presign(node):
