@@ -471,6 +471,34 @@ impl S3Route for IgnoredRangeRoute {
         let (bucket, key) =
             self.bucket_key(&req.uri, &req.headers).ok_or_else(|| s3_error!(InvalidRequest))?;
         let obj = self.s3.cache.object(&bucket, &key).await.map_err(crate::s3::cache_err)?;
+        // The conditional headers still apply (s3s parses them only for its own operations).
+        let h = &req.headers;
+        let header = |name: http::header::HeaderName| h.get(name).map(|v| v.as_bytes());
+        let bad = |what: &str| s3_error!(InvalidArgument, "Invalid {what} header");
+        let etag_cond = |name| {
+            header(name)
+                .map(|v| s3s::dto::ETagCondition::parse_http_header(v).map_err(|_| bad("ETag condition")))
+                .transpose()
+        };
+        let date = |name| {
+            header(name)
+                .map(|v| {
+                    std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|t| s3s::dto::Timestamp::parse(s3s::dto::TimestampFormat::HttpDate, t).ok())
+                        .ok_or_else(|| bad("date"))
+                })
+                .transpose()
+        };
+        let (im, inm) = (etag_cond(http::header::IF_MATCH)?, etag_cond(http::header::IF_NONE_MATCH)?);
+        let (ims, ius) = (date(http::header::IF_MODIFIED_SINCE)?, date(http::header::IF_UNMODIFIED_SINCE)?);
+        crate::s3::conditional::Conditions {
+            if_match: im.as_ref(),
+            if_none_match: inm.as_ref(),
+            if_modified_since: ims.as_ref(),
+            if_unmodified_since: ius.as_ref(),
+        }
+        .check(&obj.meta)?;
         let size = obj.meta.size;
         let mut headers = http::HeaderMap::new();
         let mut put = |k: http::header::HeaderName, v: String| {

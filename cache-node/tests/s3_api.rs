@@ -66,6 +66,37 @@ async fn put_get_head_and_ranges_are_byte_exact() {
         assert_eq!(err_code(&e), ("InvalidRange".to_string(), 416), "{bad}");
     }
     // Several ranges, or an invalid one: S3 ignores the header and sends the whole object.
+    // …and the conditional headers still hold there.
+    let etag = c
+        .head_object()
+        .bucket("bkt")
+        .key("t.lance/data/a.lance")
+        .send()
+        .await
+        .unwrap()
+        .e_tag()
+        .unwrap()
+        .to_string();
+    let e = c
+        .get_object()
+        .bucket("bkt")
+        .key("t.lance/data/a.lance")
+        .range("bytes=0-1,5-6")
+        .if_none_match(&etag)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e).1, 304);
+    let e = c
+        .get_object()
+        .bucket("bkt")
+        .key("t.lance/data/a.lance")
+        .range("bytes=0-1,5-6")
+        .if_match("\"other\"")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e).1, 412);
     for ignored in ["bytes=0-1,5-6", "bytes=500-100", "items=0-5"] {
         let out =
             c.get_object().bucket("bkt").key("t.lance/data/a.lance").range(ignored).send().await.unwrap();
