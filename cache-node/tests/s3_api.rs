@@ -123,6 +123,9 @@ async fn empty_object_and_missing_keys() {
     assert_eq!(err_code(&e).1, 404);
     let e = c.get_object().bucket("no-such-bucket").key("k").send().await.unwrap_err();
     assert_eq!(err_code(&e).1, 404);
+    c.head_bucket().bucket("bkt").send().await.unwrap();
+    let e = c.head_bucket().bucket("no-such-bucket").send().await.unwrap_err();
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(404));
     node.stop().await;
 }
 

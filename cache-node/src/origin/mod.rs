@@ -4,7 +4,6 @@
 
 pub mod multipart;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +12,6 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ClientOptions, ObjectStore};
-use parking_lot::RwLock;
 
 use crate::config::{OriginConfig, OriginKind};
 use crate::metrics as m;
@@ -83,19 +81,20 @@ pub fn key_path(key: &str) -> Result<Path, OriginError> {
 /// The stores behind each bucket.
 pub struct Origins {
     configs: Vec<OriginConfig>,
-    stores: RwLock<HashMap<String, Arc<dyn ObjectStore>>>,
+    /// Bounded: with a `*` origin every bucket name a client sends builds a client.
+    stores: moka::sync::Cache<String, Arc<dyn ObjectStore>>,
     timeout: Duration,
 }
 
 impl Origins {
     pub fn new(configs: Vec<OriginConfig>, timeout: Duration) -> Self {
-        Self { configs, stores: RwLock::new(HashMap::new()), timeout }
+        Self { configs, stores: moka::sync::Cache::new(10_000), timeout }
     }
 
     /// The store for `bucket`, built on first use.
     pub fn store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, OriginError> {
-        if let Some(s) = self.stores.read().get(bucket) {
-            return Ok(s.clone());
+        if let Some(s) = self.stores.get(bucket) {
+            return Ok(s);
         }
         let cfg = self
             .configs
@@ -104,7 +103,7 @@ impl Origins {
             .or_else(|| self.configs.iter().find(|c| c.bucket == "*"))
             .ok_or(OriginError::NoSuchBucket)?;
         let store = self.build(cfg, bucket)?;
-        self.stores.write().insert(bucket.to_string(), store.clone());
+        self.stores.insert(bucket.to_string(), store.clone());
         Ok(store)
     }
 

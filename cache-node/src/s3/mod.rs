@@ -148,8 +148,16 @@ impl S3 for LakeS3 {
     }
 
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
-        self.cache.origins.store(&req.input.bucket).map_err(origin_err)?;
-        Ok(S3Response::new(HeadBucketOutput::default()))
+        let store = self.cache.origins.store(&req.input.bucket).map_err(origin_err)?;
+        // A remote bucket exists if the origin can list it (the first entry is enough).
+        let mut listing = store.list(None);
+        let first = async move { futures::StreamExt::next(&mut listing).await.transpose() };
+        match self.cache.origins.call("list", first).await {
+            Ok(_) | Err(crate::origin::OriginError::NotFound) => {
+                Ok(S3Response::new(HeadBucketOutput::default()))
+            }
+            Err(e) => Err(origin_err(e)),
+        }
     }
 
     async fn get_bucket_location(
