@@ -92,17 +92,7 @@ impl Node {
         let lake =
             Arc::new(LakeS3::new(cache.clone(), staging, cfg.cache.list_ttl, cfg.server.region.clone()));
         let mut b = S3ServiceBuilder::new(SharedS3(lake.clone()));
-        if !cfg.auth.keys.is_empty() {
-            let mut auth = SimpleAuth::new();
-            for k in &cfg.auth.keys {
-                auth.register(k.access_key.clone(), k.secret_key.clone().into());
-            }
-            b.set_auth(auth);
-            if cfg.auth.anonymous {
-                b.set_access(AllowAnonymous);
-            }
-        }
-        b.set_host(Hosts { domains: cfg.server.virtual_host_domains.clone() });
+        configure_s3(&mut b, &cfg.auth, &cfg.server);
         b.set_route(IgnoredRangeRoute {
             s3: lake,
             domains: cfg.server.virtual_host_domains.clone(),
@@ -158,15 +148,7 @@ impl Node {
         if path.starts_with("/_lakecache/") {
             return self.admin.handle(req).await;
         }
-        // A fixed label set: the method token comes from the client.
-        let op = match *req.method() {
-            Method::GET => "GET",
-            Method::HEAD => "HEAD",
-            Method::PUT => "PUT",
-            Method::POST => "POST",
-            Method::DELETE => "DELETE",
-            _ => "OTHER",
-        };
+        let op = method_label(req.method());
         match hyper::service::Service::call(&self.s3, req).await {
             Ok(resp) => {
                 metrics::counter!(m::S3_REQUESTS, "method" => op, "status" => resp.status().as_str().to_string()).increment(1);
@@ -182,6 +164,38 @@ impl Node {
     /// Marks the node not ready (load balancers stop sending) before shutdown.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+    }
+}
+
+/// Authentication (SigV4 against the configured keys, anonymous access if allowed) and
+/// host parsing, shared by the cache node and the router.
+pub fn configure_s3(
+    b: &mut S3ServiceBuilder,
+    auth: &crate::config::AuthConfig,
+    server: &crate::config::ServerConfig,
+) {
+    if !auth.keys.is_empty() {
+        let mut simple = SimpleAuth::new();
+        for k in &auth.keys {
+            simple.register(k.access_key.clone(), k.secret_key.clone().into());
+        }
+        b.set_auth(simple);
+        if auth.anonymous {
+            b.set_access(AllowAnonymous);
+        }
+    }
+    b.set_host(Hosts { domains: server.virtual_host_domains.clone() });
+}
+
+/// A method as a metric label: a fixed set, since the token comes from the client.
+pub fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        _ => "OTHER",
     }
 }
 

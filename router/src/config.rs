@@ -1,6 +1,5 @@
 //! The router's configuration (`config/router.toml` documents every key).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -11,30 +10,13 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouterConfig {
-    pub server: ServerConfig,
+    /// The same keys as a cache node's [server].
+    pub server: lakecache_cache_node::config::ServerConfig,
     pub auth: lakecache_cache_node::config::AuthConfig,
     /// Bearer token of the router's admin API (`/_lakecache/admin/nodes`); off when unset.
     pub admin: lakecache_cache_node::config::AdminConfig,
     pub fleet: FleetConfig,
     pub nodes: Vec<NodeConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    pub listen: SocketAddr,
-    pub virtual_host_domains: Vec<String>,
-    pub region: String,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
-            virtual_host_domains: Vec::new(),
-            region: "us-east-1".into(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

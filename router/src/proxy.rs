@@ -13,7 +13,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use lakecache_cache_node::cache::ObjectMeta;
 use lakecache_cache_node::s3::conditional::Conditions;
-use lakecache_common::page::{ByteRange, PageGeometry, RequestedRange};
+use lakecache_cache_node::s3::resolve_range;
+use lakecache_common::page::{ByteRange, PageGeometry};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
@@ -121,21 +122,6 @@ async fn read_body(body: Option<StreamingBlob>) -> S3Result<(PutPayload, u64)> {
     Ok((chunks.into_iter().collect(), total))
 }
 
-fn resolve_range(range: Option<&Range>, size: u64) -> S3Result<(ByteRange, bool)> {
-    match range {
-        None => Ok((ByteRange { start: 0, end: size }, false)),
-        Some(r) => {
-            let req = match *r {
-                Range::Int { first, last } => RequestedRange::FromTo { first, last },
-                Range::Suffix { length } => RequestedRange::Suffix { len: length },
-            };
-            req.resolve(size)
-                .map(|b| (b, true))
-                .map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))
-        }
-    }
-}
-
 #[async_trait::async_trait]
 impl S3 for Router {
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
@@ -144,13 +130,7 @@ impl S3 for Router {
             return Err(s3_error!(NotImplemented, "Reading by partNumber is not supported"));
         }
         let meta = self.head(&i.bucket, &i.key).await?;
-        Conditions {
-            if_match: i.if_match.as_ref(),
-            if_none_match: i.if_none_match.as_ref(),
-            if_modified_since: i.if_modified_since.as_ref(),
-            if_unmodified_since: i.if_unmodified_since.as_ref(),
-        }
-        .check(&meta)?;
+        Conditions::of(i).check(&meta)?;
         let (range, partial) = resolve_range(i.range.as_ref(), meta.size)?;
         let rx = self.stream(&i.bucket, &i.key, &meta, range);
         Ok(S3Response::new(GetObjectOutput {
@@ -170,13 +150,7 @@ impl S3 for Router {
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = &req.input;
         let meta = self.head(&i.bucket, &i.key).await?;
-        Conditions {
-            if_match: i.if_match.as_ref(),
-            if_none_match: i.if_none_match.as_ref(),
-            if_modified_since: i.if_modified_since.as_ref(),
-            if_unmodified_since: i.if_unmodified_since.as_ref(),
-        }
-        .check(&meta)?;
+        Conditions::of(i).check(&meta)?;
         Ok(S3Response::new(HeadObjectOutput {
             content_length: Some(meta.size as i64),
             accept_ranges: Some("bytes".into()),

@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use lakecache_cache_node::server::{AllowAnonymous, Hosts, serve_http, text};
+use lakecache_cache_node::server::{configure_s3, method_label, serve_http, text};
 use lakecache_common::config::Validate;
 use metrics_exporter_prometheus::PrometheusHandle;
-use s3s::auth::SimpleAuth;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 
@@ -33,17 +32,7 @@ impl RouterNode {
         let fleet = Fleet::new(cfg.nodes.clone(), cfg.fleet.clone(), cfg.server.region.clone())?;
         fleet.spawn_health_checks();
         let mut b = S3ServiceBuilder::new(Router::new(fleet.clone())?);
-        if !cfg.auth.keys.is_empty() {
-            let mut auth = SimpleAuth::new();
-            for k in &cfg.auth.keys {
-                auth.register(k.access_key.clone(), k.secret_key.clone().into());
-            }
-            b.set_auth(auth);
-            if cfg.auth.anonymous {
-                b.set_access(AllowAnonymous);
-            }
-        }
-        b.set_host(Hosts { domains: cfg.server.virtual_host_domains.clone() });
+        configure_s3(&mut b, &cfg.auth, &cfg.server);
         Ok(Arc::new(RouterNode { fleet, admin_token: cfg.admin.token.clone(), s3: b.build(), metrics }))
     }
 
@@ -63,14 +52,7 @@ impl RouterNode {
             "/_lakecache/admin/pins" => return self.admin_pins(req).await,
             _ => {}
         }
-        let method = match *req.method() {
-            Method::GET => "GET",
-            Method::HEAD => "HEAD",
-            Method::PUT => "PUT",
-            Method::POST => "POST",
-            Method::DELETE => "DELETE",
-            _ => "OTHER",
-        };
+        let method = method_label(req.method());
         match hyper::service::Service::call(&self.s3, req).await {
             Ok(r) => {
                 metrics::counter!(ROUTER_S3_REQUESTS, "method" => method, "status" => r.status().as_str().to_string())

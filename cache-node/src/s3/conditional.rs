@@ -34,6 +34,54 @@ fn matches(cond: &ETagCondition, etag: Option<&str>) -> bool {
     }
 }
 
+/// A request that carries the four conditional headers.
+pub trait Conditional {
+    fn conditions(&self) -> Conditions<'_>;
+}
+
+macro_rules! conditional {
+    ($($t:ty),*) => {$(
+        impl Conditional for $t {
+            fn conditions(&self) -> Conditions<'_> {
+                Conditions {
+                    if_match: self.if_match.as_ref(),
+                    if_none_match: self.if_none_match.as_ref(),
+                    if_modified_since: self.if_modified_since.as_ref(),
+                    if_unmodified_since: self.if_unmodified_since.as_ref(),
+                }
+            }
+        }
+    )*};
+}
+conditional!(s3s::dto::GetObjectInput, s3s::dto::HeadObjectInput);
+
+/// A copy request, whose `x-amz-copy-source-if-*` headers condition its source.
+pub trait CopySourceConditional {
+    fn source_conditions(&self) -> Conditions<'_>;
+}
+
+macro_rules! copy_source_conditional {
+    ($($t:ty),*) => {$(
+        impl CopySourceConditional for $t {
+            fn source_conditions(&self) -> Conditions<'_> {
+                Conditions {
+                    if_match: self.copy_source_if_match.as_ref(),
+                    if_none_match: self.copy_source_if_none_match.as_ref(),
+                    if_modified_since: self.copy_source_if_modified_since.as_ref(),
+                    if_unmodified_since: self.copy_source_if_unmodified_since.as_ref(),
+                }
+            }
+        }
+    )*};
+}
+copy_source_conditional!(s3s::dto::CopyObjectInput, s3s::dto::UploadPartCopyInput);
+
+impl<'a> Conditions<'a> {
+    pub fn of(req: &'a impl Conditional) -> Conditions<'a> {
+        req.conditions()
+    }
+}
+
 impl Conditions<'_> {
     pub fn check(&self, meta: &ObjectMeta) -> Result<(), S3Error> {
         let etag = meta.etag.as_deref();

@@ -25,6 +25,18 @@ pub struct Entry {
     last_modified: std::time::SystemTime,
 }
 
+impl Entry {
+    fn from_store(m: object_store::ObjectMeta) -> Entry {
+        let meta = crate::cache::ObjectMeta::from_store(&m, None);
+        Entry {
+            key: m.location.to_string(),
+            size: m.size,
+            etag: meta.etag,
+            last_modified: meta.last_modified,
+        }
+    }
+}
+
 type Listing = Arc<Vec<Entry>>;
 /// (bucket, directory, one level only)
 type ListKey = (String, String, bool);
@@ -99,15 +111,7 @@ pub async fn fetch_listing(
         let mut all: Vec<Entry> = r
             .objects
             .into_iter()
-            .map(|m| {
-                let meta = crate::cache::ObjectMeta::from_store(&m, None);
-                Entry {
-                    key: m.location.to_string(),
-                    size: m.size,
-                    etag: meta.etag,
-                    last_modified: meta.last_modified,
-                }
-            })
+            .map(Entry::from_store)
             .chain(r.common_prefixes.into_iter().map(|p| Entry {
                 key: format!("{p}/"),
                 size: 0,
@@ -119,18 +123,7 @@ pub async fn fetch_listing(
         return Ok(all);
     }
     let metas: Vec<object_store::ObjectMeta> = store.list(dir_path.as_ref()).try_collect().await?;
-    let mut all: Vec<Entry> = metas
-        .into_iter()
-        .map(|m| {
-            let meta = crate::cache::ObjectMeta::from_store(&m, None);
-            Entry {
-                key: m.location.to_string(),
-                size: m.size,
-                etag: meta.etag,
-                last_modified: meta.last_modified,
-            }
-        })
-        .collect();
+    let mut all: Vec<Entry> = metas.into_iter().map(Entry::from_store).collect();
     all.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(all)
 }

@@ -18,7 +18,7 @@ use crate::cache::{Cache, CacheError};
 use crate::origin::OriginError;
 use crate::origin::multipart::{MultipartError, Staging};
 
-pub use read::serve_full_object;
+pub use read::resolve_range;
 
 /// The S3 implementation handed to `s3s`.
 pub struct LakeS3 {

@@ -18,7 +18,9 @@ fn requested(r: &Range) -> RequestedRange {
     }
 }
 
-fn resolve_range(range: Option<&Range>, size: u64) -> S3Result<(ByteRange, bool)> {
+/// The byte range a GET or HEAD asked for, resolved against the object's size; `true` when
+/// a range was asked for (a 206 answer).
+pub fn resolve_range(range: Option<&Range>, size: u64) -> S3Result<(ByteRange, bool)> {
     match range {
         None => Ok((ByteRange { start: 0, end: size }, false)),
         Some(r) => requested(r)
@@ -55,20 +57,8 @@ pub async fn get_object(
     req: S3Request<GetObjectInput>,
 ) -> S3Result<S3Response<GetObjectOutput>> {
     let i = &req.input;
-    let (obj, range, partial) = resolve(
-        s3,
-        &i.bucket,
-        &i.key,
-        i.part_number,
-        i.range.as_ref(),
-        Conditions {
-            if_match: i.if_match.as_ref(),
-            if_none_match: i.if_none_match.as_ref(),
-            if_modified_since: i.if_modified_since.as_ref(),
-            if_unmodified_since: i.if_unmodified_since.as_ref(),
-        },
-    )
-    .await?;
+    let (obj, range, partial) =
+        resolve(s3, &i.bucket, &i.key, i.part_number, i.range.as_ref(), Conditions::of(i)).await?;
     let content_type = i.response_content_type.clone().or_else(|| obj.meta.content_type.clone());
     Ok(S3Response::new(object_output(&s3.cache, obj, range, partial, content_type)))
 }
@@ -96,34 +86,13 @@ fn object_output(
     }
 }
 
-/// The whole object with a 200, for a GET whose Range header S3 would ignore (several
-/// ranges, or a syntactically invalid one).
-pub async fn serve_full_object(s3: &LakeS3, bucket: &str, key: &str) -> S3Result<GetObjectOutput> {
-    let obj = s3.cache.object(bucket, key).await.map_err(cache_err)?;
-    let size = obj.meta.size;
-    let ct = obj.meta.content_type.clone();
-    Ok(object_output(&s3.cache, obj, ByteRange { start: 0, end: size }, false, ct))
-}
-
 pub async fn head_object(
     s3: &LakeS3,
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let i = &req.input;
-    let (obj, range, partial) = resolve(
-        s3,
-        &i.bucket,
-        &i.key,
-        i.part_number,
-        i.range.as_ref(),
-        Conditions {
-            if_match: i.if_match.as_ref(),
-            if_none_match: i.if_none_match.as_ref(),
-            if_modified_since: i.if_modified_since.as_ref(),
-            if_unmodified_since: i.if_unmodified_since.as_ref(),
-        },
-    )
-    .await?;
+    let (obj, range, partial) =
+        resolve(s3, &i.bucket, &i.key, i.part_number, i.range.as_ref(), Conditions::of(i)).await?;
     Ok(S3Response::new(HeadObjectOutput {
         content_length: Some(range.len() as i64),
         content_range: partial.then(|| format!("bytes {}-{}/{}", range.start, range.end - 1, obj.meta.size)),

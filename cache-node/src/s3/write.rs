@@ -11,6 +11,7 @@ use object_store::{
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
+use super::conditional::{Conditions, CopySourceConditional};
 use super::{LakeS3, etag_of, multipart_err, origin_err};
 use crate::origin::multipart::{UploadMeta, concat_parts};
 use crate::origin::{OriginError, key_path};
@@ -274,33 +275,34 @@ pub async fn delete_objects(
     }))
 }
 
-pub async fn copy_object(
+/// The source object of a copy, its `x-amz-copy-source-if-*` conditions checked (any
+/// failure is 412, as S3 answers for copies).
+async fn copy_source(
     s3: &LakeS3,
-    req: S3Request<CopyObjectInput>,
-) -> S3Result<S3Response<CopyObjectOutput>> {
-    let i = req.input;
-    let (src_bucket, src_key) = match &i.copy_source {
-        CopySource::Bucket { bucket, key, version_id: None } => (bucket.to_string(), key.to_string()),
+    source: &CopySource,
+    conditions: Conditions<'_>,
+) -> S3Result<std::sync::Arc<crate::cache::ObjectHandle>> {
+    let (bucket, key) = match source {
+        CopySource::Bucket { bucket, key, version_id: None } => (bucket, key),
         CopySource::Bucket { version_id: Some(_), .. } => {
             return Err(s3_error!(NotImplemented, "Copying a specific version is not supported"));
         }
         _ => return Err(s3_error!(NotImplemented, "Only bucket/key copy sources are supported")),
     };
-    let src = s3.cache.object(&src_bucket, &src_key).await.map_err(super::cache_err)?;
-    let precondition = |c: Result<(), S3Error>| {
-        c.map_err(|_| {
-            s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
-        })
-    };
-    precondition(
-        super::conditional::Conditions {
-            if_match: i.copy_source_if_match.as_ref(),
-            if_none_match: i.copy_source_if_none_match.as_ref(),
-            if_modified_since: i.copy_source_if_modified_since.as_ref(),
-            if_unmodified_since: i.copy_source_if_unmodified_since.as_ref(),
-        }
-        .check(&src.meta),
-    )?;
+    let src = s3.cache.object(bucket, key).await.map_err(super::cache_err)?;
+    conditions.check(&src.meta).map_err(|_| {
+        s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+    })?;
+    Ok(src)
+}
+
+pub async fn copy_object(
+    s3: &LakeS3,
+    req: S3Request<CopyObjectInput>,
+) -> S3Result<S3Response<CopyObjectOutput>> {
+    let i = req.input;
+    let src = copy_source(s3, &i.copy_source, i.source_conditions()).await?;
+    let src_bucket = src.bucket.clone();
     let dst_store = s3.cache.origins.store(&i.bucket).map_err(origin_err)?;
     let dst_path = key_path(&i.key).map_err(origin_err)?;
     let _guard = s3.lock_key(&i.bucket, &i.key).await;
@@ -386,21 +388,7 @@ pub async fn upload_part_copy(
 ) -> S3Result<S3Response<UploadPartCopyOutput>> {
     let i = req.input;
     s3.staging.meta(&i.upload_id, &i.bucket, &i.key).await.map_err(multipart_err)?;
-    let (src_bucket, src_key) = match &i.copy_source {
-        CopySource::Bucket { bucket, key, version_id: None } => (bucket.to_string(), key.to_string()),
-        _ => return Err(s3_error!(NotImplemented, "Only bucket/key copy sources are supported")),
-    };
-    let src = s3.cache.object(&src_bucket, &src_key).await.map_err(super::cache_err)?;
-    super::conditional::Conditions {
-        if_match: i.copy_source_if_match.as_ref(),
-        if_none_match: i.copy_source_if_none_match.as_ref(),
-        if_modified_since: i.copy_source_if_modified_since.as_ref(),
-        if_unmodified_since: i.copy_source_if_unmodified_since.as_ref(),
-    }
-    .check(&src.meta)
-    .map_err(|_| {
-        s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
-    })?;
+    let src = copy_source(s3, &i.copy_source, i.source_conditions()).await?;
     let range = copy_source_range(i.copy_source_range.as_deref(), src.meta.size)?;
     let body = s3.cache.read(src, range);
     let (etag, _) = s3.staging.put_part(&i.upload_id, i.part_number, body).await.map_err(multipart_err)?;
