@@ -9,6 +9,10 @@ if ! command -v cargo >/dev/null; then
   echo "cargo is required (https://rustup.rs); this machine has none" >&2
   exit 1
 fi
+if ! command -v curl >/dev/null; then
+  echo "==> apt-get install curl (start.sh checks health with it)"
+  apt-get update -qq && apt-get install -y -qq curl
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"
   cargo install --locked cargo-nextest
