@@ -1,5 +1,6 @@
 """Generates the sample Lance table the start command serves: media-style rows (id,
-clip, caption, 128-d embedding) with an IVF_PQ vector index, written to a local directory
+clip, caption, 128-d embedding) with an IVF_PQ vector index, a full-text index on the
+caption and a BTREE index on the clip, written to a local directory
 that the cache node uses as its origin. Deterministic for a given seed."""
 
 import argparse
@@ -33,7 +34,9 @@ def main() -> int:
     )
     ds = lance.write_dataset(table, a.path, mode="overwrite", max_rows_per_file=5_000)
     ds.create_index("vector", index_type="IVF_PQ", num_partitions=16, num_sub_vectors=16)
-    print(f"wrote {a.rows} rows, {len(ds.get_fragments())} fragments, vector index to {a.path}")
+    ds.create_scalar_index("caption", index_type="INVERTED")
+    ds.create_scalar_index("clip", index_type="BTREE")
+    print(f"wrote {a.rows} rows, {len(ds.get_fragments())} fragments, vector, full-text and clip indexes to {a.path}")
     return 0
 
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Starts lakecache on the embedded default: a router in front of two cache nodes whose
-# origin is a local directory holding a generated sample Lance table. Installs what is
-# missing, builds (release), prints every endpoint and runs a ranged `aws s3api get-object`
-# through the router. Ctrl-C stops.
+# origin is a local directory holding a generated sample Lance table, and a search node
+# reading that table through the cache nodes. Installs what is missing, builds, prints every
+# endpoint, runs a ranged `aws s3api get-object` through the router and a vector search
+# with curl. Ctrl-C stops.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$LAKECACHE_ROOT"
@@ -13,13 +14,20 @@ echo "==> building cache-node and router (release)"
 cargo build --release --locked -p lakecache-cache-node -p lakecache-router --bins
 NODE_BIN="$CARGO_TARGET_DIR/release/cache-node"
 ROUTER_BIN="$CARGO_TARGET_DIR/release/router"
+# The search node uses the test build (dependencies optimised at level 1): a release build
+# of lance + DataFusion takes most of an hour on a small machine; the test build is shared
+# with scripts/test.sh.
+echo "==> building search-node (dev profile, shared with the tests)"
+cargo build --locked -p lakecache-search-node --bins
+SEARCH_BIN="$CARGO_TARGET_DIR/debug/search-node"
 
 STATE=.lakecache
 TABLE="$STATE/origin/lakecache-sample/images.lance"
-if [ ! -d "$TABLE/_versions" ]; then
+if [ ! -f "$STATE/sample-v2" ]; then
   echo "==> generating the sample table"
   mkdir -p "$STATE/origin/lakecache-sample"
   "$PYTHON" scripts/gen_sample.py "$TABLE"
+  touch "$STATE/sample-v2"
 fi
 
 # A local fleet: two cache nodes (config/cache-node.toml, each with its own state
@@ -33,6 +41,8 @@ for i in 1 2; do
   PIDS+=($!)
 done
 "$ROUTER_BIN" --config config/router.toml &
+PIDS+=($!)
+"$SEARCH_BIN" --config config/search-node.toml &
 PIDS+=($!)
 
 wait_up() {
@@ -48,15 +58,21 @@ URL="http://127.0.0.1:9000"
 wait_up http://127.0.0.1:9001
 wait_up http://127.0.0.1:9002
 wait_up "$URL"
+SEARCH=http://127.0.0.1:9100
+wait_up "$SEARCH"
 
 DATAFILE=$(cd "$TABLE" && ls data | head -n 1)
 KEY="images.lance/data/$DATAFILE"
 export AWS_ACCESS_KEY_ID=lakecache AWS_SECRET_ACCESS_KEY=lakecache-secret AWS_DEFAULT_REGION=us-east-1
 EXAMPLE="aws --endpoint-url $URL s3api get-object --bucket lakecache-sample --key $KEY --range bytes=0-1023 /tmp/lakecache-part.bin"
 
+QVEC=$("$PYTHON" -c "import lance; print(lance.dataset('$TABLE').take([7], columns=['vector'])['vector'][0].values.to_numpy().round(4).tolist())")
+SEARCH_EXAMPLE="curl -sS -X POST $SEARCH/v1/table/images/query/ -H 'x-api-key: change-me-search-key' -H 'content-type: application/json' -H 'accept: application/json' -d '{\"vector\": $QVEC, \"k\": 3, \"filter\": \"clip < 40\", \"columns\": [\"id\", \"caption\"]}'"
+
 cat <<MSG
 
-lakecache is running: a router in front of two cache nodes over a local-directory origin.
+lakecache is running: a router in front of two cache nodes over a local-directory origin,
+and a search node over the sample table.
 
   S3 endpoint (router)  $URL          access key: lakecache  secret: lakecache-secret
   cache node 1          http://127.0.0.1:9001   (S3 too; state in $STATE/node-1)
@@ -65,15 +81,25 @@ lakecache is running: a router in front of two cache nodes over a local-director
   metrics               $URL/metrics  http://127.0.0.1:9001/metrics  http://127.0.0.1:9002/metrics
   admin API (nodes)     http://127.0.0.1:9001/_lakecache/admin/stats   (header: Authorization: Bearer change-me-admin-token)
   origin                local directory $STATE/origin  (bucket = subdirectory)
-  sample table          s3://lakecache-sample/images.lance  ($(ls "$TABLE/data" | wc -l) data files, IVF_PQ index)
+  sample table          s3://lakecache-sample/images.lance  ($(ls "$TABLE/data" | wc -l) data files, IVF_PQ, FTS and BTREE indexes)
+  search API            $SEARCH/v1/table/...   (LanceDB remote protocol; header x-api-key: change-me-search-key)
+                        lancedb.connect("db://lakecache", api_key="change-me-search-key", host_override="$SEARCH")
+  SQL                   POST $SEARCH/v1/sql  {"sql": "SELECT clip, count(*) FROM images GROUP BY clip LIMIT 5"}
+  search metrics        $SEARCH/metrics
 
 Try it (credentials as above in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY):
   $EXAMPLE
+  $SEARCH_EXAMPLE
+  curl -sS -X POST $SEARCH/v1/table/images/query/ -H 'x-api-key: change-me-search-key' -H 'accept: application/json' \\
+       -d '{"vector": [], "k": 3, "full_text_query": {"columns": ["caption"], "query": "beach"}, "columns": ["id", "caption"]}'
   aws --endpoint-url $URL s3 ls s3://lakecache-sample/images.lance/ --recursive
 
 MSG
-echo "==> running the example once:"
+echo "==> running the examples once:"
 $EXAMPLE
+echo
+echo "$SEARCH_EXAMPLE"
+eval "$SEARCH_EXAMPLE"
 echo
 echo "Ctrl-C to stop."
 wait

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: Rust unit and integration tests (cargo nextest, dev profile), then the
-# Python client tests (boto3, aws cli, pylance) against a running cache node.
+# Python client tests (boto3, aws cli, pylance, lancedb) against running cache nodes, router
+# and search node.
 # Installs what is missing first (scripts/setup.sh). This is what .ci/run calls.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -9,7 +10,7 @@ cd "$LAKECACHE_ROOT"
 "$LAKECACHE_ROOT/scripts/setup.sh"
 
 echo "==> cargo build (dev) of the binaries the Python tests start"
-cargo build --locked -p lakecache-cache-node -p lakecache-router --bins
+cargo build --locked -p lakecache-cache-node -p lakecache-router -p lakecache-search-node --bins
 
 echo "==> Rust tests"
 cargo nextest run --locked --workspace --no-fail-fast
@@ -17,4 +18,5 @@ cargo nextest run --locked --workspace --no-fail-fast
 echo "==> Python client tests"
 export LAKECACHE_CACHE_NODE_BIN="$CARGO_TARGET_DIR/debug/cache-node"
 export LAKECACHE_ROUTER_BIN="$CARGO_TARGET_DIR/debug/router"
+export LAKECACHE_SEARCH_NODE_BIN="$CARGO_TARGET_DIR/debug/search-node"
 "$PYTHON" -m pytest -q tests/python

@@ -396,7 +396,7 @@ pub struct Hosts {
     pub domains: Vec<String>,
 }
 
-fn host_bucket<'a>(domains: &[String], host: &'a str) -> Option<&'a str> {
+pub fn host_bucket<'a>(domains: &[String], host: &'a str) -> Option<&'a str> {
     let name = host.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(host, |(h, _)| h);
     domains.iter().find_map(|d| {
         name.strip_suffix(d.as_str()).and_then(|b| b.strip_suffix('.')).filter(|b| !b.is_empty())
@@ -435,7 +435,7 @@ impl IgnoredRangeRoute {
     }
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+pub fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

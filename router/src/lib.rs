@@ -13,7 +13,10 @@
 
 pub mod client;
 pub mod config;
+pub mod forward;
 pub mod membership;
+pub mod pins;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod sign;

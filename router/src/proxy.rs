@@ -1,7 +1,9 @@
 //! The router's S3 surface: reads are placed page by page on the ring and streamed back
 //! in order, each page run from its owner with failover to the next owners; writes go to
 //! the owner of the object's first page (so writes to one key meet in one node, whose key
-//! lock makes conditional PUTs atomic) and are then invalidated on every node.
+//! lock makes conditional PUTs atomic) and are then invalidated on every node. Multipart
+//! uploads and the calls modelled by no method here are passed through to a node as they
+//! came (`forward`).
 //!
 //! Every page read carries `If-Match` with the version the router resolved, so a node
 //! holding stale metadata answers 412 instead of old bytes; the router then invalidates
@@ -15,7 +17,6 @@ use lakecache_cache_node::cache::ObjectMeta;
 use lakecache_cache_node::s3::conditional::Conditions;
 use lakecache_cache_node::s3::resolve_range;
 use lakecache_common::page::{ByteRange, PageGeometry};
-use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use s3s::dto::*;
@@ -28,7 +29,8 @@ use crate::routing::{self, is_node_failure};
 pub const ROUTER_REQUESTS: &str = "lakecache_router_upstream_requests_total";
 pub const ROUTER_FAILOVERS: &str = "lakecache_router_failovers_total";
 
-/// Largest body a PUT through the router buffers (larger uploads: multipart, to come).
+/// Largest body a single PUT through the router buffers (larger objects: multipart, whose
+/// parts are streamed through).
 const PUT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
 pub struct Router {
@@ -62,18 +64,6 @@ impl Router {
             .into_iter()
             .next()
             .ok_or_else(|| s3_error!(ServiceUnavailable, "No cache node is available"))
-    }
-
-    /// The S3 client of the key's owner, as the multipart API (object_store's
-    /// `MultipartStore` is implemented by its S3 client).
-    fn multipart(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> S3Result<(Arc<Member>, Arc<object_store::aws::AmazonS3>)> {
-        let m = self.key_owner(bucket, key)?;
-        let s = self.fleet.s3_client(&m, bucket).map_err(map_err)?;
-        Ok((m, s))
     }
 
     /// Streams `range` of the object from the owners of its pages.
@@ -297,87 +287,6 @@ impl S3 for Router {
             errors: (!errors.is_empty()).then_some(errors),
             ..Default::default()
         }))
-    }
-
-    async fn create_multipart_upload(
-        &self,
-        req: S3Request<CreateMultipartUploadInput>,
-    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        let i = req.input;
-        let (_, s3) = self.multipart(&i.bucket, &i.key)?;
-        let id = s3.create_multipart(&Self::path(&i.key)?).await.map_err(map_err)?;
-        Ok(S3Response::new(CreateMultipartUploadOutput {
-            bucket: Some(i.bucket),
-            key: Some(i.key),
-            upload_id: Some(id),
-            ..Default::default()
-        }))
-    }
-
-    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
-        let i = req.input;
-        if i.part_number < 1 {
-            return Err(s3_error!(InvalidArgument, "Part numbers start at 1"));
-        }
-        let (_, s3) = self.multipart(&i.bucket, &i.key)?;
-        let (payload, _) = read_body(i.body).await?;
-        let part = s3
-            .put_part(&Self::path(&i.key)?, &i.upload_id, (i.part_number - 1) as usize, payload)
-            .await
-            .map_err(map_err)?;
-        Ok(S3Response::new(UploadPartOutput {
-            e_tag: Some(ETag::Strong(part.content_id.trim_matches('"').to_string())),
-            ..Default::default()
-        }))
-    }
-
-    async fn complete_multipart_upload(
-        &self,
-        req: S3Request<CompleteMultipartUploadInput>,
-    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        let i = req.input;
-        let parts = i.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
-        // object_store numbers parts by position: the client's numbers must be 1, 2, … N,
-        // which is what every SDK sends.
-        for (n, p) in parts.iter().enumerate() {
-            if p.part_number != Some(n as i32 + 1) {
-                return Err(s3_error!(
-                    NotImplemented,
-                    "Through the router, parts must be numbered 1..N without gaps"
-                ));
-            }
-        }
-        let ids: Vec<PartId> = parts
-            .iter()
-            .map(|p| PartId {
-                content_id: p
-                    .e_tag
-                    .as_ref()
-                    .map(|e| format!("\"{}\"", e.value().trim_matches('"')))
-                    .unwrap_or_default(),
-            })
-            .collect();
-        let (_, s3) = self.multipart(&i.bucket, &i.key)?;
-        let res = s3.complete_multipart(&Self::path(&i.key)?, &i.upload_id, ids).await;
-        self.fleet.invalidate_everywhere(&i.bucket, &i.key).await;
-        let r = res.map_err(map_err)?;
-        Ok(S3Response::new(CompleteMultipartUploadOutput {
-            bucket: Some(i.bucket.clone()),
-            key: Some(i.key.clone()),
-            e_tag: r.e_tag.map(|e| ETag::Strong(e.trim_matches('"').to_string())),
-            location: Some(format!("/{}/{}", i.bucket, i.key)),
-            ..Default::default()
-        }))
-    }
-
-    async fn abort_multipart_upload(
-        &self,
-        req: S3Request<AbortMultipartUploadInput>,
-    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        let i = req.input;
-        let (_, s3) = self.multipart(&i.bucket, &i.key)?;
-        s3.abort_multipart(&Self::path(&i.key)?, &i.upload_id).await.map_err(map_err)?;
-        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 
     async fn delete_object(

@@ -580,3 +580,127 @@ async fn pins_and_prewarm_through_the_router_reach_the_owners() {
     assert_eq!(listed["nodes"].as_array().unwrap().len(), 3);
     assert_eq!(http.post(&url).json(&serde_json::json!({})).send().await.unwrap().status(), 401);
 }
+
+/// ListBuckets, ListObjects v1, HeadBucket and the whole multipart API (part numbers with
+/// gaps, ListParts, UploadPartCopy, Abort) are passed to a node as they came, re-signed;
+/// a completed upload is invalidated on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_the_router_does_not_model_reach_a_node() {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let f = fleet().await;
+    let c = f.client();
+    // The nodes' wildcard S3 origin cannot enumerate buckets: the router answers what a
+    // node answers (the Python tests list a local origin's buckets through the router).
+    let names = |o: aws_sdk_s3::operation::list_buckets::ListBucketsOutput| {
+        o.buckets().iter().filter_map(|b| b.name().map(String::from)).collect::<Vec<_>>()
+    };
+    let via_router = names(c.list_buckets().send().await.unwrap());
+    let direct = names(f.nodes[0].as_ref().unwrap().client().list_buckets().send().await.unwrap());
+    assert_eq!(via_router, direct);
+    c.head_bucket().bucket("bkt").send().await.unwrap();
+    assert_eq!(err_code(&c.head_bucket().bucket("nope").send().await.unwrap_err()).1, 404);
+
+    for k in ["l/1", "l/2", "l/d/3", "l/é x+y"] {
+        c.put_object().bucket("bkt").key(k).body(ByteStream::from_static(b"x")).send().await.unwrap();
+    }
+    let v1 = c.list_objects().bucket("bkt").prefix("l/").delimiter("/").send().await.unwrap();
+    let keys: Vec<_> = v1.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, ["l/1", "l/2", "l/é x+y"]);
+    assert_eq!(v1.common_prefixes().iter().filter_map(|p| p.prefix()).collect::<Vec<_>>(), ["l/d/"]);
+    let after = c.list_objects().bucket("bkt").prefix("l/").marker("l/2").send().await.unwrap();
+    assert_eq!(after.contents().iter().filter_map(|o| o.key()).collect::<Vec<_>>(), ["l/d/3", "l/é x+y"]);
+
+    // The key is read (and cached on its owners) before a multipart upload replaces it.
+    let key = "t.lance/data/parts.lance";
+    let old = pattern(70, 300_000);
+    c.put_object().bucket("bkt").key(key).body(ByteStream::from(old.clone())).send().await.unwrap();
+    assert!(body(c.get_object().bucket("bkt").key(key).send().await.unwrap()).await == old);
+    let src = pattern(71, 6 * 1024 * 1024);
+    c.put_object().bucket("bkt").key("src.bin").body(ByteStream::from(src.clone())).send().await.unwrap();
+
+    let id = c
+        .create_multipart_upload()
+        .bucket("bkt")
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_string();
+    let p3 = pattern(72, 5 * 1024 * 1024);
+    let p9 = pattern(73, 12_345);
+    let e3 = c
+        .upload_part()
+        .bucket("bkt")
+        .key(key)
+        .upload_id(&id)
+        .part_number(3)
+        .body(ByteStream::from(p3.clone()))
+        .send()
+        .await
+        .unwrap();
+    let e7 = c
+        .upload_part_copy()
+        .bucket("bkt")
+        .key(key)
+        .upload_id(&id)
+        .part_number(7)
+        .copy_source("bkt/src.bin")
+        .copy_source_range("bytes=1000-5243879")
+        .send()
+        .await
+        .unwrap();
+    let e9 = c
+        .upload_part()
+        .bucket("bkt")
+        .key(key)
+        .upload_id(&id)
+        .part_number(9)
+        .body(ByteStream::from(p9.clone()))
+        .send()
+        .await
+        .unwrap();
+    let parts = c.list_parts().bucket("bkt").key(key).upload_id(&id).send().await.unwrap();
+    let listed: Vec<_> =
+        parts.parts().iter().map(|p| (p.part_number().unwrap(), p.size().unwrap())).collect();
+    assert_eq!(listed, [(3, p3.len() as i64), (7, 5_242_880), (9, p9.len() as i64)]);
+    let e7 = e7.copy_part_result().unwrap().e_tag().unwrap().to_string();
+    let done = CompletedMultipartUpload::builder()
+        .parts(CompletedPart::builder().part_number(3).e_tag(e3.e_tag().unwrap()).build())
+        .parts(CompletedPart::builder().part_number(7).e_tag(e7).build())
+        .parts(CompletedPart::builder().part_number(9).e_tag(e9.e_tag().unwrap()).build())
+        .build();
+    c.complete_multipart_upload()
+        .bucket("bkt")
+        .key(key)
+        .upload_id(&id)
+        .multipart_upload(done)
+        .send()
+        .await
+        .unwrap();
+    let want = [&p3[..], &src[1000..=5_243_879], &p9[..]].concat();
+    let got = body(c.get_object().bucket("bkt").key(key).send().await.unwrap()).await;
+    assert!(got == want, "the completed upload replaced the cached object on every node");
+    let r = c.get_object().bucket("bkt").key(key).range("bytes=5242000-5243000").send().await.unwrap();
+    assert!(body(r).await[..] == want[5_242_000..=5_243_000]);
+
+    let id = c
+        .create_multipart_upload()
+        .bucket("bkt")
+        .key("aborted")
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_string();
+    c.abort_multipart_upload().bucket("bkt").key("aborted").upload_id(&id).send().await.unwrap();
+    let e = c.list_parts().bucket("bkt").key("aborted").upload_id(&id).send().await.unwrap_err();
+    assert_eq!(err_code(&e), ("NoSuchUpload".to_string(), 404));
+
+    // Forwarded calls are authenticated by the router like every other.
+    let stranger = client_for(&format!("http://{}", f.router_addr), ACCESS_KEY, "wrong-secret");
+    let e = stranger.list_buckets().send().await.unwrap_err();
+    assert_eq!(err_code(&e).1, 403);
+}

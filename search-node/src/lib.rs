@@ -1,4 +1,64 @@
-//! The search node: LanceDB-protocol search over Lance tables read through the fleet.
-//!
-//! Not built yet — see the search-node issue. It will be the only crate that depends on
-//! lance, so that the cache node and router stay quick to build.
+//! lakecache search node: Lance tables read through the cache fleet, served over a REST API
+//! that follows LanceDB's remote protocol (vector, full-text, hybrid and filtered queries,
+//! table and index management) plus SQL over a namespace's tables.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod index;
+pub mod query;
+pub mod sql;
+pub mod store;
+pub mod tables;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use lakecache_common::config::Validate;
+
+use crate::config::SearchConfig;
+
+/// A built search node: its tables and its HTTP application.
+pub struct SearchNode {
+    pub tables: Arc<tables::Tables>,
+    pub app: Router,
+}
+
+impl SearchNode {
+    pub fn build(cfg: SearchConfig) -> anyhow::Result<SearchNode> {
+        cfg.validate()?;
+        let metrics = lakecache_cache_node::metrics::install();
+        let tables = tables::Tables::new(&cfg)?;
+        let state = Arc::new(api::AppState {
+            tables: tables.clone(),
+            api_keys: cfg.auth.api_keys.clone(),
+            anonymous: cfg.auth.anonymous,
+            request_timeout: cfg.server.request_timeout,
+            metrics: Some(metrics.clone()),
+        });
+        let ops = Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(|| async { "ready\n" }))
+            .route(
+                "/metrics",
+                get(move || {
+                    let m = metrics.clone();
+                    async move { (StatusCode::OK, m.render()).into_response() }
+                }),
+            );
+        let app = ops.merge(api::router(state, cfg.server.max_body.as_u64() as usize));
+        Ok(SearchNode { tables, app })
+    }
+
+    /// Serves until `shutdown` resolves; in-flight requests finish first.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.app).with_graceful_shutdown(shutdown).await
+    }
+}

@@ -78,10 +78,20 @@ kind = "local"
 root = "{self.origin}"
 """
         )
-        self.log = open(tmp / "cache-node.log", "wb")
-        self.proc = subprocess.Popen([_binary("LAKECACHE_CACHE_NODE_BIN", "cache-node"), "--config", str(cfg)],
+        self.cfg = cfg
+        self.start()
+
+    def start(self):
+        """Starts the node process (again, after `kill9`: same port, same state)."""
+        self.log = open(self.tmp / "cache-node.log", "ab")
+        self.proc = subprocess.Popen([_binary("LAKECACHE_CACHE_NODE_BIN", "cache-node"), "--config", str(self.cfg)],
                                      stdout=self.log, stderr=subprocess.STDOUT)
-        _wait_healthy(self.url, self.proc, tmp / "cache-node.log")
+        _wait_healthy(self.url, self.proc, self.tmp / "cache-node.log")
+
+    def kill9(self):
+        self.proc.kill()  # SIGKILL: no shutdown, no flush
+        self.proc.wait(timeout=15)
+        self.log.close()
 
     def env(self) -> dict:
         e = dict(os.environ)
@@ -103,11 +113,11 @@ root = "{self.origin}"
 
 
 class Fleet:
-    """Two cache nodes over one local origin, and the router in front of them."""
+    """Cache nodes (two by default) over one local origin, and the router in front of them."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, nodes: int = 2):
         self.origin = tmp / "origin"
-        self.nodes = [CacheNode(tmp / f"node{i}", origin=self.origin) for i in range(2)]
+        self.nodes = [CacheNode(tmp / f"node{i}", origin=self.origin) for i in range(nodes)]
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = tmp / "router.toml"
@@ -175,3 +185,62 @@ def s3(node):
         region_name="us-east-1",
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
     )
+
+
+SEARCH_KEY = "python-search-key"
+
+
+class SearchNode:
+    """A search node reading tables of `s3://pybucket/tables` through the given cache
+    nodes (the in-process ring client)."""
+
+    def __init__(self, tmp: Path, nodes):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        members = "".join(f'[[nodes]]\nid = "cache-{i}"\nurl = "{n.url}"\n' for i, n in enumerate(nodes))
+        cfg = tmp / "search-node.toml"
+        cfg.write_text(
+            f"""
+[server]
+listen = "127.0.0.1:{self.port}"
+read_consistency_interval = "1s"
+[auth]
+api_keys = ["{SEARCH_KEY}"]
+[[namespaces]]
+name = ""
+uri = "s3://{BUCKET}/tables"
+[[namespaces]]
+name = "media"
+uri = "s3://{BUCKET}/media"
+[fleet]
+page_size = "64 KiB"
+node_admin_token = "python-admin-token"
+health_interval = "200ms"
+[fleet.node_key]
+access_key = "{ACCESS_KEY}"
+secret_key = "{SECRET_KEY}"
+{members}"""
+        )
+        self.log = open(tmp / "search-node.log", "wb")
+        self.proc = subprocess.Popen([_binary("LAKECACHE_SEARCH_NODE_BIN", "search-node"), "--config", str(cfg)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        _wait_healthy(self.url, self.proc, tmp / "search-node.log")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
+    base = tmp_path_factory.mktemp("search")
+    f = Fleet(base)
+    s = SearchNode(base, f.nodes)
+    s.fleet = f
+    yield s
+    s.stop()
+    f.stop()

@@ -1,0 +1,260 @@
+//! Requests the router does not model itself, passed to a cache node as they came:
+//! multipart uploads (create, parts, part copies, ListParts, complete, abort), ListObjects
+//! v1, ListBuckets and the other bucket-level calls. The node answers with its own S3
+//! semantics (part numbers with gaps, streamed part bodies, its listing code); the router
+//! re-signs the request with the fleet's node key, streams both bodies, and invalidates the
+//! object on every node after a completed upload or a part copy's upload completes.
+//!
+//! Multipart calls of one key go to the owner of the key's first page, where the upload is
+//! staged; bucket-level calls to the owners of the bucket's root, with failover when the
+//! call is a read.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, Uri};
+use lakecache_cache_node::server::{host_bucket, percent_decode};
+use s3s::route::S3Route;
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+
+use crate::membership::{Fleet, Member};
+use crate::proxy::ROUTER_REQUESTS;
+use crate::sign::{Signer, s3_encode};
+
+/// What a request is about, as far as forwarding cares.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    /// ListBuckets.
+    Service,
+    /// A bucket-level call the router does not model (ListObjects v1, HeadBucket, …).
+    Bucket(String),
+    /// A multipart call on one key.
+    Upload { bucket: String, key: String },
+}
+
+pub struct Passthrough {
+    fleet: Arc<Fleet>,
+    signer: Signer,
+    domains: Vec<String>,
+    anonymous: bool,
+    http: reqwest::Client,
+}
+
+/// Request headers a node needs to see (besides the ones the router signs itself).
+fn forwarded(name: &str) -> bool {
+    matches!(
+        name,
+        "content-type" | "content-md5" | "content-encoding" | "content-disposition" | "cache-control"
+    ) || matches!(name, "if-match" | "if-none-match" | "expires")
+        || (name.starts_with("x-amz-")
+            && !matches!(
+                name,
+                "x-amz-date"
+                    | "x-amz-content-sha256"
+                    | "x-amz-security-token"
+                    | "x-amz-decoded-content-length"
+                    | "x-amz-trailer"
+            )
+            && !name.starts_with("x-amz-checksum-"))
+}
+
+/// Response headers passed back to the client.
+fn returned(name: &str) -> bool {
+    matches!(name, "content-type" | "etag" | "last-modified" | "location") || name.starts_with("x-amz-")
+}
+
+impl Passthrough {
+    pub fn new(
+        fleet: Arc<Fleet>,
+        region: String,
+        domains: Vec<String>,
+        anonymous: bool,
+    ) -> anyhow::Result<Self> {
+        let signer = Signer::new(&fleet.cfg.node_key.access_key, &fleet.cfg.node_key.secret_key, &region);
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(fleet.cfg.health_timeout)
+            .read_timeout(fleet.cfg.request_timeout)
+            .build()?;
+        Ok(Self { fleet, signer, domains, anonymous, http })
+    }
+
+    /// Bucket and key of a request (virtual-hosted or path style), decoded.
+    fn bucket_key(&self, uri: &Uri, headers: &HeaderMap) -> Option<(Option<String>, Option<String>)> {
+        let path = percent_decode(uri.path().strip_prefix('/')?)?;
+        let host = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        Some(match host_bucket(&self.domains, host) {
+            Some(b) => (Some(b.to_string()), nonempty(&path)),
+            None => match path.split_once('/') {
+                Some((b, k)) => (nonempty(b), nonempty(k)),
+                None => (nonempty(&path), None),
+            },
+        })
+    }
+
+    fn target(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<Target> {
+        let names: Vec<&str> = uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split('=').next().unwrap_or(""))
+            .collect();
+        let has = |n: &str| names.contains(&n);
+        let (bucket, key) = self.bucket_key(uri, headers)?;
+        match (bucket, key) {
+            (None, None) if method == Method::GET => Some(Target::Service),
+            (Some(bucket), Some(key)) if has("uploadId") || has("uploads") => {
+                Some(Target::Upload { bucket, key })
+            }
+            (Some(bucket), None) => {
+                let v2 = uri.query().unwrap_or("").split('&').any(|p| p == "list-type=2");
+                let router_owns = (method == Method::GET && v2) || (method == Method::POST && has("delete"));
+                (!router_owns).then_some(Target::Bucket(bucket))
+            }
+            _ => None,
+        }
+    }
+
+    /// The nodes to try, best first.
+    fn nodes(&self, target: &Target, read: bool) -> Vec<Arc<Member>> {
+        let n = if read { self.fleet.cfg.failover_attempts } else { 1 };
+        match target {
+            Target::Service => self.fleet.owners("", "", 0, n),
+            Target::Bucket(b) => self.fleet.owners(b, "", 0, n),
+            Target::Upload { bucket, key } => self.fleet.owners(bucket, key, 0, 1),
+        }
+    }
+
+    /// The request as a node should get it: path style, canonical query, signed.
+    fn build(
+        &self,
+        member: &Member,
+        target: &Target,
+        req: &S3Request<s3s::Body>,
+        body: Option<reqwest::Body>,
+    ) -> S3Result<reqwest::Request> {
+        let path = match target {
+            Target::Service => "/".to_string(),
+            Target::Bucket(b) => format!("/{}", s3_encode(b, false)),
+            Target::Upload { bucket, key } => {
+                format!("/{}/{}", s3_encode(bucket, false), s3_encode(key, false))
+            }
+        };
+        let mut query: Vec<(String, String)> = url_pairs(req.uri.query().unwrap_or(""))
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("X-Amz-"))
+            .collect();
+        query.sort();
+        let base = member.cfg.url.trim_end_matches('/');
+        let url = if query.is_empty() {
+            format!("{base}{path}")
+        } else {
+            let q: Vec<String> =
+                query.iter().map(|(k, v)| format!("{}={}", s3_encode(k, true), s3_encode(v, true))).collect();
+            format!("{base}{path}?{}", q.join("&"))
+        };
+        let url = reqwest::Url::parse(&url).map_err(|e| s3_error!(InternalError, "bad node URL: {e}"))?;
+        let host = match url.port() {
+            Some(p) => format!("{}:{p}", url.host_str().unwrap_or("")),
+            None => url.host_str().unwrap_or("").to_string(),
+        };
+        let mut headers = HeaderMap::new();
+        for (name, value) in &req.headers {
+            if forwarded(name.as_str()) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        // The node gets the decoded body: its length is the decoded one.
+        let length = req
+            .headers
+            .get("x-amz-decoded-content-length")
+            .or_else(|| req.headers.get(http::header::CONTENT_LENGTH))
+            .cloned();
+        if let (Some(len), true) = (length, body.is_some()) {
+            headers.insert(http::header::CONTENT_LENGTH, len);
+        }
+        self.signer.sign(&req.method, &host, &path, &query, &mut headers);
+        let mut out = reqwest::Request::new(req.method.clone(), url);
+        *out.headers_mut() = headers;
+        *out.body_mut() = body;
+        Ok(out)
+    }
+}
+
+/// Decoded `name=value` pairs of a query string.
+fn url_pairs(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let dec = |s: &str| percent_decode(&s.replace('+', "%20")).unwrap_or_else(|| s.to_string());
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl S3Route for Passthrough {
+    fn is_match(&self, method: &Method, uri: &Uri, headers: &HeaderMap, _: &mut http::Extensions) -> bool {
+        self.target(method, uri, headers).is_some()
+    }
+
+    async fn check_access(&self, req: &mut S3Request<s3s::Body>) -> S3Result<()> {
+        if req.credentials.is_some() || self.anonymous {
+            Ok(())
+        } else {
+            Err(s3_error!(AccessDenied, "Signature is required"))
+        }
+    }
+
+    async fn call(&self, mut req: S3Request<s3s::Body>) -> S3Result<S3Response<s3s::Body>> {
+        let target =
+            self.target(&req.method, &req.uri, &req.headers).ok_or_else(|| s3_error!(InvalidRequest))?;
+        let read = matches!(req.method, Method::GET | Method::HEAD);
+        let has_body = matches!(req.method, Method::PUT | Method::POST);
+        let mut body = has_body.then(|| std::mem::take(&mut req.input));
+        let mut last_err = None;
+        for m in self.nodes(&target, read) {
+            let payload = body.take().map(reqwest::Body::wrap);
+            let request = self.build(&m, &target, &req, payload)?;
+            metrics::counter!(ROUTER_REQUESTS, "node" => m.cfg.id.clone(), "op" => "forward").increment(1);
+            match self.http.execute(request).await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let completes = matches!(&target, Target::Upload { .. })
+                        && req.method == Method::POST
+                        && req.uri.query().is_some_and(|q| q.contains("uploadId"));
+                    if let (true, Target::Upload { bucket, key }) = (completes, &target) {
+                        // CompleteMultipartUpload answers 200 before its XML says whether it
+                        // worked; invalidating either way is safe.
+                        self.fleet.invalidate_everywhere(bucket, key).await;
+                    }
+                    let mut headers = HeaderMap::new();
+                    for (k, v) in resp.headers() {
+                        if returned(k.as_str()) {
+                            headers.append(k.clone(), v.clone());
+                        }
+                    }
+                    let body: http::Response<reqwest::Body> = resp.into();
+                    let mut out = S3Response::new(s3s::Body::http_body_unsync(body.into_body()));
+                    out.status = Some(status);
+                    out.headers = headers;
+                    return Ok(out);
+                }
+                Err(e) => {
+                    self.fleet.report_failure(&m);
+                    tracing::warn!(node = %m.cfg.id, error = %e, "forwarded request failed");
+                    last_err = Some(e);
+                    if !read || !self.fleet.retry_budget.withdraw() {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(match last_err {
+            Some(e) => s3_error!(ServiceUnavailable, "The cache node did not answer: {e}"),
+            None => s3_error!(ServiceUnavailable, "No cache node is available"),
+        })
+    }
+}

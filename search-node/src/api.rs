@@ -1,0 +1,585 @@
+//! The REST API: LanceDB's remote protocol (`/v1/table/...`, what `lancedb.connect("db://…")`
+//! speaks) plus `POST /v1/sql`. Query results are Arrow IPC files, or JSON rows for clients
+//! that send `Accept: application/json`. Every answer carries `phalanx-version` (the
+//! protocol level LanceDB clients adapt to) and echoes `x-request-id`; reads of a table
+//! carry `x-lancedb-version`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{RecordBatch, RecordBatchIterator};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use lance::dataset::WriteMode;
+use lance::index::DatasetIndexExt;
+use serde::Deserialize;
+
+use crate::error::{ApiError, ApiResult, from_lance};
+use crate::query::{self, QueryRequest};
+use crate::tables::{TableRef, Tables};
+
+/// The LanceDB server protocol level this API implements (batched vector queries, the
+/// structured full-text query form).
+pub const PROTOCOL_VERSION: &str = "0.3.0";
+pub const SEARCH_REQUESTS: &str = "search_requests_total";
+pub const SEARCH_REQUEST_SECONDS: &str = "search_request_duration_seconds";
+
+pub struct AppState {
+    pub tables: Arc<Tables>,
+    pub api_keys: Vec<String>,
+    pub anonymous: bool,
+    pub request_timeout: Duration,
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+type St = State<Arc<AppState>>;
+
+pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
+    // Every table route answers with and without the trailing slash.
+    let table = |p: &str| [format!("/v1/table/{{id}}/{p}/"), format!("/v1/table/{{id}}/{p}")];
+    let mut r = Router::new()
+        .route("/v1/table/", get(list_tables))
+        .route("/v1/table", get(list_tables))
+        .route("/v1/namespace/{ns}/table/list", get(list_namespace))
+        .route("/v1/sql", post(crate::sql::sql))
+        .route("/v1/sql/", post(crate::sql::sql));
+    for p in table("describe") {
+        r = r.route(&p, post(describe));
+    }
+    for p in table("count_rows") {
+        r = r.route(&p, post(count_rows));
+    }
+    for p in table("version/list") {
+        r = r.route(&p, post(list_versions));
+    }
+    for p in table("query") {
+        r = r.route(&p, post(run_query));
+    }
+    for p in table("explain_plan") {
+        r = r.route(&p, post(explain_plan));
+    }
+    for p in table("create") {
+        r = r.route(&p, post(create_table));
+    }
+    for p in table("insert") {
+        r = r.route(&p, post(insert));
+    }
+    for p in table("delete") {
+        r = r.route(&p, post(delete_rows));
+    }
+    for p in table("drop") {
+        r = r.route(&p, post(drop_table));
+    }
+    for p in table("create_index") {
+        r = r.route(&p, post(create_index));
+    }
+    for p in table("index/list") {
+        r = r.route(&p, post(list_indices));
+    }
+    for p in table("index/{name}/stats") {
+        r = r.route(&p, post(index_stats));
+    }
+    for p in table("index/{name}/drop") {
+        r = r.route(&p, post(drop_index));
+    }
+    for p in table("index/{name}/prewarm") {
+        r = r.route(&p, post(prewarm_index));
+    }
+    for p in table("page_cache/prewarm") {
+        r = r.route(&p, post(prewarm_pages));
+    }
+    r.fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::not_found(format!("No such endpoint: {} {}", req.method(), req.uri().path()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    lakecache_cache_node::admin::constant_time_eq(a, b)
+}
+
+/// API key check, request deadline, protocol headers and request metrics.
+async fn guard(State(st): St, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = req.headers().get("x-request-id").cloned();
+    let key = req
+        .headers()
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            req.headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        })
+        .map(str::to_string);
+    let client_deadline = req
+        .headers()
+        .get("x-request-timeout-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_millis);
+    let route = route_label(req.uri().path());
+    let mut resp = match key {
+        Some(k) if st.api_keys.iter().any(|a| constant_time_eq(a.as_bytes(), k.as_bytes())) => None,
+        None if st.anonymous => None,
+        Some(_) => Some(ApiError::new(StatusCode::UNAUTHORIZED, "Invalid API key").into_response()),
+        None => Some(
+            ApiError::new(StatusCode::UNAUTHORIZED, "Missing API key: send it in the x-api-key header")
+                .into_response(),
+        ),
+    }
+    .unwrap_or_else(|| Response::new(axum::body::Body::empty()));
+    if resp.status() != StatusCode::UNAUTHORIZED {
+        let limit = client_deadline.map_or(st.request_timeout, |c| c.min(st.request_timeout));
+        resp = match tokio::time::timeout(limit, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) if client_deadline.is_some_and(|c| c <= st.request_timeout) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "The request did not finish within its x-request-timeout-ms ({} ms)",
+                    limit.as_millis()
+                ),
+            )
+            .into_response(),
+            Err(_) => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("The request did not finish within the server's limit ({} ms)", limit.as_millis()),
+            )
+            .into_response(),
+        };
+    }
+    let h = resp.headers_mut();
+    h.insert("phalanx-version", HeaderValue::from_static(PROTOCOL_VERSION));
+    if let Some(id) = request_id {
+        h.insert("x-request-id", id);
+    }
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!(SEARCH_REQUESTS, "route" => route, "status" => status).increment(1);
+    metrics::histogram!(SEARCH_REQUEST_SECONDS, "route" => route).record(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// A fixed label per endpoint (the path holds table names).
+fn route_label(path: &str) -> &'static str {
+    let p = path.trim_end_matches('/');
+    const ENDS: [(&str, &str); 15] = [
+        ("/describe", "describe"),
+        ("/count_rows", "count_rows"),
+        ("/version/list", "version_list"),
+        ("/query", "query"),
+        ("/explain_plan", "explain_plan"),
+        ("/create", "create"),
+        ("/insert", "insert"),
+        ("/delete", "delete"),
+        ("/create_index", "create_index"),
+        ("/index/list", "index_list"),
+        ("/stats", "index_stats"),
+        ("/prewarm", "prewarm"),
+        ("/drop", "drop"),
+        ("/table/list", "list_tables"),
+        ("/v1/sql", "sql"),
+    ];
+    if p == "/v1/table" {
+        return "list_tables";
+    }
+    ENDS.iter().find(|(e, _)| p.ends_with(e)).map_or("other", |(_, l)| l)
+}
+
+/// A JSON body, or the default when the body is empty (LanceDB sends none on some calls).
+fn body_json<T: for<'a> Deserialize<'a> + Default>(b: &Bytes) -> ApiResult<T> {
+    if b.iter().all(u8::is_ascii_whitespace) || b.trim_ascii() == b"null" {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(b).map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}")))
+}
+
+/// The freshness a request asks for: `x-lancedb-min-version`.
+fn min_version(h: &HeaderMap) -> Option<u64> {
+    ["x-lancedb-min-version", "x-lancedb-min-read-version"]
+        .iter()
+        .filter_map(|n| h.get(*n).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()))
+        .max()
+}
+
+#[derive(Deserialize, Default)]
+struct VersionBody {
+    version: Option<u64>,
+}
+
+async fn table_at(
+    st: &AppState,
+    id: &str,
+    version: Option<u64>,
+    h: &HeaderMap,
+) -> ApiResult<(TableRef, Arc<lance::Dataset>)> {
+    let t = st.tables.resolve(id)?;
+    let ds = st.tables.get(&t, version, if version.is_some() { None } else { min_version(h) }).await?;
+    Ok((t, ds))
+}
+
+fn with_version(mut r: Response, v: u64) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&v.to_string()) {
+        r.headers_mut().insert("x-lancedb-version", v);
+    }
+    r
+}
+
+fn json(v: serde_json::Value) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    limit: Option<usize>,
+    page_token: Option<String>,
+}
+
+fn page(names: Vec<String>, p: &ListParams) -> serde_json::Value {
+    let start = p.page_token.as_deref().filter(|t| !t.is_empty());
+    let rest: Vec<String> = names.into_iter().filter(|n| start.is_none_or(|s| n.as_str() > s)).collect();
+    let limit = p.limit.filter(|&l| l > 0).unwrap_or(usize::MAX);
+    let more = rest.len() > limit;
+    let tables: Vec<String> = rest.into_iter().take(limit).collect();
+    let token = if more { tables.last().cloned() } else { None };
+    serde_json::json!({ "tables": tables, "page_token": token })
+}
+
+async fn list_tables(State(st): St, Query(p): Query<ListParams>) -> ApiResult<Response> {
+    Ok(json(page(st.tables.list("").await?, &p)))
+}
+
+async fn list_namespace(
+    State(st): St,
+    Path(ns): Path<String>,
+    Query(p): Query<ListParams>,
+) -> ApiResult<Response> {
+    let ns = if ns == "$" { String::new() } else { ns };
+    Ok(json(page(st.tables.list(&ns).await?, &p)))
+}
+
+async fn describe(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Bytes) -> ApiResult<Response> {
+    let body: VersionBody = body_json(&b)?;
+    let (t, ds) = table_at(&st, &id, body.version, &h).await?;
+    let arrow = arrow_schema::Schema::from(ds.schema());
+    let schema = lance::arrow::json::JsonSchema::try_from(&arrow).map_err(|e| from_lance(e, &t.id))?;
+    let rows = ds.count_rows(None).await.map_err(|e| from_lance(e, &t.id))?;
+    let indices = ds.describe_indices(None).await.map_err(|e| from_lance(e, &t.id))?;
+    let v = serde_json::json!({
+        "table": t.name,
+        "version": ds.version_id(),
+        "schema": schema,
+        "location": t.uri,
+        "stats": { "num_rows": rows, "num_fragments": ds.count_fragments(), "num_indices": indices.len() },
+    });
+    Ok(with_version(json(v), ds.version_id()))
+}
+
+#[derive(Deserialize, Default)]
+struct CountBody {
+    predicate: Option<String>,
+    filter: Option<String>,
+    version: Option<u64>,
+}
+
+async fn count_rows(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Bytes) -> ApiResult<Response> {
+    let body: CountBody = body_json(&b)?;
+    let (t, ds) = table_at(&st, &id, body.version, &h).await?;
+    let filter = body.predicate.or(body.filter).filter(|f| !f.trim().is_empty());
+    let n = ds.count_rows(filter).await.map_err(|e| from_lance(e, &t.id))?;
+    Ok(with_version(json(serde_json::json!(n)), ds.version_id()))
+}
+
+async fn list_versions(State(st): St, Path(id): Path<String>, h: HeaderMap) -> ApiResult<Response> {
+    let (t, ds) = table_at(&st, &id, None, &h).await?;
+    let versions = ds.versions().await.map_err(|e| from_lance(e, &t.id))?;
+    let v: Vec<serde_json::Value> = versions
+        .iter()
+        .map(|v| {
+            serde_json::json!({
+                "version": v.version,
+                "timestamp": v.timestamp.to_rfc3339(),
+                "metadata": v.metadata,
+            })
+        })
+        .collect();
+    Ok(with_version(json(serde_json::json!({ "versions": v })), ds.version_id()))
+}
+
+/// Query results: an Arrow IPC file, or JSON rows when the client asks for JSON.
+pub fn batch_response(batch: &RecordBatch, h: &HeaderMap) -> ApiResult<Response> {
+    let wants_json =
+        h.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("application/json"));
+    if wants_json {
+        let mut w = arrow::json::ArrayWriter::new(Vec::new());
+        w.write(batch).map_err(|e| ApiError::internal(e.to_string()))?;
+        w.finish().map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut out = w.into_inner();
+        if out.is_empty() {
+            out = b"[]".to_vec();
+        }
+        return Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response());
+    }
+    let mut w = arrow_ipc::writer::FileWriter::try_new(Vec::new(), &batch.schema())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    w.write(batch).map_err(|e| ApiError::internal(e.to_string()))?;
+    w.finish().map_err(|e| ApiError::internal(e.to_string()))?;
+    let out = w.into_inner().map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/vnd.apache.arrow.file")], out).into_response())
+}
+
+async fn run_query(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Bytes) -> ApiResult<Response> {
+    let started = Instant::now();
+    let q: QueryRequest =
+        serde_json::from_slice(&b).map_err(|e| ApiError::bad_request(format!("Invalid query body: {e}")))?;
+    let kind = query::kind(&q);
+    let (t, ds) = table_at(&st, &id, q.version, &h).await?;
+    let version = ds.version_id();
+    let res = query::run(ds, &q, &t.id).await;
+    metrics::counter!(query::SEARCH_QUERIES, "kind" => kind, "outcome" => if res.is_ok() { "ok" } else { "error" })
+        .increment(1);
+    let batch = res?;
+    metrics::histogram!(query::SEARCH_QUERY_SECONDS, "kind" => kind).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(query::SEARCH_RESULT_ROWS, "kind" => kind).record(batch.num_rows() as f64);
+    Ok(with_version(batch_response(&batch, &h)?, version))
+}
+
+#[derive(Deserialize)]
+struct ExplainBody {
+    #[serde(default)]
+    verbose: bool,
+    query: QueryRequest,
+}
+
+async fn explain_plan(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Bytes) -> ApiResult<Response> {
+    let body: ExplainBody = serde_json::from_slice(&b)
+        .map_err(|e| ApiError::bad_request(format!("Invalid explain body: {e}")))?;
+    let (t, ds) = table_at(&st, &id, body.query.version, &h).await?;
+    let plan = query::explain(ds, &body.query, &t.id, body.verbose).await?;
+    Ok(json(serde_json::json!(plan)))
+}
+
+/// An Arrow IPC stream body (LanceDB compresses its buffers with LZ4).
+fn ipc_batches(b: &Bytes) -> ApiResult<(arrow_schema::SchemaRef, Vec<RecordBatch>)> {
+    let r = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(b.clone()), None)
+        .map_err(|e| ApiError::bad_request(format!("The body is not an Arrow IPC stream: {e}")))?;
+    let schema = r.schema();
+    let batches = r
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::bad_request(format!("The body is not an Arrow IPC stream: {e}")))?;
+    Ok((schema, batches))
+}
+
+#[derive(Deserialize)]
+struct ModeParam {
+    mode: Option<String>,
+}
+
+async fn create_table(
+    State(st): St,
+    Path(id): Path<String>,
+    Query(m): Query<ModeParam>,
+    b: Bytes,
+) -> ApiResult<Response> {
+    let t = st.tables.resolve(&id)?;
+    let (schema, batches) = ipc_batches(&b)?;
+    let mode = m.mode.as_deref().unwrap_or("create");
+    let lock = st.tables.write_lock(&t);
+    let _g = lock.lock().await;
+    let write_mode = match mode {
+        "create" | "exist_ok" => WriteMode::Create,
+        "overwrite" => WriteMode::Overwrite,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "Unknown mode {other:?}: expected create, exist_ok or overwrite"
+            )));
+        }
+    };
+    let reader = RecordBatchIterator::new(batches.into_iter().map(Ok::<_, arrow_schema::ArrowError>), schema);
+    let res = lance::Dataset::write(reader, t.uri.as_str(), Some(st.tables.write_params(write_mode))).await;
+    let ds = match res {
+        Ok(ds) => Arc::new(ds),
+        Err(lance::Error::DatasetAlreadyExists { .. }) if mode == "exist_ok" => {
+            st.tables.get(&t, None, None).await?
+        }
+        Err(e) => return Err(from_lance(e, &t.id)),
+    };
+    let v = ds.version_id();
+    st.tables.put(&t, ds);
+    Ok(with_version(json(serde_json::json!({ "version": v })), v))
+}
+
+async fn insert(
+    State(st): St,
+    Path(id): Path<String>,
+    Query(m): Query<ModeParam>,
+    h: HeaderMap,
+    b: Bytes,
+) -> ApiResult<Response> {
+    let (schema, batches) = ipc_batches(&b)?;
+    let write_mode = match m.mode.as_deref() {
+        None | Some("append") => WriteMode::Append,
+        Some("overwrite") => WriteMode::Overwrite,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "Unknown mode {other:?}: expected append or overwrite"
+            )));
+        }
+    };
+    let t = st.tables.resolve(&id)?;
+    let lock = st.tables.write_lock(&t);
+    let _g = lock.lock().await;
+    // The table must exist (LanceDB's insert does not create).
+    let (_, current) = table_at(&st, &id, None, &h).await?;
+    check_schema(&schema, &current)?;
+    let ds = lance::dataset::InsertBuilder::new(current)
+        .with_params(&st.tables.write_params(write_mode))
+        .execute(batches)
+        .await
+        .map_err(|e| from_lance(e, &t.id))?;
+    let v = ds.version_id();
+    st.tables.put(&t, Arc::new(ds));
+    Ok(with_version(json(serde_json::json!({ "version": v })), v))
+}
+
+/// Rows to append must carry the table's columns (lance would say so too, less plainly).
+fn check_schema(incoming: &arrow_schema::Schema, ds: &lance::Dataset) -> ApiResult<()> {
+    let table = arrow_schema::Schema::from(ds.schema());
+    for f in incoming.fields() {
+        if table.field_with_name(f.name()).is_err() {
+            return Err(ApiError::bad_request(format!("Column '{}' is not in the table", f.name())));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Deserialize, Default)]
+struct DeleteBody {
+    predicate: String,
+}
+
+async fn delete_rows(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Bytes) -> ApiResult<Response> {
+    let body: DeleteBody = body_json(&b)?;
+    if body.predicate.trim().is_empty() {
+        return Err(ApiError::bad_request("delete needs a predicate"));
+    }
+    let t = st.tables.resolve(&id)?;
+    let lock = st.tables.write_lock(&t);
+    let _g = lock.lock().await;
+    let (_, current) = table_at(&st, &id, None, &h).await?;
+    let mut ds = (*current).clone();
+    let r = ds.delete(&body.predicate).await.map_err(|e| from_lance(e, &t.id))?;
+    let v = r.new_dataset.version_id();
+    st.tables.put(&t, r.new_dataset);
+    Ok(with_version(json(serde_json::json!({ "num_deleted_rows": r.num_deleted_rows, "version": v })), v))
+}
+
+async fn drop_table(State(st): St, Path(id): Path<String>) -> ApiResult<Response> {
+    let t = st.tables.resolve(&id)?;
+    let lock = st.tables.write_lock(&t);
+    let _g = lock.lock().await;
+    if !st.tables.drop_table(&t).await? {
+        return Err(ApiError::table_not_found(&t.id));
+    }
+    Ok(json(serde_json::json!({})))
+}
+
+async fn create_index(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Bytes) -> ApiResult<Response> {
+    let body: serde_json::Value =
+        serde_json::from_slice(&b).map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}")))?;
+    let t = st.tables.resolve(&id)?;
+    let lock = st.tables.write_lock(&t);
+    let _g = lock.lock().await;
+    let (_, current) = table_at(&st, &id, None, &h).await?;
+    let mut ds = (*current).clone();
+    let name = crate::index::create(&mut ds, &body, &t.id).await?;
+    let v = ds.version_id();
+    st.tables.put(&t, Arc::new(ds));
+    Ok(with_version(json(serde_json::json!({ "name": name, "version": v })), v))
+}
+
+async fn list_indices(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Bytes) -> ApiResult<Response> {
+    let body: VersionBody = body_json(&b)?;
+    let (t, ds) = table_at(&st, &id, body.version, &h).await?;
+    let list = crate::index::list(&ds, &t.id).await?;
+    Ok(with_version(json(serde_json::json!({ "indexes": list })), ds.version_id()))
+}
+
+async fn index_stats(
+    State(st): St,
+    Path((id, name)): Path<(String, String)>,
+    h: HeaderMap,
+    b: Bytes,
+) -> ApiResult<Response> {
+    let body: VersionBody = body_json(&b)?;
+    let (t, ds) = table_at(&st, &id, body.version, &h).await?;
+    let stats = crate::index::stats(&ds, &name, &t.id).await?;
+    Ok(with_version(json(stats), ds.version_id()))
+}
+
+async fn drop_index(
+    State(st): St,
+    Path((id, name)): Path<(String, String)>,
+    h: HeaderMap,
+) -> ApiResult<Response> {
+    let t = st.tables.resolve(&id)?;
+    let lock = st.tables.write_lock(&t);
+    let _g = lock.lock().await;
+    let (_, current) = table_at(&st, &id, None, &h).await?;
+    let mut ds = (*current).clone();
+    ds.drop_index(&name).await.map_err(|e| from_lance(e, &t.id))?;
+    let v = ds.version_id();
+    st.tables.put(&t, Arc::new(ds));
+    Ok(with_version(json(serde_json::json!({ "version": v })), v))
+}
+
+/// Pins the index's files on the fleet, reads them onto their owners, and loads the index
+/// into this node's index cache.
+async fn prewarm_index(
+    State(st): St,
+    Path((id, name)): Path<(String, String)>,
+    h: HeaderMap,
+) -> ApiResult<Response> {
+    let (t, ds) = table_at(&st, &id, None, &h).await?;
+    let segments = ds.load_indices_by_name(&name).await.map_err(|e| from_lance(e, &t.id))?;
+    if segments.is_empty() {
+        return Err(ApiError::not_found(format!("Index '{name}' was not found on table '{}'", t.id)));
+    }
+    let (mut objects, mut bytes) = (0, 0);
+    for s in &segments {
+        let glob = format!("{}/_indices/{}/**", t.key, s.uuid);
+        let (o, b) = st.tables.stores.pin_and_prewarm(&t.bucket, &glob).await.map_err(ApiError::internal)?;
+        objects += o;
+        bytes += b;
+    }
+    ds.prewarm_index(&name).await.map_err(|e| from_lance(e, &t.id))?;
+    Ok(json(serde_json::json!({ "index": name, "pinned_objects": objects, "pinned_bytes": bytes })))
+}
+
+/// Pins the table's data files (and its manifests) on the fleet and reads them onto
+/// their owners.
+async fn prewarm_pages(State(st): St, Path(id): Path<String>, h: HeaderMap) -> ApiResult<Response> {
+    let (t, _ds) = table_at(&st, &id, None, &h).await?;
+    let mut objects = 0;
+    let mut bytes = 0;
+    for sub in ["data", "_versions", "_deletions"] {
+        let (o, b) = st
+            .tables
+            .stores
+            .pin_and_prewarm(&t.bucket, &format!("{}/{sub}/**", t.key))
+            .await
+            .map_err(ApiError::internal)?;
+        objects += o;
+        bytes += b;
+    }
+    Ok(json(serde_json::json!({ "pinned_objects": objects, "pinned_bytes": bytes })))
+}

@@ -1,0 +1,174 @@
+//! The search node's configuration (`config/search-node.toml` documents every key).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use lakecache_common::config::{ConfigError, Validate};
+use lakecache_router::config::{FleetConfig, NodeConfig};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    /// Where tables live. A table `t` of namespace `ns` is `<uri>/t.lance`; the namespace
+    /// named "" holds the tables addressed without a namespace.
+    pub namespaces: Vec<NamespaceConfig>,
+    /// Region the fleet's S3 endpoints (cache nodes or router) are signed for.
+    pub region: String,
+    /// Ring, node key and health settings: the same keys as the router's [fleet]. The node
+    /// key signs requests to the cache nodes (or the router); the admin token pins and
+    /// prewarms.
+    pub fleet: FleetConfig,
+    /// The cache nodes, read directly through the in-process ring client (the default
+    /// whenever nodes are listed): no router hop.
+    pub nodes: Vec<NodeConfig>,
+    /// Otherwise: the router.
+    pub router: Option<RouterAccess>,
+    pub cache: CacheConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the REST API (also /healthz, /readyz and /metrics).
+    pub listen: SocketAddr,
+    /// Longest a query may run; a request's `x-request-timeout-ms` can only shorten it.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Largest request body (Arrow IPC inserts).
+    pub max_body: ByteSize,
+    /// New table versions become visible within this interval; a request can ask for a
+    /// newer one explicitly (`x-lancedb-min-version`-style min version in the body).
+    #[serde(with = "humantime_serde")]
+    pub read_consistency_interval: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
+            request_timeout: Duration::from_secs(30),
+            max_body: ByteSize::mib(256),
+            read_consistency_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Accepted `x-api-key` values. Empty: every request is refused unless `anonymous`.
+    pub api_keys: Vec<String>,
+    /// Serve requests without an API key (local development only).
+    pub anonymous: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceConfig {
+    #[serde(default)]
+    pub name: String,
+    /// `s3://bucket/prefix` (the bucket as the fleet serves it).
+    pub uri: String,
+}
+
+impl NamespaceConfig {
+    /// (bucket, prefix without slashes at the ends).
+    pub fn bucket_prefix(&self) -> Result<(String, String), ConfigError> {
+        let rest = self.uri.strip_prefix("s3://").ok_or_else(|| {
+            ConfigError::Invalid(format!("namespaces: uri {:?} must look like s3://bucket/prefix", self.uri))
+        })?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(ConfigError::Invalid(format!("namespaces: uri {:?} has no bucket", self.uri)));
+        }
+        Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterAccess {
+    /// The router's S3 endpoint, e.g. "http://127.0.0.1:9000".
+    pub url: String,
+    /// Bearer token of the router's admin API (pins and prewarm through the router).
+    #[serde(default)]
+    pub admin_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Lance index cache (decoded index partitions), shared by every table.
+    pub index_cache: ByteSize,
+    /// Lance metadata cache (manifests, file metadata), shared by every table.
+    pub metadata_cache: ByteSize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { index_cache: ByteSize::gib(1), metadata_cache: ByteSize::mib(256) }
+    }
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            auth: AuthConfig::default(),
+            namespaces: Vec::new(),
+            region: "us-east-1".into(),
+            fleet: FleetConfig::default(),
+            nodes: Vec::new(),
+            router: None,
+            cache: CacheConfig::default(),
+        }
+    }
+}
+
+impl Validate for SearchConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.namespaces.is_empty() {
+            return bad("at least one [[namespaces]] entry is needed".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for ns in &self.namespaces {
+            ns.bucket_prefix()?;
+            if !names.insert(ns.name.as_str()) {
+                return bad(format!("namespaces: {:?} is listed twice", ns.name));
+            }
+            if ns.name.contains(['$', '/']) {
+                return bad(format!("namespaces: name {:?} may not contain '$' or '/'", ns.name));
+            }
+        }
+        match (&self.router, self.nodes.is_empty()) {
+            (None, true) => {
+                return bad("list the cache nodes ([[nodes]]) or the router ([router] url)".into());
+            }
+            (Some(r), _) if !(r.url.starts_with("http://") || r.url.starts_with("https://")) => {
+                return bad(format!("router.url {:?}: expected http(s)://host:port", r.url));
+            }
+            _ => {}
+        }
+        for n in &self.nodes {
+            if !(n.url.starts_with("http://") || n.url.starts_with("https://")) {
+                return bad(format!("nodes: {} has url {:?}; expected http(s)://host:port", n.id, n.url));
+            }
+        }
+        let ps = self.fleet.page_size.as_u64();
+        if ps == 0 || !ps.is_multiple_of(4096) {
+            return bad("fleet.page_size must be a multiple of 4 KiB".into());
+        }
+        if self.auth.api_keys.is_empty() && !self.auth.anonymous {
+            return bad("auth: no api_keys and anonymous access off".into());
+        }
+        if self.server.request_timeout.is_zero() {
+            return bad("server.request_timeout must be positive".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,214 @@
+//! Index management as LanceDB's remote protocol describes it: `create_index` bodies
+//! (`{"column", "index_type", "name"?, "replace"?, ...parameters}`), the index list and
+//! per-index statistics.
+
+use lance::dataset::Dataset;
+use lance::index::DatasetIndexExt;
+use lance::index::vector::VectorIndexParams;
+use lance_index::IndexType;
+use lance_index::scalar::{BuiltinIndexType, InvertedIndexParams, ScalarIndexParams};
+use lance_index::vector::hnsw::builder::HnswBuildParams;
+use lance_index::vector::ivf::IvfBuildParams;
+use lance_index::vector::pq::PQBuildParams;
+use lance_index::vector::sq::builder::SQBuildParams;
+
+use crate::error::{ApiError, ApiResult, from_lance};
+use crate::query::distance_type;
+
+fn u(body: &serde_json::Value, k: &str) -> ApiResult<Option<usize>> {
+    match body.get(k) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(|n| Some(n as usize))
+            .ok_or_else(|| ApiError::bad_request(format!("{k}: expected a non-negative integer"))),
+    }
+}
+
+/// Rows per IVF partition lance aims for when the caller gives no partition count.
+fn default_partitions(rows: usize) -> usize {
+    (rows / 4096).clamp(1, 4096)
+}
+
+/// Creates the index a `create_index` body describes; returns its name.
+pub async fn create(ds: &mut Dataset, body: &serde_json::Value, table: &str) -> ApiResult<String> {
+    let column = body
+        .get("column")
+        .and_then(|c| c.as_str())
+        .ok_or_else(|| ApiError::bad_request("create_index needs a \"column\""))?
+        .to_string();
+    let kind = body.get("index_type").and_then(|t| t.as_str()).unwrap_or("AUTO").to_ascii_uppercase();
+    let name = body.get("name").and_then(|n| n.as_str()).map(str::to_string);
+    let replace = body.get("replace").and_then(|r| r.as_bool()).unwrap_or(true);
+    let field = ds.schema().field(&column).ok_or_else(|| {
+        ApiError::bad_request(format!("Column '{column}' does not exist in table '{table}'"))
+    })?;
+    let is_vector = matches!(
+        field.data_type(),
+        arrow_schema::DataType::FixedSizeList(..) | arrow_schema::DataType::List(..)
+    ) && !matches!(kind.as_str(), "LABEL_LIST" | "BITMAP" | "BTREE" | "FTS" | "INVERTED");
+    let kind = if kind == "AUTO" {
+        if is_vector { "IVF_PQ".to_string() } else { "BTREE".to_string() }
+    } else {
+        kind
+    };
+    let metric = distance_type(
+        body.get("metric_type")
+            .or_else(|| body.get("distance_type"))
+            .and_then(|m| m.as_str())
+            .unwrap_or("l2"),
+    )?;
+    let rows = ds.count_rows(None).await.map_err(|e| from_lance(e, table))?;
+    let partitions = u(body, "num_partitions")?.unwrap_or_else(|| default_partitions(rows));
+    let max_iters = u(body, "max_iterations")?.unwrap_or(50);
+    let sample_rate = u(body, "sample_rate")?.unwrap_or(256);
+    let ivf = || {
+        let mut p = IvfBuildParams::new(partitions);
+        p.max_iters = max_iters;
+        p.sample_rate = sample_rate;
+        p
+    };
+    let dim = match field.data_type() {
+        arrow_schema::DataType::FixedSizeList(_, d) => d as usize,
+        _ => 0,
+    };
+    let sub_vectors = u(body, "num_sub_vectors")?.unwrap_or_else(|| {
+        // lance's rule of thumb: 16 dimensions per sub-vector where that divides evenly.
+        if dim % 16 == 0 && dim >= 16 {
+            dim / 16
+        } else if dim % 8 == 0 && dim >= 8 {
+            dim / 8
+        } else {
+            1
+        }
+    });
+    let num_bits = u(body, "num_bits")?.unwrap_or(8);
+    let hnsw = || {
+        let mut h = HnswBuildParams::default();
+        if let Ok(Some(m)) = u(body, "m") {
+            h = h.num_edges(m);
+        }
+        if let Ok(Some(e)) = u(body, "ef_construction") {
+            h = h.ef_construction(e);
+        }
+        h
+    };
+    let pq = || {
+        let mut p = PQBuildParams::new(sub_vectors, num_bits);
+        p.max_iters = max_iters;
+        p
+    };
+    let le = |e: lance::Error| from_lance(e, table);
+    let cols = [column.as_str()];
+    let meta = match kind.as_str() {
+        "IVF_PQ" => {
+            let p = VectorIndexParams::with_ivf_pq_params(metric, ivf(), pq());
+            ds.create_index(&cols, IndexType::IvfPq, name, &p, replace).await
+        }
+        "IVF_FLAT" => {
+            let p = VectorIndexParams::ivf_flat(partitions, metric);
+            ds.create_index(&cols, IndexType::IvfFlat, name, &p, replace).await
+        }
+        "IVF_SQ" => {
+            let p = VectorIndexParams::with_ivf_sq_params(metric, ivf(), SQBuildParams::default());
+            ds.create_index(&cols, IndexType::IvfSq, name, &p, replace).await
+        }
+        "IVF_HNSW_SQ" => {
+            let p =
+                VectorIndexParams::with_ivf_hnsw_sq_params(metric, ivf(), hnsw(), SQBuildParams::default());
+            ds.create_index(&cols, IndexType::IvfHnswSq, name, &p, replace).await
+        }
+        "IVF_HNSW_PQ" => {
+            let p = VectorIndexParams::with_ivf_hnsw_pq_params(metric, ivf(), hnsw(), pq());
+            ds.create_index(&cols, IndexType::IvfHnswPq, name, &p, replace).await
+        }
+        "IVF_HNSW_FLAT" => {
+            let p = VectorIndexParams::ivf_hnsw(metric, ivf(), hnsw());
+            ds.create_index(&cols, IndexType::IvfHnswFlat, name, &p, replace).await
+        }
+        "BTREE" => {
+            ds.create_index(&cols, IndexType::BTree, name, &ScalarIndexParams::default(), replace).await
+        }
+        "BITMAP" => {
+            let p = ScalarIndexParams::for_builtin(BuiltinIndexType::Bitmap);
+            ds.create_index(&cols, IndexType::Bitmap, name, &p, replace).await
+        }
+        "LABEL_LIST" => {
+            let p = ScalarIndexParams::for_builtin(BuiltinIndexType::LabelList);
+            ds.create_index(&cols, IndexType::LabelList, name, &p, replace).await
+        }
+        "FTS" | "INVERTED" => {
+            let mut params = body.clone();
+            if let Some(o) = params.as_object_mut() {
+                for k in ["column", "index_type", "name", "replace", "wait_timeout"] {
+                    o.remove(k);
+                }
+                o.retain(|_, v| !v.is_null());
+            }
+            let p: InvertedIndexParams = serde_json::from_value(params)
+                .map_err(|e| ApiError::bad_request(format!("Invalid FTS index parameters: {e}")))?;
+            ds.create_index(&cols, IndexType::Inverted, name, &p, replace).await
+        }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "Unknown index_type {other:?}: expected IVF_PQ, IVF_FLAT, IVF_SQ, IVF_HNSW_SQ, IVF_HNSW_PQ, \
+                 IVF_HNSW_FLAT, BTREE, BITMAP, LABEL_LIST or FTS"
+            )));
+        }
+    };
+    let meta = meta.map_err(|e| match e {
+        lance::Error::Index { message, .. } => ApiError::bad_request(message),
+        other => le(other),
+    })?;
+    Ok(meta.name)
+}
+
+/// LanceDB's names for lance's index types.
+fn type_name(t: &str) -> String {
+    match t {
+        "BTree" => "BTREE".into(),
+        "Bitmap" => "BITMAP".into(),
+        "LabelList" => "LABEL_LIST".into(),
+        "Inverted" => "FTS".into(),
+        other => other.to_ascii_uppercase(),
+    }
+}
+
+pub async fn list(ds: &Dataset, table: &str) -> ApiResult<Vec<serde_json::Value>> {
+    let descs = ds.describe_indices(None).await.map_err(|e| from_lance(e, table))?;
+    let mut out = Vec::new();
+    for d in descs {
+        let columns: Vec<String> = d
+            .field_ids()
+            .iter()
+            .filter_map(|id| ds.schema().field_by_id(*id as i32).map(|f| f.name.clone()))
+            .collect();
+        let rows = d.rows_indexed();
+        out.push(serde_json::json!({
+            "index_name": d.name(),
+            "columns": columns,
+            "index_type": type_name(d.index_type()),
+            "num_indexed_rows": rows,
+            "num_segments": d.segments().len(),
+        }));
+    }
+    Ok(out)
+}
+
+pub async fn stats(ds: &Dataset, name: &str, table: &str) -> ApiResult<serde_json::Value> {
+    let raw = ds.index_statistics(name).await.map_err(|e| match e {
+        lance::Error::IndexNotFound { .. } => {
+            ApiError::not_found(format!("Index '{name}' was not found on table '{table}'"))
+        }
+        other => from_lance(other, table),
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&raw).map_err(|e| ApiError::internal(e.to_string()))?;
+    let distance = v["indices"].get(0).and_then(|i| i.get("metric_type")).cloned();
+    Ok(serde_json::json!({
+        "index_type": type_name(v["index_type"].as_str().unwrap_or("")),
+        "num_indexed_rows": v["num_indexed_rows"],
+        "num_unindexed_rows": v["num_unindexed_rows"],
+        "num_indices": v["num_indices"],
+        "distance_type": distance,
+    }))
+}

@@ -1,0 +1,37 @@
+//! `search-node`: loads the config and serves the search API until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use lakecache_search_node::config::SearchConfig;
+
+/// lakecache search node: vector, full-text, hybrid and SQL search over Lance tables read
+/// through the cache fleet, with a LanceDB-compatible REST API. Keys are documented in
+/// config/search-node.toml.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Config file (TOML).
+    #[arg(long, short, env = "LAKECACHE_SEARCH_CONFIG")]
+    config: PathBuf,
+    /// Address to listen on ([server] listen).
+    #[arg(long, env = "LAKECACHE_SEARCH_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    lakecache_common::telemetry::init("info,lance=warn,datafusion=warn");
+    let args = Args::parse();
+    let mut cfg: SearchConfig = lakecache_common::config::load_toml(&args.config)?;
+    if let Some(l) = args.listen {
+        cfg.server.listen = l;
+    }
+    let listen = cfg.server.listen;
+    let node = lakecache_search_node::SearchNode::build(cfg)?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind {listen}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "search node listening");
+    node.serve(listener, lakecache_common::shutdown::signal()).await?;
+    Ok(())
+}

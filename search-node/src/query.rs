@@ -1,0 +1,362 @@
+//! `POST /v1/table/{id}/query/`: the LanceDB query body turned into a lance scan —
+//! vector search (one vector or a batch), full-text search (the plain `{columns, query}`
+//! form and the structured query form), or a filtered scan with limit, offset and order.
+//! Hybrid search is two of these fused by the client, as LanceDB's remote protocol does.
+
+use std::sync::Arc;
+
+use arrow_array::{Array, FixedSizeListArray, Float32Array, RecordBatch};
+use arrow_schema::{DataType, Field};
+use lance::dataset::Dataset;
+use lance::dataset::scanner::ColumnOrdering;
+use lance_index::scalar::FullTextSearchQuery;
+use lance_index::scalar::inverted::query::FtsQuery;
+use lance_linalg::distance::DistanceType;
+use serde::Deserialize;
+
+use crate::error::{ApiError, ApiResult, from_lance};
+
+pub const SEARCH_QUERIES: &str = "search_queries_total";
+pub const SEARCH_QUERY_SECONDS: &str = "search_query_duration_seconds";
+pub const SEARCH_RESULT_ROWS: &str = "search_result_rows";
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct OrderBy {
+    pub column_name: String,
+    #[serde(default = "yes")]
+    pub ascending: bool,
+    #[serde(default)]
+    pub nulls_first: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct QueryRequest {
+    #[serde(default)]
+    pub vector: serde_json::Value,
+    pub k: Option<u64>,
+    pub offset: Option<u64>,
+    pub filter: Option<String>,
+    #[serde(default = "yes")]
+    pub prefilter: bool,
+    pub columns: Option<serde_json::Value>,
+    #[serde(default)]
+    pub with_row_id: bool,
+    #[serde(default)]
+    pub fast_search: bool,
+    pub nprobes: Option<usize>,
+    pub minimum_nprobes: Option<usize>,
+    pub maximum_nprobes: Option<usize>,
+    pub refine_factor: Option<u32>,
+    pub ef: Option<usize>,
+    pub distance_type: Option<String>,
+    pub vector_column: Option<String>,
+    #[serde(default)]
+    pub bypass_vector_index: bool,
+    pub lower_bound: Option<f32>,
+    pub upper_bound: Option<f32>,
+    pub full_text_query: Option<serde_json::Value>,
+    pub version: Option<u64>,
+    pub order_by: Option<Vec<OrderBy>>,
+}
+
+/// What kind of query a body is (a metric label).
+pub fn kind(q: &QueryRequest) -> &'static str {
+    if q.full_text_query.is_some() {
+        "fts"
+    } else if q.vector.as_array().is_some_and(|v| !v.is_empty()) {
+        "vector"
+    } else {
+        "scan"
+    }
+}
+
+pub fn distance_type(s: &str) -> ApiResult<DistanceType> {
+    match s.to_ascii_lowercase().as_str() {
+        "l2" | "euclidean" => Ok(DistanceType::L2),
+        "cosine" => Ok(DistanceType::Cosine),
+        "dot" => Ok(DistanceType::Dot),
+        "hamming" => Ok(DistanceType::Hamming),
+        other => Err(ApiError::bad_request(format!(
+            "Unknown distance_type {other:?}: expected l2, cosine, dot or hamming"
+        ))),
+    }
+}
+
+/// The vector column: the one named, or the table's only vector column.
+fn vector_column(ds: &Dataset, named: Option<&str>) -> ApiResult<(String, usize)> {
+    let schema = arrow_schema::Schema::from(ds.schema());
+    let dim_of = |f: &Field| -> Option<usize> {
+        match f.data_type() {
+            DataType::FixedSizeList(item, n)
+                if item.data_type().is_floating() || *item.data_type() == DataType::UInt8 =>
+            {
+                Some(*n as usize)
+            }
+            DataType::List(inner) | DataType::LargeList(inner) => match inner.data_type() {
+                DataType::FixedSizeList(item, n) if item.data_type().is_floating() => Some(*n as usize),
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    if let Some(name) = named {
+        let f = schema
+            .field_with_name(name)
+            .map_err(|_| ApiError::bad_request(format!("Column '{name}' does not exist in the table")))?;
+        let dim = dim_of(f).ok_or_else(|| {
+            ApiError::bad_request(format!("Column '{name}' is not a vector column ({})", f.data_type()))
+        })?;
+        return Ok((name.to_string(), dim));
+    }
+    let candidates: Vec<(String, usize)> =
+        schema.fields().iter().filter_map(|f| dim_of(f).map(|d| (f.name().clone(), d))).collect();
+    match candidates.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(ApiError::bad_request("The table has no vector column")),
+        many => Err(ApiError::bad_request(format!(
+            "The table has several vector columns ({}): name one with vector_column",
+            many.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+fn floats(v: &[serde_json::Value]) -> ApiResult<Vec<f32>> {
+    v.iter()
+        .map(|x| {
+            x.as_f64().map(|f| f as f32).ok_or_else(|| ApiError::bad_request("vector: expected numbers"))
+        })
+        .collect()
+}
+
+/// The query vector(s) as lance wants them: one Float32Array, or a FixedSizeList of them
+/// (a batch of queries, answered with a `query_index` column).
+fn query_array(v: &serde_json::Value, dim: usize, column: &str) -> ApiResult<Option<Arc<dyn Array>>> {
+    let Some(items) = v.as_array() else {
+        return if v.is_null() {
+            Ok(None)
+        } else {
+            Err(ApiError::bad_request("vector: expected a list of numbers"))
+        };
+    };
+    if items.is_empty() {
+        return Ok(None);
+    }
+    let wrong = |n: usize| {
+        ApiError::bad_request(format!(
+            "The query vector has dimension {n} but column '{column}' holds vectors of dimension {dim}"
+        ))
+    };
+    if items[0].is_array() {
+        let mut flat = Vec::with_capacity(items.len() * dim);
+        for q in items {
+            let q = floats(
+                q.as_array().ok_or_else(|| ApiError::bad_request("vector: mixed lists and numbers"))?,
+            )?;
+            if q.len() != dim {
+                return Err(wrong(q.len()));
+            }
+            flat.extend(q);
+        }
+        if items.len() == 1 {
+            return Ok(Some(Arc::new(Float32Array::from(flat))));
+        }
+        let field = Arc::new(Field::new("item", DataType::Float32, true));
+        let list = FixedSizeListArray::try_new(field, dim as i32, Arc::new(Float32Array::from(flat)), None)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        return Ok(Some(Arc::new(list)));
+    }
+    let q = floats(items)?;
+    if q.len() != dim {
+        return Err(wrong(q.len()));
+    }
+    Ok(Some(Arc::new(Float32Array::from(q))))
+}
+
+/// The full-text query of either body form.
+fn fts_query(v: &serde_json::Value) -> ApiResult<FullTextSearchQuery> {
+    let bad = |m: String| ApiError::bad_request(format!("full_text_query: {m}"));
+    match v.get("query") {
+        Some(serde_json::Value::String(text)) => {
+            let q = FullTextSearchQuery::new(text.clone());
+            let columns: Vec<String> = match v.get("columns") {
+                Some(c) if !c.is_null() => {
+                    serde_json::from_value(c.clone()).map_err(|e| bad(e.to_string()))?
+                }
+                _ => Vec::new(),
+            };
+            if columns.is_empty() { Ok(q) } else { q.with_columns(&columns).map_err(|e| bad(e.to_string())) }
+        }
+        Some(structured) => {
+            let q: FtsQuery = serde_json::from_value(structured.clone()).map_err(|e| bad(e.to_string()))?;
+            Ok(FullTextSearchQuery::new_query(q))
+        }
+        None => Err(bad("expected a \"query\"".into())),
+    }
+}
+
+/// Runs a query; returns the result rows.
+pub async fn run(ds: Arc<Dataset>, q: &QueryRequest, table: &str) -> ApiResult<RecordBatch> {
+    let s = scanner(ds, q, table)?;
+    s.try_into_batch().await.map_err(|e| from_lance(e, table))
+}
+
+/// The lance scan a query body describes.
+fn scanner(ds: Arc<Dataset>, q: &QueryRequest, table: &str) -> ApiResult<lance::dataset::scanner::Scanner> {
+    let le = |e: lance::Error| from_lance(e, table);
+    if !(q.vector.is_null() || q.vector.is_array()) {
+        return Err(ApiError::bad_request("vector: expected a list of numbers (or a list of such lists)"));
+    }
+    let mut s = ds.scan();
+    // LanceDB sends i64::MAX as "no limit" for plain scans.
+    let k = q.k.filter(|&k| k < i64::MAX as u64);
+    let offset = q.offset.unwrap_or(0);
+    let kind = kind(q);
+
+    let scored = match kind {
+        "vector" => Some("_distance"),
+        "fts" => Some("_score"),
+        _ => None,
+    };
+    match &q.columns {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Array(cols)) if cols.iter().all(|c| c.is_string()) => {
+            let mut names: Vec<String> = cols.iter().filter_map(|c| c.as_str().map(str::to_string)).collect();
+            if let Some(sc) = scored
+                && !names.iter().any(|n| n == sc)
+            {
+                names.push(sc.to_string());
+            }
+            s.project(&names).map_err(le)?;
+        }
+        Some(serde_json::Value::Array(pairs)) => {
+            // Older clients: [["alias", "sql expression"], ...].
+            let mut t: Vec<(String, String)> = Vec::new();
+            for p in pairs {
+                let pair: (String, String) = serde_json::from_value(p.clone()).map_err(|_| {
+                    ApiError::bad_request("columns: expected names or [alias, expression] pairs")
+                })?;
+                t.push(pair);
+            }
+            let refs: Vec<(&str, &str)> = t.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            s.project_with_transform(&refs).map_err(le)?;
+        }
+        Some(serde_json::Value::Object(map)) => {
+            let mut t: Vec<(String, String)> = Vec::new();
+            for (alias, expr) in map {
+                let e = expr
+                    .as_str()
+                    .ok_or_else(|| ApiError::bad_request("columns: expressions must be strings"))?;
+                t.push((alias.clone(), e.to_string()));
+            }
+            let refs: Vec<(&str, &str)> = t.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            s.project_with_transform(&refs).map_err(le)?;
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request("columns: expected a list of names or a map of expressions"));
+        }
+    }
+
+    if let Some(f) = q.filter.as_deref().filter(|f| !f.trim().is_empty()) {
+        s.filter(f).map_err(le)?;
+    }
+
+    match kind {
+        "vector" => {
+            let (column, dim) = vector_column(&ds, q.vector_column.as_deref())?;
+            let arr = query_array(&q.vector, dim, &column)?
+                .ok_or_else(|| ApiError::bad_request("vector: empty query vector"))?;
+            let k = k.unwrap_or(10);
+            if k == 0 {
+                return Err(ApiError::bad_request("k must be positive"));
+            }
+            s.nearest(&column, arr.as_ref(), (k + offset) as usize).map_err(le)?;
+            match (q.minimum_nprobes.or(q.nprobes), q.maximum_nprobes) {
+                (Some(min), Some(max)) if max > 0 => {
+                    if max < min {
+                        return Err(ApiError::bad_request(
+                            "maximum_nprobes must be at least minimum_nprobes",
+                        ));
+                    }
+                    s.minimum_nprobes(min);
+                    s.maximum_nprobes(max);
+                }
+                (Some(min), _) => {
+                    s.minimum_nprobes(min);
+                }
+                (None, Some(max)) if max > 0 => {
+                    s.maximum_nprobes(max);
+                }
+                _ => {}
+            }
+            if let Some(r) = q.refine_factor {
+                s.refine(r);
+            }
+            if let Some(ef) = q.ef {
+                s.ef(ef);
+            }
+            if let Some(d) = &q.distance_type {
+                s.distance_metric(distance_type(d)?);
+            }
+            if q.bypass_vector_index {
+                s.use_index(false);
+            }
+            if q.lower_bound.is_some() || q.upper_bound.is_some() {
+                s.distance_range(q.lower_bound, q.upper_bound);
+            }
+            if q.fast_search {
+                s.fast_search();
+            }
+            s.prefilter(q.prefilter);
+            // A batch answers k rows per query vector (told apart by query_index).
+            let queries = if arr.data_type().is_nested() { arr.len() as u64 } else { 1 };
+            if queries > 1 {
+                if offset > 0 {
+                    return Err(ApiError::bad_request("offset is not supported with several query vectors"));
+                }
+                s.limit(Some((k * queries) as i64), None).map_err(le)?;
+            } else {
+                s.limit(Some(k as i64), (offset > 0).then_some(offset as i64)).map_err(le)?;
+            }
+        }
+        "fts" => {
+            let fq = fts_query(q.full_text_query.as_ref().unwrap_or(&serde_json::Value::Null))?;
+            s.full_text_search(fq).map_err(le)?;
+            if q.fast_search {
+                s.fast_search();
+            }
+            s.prefilter(q.prefilter);
+            s.limit(Some(k.unwrap_or(10) as i64), (offset > 0).then_some(offset as i64)).map_err(le)?;
+        }
+        _ => {
+            if k.is_some() || offset > 0 {
+                s.limit(k.map(|k| k as i64), (offset > 0).then_some(offset as i64)).map_err(le)?;
+            }
+            if let Some(order) = &q.order_by {
+                let o = order
+                    .iter()
+                    .map(|o| match (o.ascending, o.nulls_first) {
+                        (true, true) => ColumnOrdering::asc_nulls_first(o.column_name.clone()),
+                        (true, false) => ColumnOrdering::asc_nulls_last(o.column_name.clone()),
+                        (false, true) => ColumnOrdering::desc_nulls_first(o.column_name.clone()),
+                        (false, false) => ColumnOrdering::desc_nulls_last(o.column_name.clone()),
+                    })
+                    .collect();
+                s.order_by(Some(o)).map_err(le)?;
+            }
+        }
+    }
+    if q.with_row_id {
+        s.with_row_id();
+    }
+    Ok(s)
+}
+
+/// The plan a query would run.
+pub async fn explain(ds: Arc<Dataset>, q: &QueryRequest, table: &str, verbose: bool) -> ApiResult<String> {
+    let s = scanner(ds, q, table)?;
+    s.explain_plan(verbose).await.map_err(|e| from_lance(e, table))
+}

@@ -1,0 +1,560 @@
+//! The search node's REST API end to end: a real S3 origin (s3s-fs), two real cache nodes,
+//! and the search node reading through them with the in-process ring client; requests over
+//! HTTP with the bodies LanceDB clients send, Arrow IPC answers decoded.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../cache-node/tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::{Array, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use common::*;
+use lakecache_cache_node::tier::disk::IoEngineChoice;
+use lakecache_router::config::NodeConfig;
+use lakecache_search_node::config::{NamespaceConfig, SearchConfig};
+use serde_json::{Value, json};
+
+const KEY: &str = "search-test-key";
+const DIM: i32 = 8;
+
+struct Stack {
+    _dir: tempfile::TempDir,
+    origin: Origin,
+    nodes: Vec<Node>,
+    url: String,
+    http: reqwest::Client,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn search_config(nodes: &[Node]) -> SearchConfig {
+    let mut cfg = SearchConfig::default();
+    cfg.server.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.server.read_consistency_interval = Duration::from_millis(500);
+    cfg.auth.api_keys = vec![KEY.into()];
+    cfg.namespaces = vec![
+        NamespaceConfig { name: String::new(), uri: "s3://bkt/tables".into() },
+        NamespaceConfig { name: "media".into(), uri: "s3://bkt/media".into() },
+    ];
+    cfg.fleet.page_size = bytesize::ByteSize::kib(64);
+    cfg.fleet.node_key = lakecache_cache_node::config::AccessKey {
+        access_key: ACCESS_KEY.into(),
+        secret_key: SECRET_KEY.into(),
+    };
+    cfg.fleet.node_admin_token = ADMIN_TOKEN.into();
+    cfg.fleet.health_interval = Duration::from_millis(100);
+    cfg.nodes = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| NodeConfig { id: format!("cache-{i}"), url: n.url(), weight: 1.0 })
+        .collect();
+    cfg
+}
+
+async fn serve(cfg: SearchConfig) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let node = lakecache_search_node::SearchNode::build(cfg).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(node.serve(listener, async {
+        let _ = rx.await;
+    }));
+    (url, tx)
+}
+
+async fn stack() -> Stack {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start(&dir.path().join("origin")).await;
+    std::fs::create_dir_all(origin.root.join("bkt")).unwrap();
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        nodes.push(
+            Node::start(node_config(&origin, &dir.path().join(format!("node{i}")), IoEngineChoice::Auto))
+                .await,
+        );
+    }
+    let (url, stop) = serve(search_config(&nodes)).await;
+    Stack { _dir: dir, origin, nodes, url, http: reqwest::Client::new(), _stop: stop }
+}
+
+/// Rows `start..start+n`: id, an 8-d vector in four clusters, text, category.
+fn rows(start: i64, n: usize) -> RecordBatch {
+    let ids: Vec<i64> = (start..start + n as i64).collect();
+    let mut v = Vec::with_capacity(n * DIM as usize);
+    for &id in &ids {
+        let c = (id % 4) as f32 * 10.0;
+        for d in 0..DIM {
+            v.push(c + ((id * 31 + i64::from(d) * 7) % 13) as f32 / 13.0);
+        }
+    }
+    let words = ["harbor", "sunset", "mountain", "river", "city"];
+    let text: Vec<String> = ids.iter().map(|i| format!("{} view {}", words[(*i % 5) as usize], i)).collect();
+    let cat: Vec<&str> = ids.iter().map(|i| ["a", "b", "c"][(*i % 3) as usize]).collect();
+    let item = Arc::new(Field::new("item", DataType::Float32, true));
+    let vector =
+        FixedSizeListArray::try_new(item.clone(), DIM, Arc::new(Float32Array::from(v)), None).unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("vector", DataType::FixedSizeList(item, DIM), true),
+        Field::new("text", DataType::Utf8, true),
+        Field::new("category", DataType::Utf8, true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(vector),
+            Arc::new(StringArray::from(text)),
+            Arc::new(StringArray::from(cat)),
+        ],
+    )
+    .unwrap()
+}
+
+/// An Arrow IPC stream with LZ4-compressed buffers, as LanceDB clients send.
+fn ipc(batch: &RecordBatch) -> Vec<u8> {
+    let opts = arrow_ipc::writer::IpcWriteOptions::default()
+        .try_with_compression(Some(arrow_ipc::CompressionType::LZ4_FRAME))
+        .unwrap();
+    let mut w =
+        arrow_ipc::writer::StreamWriter::try_new_with_options(Vec::new(), &batch.schema(), opts).unwrap();
+    w.write(batch).unwrap();
+    w.finish().unwrap();
+    w.into_inner().unwrap()
+}
+
+fn read_ipc_file(b: &[u8]) -> RecordBatch {
+    let r = arrow_ipc::reader::FileReader::try_new(std::io::Cursor::new(b.to_vec()), None).unwrap();
+    let schema = r.schema();
+    let batches: Vec<RecordBatch> = r.map(|b| b.unwrap()).collect();
+    arrow::compute::concat_batches(&schema, &batches).unwrap()
+}
+
+fn ids(b: &RecordBatch) -> Vec<i64> {
+    b.column_by_name("id").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec()
+}
+
+impl Stack {
+    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .header("x-api-key", KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+    async fn json(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self.post(path, body).await;
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+    async fn query(&self, table: &str, body: Value) -> RecordBatch {
+        let r = self.post(&format!("/v1/table/{table}/query/"), body).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "application/vnd.apache.arrow.file");
+        read_ipc_file(&r.bytes().await.unwrap())
+    }
+    async fn create(&self, table: &str, batch: &RecordBatch) -> u16 {
+        self.http
+            .post(format!("{}/v1/table/{table}/create/", self.url))
+            .header("x-api-key", KEY)
+            .header("content-type", "application/vnd.apache.arrow.stream")
+            .body(ipc(batch))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_are_created_listed_described_counted_and_appended() {
+    let s = stack().await;
+    assert_eq!(s.create("items", &rows(0, 600)).await, 200);
+    assert_eq!(s.create("media$clips", &rows(0, 10)).await, 200);
+    // Created through the fleet: the files are in the origin.
+    assert!(s.origin.root.join("bkt/tables/items.lance/_versions").is_dir());
+    assert!(s.origin.root.join("bkt/media/clips.lance/_versions").is_dir());
+    let r = s.http.get(format!("{}/v1/table/", s.url)).header("x-api-key", KEY).send().await.unwrap();
+    assert_eq!(r.headers()["phalanx-version"], "0.3.0");
+    assert_eq!(r.json::<Value>().await.unwrap()["tables"], json!(["items"]));
+    let r = s
+        .http
+        .get(format!("{}/v1/namespace/media/table/list", s.url))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["tables"], json!(["clips"]));
+
+    let r = s.post("/v1/table/items/describe/", json!({})).await;
+    assert_eq!(r.headers()["x-lancedb-version"], "1");
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(d["version"], 1);
+    let fields: Vec<&str> =
+        d["schema"]["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["id", "vector", "text", "category"]);
+    assert_eq!(d["schema"]["fields"][1]["type"]["type"], "fixed_size_list");
+    assert_eq!(d["schema"]["fields"][1]["type"]["length"], DIM);
+
+    assert_eq!(s.json("/v1/table/items/count_rows/", json!({"version": null})).await, (200, json!(600)));
+    assert_eq!(
+        s.json("/v1/table/items/count_rows/", json!({"predicate": "category = 'a'"})).await,
+        (200, json!(200))
+    );
+
+    let r = s
+        .http
+        .post(format!("{}/v1/table/items/insert/", s.url))
+        .header("x-api-key", KEY)
+        .header("content-type", "application/vnd.apache.arrow.stream")
+        .body(ipc(&rows(600, 150)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["version"], 2);
+    assert_eq!(s.json("/v1/table/items/count_rows/", json!({})).await, (200, json!(750)));
+    // The old version stays readable.
+    assert_eq!(s.json("/v1/table/items/count_rows/", json!({"version": 1})).await, (200, json!(600)));
+    let (_, v) = s.json("/v1/table/items/version/list/", json!(null)).await;
+    let versions: Vec<u64> =
+        v["versions"].as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()).collect();
+    assert_eq!(versions, [1, 2]);
+
+    // Creating again is refused the way LanceDB clients recognise; exist_ok opens it.
+    let r = s
+        .http
+        .post(format!("{}/v1/table/items/create/", s.url))
+        .header("x-api-key", KEY)
+        .body(ipc(&rows(0, 5)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("already exists"));
+
+    assert_eq!(s.json("/v1/table/media$clips/drop/", json!(null)).await.0, 200);
+    let (st, b) = s.json("/v1/table/media$clips/describe/", json!(null)).await;
+    assert_eq!(st, 404, "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vector_full_text_and_filtered_queries() {
+    let s = stack().await;
+    assert_eq!(s.create("items", &rows(0, 1000)).await, 200);
+    let (st, b) = s
+        .json(
+            "/v1/table/items/create_index/",
+            json!({"column": "vector", "index_type": "IVF_PQ", "metric_type": "l2", "num_partitions": 4, "num_sub_vectors": 2}),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = s
+        .json(
+            "/v1/table/items/create_index/",
+            json!({"column": "text", "index_type": "FTS", "with_position": false}),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let q: Vec<f32> = (0..DIM).map(|d| 20.0 + d as f32 / 20.0).collect(); // cluster of id % 4 == 2
+
+    // LanceDB's vector query body, as the Python client sends it.
+    let got = s
+        .query(
+            "items",
+            json!({"vector": q, "k": 5, "nprobes": 4, "minimum_nprobes": 4, "maximum_nprobes": 4, "refine_factor": null,
+                   "ef": null, "lower_bound": null, "upper_bound": null, "prefilter": true, "version": null}),
+        )
+        .await;
+    assert_eq!(got.num_rows(), 5);
+    assert!(ids(&got).iter().all(|i| i % 4 == 2), "{:?}", ids(&got));
+    let d = got.column_by_name("_distance").unwrap().as_any().downcast_ref::<Float32Array>().unwrap();
+    assert!(d.values().windows(2).all(|w| w[0] <= w[1]), "sorted by distance");
+
+    // Filter, projection, row ids, offset, exact search.
+    let got = s
+        .query(
+            "items",
+            json!({"vector": q, "k": 4, "offset": 2, "filter": "category = 'a'", "prefilter": true, "columns": ["id", "category"],
+                   "with_row_id": true, "bypass_vector_index": true, "refine_factor": 2}),
+        )
+        .await;
+    assert_eq!(got.num_rows(), 4);
+    assert!(got.column_by_name("_rowid").is_some());
+    assert!(got.column_by_name("vector").is_none());
+    let exact = s
+        .query("items", json!({"vector": q, "k": 6, "filter": "category = 'a'", "bypass_vector_index": true}))
+        .await;
+    assert_eq!(ids(&got), ids(&exact)[2..6].to_vec(), "offset skips the first results");
+    assert!(ids(&exact).iter().all(|i| i % 3 == 0));
+
+    // A batch of two query vectors answers with query_index.
+    let q2: Vec<f32> = (0..DIM).map(|d| d as f32 / 20.0).collect();
+    let got = s.query("items", json!({"vector": [q, q2], "k": 3, "nprobes": 4})).await;
+    assert_eq!(got.num_rows(), 6);
+    assert!(got.column_by_name("query_index").is_some());
+
+    // Full-text search: the legacy body and the structured one.
+    let got = s
+        .query("items", json!({"vector": [], "k": 10, "full_text_query": {"columns": [], "query": "harbor"}}))
+        .await;
+    assert_eq!(got.num_rows(), 10);
+    assert!(got.column_by_name("_score").is_some());
+    assert!(ids(&got).iter().all(|i| i % 5 == 0));
+    let got = s
+        .query(
+            "items",
+            json!({"vector": [], "k": 5, "filter": "category = 'b'", "full_text_query": {"query": {"match": {"column": "text",
+                   "terms": "sunset", "boost": 1.0, "fuzziness": 0, "max_expansions": 50, "operator": "Or", "prefix_length": 0}}}}),
+        )
+        .await;
+    assert_eq!(got.num_rows(), 5);
+    assert!(ids(&got).iter().all(|i| i % 5 == 1 && i % 3 == 1));
+
+    // A filtered scan with order and limit (LanceDB sends i64::MAX as no limit).
+    let got = s
+        .query(
+            "items",
+            json!({"vector": [], "k": 3, "filter": "id < 100", "order_by": [{"column_name": "id", "ascending": false}]}),
+        )
+        .await;
+    assert_eq!(ids(&got), [99, 98, 97]);
+    let got =
+        s.query("items", json!({"vector": [], "k": 9223372036854775807_i64, "filter": "id >= 990"})).await;
+    assert_eq!(got.num_rows(), 10);
+
+    // curl users: JSON rows.
+    let r = s
+        .http
+        .post(format!("{}/v1/table/items/query/", s.url))
+        .header("x-api-key", KEY)
+        .header("accept", "application/json")
+        .json(&json!({"vector": [], "k": 2, "filter": "id < 2", "columns": ["id", "category"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!([{"id": 0, "category": "a"}, {"id": 1, "category": "b"}])
+    );
+
+    // Index list, stats, drop.
+    let (_, l) = s.json("/v1/table/items/index/list/", json!({})).await;
+    let mut names: Vec<(String, String)> = l["indexes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["index_name"].as_str().unwrap().into(), i["index_type"].as_str().unwrap().into()))
+        .collect();
+    names.sort();
+    assert_eq!(names, [("text_idx".into(), "FTS".into()), ("vector_idx".into(), "IVF_PQ".into())]);
+    let (st, stats) = s.json("/v1/table/items/index/vector_idx/stats/", json!({})).await;
+    assert_eq!(st, 200);
+    assert_eq!(stats["num_indexed_rows"], 1000);
+    assert_eq!(stats["num_unindexed_rows"], 0);
+    assert_eq!(stats["distance_type"], "l2");
+    assert_eq!(s.json("/v1/table/items/index/text_idx/drop/", json!(null)).await.0, 200);
+    assert_eq!(s.json("/v1/table/items/index/text_idx/stats/", json!({})).await.0, 404);
+    assert_eq!(s.json("/v1/table/items/index/nope/drop/", json!(null)).await.0, 404);
+    let (st, b) =
+        s.json("/v1/table/items/create_index/", json!({"column": "category", "index_type": "BITMAP"})).await;
+    assert_eq!(st, 200, "{b}");
+    let (st, b) =
+        s.json("/v1/table/items/create_index/", json!({"column": "id", "index_type": "BTREE"})).await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(
+        s.json("/v1/table/items/count_rows/", json!({"predicate": "category = 'c' AND id < 30"})).await.1,
+        json!(10)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_json_errors_with_the_right_status() {
+    let s = stack().await;
+    assert_eq!(s.create("items", &rows(0, 300)).await, 200);
+    let msg = |v: &Value| v["message"].as_str().unwrap_or("").to_string();
+
+    let (st, b) = s.json("/v1/table/missing/describe/", json!(null)).await;
+    assert_eq!((st, msg(&b).contains("missing")), (404, true), "{b}");
+    assert_eq!(s.json("/v1/table/missing/query/", json!({"vector": [], "k": 1})).await.0, 404);
+    assert_eq!(s.json("/v1/table/nons$items/describe/", json!(null)).await.0, 404);
+    let (st, b) = s.json("/v1/table/items/query/", json!({"vector": [1.0, 2.0, 3.0], "k": 3})).await;
+    assert_eq!(st, 400);
+    assert!(msg(&b).contains("dimension 3") && msg(&b).contains("dimension 8"), "{b}");
+    let (st, b) = s.json("/v1/table/items/query/", json!({"vector": [], "k": 3, "filter": "id >>> 2"})).await;
+    assert_eq!(st, 400, "{b}");
+    assert!(!msg(&b).is_empty());
+    let (st, b) = s.json("/v1/table/items/count_rows/", json!({"predicate": "no_such_column = 1"})).await;
+    assert_eq!(st, 400, "{b}");
+    let (st, _) = s.json("/v1/table/items/query/", json!({"vector": [], "k": 3, "columns": ["nope"]})).await;
+    assert_eq!(st, 400);
+    let (st, _) = s.json("/v1/table/items/query/", json!({"vector": "x"})).await;
+    assert_eq!(st, 400);
+    let (st, _) = s
+        .json("/v1/table/items/query/", json!({"vector": vec![1.0f32; 8], "distance_type": "manhattan"}))
+        .await;
+    assert_eq!(st, 400);
+    let r = s
+        .http
+        .post(format!("{}/v1/table/items/query/", s.url))
+        .header("x-api-key", KEY)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.json::<Value>().await.unwrap()["message"].as_str().unwrap().contains("Invalid query body"));
+    let (st, b) =
+        s.json("/v1/table/items/create_index/", json!({"column": "vector", "index_type": "IVF_NOPE"})).await;
+    assert_eq!((st, msg(&b).contains("IVF_NOPE")), (400, true));
+    let (st, _) =
+        s.json("/v1/table/items/create_index/", json!({"column": "nope", "index_type": "BTREE"})).await;
+    assert_eq!(st, 400);
+    let r = s
+        .http
+        .post(format!("{}/v1/table/items/insert/", s.url))
+        .header("x-api-key", KEY)
+        .body("garbage")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let (st, _) = s.json("/v1/table/bad%20name/describe/", json!(null)).await;
+    assert_eq!(st, 400);
+
+    // API keys.
+    let r = s.http.post(format!("{}/v1/table/items/describe/", s.url)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.json::<Value>().await.unwrap()["message"].as_str().unwrap().contains("API key"));
+    let r = s
+        .http
+        .post(format!("{}/v1/table/items/describe/", s.url))
+        .header("x-api-key", "wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = s.http.get(format!("{}/healthz", s.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "health needs no key");
+
+    // A client's deadline: 408 when its x-request-timeout-ms passes.
+    let r = s
+        .http
+        .post(format!("{}/v1/table/items/query/", s.url))
+        .header("x-api-key", KEY)
+        .header("x-request-timeout-ms", "1")
+        .json(&json!({"vector": vec![1.0f32; 8], "k": 300, "bypass_vector_index": true, "filter": "text LIKE '%view%'"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 408);
+    assert!(r.json::<Value>().await.unwrap()["message"].as_str().unwrap().contains("x-request-timeout-ms"));
+    let r = s.http.get(format!("{}/v1/nothing", s.url)).header("x-api-key", KEY).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_joins_tables_of_a_namespace() {
+    let s = stack().await;
+    assert_eq!(s.create("items", &rows(0, 90)).await, 200);
+    let cats = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("category", DataType::Utf8, false),
+            Field::new("label", DataType::Utf8, false),
+        ])),
+        vec![
+            Arc::new(StringArray::from(vec!["a", "b", "c"])),
+            Arc::new(StringArray::from(vec!["Alpha", "Beta", "Gamma"])),
+        ],
+    )
+    .unwrap();
+    assert_eq!(s.create("categories", &cats).await, 200);
+    let r = s
+        .http
+        .post(format!("{}/v1/sql", s.url))
+        .header("x-api-key", KEY)
+        .header("accept", "application/json")
+        .json(&json!({"sql": "SELECT c.label, count(*) AS n, max(i.id) AS top FROM items i JOIN categories c ON i.category = c.category \
+                      WHERE i.id < 60 GROUP BY c.label ORDER BY c.label LIMIT 2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!([{"label": "Alpha", "n": 20, "top": 57}, {"label": "Beta", "n": 20, "top": 58}])
+    );
+    // Arrow by default.
+    let r = s.post("/v1/sql", json!({"sql": "SELECT id FROM items ORDER BY id DESC LIMIT 1"})).await;
+    assert_eq!(ids(&read_ipc_file(&r.bytes().await.unwrap())), [89]);
+    let (st, b) = s.json("/v1/sql", json!({"sql": "SELEC nonsense"})).await;
+    assert_eq!(st, 400, "{b}");
+    let (st, b) = s.json("/v1/sql", json!({"sql": "SELECT * FROM nowhere"})).await;
+    assert_eq!(st, 400, "{b}");
+    let (st, b) = s.json("/v1/sql", json!({"sql": "DROP TABLE items"})).await;
+    assert_eq!(st, 400, "{b}");
+    assert_eq!(s.json("/v1/table/items/count_rows/", json!({})).await.1, json!(90));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prewarm_pins_the_tables_pages_and_versions_follow_writes_elsewhere() {
+    let s = stack().await;
+    assert_eq!(s.create("items", &rows(0, 400)).await, 200);
+    let (st, b) = s
+        .json(
+            "/v1/table/items/create_index/",
+            json!({"column": "vector", "index_type": "IVF_PQ", "num_partitions": 2, "num_sub_vectors": 2}),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = s.json("/v1/table/items/page_cache/prewarm/", json!({"columns": []})).await;
+    assert_eq!(st, 200, "{b}");
+    assert!(b["pinned_bytes"].as_u64().unwrap() > 0, "{b}");
+    let (st, b) = s.json("/v1/table/items/index/vector_idx/prewarm/", json!(null)).await;
+    assert_eq!(st, 200, "{b}");
+    assert!(b["pinned_objects"].as_u64().unwrap() >= 1, "{b}");
+    let pinned: u64 = s.nodes.iter().map(|n| n.node.cache.disk.as_ref().unwrap().pinned_bytes()).sum();
+    assert!(pinned > 0, "the fleet holds pinned pages of the table");
+    assert_eq!(s.json("/v1/table/items/index/nope/prewarm/", json!(null)).await.0, 404);
+
+    // A second search node writes; the first sees the rows within its consistency interval
+    // (500 ms), or at once when a request asks for the newer version.
+    let (other, _stop) = serve(search_config(&s.nodes)).await;
+    let r = s
+        .http
+        .post(format!("{other}/v1/table/items/insert/"))
+        .header("x-api-key", KEY)
+        .body(ipc(&rows(400, 100)))
+        .send()
+        .await
+        .unwrap();
+    let v = r.json::<Value>().await.unwrap()["version"].as_u64().unwrap();
+    let r = s
+        .http
+        .post(format!("{}/v1/table/items/count_rows/", s.url))
+        .header("x-api-key", KEY)
+        .header("x-lancedb-min-version", v.to_string())
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-lancedb-version"], v.to_string().as_str());
+    assert_eq!(r.json::<Value>().await.unwrap(), json!(500));
+    let r = s
+        .http
+        .post(format!("{other}/v1/table/items/delete/"))
+        .header("x-api-key", KEY)
+        .json(&json!({"predicate": "id >= 450"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["num_deleted_rows"], 50);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(s.json("/v1/table/items/count_rows/", json!({})).await.1, json!(450));
+}
