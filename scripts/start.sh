@@ -17,8 +17,8 @@ ROUTER_BIN="$CARGO_TARGET_DIR/release/router"
 # The search node uses the test build (dependencies optimised at level 1): a release build
 # of lance + DataFusion takes most of an hour on a small machine; the test build is shared
 # with scripts/test.sh.
-echo "==> building search-node (dev profile, shared with the tests)"
-cargo build --locked -p lakecache-search-node --bins
+echo "==> building search-node (dev profile: the build scripts/test.sh makes)"
+cargo build --locked --workspace --tests
 SEARCH_BIN="$CARGO_TARGET_DIR/debug/search-node"
 
 STATE=.lakecache

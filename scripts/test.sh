@@ -9,9 +9,8 @@ cd "$LAKECACHE_ROOT"
 
 "$LAKECACHE_ROOT/scripts/setup.sh"
 
-echo "==> cargo build (dev) of the binaries the Python tests start"
-cargo build --locked -p lakecache-cache-node -p lakecache-router -p lakecache-search-node --bins
-
+# The test build also builds every binary (integration tests need them), with the same
+# feature resolution: the Python tests start those, and lance is compiled once.
 echo "==> Rust tests"
 cargo nextest run --locked --workspace --no-fail-fast
 

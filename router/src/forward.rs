@@ -1,13 +1,14 @@
-//! Requests the router does not model itself, passed to a cache node as they came:
-//! multipart uploads (create, parts, part copies, ListParts, complete, abort), ListObjects
-//! v1, ListBuckets and the other bucket-level calls. The node answers with its own S3
-//! semantics (part numbers with gaps, streamed part bodies, its listing code); the router
-//! re-signs the request with the fleet's node key, streams both bodies, and invalidates the
-//! object on every node after a completed upload or a part copy's upload completes.
+//! Requests passed to a cache node as they came: object writes (PUT with every conditional
+//! header and metadata, CopyObject from any bucket), multipart uploads (create, parts, part
+//! copies, ListParts, complete, abort), ListObjects v1, ListBuckets and the other
+//! bucket-level calls. The node answers with its own S3 semantics (part numbers with gaps,
+//! conditional writes under its key lock, its listing code); the router re-signs the
+//! request with the fleet's node key, streams both bodies (no buffering of uploads), and
+//! invalidates the object on every node after a write.
 //!
-//! Multipart calls of one key go to the owner of the key's first page, where the upload is
-//! staged; bucket-level calls to the owners of the bucket's root, with failover when the
-//! call is a read.
+//! Writes and multipart calls of one key go to the owner of the key's first page (so writes
+//! to one key meet in one node, and an upload is staged where it completes); bucket-level
+//! calls to the owners of the bucket's root, with failover when the call is a read.
 
 use std::sync::Arc;
 
@@ -29,6 +30,8 @@ enum Target {
     Bucket(String),
     /// A multipart call on one key.
     Upload { bucket: String, key: String },
+    /// PutObject or CopyObject.
+    Write { bucket: String, key: String },
 }
 
 pub struct Passthrough {
@@ -107,6 +110,12 @@ impl Passthrough {
             (Some(bucket), Some(key)) if has("uploadId") || has("uploads") => {
                 Some(Target::Upload { bucket, key })
             }
+            // A plain PUT of an object: no sub-resource (tagging, acl, …) in the query.
+            (Some(bucket), Some(key))
+                if method == Method::PUT && names.iter().all(|n| *n == "x-id" || n.starts_with("X-Amz-")) =>
+            {
+                Some(Target::Write { bucket, key })
+            }
             (Some(bucket), None) => {
                 let v2 = uri.query().unwrap_or("").split('&').any(|p| p == "list-type=2");
                 let router_owns = (method == Method::GET && v2) || (method == Method::POST && has("delete"));
@@ -122,7 +131,9 @@ impl Passthrough {
         match target {
             Target::Service => self.fleet.owners("", "", 0, n),
             Target::Bucket(b) => self.fleet.owners(b, "", 0, n),
-            Target::Upload { bucket, key } => self.fleet.owners(bucket, key, 0, 1),
+            Target::Upload { bucket, key } | Target::Write { bucket, key } => {
+                self.fleet.owners(bucket, key, 0, 1)
+            }
         }
     }
 
@@ -137,7 +148,7 @@ impl Passthrough {
         let path = match target {
             Target::Service => "/".to_string(),
             Target::Bucket(b) => format!("/{}", s3_encode(b, false)),
-            Target::Upload { bucket, key } => {
+            Target::Upload { bucket, key } | Target::Write { bucket, key } => {
                 format!("/{}/{}", s3_encode(bucket, false), s3_encode(key, false))
             }
         };
@@ -161,7 +172,20 @@ impl Passthrough {
         };
         let mut headers = HeaderMap::new();
         for (name, value) in &req.headers {
-            if forwarded(name.as_str()) {
+            if name == http::header::CONTENT_ENCODING {
+                // s3s has already decoded an aws-chunked body: only the object's own
+                // encodings (gzip, …) go on.
+                let kept: Vec<&str> = value
+                    .to_str()
+                    .unwrap_or("")
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+                    .collect();
+                if let (false, Ok(v)) = (kept.is_empty(), http::HeaderValue::from_str(&kept.join(", "))) {
+                    headers.insert(name.clone(), v);
+                }
+            } else if forwarded(name.as_str()) {
                 headers.append(name.clone(), value.clone());
             }
         }
@@ -218,16 +242,35 @@ impl S3Route for Passthrough {
         for m in self.nodes(&target, read) {
             let payload = body.take().map(reqwest::Body::wrap);
             let request = self.build(&m, &target, &req, payload)?;
-            metrics::counter!(ROUTER_REQUESTS, "node" => m.cfg.id.clone(), "op" => "forward").increment(1);
+            let op = match &target {
+                Target::Write { .. } => "put",
+                Target::Upload { .. } => "multipart",
+                _ => "forward",
+            };
+            metrics::counter!(ROUTER_REQUESTS, "node" => m.cfg.id.clone(), "op" => op).increment(1);
             match self.http.execute(request).await {
                 Ok(resp) => {
                     let status = resp.status();
-                    let completes = matches!(&target, Target::Upload { .. })
-                        && req.method == Method::POST
-                        && req.uri.query().is_some_and(|q| q.contains("uploadId"));
-                    if let (true, Target::Upload { bucket, key }) = (completes, &target) {
+                    let changed = match &target {
                         // CompleteMultipartUpload answers 200 before its XML says whether it
                         // worked; invalidating either way is safe.
+                        Target::Upload { bucket, key }
+                            if req.method == Method::POST
+                                && req.uri.query().is_some_and(|q| q.contains("uploadId")) =>
+                        {
+                            Some((bucket, key))
+                        }
+                        // A refused conditional write changed nothing, but a failed one may
+                        // have: only a 412 or 304 is known to leave the object alone.
+                        Target::Write { bucket, key }
+                            if status != http::StatusCode::PRECONDITION_FAILED
+                                && status != http::StatusCode::NOT_MODIFIED =>
+                        {
+                            Some((bucket, key))
+                        }
+                        _ => None,
+                    };
+                    if let Some((bucket, key)) = changed {
                         self.fleet.invalidate_everywhere(bucket, key).await;
                     }
                     let mut headers = HeaderMap::new();

@@ -2,8 +2,9 @@
 //! placing every page on its owner by the shared ring (`lakecache_common::ring`).
 //!
 //! Built so far: GET/HEAD with per-page placement, in-order streaming across nodes and
-//! failover; PUT (plain and conditional), DELETE, DeleteObjects, CopyObject and multipart
-//! to the key's owner with invalidation on every node; ListObjectsV2; active health checks,
+//! failover; DELETE and DeleteObjects to the key's owner, and PUT, CopyObject, multipart,
+//! ListObjects v1, ListBuckets and bucket calls passed through to a node as they came
+//! (`forward`), with invalidation on every node after writes; ListObjectsV2; active health checks,
 //! ejection and rejoin; membership replaced through the admin API or SIGHUP; the
 //! in-process ObjectStore client (`client::FleetStore`); /healthz, /readyz, /metrics.
 //! Replicas for hot keys (reads spread over the first R owners) and hedged reads.

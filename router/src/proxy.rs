@@ -1,9 +1,8 @@
 //! The router's S3 surface: reads are placed page by page on the ring and streamed back
-//! in order, each page run from its owner with failover to the next owners; writes go to
-//! the owner of the object's first page (so writes to one key meet in one node, whose key
-//! lock makes conditional PUTs atomic) and are then invalidated on every node. Multipart
-//! uploads and the calls modelled by no method here are passed through to a node as they
-//! came (`forward`).
+//! in order, each page run from its owner with failover to the next owners; deletes go to
+//! the owner of the object's first page and are then invalidated on every node. PUT, COPY,
+//! multipart uploads and the calls modelled by no method here are passed through to the
+//! key's owner as they came (`forward`).
 //!
 //! Every page read carries `If-Match` with the version the router resolved, so a node
 //! holding stale metadata answers 412 instead of old bytes; the router then invalidates
@@ -12,13 +11,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use lakecache_cache_node::cache::ObjectMeta;
 use lakecache_cache_node::s3::conditional::Conditions;
 use lakecache_cache_node::s3::resolve_range;
 use lakecache_common::page::{ByteRange, PageGeometry};
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use tokio::sync::mpsc;
@@ -28,10 +26,6 @@ use crate::routing::{self, is_node_failure};
 
 pub const ROUTER_REQUESTS: &str = "lakecache_router_upstream_requests_total";
 pub const ROUTER_FAILOVERS: &str = "lakecache_router_failovers_total";
-
-/// Largest body a single PUT through the router buffers (larger objects: multipart, whose
-/// parts are streamed through).
-const PUT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
 pub struct Router {
     pub fleet: Arc<Fleet>,
@@ -95,23 +89,6 @@ fn map_err(e: object_store::Error) -> S3Error {
     }
 }
 
-/// A request body, buffered up to `PUT_MAX_BYTES` (the router sends it in one request).
-async fn read_body(body: Option<StreamingBlob>) -> S3Result<(PutPayload, u64)> {
-    let mut chunks = Vec::new();
-    let mut total = 0u64;
-    if let Some(mut b) = body {
-        while let Some(c) = b.next().await {
-            let c = c.map_err(|e| S3Error::with_message(S3ErrorCode::IncompleteBody, e.to_string()))?;
-            total += c.len() as u64;
-            if total > PUT_MAX_BYTES {
-                return Err(s3_error!(EntityTooLarge, "Bodies through the router are limited to 256 MiB"));
-            }
-            chunks.push(c);
-        }
-    }
-    Ok((chunks.into_iter().collect(), total))
-}
-
 #[async_trait::async_trait]
 impl S3 for Router {
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
@@ -153,44 +130,6 @@ impl S3 for Router {
         }))
     }
 
-    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
-        let i = req.input;
-        let path = Self::path(&i.key)?;
-        let mode = match (&i.if_none_match, &i.if_match) {
-            (Some(c), None) if c.is_any() => PutMode::Create,
-            (None, Some(ETagCondition::ETag(e))) => PutMode::Update(UpdateVersion {
-                e_tag: Some(e.value().trim_matches('"').to_string()),
-                version: None,
-            }),
-            (None, None) => PutMode::Overwrite,
-            _ => {
-                return Err(s3_error!(
-                    NotImplemented,
-                    "This conditional PUT is not supported through the router yet"
-                ));
-            }
-        };
-        let (payload, total) = read_body(i.body).await?;
-        // The owner of page 0 takes every write of the key; no failover for writes: a
-        // retry is the client's decision.
-        let owner = self
-            .fleet
-            .owners(&i.bucket, &i.key, 0, 1)
-            .into_iter()
-            .next()
-            .ok_or_else(|| s3_error!(ServiceUnavailable))?;
-        let store = self.fleet.store(&owner, &i.bucket).map_err(map_err)?;
-        metrics::counter!(ROUTER_REQUESTS, "node" => owner.cfg.id.clone(), "op" => "put").increment(1);
-        let res = store.put_opts(&path, payload, PutOptions { mode, ..Default::default() }).await;
-        self.fleet.invalidate_everywhere(&i.bucket, &i.key).await;
-        let r = res.map_err(map_err)?;
-        Ok(S3Response::new(PutObjectOutput {
-            e_tag: r.e_tag.map(|e| ETag::Strong(e.trim_matches('"').to_string())),
-            size: Some(total as i64),
-            ..Default::default()
-        }))
-    }
-
     async fn list_objects_v2(
         &self,
         req: S3Request<ListObjectsV2Input>,
@@ -214,34 +153,6 @@ impl S3 for Router {
             }
         }
         Err(last.map(map_err).unwrap_or_else(|| s3_error!(ServiceUnavailable, "No cache node is available")))
-    }
-
-    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
-        let i = req.input;
-        let (src_bucket, src_key) = match &i.copy_source {
-            CopySource::Bucket { bucket, key, version_id: None } => (bucket.to_string(), key.to_string()),
-            _ => return Err(s3_error!(NotImplemented, "Only bucket/key copy sources are supported")),
-        };
-        if src_bucket != i.bucket {
-            return Err(s3_error!(
-                NotImplemented,
-                "Copying across buckets through the router is not supported yet"
-            ));
-        }
-        let owner = self.key_owner(&i.bucket, &i.key)?;
-        let store = self.fleet.store(&owner, &i.bucket).map_err(map_err)?;
-        let res = store.copy(&Self::path(&src_key)?, &Self::path(&i.key)?).await;
-        self.fleet.invalidate_everywhere(&i.bucket, &i.key).await;
-        res.map_err(map_err)?;
-        let meta = self.head(&i.bucket, &i.key).await?;
-        Ok(S3Response::new(CopyObjectOutput {
-            copy_object_result: Some(CopyObjectResult {
-                e_tag: meta.etag.map(ETag::Strong),
-                last_modified: Some(Timestamp::from(meta.last_modified)),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }))
     }
 
     async fn delete_objects(

@@ -699,6 +699,44 @@ async fn calls_the_router_does_not_model_reach_a_node() {
     let e = c.list_parts().bucket("bkt").key("aborted").upload_id(&id).send().await.unwrap_err();
     assert_eq!(err_code(&e), ("NoSuchUpload".to_string(), 404));
 
+    // PUT and COPY pass through whole: content type, conditional headers, other buckets.
+    std::fs::create_dir_all(f.origin.root.join("other")).unwrap();
+    let put = c
+        .put_object()
+        .bucket("other")
+        .key("img.png")
+        .content_type("image/png")
+        .body(ByteStream::from(pattern(80, 70_000)))
+        .send()
+        .await
+        .unwrap();
+    let head = c.head_object().bucket("other").key("img.png").send().await.unwrap();
+    assert_eq!(head.content_type(), Some("image/png"));
+    c.copy_object().bucket("bkt").key("copied.png").copy_source("other/img.png").send().await.unwrap();
+    assert!(
+        body(c.get_object().bucket("bkt").key("copied.png").send().await.unwrap()).await
+            == pattern(80, 70_000)
+    );
+    let e = c
+        .put_object()
+        .bucket("other")
+        .key("img.png")
+        .if_match("\"not-the-etag\"")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e).1, 412);
+    c.put_object()
+        .bucket("other")
+        .key("img.png")
+        .if_match(put.e_tag().unwrap())
+        .body(ByteStream::from_static(b"replaced"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body(c.get_object().bucket("other").key("img.png").send().await.unwrap()).await, b"replaced");
+
     // Forwarded calls are authenticated by the router like every other.
     let stranger = client_for(&format!("http://{}", f.router_addr), ACCESS_KEY, "wrong-secret");
     let e = stranger.list_buckets().send().await.unwrap_err();

@@ -372,6 +372,29 @@ async fn vector_full_text_and_filtered_queries() {
         s.json("/v1/table/items/count_rows/", json!({"predicate": "category = 'c' AND id < 30"})).await.1,
         json!(10)
     );
+
+    // The other vector index families: HNSW over IVF (with ef), flat IVF, scalar-quantised IVF.
+    for (table, kind, extra) in [
+        ("hnsw", "IVF_HNSW_SQ", json!({"m": 8, "ef_construction": 60})),
+        ("flat", "IVF_FLAT", json!({})),
+        ("sq", "IVF_SQ", json!({})),
+    ] {
+        assert_eq!(s.create(table, &rows(0, 600)).await, 200);
+        let mut body =
+            json!({"column": "vector", "index_type": kind, "num_partitions": 2, "metric_type": "dot"});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let (st, b) = s.json(&format!("/v1/table/{table}/create_index/"), body).await;
+        assert_eq!(st, 200, "{kind}: {b}");
+        let (_, st) = s.json(&format!("/v1/table/{table}/index/vector_idx/stats/"), json!({})).await;
+        assert_eq!(st["index_type"], kind);
+        assert_eq!(st["distance_type"], "dot");
+        // Dot product favours the largest vectors: the cluster of id % 4 == 3 (around 30).
+        let got = s
+            .query(table, json!({"vector": q, "k": 5, "ef": 40, "nprobes": 2, "distance_type": "dot"}))
+            .await;
+        assert_eq!(got.num_rows(), 5, "{kind}");
+        assert!(ids(&got).iter().all(|i| i % 4 == 3), "{kind}: {:?}", ids(&got));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
