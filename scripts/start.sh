@@ -66,7 +66,7 @@ KEY="images.lance/data/$DATAFILE"
 export AWS_ACCESS_KEY_ID=lakecache AWS_SECRET_ACCESS_KEY=lakecache-secret AWS_DEFAULT_REGION=us-east-1
 EXAMPLE="aws --endpoint-url $URL s3api get-object --bucket lakecache-sample --key $KEY --range bytes=0-1023 /tmp/lakecache-part.bin"
 
-QVEC=$("$PYTHON" -c "import lance; print(lance.dataset('$TABLE').take([7], columns=['vector'])['vector'][0].values.to_numpy().round(4).tolist())")
+QVEC=$("$PYTHON" -c "import lance; v = lance.dataset('$TABLE').take([7], columns=['vector'])['vector'][0].values.to_numpy(); print('[' + ', '.join(f'{x:.3f}' for x in v) + ']')")
 SEARCH_EXAMPLE="curl -sS -X POST $SEARCH/v1/table/images/query/ -H 'x-api-key: change-me-search-key' -H 'content-type: application/json' -H 'accept: application/json' -d '{\"vector\": $QVEC, \"k\": 3, \"filter\": \"clip < 40\", \"columns\": [\"id\", \"caption\"]}'"
 
 cat <<MSG

@@ -24,7 +24,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, Clone)]
 pub struct OrderBy {
     pub column_name: String,
     #[serde(default = "yes")]
@@ -33,7 +33,7 @@ pub struct OrderBy {
     pub nulls_first: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Clone)]
 pub struct QueryRequest {
     #[serde(default)]
     pub vector: serde_json::Value,
@@ -61,16 +61,18 @@ pub struct QueryRequest {
     pub full_text_query: Option<serde_json::Value>,
     pub version: Option<u64>,
     pub order_by: Option<Vec<OrderBy>>,
+    /// Hybrid queries (both `vector` and `full_text_query`): the k of reciprocal rank fusion.
+    pub rrf_k: Option<f32>,
 }
 
 /// What kind of query a body is (a metric label).
 pub fn kind(q: &QueryRequest) -> &'static str {
-    if q.full_text_query.is_some() {
-        "fts"
-    } else if q.vector.as_array().is_some_and(|v| !v.is_empty()) {
-        "vector"
-    } else {
-        "scan"
+    let vector = q.vector.as_array().is_some_and(|v| !v.is_empty());
+    match (vector, q.full_text_query.is_some()) {
+        (true, true) => "hybrid",
+        (false, true) => "fts",
+        (true, false) => "vector",
+        (false, false) => "scan",
     }
 }
 
@@ -200,12 +202,92 @@ fn fts_query(v: &serde_json::Value) -> ApiResult<FullTextSearchQuery> {
 
 /// Runs a query; returns the result rows.
 pub async fn run(ds: Arc<Dataset>, q: &QueryRequest, table: &str) -> ApiResult<RecordBatch> {
-    let s = scanner(ds, q, table)?;
-    s.try_into_batch().await.map_err(|e| from_lance(e, table))
+    match kind(q) {
+        "hybrid" => hybrid(ds, q, table).await,
+        mode => scanner(ds, q, table, mode)?.try_into_batch().await.map_err(|e| from_lance(e, table)),
+    }
 }
 
-/// The lance scan a query body describes.
-fn scanner(ds: Arc<Dataset>, q: &QueryRequest, table: &str) -> ApiResult<lance::dataset::scanner::Scanner> {
+/// Vector and full-text search of one body, fused by reciprocal rank (each result's score
+/// is the sum over both lists of 1 / (rrf_k + rank), rrf_k = 60 unless given), answered
+/// with `_relevance_score` (LanceDB clients fuse on their side; this is for everyone else).
+async fn hybrid(ds: Arc<Dataset>, q: &QueryRequest, table: &str) -> ApiResult<RecordBatch> {
+    use arrow_array::UInt64Array;
+    let k = q.k.filter(|&k| k < i64::MAX as u64).unwrap_or(10);
+    let offset = q.offset.unwrap_or(0);
+    let rrf_k = q.rrf_k.unwrap_or(60.0);
+    if !(rrf_k >= 0.0) {
+        return Err(ApiError::bad_request("rrf_k must be a non-negative number"));
+    }
+    let mut sub = q.clone();
+    sub.k = Some(k + offset);
+    sub.offset = None;
+    sub.with_row_id = true;
+    let le = |e: lance::Error| from_lance(e, table);
+    let (v, f) = futures::try_join!(
+        async { scanner(ds.clone(), &sub, table, "vector")?.try_into_batch().await.map_err(le) },
+        async { scanner(ds.clone(), &sub, table, "fts")?.try_into_batch().await.map_err(le) },
+    )?;
+    // Both answers without their own score, in the same column order, one after the other.
+    let strip = |b: &RecordBatch, names: &[String]| -> ApiResult<RecordBatch> {
+        let idx: Vec<usize> = names
+            .iter()
+            .map(|n| b.schema().index_of(n).map_err(|e| ApiError::internal(e.to_string())))
+            .collect::<ApiResult<_>>()?;
+        b.project(&idx).map_err(|e| ApiError::internal(e.to_string()))
+    };
+    let names: Vec<String> = v
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| n != "_distance" && n != "_score" && n != "_relevance_score")
+        .collect();
+    let (v, f) = (strip(&v, &names)?, strip(&f, &names)?);
+    let both = arrow::compute::concat_batches(&v.schema(), [&v, &f])
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let ids = both
+        .column_by_name("_rowid")
+        .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+        .ok_or_else(|| ApiError::internal("hybrid search lost the row ids"))?;
+    let mut score: std::collections::HashMap<u64, f32> = std::collections::HashMap::new();
+    let mut first: Vec<(u64, u32)> = Vec::new();
+    for (row, id) in ids.values().iter().enumerate() {
+        let rank = if row < v.num_rows() { row } else { row - v.num_rows() };
+        let s = score.entry(*id).or_insert_with(|| {
+            first.push((*id, row as u32));
+            0.0
+        });
+        *s += 1.0 / (rrf_k + rank as f32 + 1.0);
+    }
+    // Best fused score first; ties keep the order of first appearance (vector results first).
+    first.sort_by(|a, b| score[&b.0].total_cmp(&score[&a.0]));
+    let picked: Vec<(u64, u32)> = first.into_iter().skip(offset as usize).take(k as usize).collect();
+    let take = arrow_array::UInt32Array::from(picked.iter().map(|p| p.1).collect::<Vec<_>>());
+    let out =
+        arrow::compute::take_record_batch(&both, &take).map_err(|e| ApiError::internal(e.to_string()))?;
+    let relevance = Float32Array::from(picked.iter().map(|p| score[&p.0]).collect::<Vec<_>>());
+    let mut fields: Vec<Arc<Field>> = out.schema().fields().iter().cloned().collect();
+    let mut columns = out.columns().to_vec();
+    fields.push(Arc::new(Field::new("_relevance_score", DataType::Float32, false)));
+    columns.push(Arc::new(relevance));
+    if !q.with_row_id
+        && let Some(i) = fields.iter().position(|f| f.name() == "_rowid")
+    {
+        fields.remove(i);
+        columns.remove(i);
+    }
+    RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns)
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// The lance scan of one query mode (vector, fts or scan) a body describes.
+fn scanner(
+    ds: Arc<Dataset>,
+    q: &QueryRequest,
+    table: &str,
+    kind: &str,
+) -> ApiResult<lance::dataset::scanner::Scanner> {
     let le = |e: lance::Error| from_lance(e, table);
     if !(q.vector.is_null() || q.vector.is_array()) {
         return Err(ApiError::bad_request("vector: expected a list of numbers (or a list of such lists)"));
@@ -214,7 +296,6 @@ fn scanner(ds: Arc<Dataset>, q: &QueryRequest, table: &str) -> ApiResult<lance::
     // LanceDB sends i64::MAX as "no limit" for plain scans.
     let k = q.k.filter(|&k| k < i64::MAX as u64);
     let offset = q.offset.unwrap_or(0);
-    let kind = kind(q);
 
     let scored = match kind {
         "vector" => Some("_distance"),
@@ -357,6 +438,16 @@ fn scanner(ds: Arc<Dataset>, q: &QueryRequest, table: &str) -> ApiResult<lance::
 
 /// The plan a query would run.
 pub async fn explain(ds: Arc<Dataset>, q: &QueryRequest, table: &str, verbose: bool) -> ApiResult<String> {
-    let s = scanner(ds, q, table)?;
-    s.explain_plan(verbose).await.map_err(|e| from_lance(e, table))
+    let modes: &[&str] = match kind(q) {
+        "hybrid" => &["vector", "fts"],
+        "vector" => &["vector"],
+        "fts" => &["fts"],
+        _ => &["scan"],
+    };
+    let mut plans = Vec::new();
+    for m in modes {
+        let s = scanner(ds.clone(), q, table, m)?;
+        plans.push(s.explain_plan(verbose).await.map_err(|e| from_lance(e, table))?);
+    }
+    Ok(plans.join("\n"))
 }

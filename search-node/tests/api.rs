@@ -294,6 +294,19 @@ async fn vector_full_text_and_filtered_queries() {
     assert_eq!(ids(&got), ids(&exact)[2..6].to_vec(), "offset skips the first results");
     assert!(ids(&exact).iter().all(|i| i % 3 == 0));
 
+    // Distance bounds: the upper bound is exclusive, the lower inclusive (many rows tie:
+    // the generator repeats offsets).
+    let d5: Vec<f32> = d.values().to_vec();
+    let none = s.query("items", json!({"vector": q, "k": 5, "nprobes": 4, "upper_bound": d5[0]})).await;
+    assert_eq!(none.num_rows(), 0);
+    let lower = d5[4] + 1e-3;
+    let far = s.query("items", json!({"vector": q, "k": 5, "nprobes": 4, "lower_bound": lower})).await;
+    let fd = far.column_by_name("_distance").unwrap().as_any().downcast_ref::<Float32Array>().unwrap();
+    assert_eq!(far.num_rows(), 5);
+    assert!(fd.values().iter().all(|&x| x >= lower), "{:?}", fd.values());
+    let fast = s.query("items", json!({"vector": q, "k": 5, "nprobes": 4, "fast_search": true})).await;
+    assert_eq!(fast.num_rows(), 5);
+
     // A batch of two query vectors answers with query_index.
     let q2: Vec<f32> = (0..DIM).map(|d| d as f32 / 20.0).collect();
     let got = s.query("items", json!({"vector": [q, q2], "k": 3, "nprobes": 4})).await;
@@ -316,6 +329,38 @@ async fn vector_full_text_and_filtered_queries() {
         .await;
     assert_eq!(got.num_rows(), 5);
     assert!(ids(&got).iter().all(|i| i % 5 == 1 && i % 3 == 1));
+
+    // Hybrid in one request: vector and full-text results fused by reciprocal rank (k = 60).
+    let v5 = ids(&s.query("items", json!({"vector": q, "k": 5, "nprobes": 4})).await);
+    let f5 = ids(&s
+        .query("items", json!({"vector": [], "k": 5, "full_text_query": {"columns": [], "query": "city"}}))
+        .await);
+    let got = s
+        .query(
+            "items",
+            json!({"vector": q, "k": 5, "nprobes": 4, "full_text_query": {"columns": [], "query": "city"}}),
+        )
+        .await;
+    assert_eq!(got.num_rows(), 5);
+    assert!(got.column_by_name("_rowid").is_none());
+    let rel =
+        got.column_by_name("_relevance_score").unwrap().as_any().downcast_ref::<Float32Array>().unwrap();
+    assert!(rel.values().windows(2).all(|w| w[0] >= w[1]), "best fused score first");
+    // The same fusion computed here from the two separate answers: each list contributes
+    // 1 / (60 + rank) (rank from 1); ties keep first appearance, vector results first.
+    let mut expect: Vec<(i64, f32)> = Vec::new();
+    for list in [&v5, &f5] {
+        for (r, id) in list.iter().enumerate() {
+            let add = 1.0 / (60.0 + r as f32 + 1.0);
+            match expect.iter_mut().find(|e| e.0 == *id) {
+                Some(e) => e.1 += add,
+                None => expect.push((*id, add)),
+            }
+        }
+    }
+    expect.sort_by(|a, b| b.1.total_cmp(&a.1));
+    assert_eq!(ids(&got), expect.iter().take(5).map(|e| e.0).collect::<Vec<_>>());
+    assert!((rel.value(0) - expect[0].1).abs() < 1e-6);
 
     // A filtered scan with order and limit (LanceDB sends i64::MAX as no limit).
     let got = s
@@ -480,6 +525,21 @@ async fn bad_requests_get_json_errors_with_the_right_status() {
     assert!(r.json::<Value>().await.unwrap()["message"].as_str().unwrap().contains("x-request-timeout-ms"));
     let r = s.http.get(format!("{}/v1/nothing", s.url)).header("x-api-key", KEY).send().await.unwrap();
     assert_eq!(r.status(), 404);
+
+    // The server's own limit: 504.
+    let mut cfg = search_config(&s.nodes);
+    cfg.server.request_timeout = Duration::from_millis(1);
+    let (strict, _stop) = serve(cfg).await;
+    let r = s
+        .http
+        .post(format!("{strict}/v1/table/items/query/"))
+        .header("x-api-key", KEY)
+        .json(&json!({"vector": vec![1.0f32; 8], "k": 300, "bypass_vector_index": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    assert!(r.json::<Value>().await.unwrap()["message"].as_str().unwrap().contains("server's limit"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
