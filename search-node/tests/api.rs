@@ -641,3 +641,48 @@ async fn prewarm_pins_the_tables_pages_and_versions_follow_writes_elsewhere() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(s.json("/v1/table/items/count_rows/", json!({})).await.1, json!(450));
 }
+
+/// The search node can also read through the router instead of the ring client: tables
+/// created, queried and prewarmed (through the router's admin API) that way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_router() {
+    let s = stack().await;
+    let mut rcfg = lakecache_router::config::RouterConfig::default();
+    rcfg.auth.keys = vec![lakecache_cache_node::config::AccessKey {
+        access_key: ACCESS_KEY.into(),
+        secret_key: SECRET_KEY.into(),
+    }];
+    rcfg.admin.token = Some("router-admin".into());
+    let fleet = search_config(&s.nodes);
+    rcfg.fleet = fleet.fleet.clone();
+    rcfg.nodes = fleet.nodes.clone();
+    let router = lakecache_router::server::RouterNode::build(rcfg).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let router_url = format!("http://{}", listener.local_addr().unwrap());
+    let (rtx, rrx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(lakecache_router::server::serve(listener, router, async {
+        let _ = rrx.await;
+    }));
+
+    let mut cfg = search_config(&s.nodes);
+    cfg.nodes.clear();
+    cfg.router = Some(lakecache_search_node::config::RouterAccess {
+        url: router_url,
+        admin_token: Some("router-admin".into()),
+    });
+    let (url, _stop) = serve(cfg).await;
+    let via = Stack { url, ..s };
+    assert_eq!(via.create("routed", &rows(0, 300)).await, 200);
+    assert!(via.origin.root.join("bkt/tables/routed.lance/_versions").is_dir());
+    assert_eq!(
+        via.json("/v1/table/routed/count_rows/", json!({"predicate": "id < 10"})).await,
+        (200, json!(10))
+    );
+    let got = via.query("routed", json!({"vector": vec![0.5f32; 8], "k": 3, "columns": ["id"]})).await;
+    assert_eq!(got.num_rows(), 3);
+    assert!(ids(&got).iter().all(|i| i % 4 == 0), "{:?}", ids(&got));
+    let (st, b) = via.json("/v1/table/routed/page_cache/prewarm/", json!(null)).await;
+    assert_eq!(st, 200, "{b}");
+    assert!(b["pinned_bytes"].as_u64().unwrap() > 0, "{b}");
+    drop(rtx);
+}
