@@ -200,8 +200,27 @@ fn fts_query(v: &serde_json::Value) -> ApiResult<FullTextSearchQuery> {
     }
 }
 
+/// Largest `k + offset` of a vector or full-text search: the search keeps that many
+/// candidates in memory.
+pub const MAX_TOP_K: u64 = 100_000;
+
+fn check_top_k(q: &QueryRequest) -> ApiResult<()> {
+    let k = q.k.filter(|&k| k < i64::MAX as u64).unwrap_or(10);
+    let wanted = k.checked_add(q.offset.unwrap_or(0));
+    if !matches!(kind(q), "scan") && wanted.is_none_or(|w| w > MAX_TOP_K) {
+        return Err(ApiError::bad_request(format!(
+            "k + offset may be at most {MAX_TOP_K} for vector and full-text search"
+        )));
+    }
+    if q.offset.is_some_and(|o| o > i64::MAX as u64) {
+        return Err(ApiError::bad_request("offset is too large"));
+    }
+    Ok(())
+}
+
 /// Runs a query; returns the result rows.
 pub async fn run(ds: Arc<Dataset>, q: &QueryRequest, table: &str) -> ApiResult<RecordBatch> {
+    check_top_k(q)?;
     match kind(q) {
         "hybrid" => hybrid(ds, q, table).await,
         mode => scanner(ds, q, table, mode)?.try_into_batch().await.map_err(|e| from_lance(e, table)),

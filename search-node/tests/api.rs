@@ -462,6 +462,13 @@ async fn bad_requests_get_json_errors_with_the_right_status() {
     assert_eq!(st, 400, "{b}");
     let (st, _) = s.json("/v1/table/items/query/", json!({"vector": [], "k": 3, "columns": ["nope"]})).await;
     assert_eq!(st, 400);
+    let (st, b) =
+        s.json("/v1/table/items/query/", json!({"vector": vec![1.0f32; 8], "k": 1_000_000_000_000u64})).await;
+    assert_eq!(st, 400, "{b}");
+    let (st, _) = s
+        .json("/v1/table/items/query/", json!({"vector": vec![1.0f32; 8], "k": 5, "offset": u64::MAX}))
+        .await;
+    assert_eq!(st, 400);
     let (st, _) = s.json("/v1/table/items/query/", json!({"vector": "x"})).await;
     assert_eq!(st, 400);
     let (st, _) = s
