@@ -38,7 +38,7 @@ SKIP_INSTALL=${SKIP_INSTALL:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_WORK=${KEEP_WORK:-0}
 BUCKET=bench
-COMMAND_LINE="scripts/bench-search.sh${*:+ $*}"
+COMMAND_LINE="DATA_DIR=$DATA_DIR scripts/bench-search.sh${*:+ $*}"
 
 BENCH_NAME=bench-search
 source "$(dirname "$0")/bench-lib.sh"

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """The search benchmark's dataset: a Lance table of clustered float32 vectors with a caption
 and metadata columns, an IVF_PQ index on the vectors, seeded query vectors and their exact
 top-k neighbours.
@@ -22,6 +23,8 @@ a complete dataset.
 """
 
 import argparse
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -186,6 +189,56 @@ def index_facts(ds) -> dict:
     }
 
 
+def sidecar_path(origin_root: Path, bucket: str, key: str) -> Path:
+    """s3s-fs 0.14 keeps an object's ETag in `.bucket-<b64>.object-<b64>.internal.json` at its
+    root; without one it hashes the whole file on every GET and HEAD, which would make the
+    bench origin's CPU, not S3-like latency, the cost of every direct read (the same reason
+    `lakecache-bench gen-objects` writes them)."""
+    enc = lambda s: base64.urlsafe_b64encode(s.encode()).decode().rstrip("=")  # noqa: E731
+    return origin_root / f".bucket-{enc(bucket)}.object-{enc(key)}.internal.json"
+
+
+def table_keys(bucket_dir: Path, table_path: Path) -> list[tuple[str, Path]]:
+    return [(p.relative_to(bucket_dir).as_posix(), p) for p in sorted(table_path.rglob("*")) if p.is_file()]
+
+
+def write_etag_sidecars(bucket_dir: Path, table_path: Path) -> int:
+    """Writes the missing or stale ETag sidecars of the table's files; returns how many."""
+    origin_root, bucket = bucket_dir.parent, bucket_dir.name
+    written = 0
+    for key, path in table_keys(bucket_dir, table_path):
+        side = sidecar_path(origin_root, bucket, key)
+        stamp = f"{path.stat().st_size}:{path.stat().st_mtime_ns}"
+        if side.exists():
+            try:
+                if json.loads(side.read_text()).get("bench_source") == stamp:
+                    continue
+            except (OSError, ValueError):
+                pass
+        md5 = hashlib.md5()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                md5.update(chunk)
+        # s3s-fs reads only "e_tag"; "bench_source" tells this script whether it is current.
+        side.write_text(json.dumps({"e_tag": md5.hexdigest(), "bench_source": stamp}))
+        written += 1
+    return written
+
+
+def remove_etag_sidecars(bucket_dir: Path, table: str):
+    """Drops the sidecars of every key under `<table>.lance/` (before a rebuild)."""
+    origin_root, bucket = bucket_dir.parent, bucket_dir.name
+    prefix = sidecar_path(origin_root, bucket, "x").name.split(".object-")[0] + ".object-"
+    for side in origin_root.glob(prefix + "*.internal.json"):
+        enc = side.name[len(prefix):-len(".internal.json")]
+        try:
+            key = base64.urlsafe_b64decode(enc + "=" * (-len(enc) % 4)).decode()
+        except ValueError:
+            continue
+        if key.startswith(f"{table}.lance/"):
+            side.unlink()
+
+
 def default_table(rows: int, dim: int) -> str:
     return f"v{dim}x{rows}"
 
@@ -237,7 +290,9 @@ def main() -> int:
     if marker.exists():
         done = json.loads(marker.read_text())
         if {k: done.get(k) for k in params} == params and table_path.exists() and not a.force:
-            print(f"dataset {table} already complete in {table_path} (truth in {truth}); nothing to do")
+            n = write_etag_sidecars(a.out, table_path)
+            print(f"dataset {table} already complete in {table_path} (truth in {truth})"
+                  + (f"; wrote {n} missing ETag sidecars" if n else "; nothing to do"))
             return 0
         if not a.force:
             print(f"error: {marker} describes a dataset with other parameters; pass --force to rebuild", file=sys.stderr)
@@ -249,6 +304,8 @@ def main() -> int:
     # No marker: anything there is from an unfinished run.
     if table_path.exists():
         shutil.rmtree(table_path)
+    if a.out.exists():
+        remove_etag_sidecars(a.out, table)
     a.out.mkdir(parents=True, exist_ok=True)
     truth.mkdir(parents=True, exist_ok=True)
 
@@ -280,6 +337,7 @@ def main() -> int:
         # Lance trains fewer partitions than asked when there are too few rows per partition.
         print(f"  note: lance built {built['num_partitions']} partitions (asked {partitions})", flush=True)
 
+    n_sidecars = write_etag_sidecars(a.out, table_path)
     np.save(truth / "queries.npy", queries)
     np.save(truth / "gt.npy", topk.ids)
     np.save(truth / "gt_dist.npy", topk.dist)
@@ -288,7 +346,7 @@ def main() -> int:
     info.update({
         "table_path": str(table_path.resolve()), "table_bytes": size, "lance_version": lance.__version__,
         "index_built": built, "fragments": len(ds.get_fragments()), "write_seconds": round(t_write, 1),
-        "index_seconds": round(t_index, 1), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "index_seconds": round(t_index, 1), "etag_sidecars": n_sidecars, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
     marker.write_text(json.dumps(info, indent=2) + "\n")
     print(f"done: {size / 2**20:.0f} MiB table, write {t_write:.0f} s, index {t_index:.0f} s; truth in {truth}")

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Side-by-side benchmark of the search tier (see /work/shared/BENCHMARKING.md).
 
 One process starts and stops everything it measures:
@@ -62,6 +63,9 @@ ORIGIN_REQUESTS = "lakecache_origin_requests_total"
 # Requests the cache nodes served (here: the search node's reads).
 S3_REQUESTS = "lakecache_s3_requests_total"
 SYSTEMS = ("ours", "pylance", "faiss")
+# Through the counting proxy: queries run to warm a fresh pylance dataset, then queries counted.
+PROXY_WARM_QUERIES = 20
+PROXY_COUNTED_QUERIES = 20
 
 
 def log(msg: str):
@@ -106,14 +110,26 @@ class Procs:
                     proc.wait(timeout=10)
             logf.close()
 
-    def stop_all(self):
+    def stop_all(self, grace_s: float = 4.0):
+        """TERM to every one at once, KILL to those still running after `grace_s` (within the
+        5 s that scripts/bench-lib.sh gives this process before its own KILL)."""
         with self.lock:
-            procs = [e[1] for e in self.live]
-        for p in reversed(procs):
+            entries, self.live = self.live, []
+        for _, p, _ in entries:
+            if p.poll() is None:
+                p.terminate()
+        deadline = time.monotonic() + grace_s
+        for name, p, logf in entries:
             try:
-                self.stop(p)
-            except Exception as e:  # keep stopping the others
-                log(f"stopping pid {p.pid}: {e}")
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log(f"{name} (pid {p.pid}) ignored SIGTERM; killing it")
+                p.kill()
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    log(f"{name} (pid {p.pid}) did not exit after SIGKILL")
+            logf.close()
 
 
 PROCS = Procs()
@@ -187,8 +203,8 @@ def parse_cpus(s: str) -> set[int]:
     return out
 
 
-def metric_sums(url: str, name: str) -> dict[str, float]:
-    """A Prometheus counter's series summed by their `op` label (or "" without one)."""
+def metric_sums(url: str, name: str, label: str = "op") -> dict[str, float]:
+    """A Prometheus counter's series summed by one label's values ("" without it)."""
     status, body = http_get(f"{url}/metrics", timeout=5)
     if status != 200:
         raise Failed(f"{url}/metrics answered {status}")
@@ -203,7 +219,7 @@ def metric_sums(url: str, name: str) -> dict[str, float]:
         if "{" in head:
             for kv in head[head.index("{") + 1:-1].split(","):
                 k, _, v = kv.partition("=")
-                if k.strip() == "op":
+                if k.strip() == label:
                     op = v.strip().strip('"')
         out[op] += float(value)
     return dict(out)
@@ -355,7 +371,7 @@ node_admin_token = "{ADMIN_TOKEN}"
     def served_requests(self) -> dict[str, float]:
         total: Counter = Counter()
         for url in self.node_urls():
-            total.update(metric_sums(url, S3_REQUESTS))
+            total.update(metric_sums(url, S3_REQUESTS, label="method"))
         return dict(total)
 
     def stop(self):
@@ -693,7 +709,7 @@ def write_report(path: Path, res: dict):
     w(f"- index: IVF_PQ, L2, {idx['num_partitions']} partitions (asked {ds['index']['num_partitions']}), {idx['num_sub_vectors']} sub-vectors x {idx.get('num_bits', 8)} bits" + (f"; partition sizes min/median/max {idx['partition_rows_min']}/{idx['partition_rows_median']}/{idx['partition_rows_max']} rows" if "partition_rows_min" in idx else ""))
     w(f"- FAISS: IndexIVFPQ(IndexFlatL2, nlist {idx['num_partitions']}, m {idx['num_sub_vectors']}, nbits {idx.get('num_bits', 8)}) trained on the same vectors ({res['faiss']['train_s']:.1f} s train, {res['faiss']['add_s']:.1f} s add), IndexRefineFlat for the refine factor (k_factor = refine_factor), IndexFlatL2 for the exact row; `omp_set_num_threads(1)`, one query per call")
     w(f"- queries: {cfg['queries']} of the dataset's {ds['nq']} seeded query vectors (drawn near cluster centres, not rows of the table), k = {K}; recall@10 against the exact top-10 by L2 (`gt.npy`, numpy, float64 decision)")
-    w(f"- origin: `lakecache-bench origin` (s3s-fs, anonymous) with **{cfg['delay_ms']} ms** added before every request (the bench's stand-in for S3 latency, never in the product); pylance reads it directly with `aws_skip_signature`, the cache nodes as an `s3` origin with `anonymous = true`")
+    w(f"- origin: `lakecache-bench origin` (s3s-fs, anonymous) with **{cfg['delay_ms']} ms** added before every request (the bench's stand-in for S3 latency, never in the product); every table file has its s3s-fs ETag sidecar (written by dataset.py), so the origin does not hash whole files per request; pylance reads it directly with `aws_skip_signature`, the cache nodes as an `s3` origin with `anonymous = true`")
     w(f"- fleet: {cfg['cache_nodes']} cache nodes (page {cfg['page_size']}, memory {cfg['memory_capacity']}, disk {cfg['disk_capacity']}, io_engine auto, default pin rules) and one search node with `[[nodes]]` (in-process ring client, default index/metadata caches, default read_consistency_interval 5 s, so a version check reaches the origin about every 5 s)")
     w(f"- ours: raw HTTP/1.1 keep-alive `POST /v1/table/{ds['table']}/query/` with `{{vector, k: 10, nprobes = minimum_nprobes = maximum_nprobes = n, refine_factor, columns: [\"id\"], prefilter: true}}`, the Arrow IPC file answer decoded with pyarrow; pylance: one shared `lance.dataset(\"s3://...\")`, `to_table(nearest={{... same nprobes, refine_factor}}, columns=[\"id\"])`")
     pin = cfg["pinning"]
@@ -706,7 +722,7 @@ def write_report(path: Path, res: dict):
     w("")
     w("## Results")
     w("")
-    w("Recall and latency pool every measured round; QPS is the median over rounds (min–max).")
+    w("Recall and latency pool every measured round; QPS is the median over rounds (min–max). A round that reaches its time limit (pylance) leaves the remaining queries to the next round, so its recall is over the queries it answered; *top-10 = pylance* counts the queries both answered where ours returned exactly pylance's ids in pylance's order (same lance version, same index).")
     w("")
     w("| setting | system | recall@10 | QPS | p50 ms | p99 ms | queries | errors | top-10 = pylance |")
     w("|---|---|---|---|---|---|---|---|---|")
@@ -719,6 +735,14 @@ def write_report(path: Path, res: dict):
             agree_cell = f"{agree[0]}/{agree[1]}" if agree else "—"
             w(f"| {setting_label(pt['setting'])} | {sysname} | {fmt(s['recall'], 3)} | {fmt(s['qps_median'])} ({fmt(s['qps_min'])}–{fmt(s['qps_max'])}) | {fmt(s['p50_ms'], 2)} | {fmt(s['p99_ms'], 2)} | {s['queries']} | {s['errors']} | {agree_cell} |")
     w("")
+    if res.get("ours_origin_requests_measured") is not None:
+        w(f"Origin requests made by the cache nodes during all measured rounds of ours (after warming): {fmt_counts(res['ours_origin_requests_measured'])} — version checks of the table (never cached) and anything not yet cached.")
+        w("")
+    for wc in res["cold"].get("pylance_warm_per_query") or []:
+        per = ", ".join(f"{k} {v:.1f}" for k, v in sorted(wc["per_query"].items())) or "none"
+        w(f"Origin requests per warm pylance query at {setting_label(wc['setting'])} (counted through the proxy over {wc['queries']} queries after {PROXY_WARM_QUERIES} warming ones, one at a time): {per}.")
+    if res["cold"].get("pylance_warm_per_query"):
+        w("")
     w("### Ratios (ours / peer)")
     w("")
     w("QPS: median of the per-round ratios (min–max), above 1 means ours answers more queries per second. p50: ours' p50 over the peer's, below 1 means ours is faster.")
@@ -794,7 +818,8 @@ def plot(path: Path, res: dict):
             order = np.argsort(ns)
             xs, ys, ns = [xs[i] for i in order], [ys[i] for i in order], [ns[i] for i in order]
             label = f"{sysname} ({'no refine' if refine is None else f'refine {refine}'})"
-            ax.plot(xs, ys, marker="o", linestyle="-" if refine is None else "--", color=colours[sysname], label=label)
+            ax.plot(xs, ys, marker="o" if refine is None else "s", linestyle="-" if refine is None else "--",
+                    color=colours[sysname], label=label)
             for x, y, n in zip(xs, ys, ns):
                 ax.annotate(str(n), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7, color=colours[sysname])
     for pt in res["points"]:
@@ -895,6 +920,12 @@ def main() -> int:
     table_path = a.origin_root / a.bucket / f"{a.table}.lance"
     if not table_path.is_dir():
         raise SystemExit(f"no table at {table_path}; run dataset.py first")
+    # Without its ETag sidecars the bench origin hashes a whole file on every GET (dataset.py).
+    from dataset import sidecar_path, table_keys
+    bare = [k for k, _ in table_keys(a.origin_root / a.bucket, table_path)
+            if not sidecar_path(a.origin_root, a.bucket, k).exists()]
+    if bare:
+        raise SystemExit(f"{len(bare)} files of the table have no ETag sidecar (e.g. {bare[0]}); rerun dataset.py")
 
     pin = not a.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
     server_cpus = a.server_cpus if pin else None
@@ -985,8 +1016,14 @@ def run(a, systems, nprobes_list, refines, dsinfo, queries_all, gt, qids, table_
     if "pylance" in systems:
         pyl = Pylance(uri, origin.url, queries)
 
-    def measure(sysname: str, st: dict, max_seconds: float, ids_subset=None) -> dict:
-        qs = ids_subset if ids_subset is not None else qids
+    # A round stopped by its time limit leaves the rest of the queries to the next round of
+    # that system and setting, so that a slow system's recall covers more than the first few.
+    offsets: dict = {}
+
+    def measure(sysname: str, st: dict, max_seconds: float) -> dict:
+        key = (sysname, setting_label(st))
+        off = offsets.get(key, 0) % len(qids)
+        qs = qids[off:] + qids[:off]
         if sysname == "ours":
             pin_self(client_cpus)
             fn = ours.query_fn(st["nprobes"], st["refine"])
@@ -1001,6 +1038,7 @@ def run(a, systems, nprobes_list, refines, dsinfo, queries_all, gt, qids, table_
             log(f"  {sysname}: {len(r['errors'])} errors, first: {r['errors'][0]}")
         if not r["qids"]:
             raise Failed(f"{sysname} answered no query at {setting_label(st)}: {r['errors'][:3]}")
+        offsets[key] = off + len(r["qids"]) + len(r["errors"])
         return r
 
     def brief(r: dict) -> str:
@@ -1022,6 +1060,7 @@ def run(a, systems, nprobes_list, refines, dsinfo, queries_all, gt, qids, table_
         settings.append({"nprobes": None, "refine": None})
     raw_rounds = []
     points = []
+    origin_before = fleet.origin_requests() if fleet else {}
     limit = {"ours": a.seconds, "pylance": a.pylance_seconds, "faiss": a.seconds}
     for st in settings:
         here = [s for s in systems if st["nprobes"] is not None or s == "faiss"]
@@ -1052,10 +1091,14 @@ def run(a, systems, nprobes_list, refines, dsinfo, queries_all, gt, qids, table_
         points.append(pt)
     unpin()
     load_after = open("/proc/loadavg").read().split()[:3]
+    origin_measured = None
+    if fleet:
+        after = fleet.origin_requests()
+        origin_measured = {k: v - origin_before.get(k, 0) for k, v in after.items()}
+        log(f"ours: origin requests during the measured rounds: {fmt_counts(origin_measured)}")
 
     # --- cold ----------------------------------------------------------------------------
     cold = {"nprobes": a.cold_nprobes, "ours": [], "pylance": [], "pylance_counted": None}
-    cold_setting = {"nprobes": a.cold_nprobes, "refine": None}
     if fleet:
         fleet.stop()
         shutil.rmtree(fleet.state, ignore_errors=True)
@@ -1116,6 +1159,21 @@ def run(a, systems, nprobes_list, refines, dsinfo, queries_all, gt, qids, table_
             cold["pylance_counted"] = {"open_ms": t_open * 1e3, "first_ms": first * 1e3, "second_ms": second * 1e3,
                                        "origin_requests": counts}
             log(f"cold pylance (counted): origin requests {fmt_counts(counts)}")
+            # Then warm: what a warm pylance query still asks the origin for, per setting kind.
+            warm_counts = []
+            for refine in refines:
+                st = {"nprobes": big["nprobes"], "refine": refine}
+                fn = p.query_fn(st["nprobes"], refine)
+                for qi in qids[:PROXY_WARM_QUERIES]:
+                    fn(qi, {})
+                before = dict(proxy.counts)
+                for qi in qids[:PROXY_COUNTED_QUERIES]:
+                    fn(qi, {})
+                n = min(len(qids), PROXY_COUNTED_QUERIES)
+                per_query = {k: (v - before.get(k, 0)) / n for k, v in proxy.counts.items() if v - before.get(k, 0)}
+                warm_counts.append({"setting": st, "queries": n, "per_query": per_query})
+                log(f"warm pylance ({setting_label(st)}): origin requests per query {per_query}")
+            cold["pylance_warm_per_query"] = warm_counts
         finally:
             proxy.stop()
     unpin()
@@ -1147,6 +1205,7 @@ def run(a, systems, nprobes_list, refines, dsinfo, queries_all, gt, qids, table_
                    "pinning": {"server": server_cpus, "client": client_cpus}, "systems": systems},
         "faiss": {"train_s": fa.train_s if fa else float("nan"), "add_s": fa.add_s if fa else float("nan")},
         "points": points,
+        "ours_origin_requests_measured": origin_measured,
         "cold": cold,
         "files": {"png": rel(a.out_png), "raw": rel(raw_path)},
     }
