@@ -48,6 +48,8 @@ pub struct Tables {
     held: RwLock<HashMap<String, Held>>,
     /// Serialises writes per table (lance retries commit conflicts, but one node need not race itself).
     write_locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Serialises opening and version checks per table.
+    refresh_locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -80,6 +82,7 @@ impl Tables {
             interval: cfg.server.read_consistency_interval,
             held: RwLock::new(HashMap::new()),
             write_locks: parking_lot::Mutex::new(HashMap::new()),
+            refresh_locks: parking_lot::Mutex::new(HashMap::new()),
         }))
     }
 
@@ -138,13 +141,23 @@ impl Tables {
         version: Option<u64>,
         min_version: Option<u64>,
     ) -> ApiResult<Arc<Dataset>> {
-        let held = self.held.read().get(&t.uri).map(|h| (h.ds.clone(), h.checked));
-        let ds = match held {
-            Some((ds, checked)) => {
-                let behind = min_version.is_some_and(|m| ds.version_id() < m);
-                if checked.elapsed() >= self.interval || behind { self.refresh(t, ds).await? } else { ds }
+        let current = || self.held.read().get(&t.uri).map(|h| (h.ds.clone(), h.checked));
+        let stale = |ds: &Dataset, checked: Instant| {
+            checked.elapsed() >= self.interval || min_version.is_some_and(|m| ds.version_id() < m)
+        };
+        let ds = match current() {
+            Some((ds, checked)) if !stale(&ds, checked) => ds,
+            _ => {
+                // One open or version check per table at a time; the requests queued behind
+                // it use its answer. (Its own lock: a writer holding the write lock reads too.)
+                let lock = self.refresh_locks.lock().entry(t.uri.clone()).or_default().clone();
+                let _g = lock.lock().await;
+                match current() {
+                    Some((ds, checked)) if !stale(&ds, checked) => ds,
+                    Some((ds, _)) => self.refresh(t, ds).await?,
+                    None => self.open(t).await?,
+                }
             }
-            None => self.open(t).await?,
         };
         match version {
             Some(v) if v != ds.version_id() => {
