@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the stack and its tests need, only what is missing:
 #   Debian: curl, protobuf-compiler (lance's build needs protoc).
-#   Rust: cargo-nextest (tests). Python (pip): boto3, awscli, pylance, lancedb, pyarrow, numpy, pytest.
+#   Rust: cargo-nextest (tests). Python (pip): boto3, awscli, pylance, lancedb, pyarrow, numpy, pytest, pyyaml.
 # Debian packages for benchmarks (fio, nginx, haproxy) are installed by the bench scripts.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -31,6 +31,7 @@ command -v aws >/dev/null || need_pip+=(awscli)
 "$PYTHON" -c "import pyarrow" 2>/dev/null || need_pip+=("pyarrow>=16")
 "$PYTHON" -c "import numpy" 2>/dev/null || need_pip+=(numpy)
 "$PYTHON" -c "import pytest" 2>/dev/null || need_pip+=(pytest)
+"$PYTHON" -c "import yaml" 2>/dev/null || need_pip+=(pyyaml)
 if [ ${#need_pip[@]} -gt 0 ]; then
   echo "==> pip install ${need_pip[*]}"
   "$PYTHON" -m pip install --quiet "${need_pip[@]}"

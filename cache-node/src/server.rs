@@ -98,26 +98,35 @@ impl Node {
             domains: cfg.server.virtual_host_domains.clone(),
             anonymous: cfg.auth.anonymous,
         });
+        let prewarm_rules: Vec<_> = if cfg.pins.prewarm_on_start {
+            cfg.pins.rules.iter().filter(|r| !r.bucket.contains(['*', '?', '[', '{'])).cloned().collect()
+        } else {
+            Vec::new()
+        };
         let node = Arc::new(Node {
             cache: cache.clone(),
             s3: b.build(),
             admin: Admin::new(cache.clone(), cfg.admin.token.clone()),
             metrics,
-            ready: AtomicBool::new(true),
+            // With pins to prewarm, the node is ready (`/readyz`) once they are on disk, so a
+            // rollout waits for a warm node.
+            ready: AtomicBool::new(prewarm_rules.is_empty()),
         });
-        if cfg.pins.prewarm_on_start {
-            let rules = cfg.pins.rules.clone();
+        if !prewarm_rules.is_empty() {
+            let n = node.clone();
             tokio::spawn(async move {
-                for r in rules.iter().filter(|r| !r.bucket.contains(['*', '?', '[', '{'])) {
+                for r in &prewarm_rules {
                     let Ok(g) = crate::policy::compile_glob(&r.key) else { continue };
                     let prefix = r.key[..r.key.find(['*', '?', '[', '{']).unwrap_or(r.key.len())].to_string();
-                    match crate::admin::prewarm(&cache, &r.bucket, &prefix, |k| g.is_match(k)).await {
+                    match crate::admin::prewarm(&n.cache, &r.bucket, &prefix, |k| g.is_match(k)).await {
                         Ok((o, b)) => {
                             tracing::info!(bucket = %r.bucket, key = %r.key, objects = o, bytes = b, "prewarmed")
                         }
                         Err(_) => tracing::warn!(bucket = %r.bucket, key = %r.key, "prewarm failed"),
                     }
                 }
+                n.set_ready(true);
+                tracing::info!("prewarm done; ready");
             });
         }
         Ok(node)

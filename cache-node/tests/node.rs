@@ -344,6 +344,21 @@ async fn pinned_rules_are_prewarmed_at_start() {
     }];
     cfg.pins.prewarm_on_start = true;
     let node = Node::start(cfg).await;
+    // Ready (/readyz) only once the pinned files are on disk: a rollout waits for a warm node.
+    let http = reqwest::Client::new();
+    let ready =
+        || async { http.get(format!("{}/readyz", node.url())).send().await.unwrap().status().as_u16() };
+    let mut became_ready = false;
+    for _ in 0..500 {
+        if ready().await == 200 {
+            became_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(became_ready, "the node became ready after its prewarm");
+    // Ready means the prewarm read everything; its disk writes may still be queued.
+    let g_ready = origin.counts.gets();
     node.wait_disk_pages(5).await; // 300 000 bytes = 5 pages of 64 KiB
     for _ in 0..200 {
         if node.node.cache.pinned_bytes() == idx.len() as u64 {
@@ -351,6 +366,7 @@ async fn pinned_rules_are_prewarmed_at_start() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert_eq!(origin.counts.gets(), g_ready, "nothing left to fetch once ready");
     assert_eq!(node.node.cache.pinned_bytes(), idx.len() as u64, "only the pinned index is prewarmed");
     let g0 = origin.counts.gets();
     assert_eq!(

@@ -17,6 +17,9 @@ struct Args {
     /// Address to listen on ([server] listen).
     #[arg(long, env = "LAKECACHE_ROUTER_LISTEN")]
     listen: Option<std::net::SocketAddr>,
+    /// Check the config, print it and exit.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[tokio::main]
@@ -26,6 +29,11 @@ async fn main() -> anyhow::Result<()> {
     let mut cfg: RouterConfig = lakecache_common::config::load_toml(&args.config)?;
     if let Some(l) = args.listen {
         cfg.server.listen = l;
+    }
+    if args.check_config {
+        lakecache_common::config::Validate::validate(&cfg)?;
+        println!("{cfg:#?}");
+        return Ok(());
     }
     let listen = cfg.server.listen;
     let node = lakecache_router::server::RouterNode::build(cfg)?;

@@ -18,6 +18,9 @@ struct Args {
     /// Address to listen on ([server] listen).
     #[arg(long, env = "LAKECACHE_SEARCH_LISTEN")]
     listen: Option<std::net::SocketAddr>,
+    /// Check the config, print it and exit.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[tokio::main]
@@ -27,6 +30,11 @@ async fn main() -> anyhow::Result<()> {
     let mut cfg: SearchConfig = lakecache_common::config::load_toml(&args.config)?;
     if let Some(l) = args.listen {
         cfg.server.listen = l;
+    }
+    if args.check_config {
+        lakecache_common::config::Validate::validate(&cfg)?;
+        println!("{cfg:#?}");
+        return Ok(());
     }
     let listen = cfg.server.listen;
     let node = lakecache_search_node::SearchNode::build(cfg)?;

@@ -124,7 +124,9 @@ impl Origins {
                 Ok(Arc::new(fs))
             }
             OriginKind::S3 => {
-                let mut b = AmazonS3Builder::new()
+                // Credentials not in the config come from the environment (AWS_* variables,
+                // a web identity token as on EKS) or the instance role.
+                let mut b = AmazonS3Builder::from_env()
                     .with_bucket_name(cfg.origin_bucket.clone().unwrap_or_else(|| bucket.to_string()))
                     .with_region(cfg.region.clone().unwrap_or_else(|| "us-east-1".into()))
                     .with_allow_http(cfg.allow_http)
