@@ -14,6 +14,15 @@ ACCESS_KEY = "lakecache-py"
 SECRET_KEY = "lakecache-py-secret"
 BUCKET = "pybucket"
 ROUTER_TOKEN = "python-router-token"
+# The [fleet] section of the router's and the search node's configs: ring, node key, checks.
+FLEET_TOML = f"""[fleet]
+page_size = "64 KiB"
+node_admin_token = "python-admin-token"
+health_interval = "200ms"
+[fleet.node_key]
+access_key = "{ACCESS_KEY}"
+secret_key = "{SECRET_KEY}"
+"""
 
 
 def _free_port() -> int:
@@ -138,14 +147,7 @@ access_key = "{ACCESS_KEY}"
 secret_key = "{SECRET_KEY}"
 [admin]
 token = "{ROUTER_TOKEN}"
-[fleet]
-page_size = "64 KiB"
-node_admin_token = "python-admin-token"
-health_interval = "200ms"
-[fleet.node_key]
-access_key = "{ACCESS_KEY}"
-secret_key = "{SECRET_KEY}"
-{nodes}"""
+{FLEET_TOML}{nodes}"""
         )
 
     def stop(self):
@@ -212,14 +214,7 @@ uri = "s3://{BUCKET}/tables"
 [[namespaces]]
 name = "media"
 uri = "s3://{BUCKET}/media"
-[fleet]
-page_size = "64 KiB"
-node_admin_token = "python-admin-token"
-health_interval = "200ms"
-[fleet.node_key]
-access_key = "{ACCESS_KEY}"
-secret_key = "{SECRET_KEY}"
-{members}"""
+{FLEET_TOML}{members}"""
         )
         self.log = open(tmp / "search-node.log", "wb")
         self.proc = subprocess.Popen([_binary("LAKECACHE_SEARCH_NODE_BIN", "search-node"), "--config", str(cfg)],
