@@ -238,6 +238,37 @@ async fn tables_are_created_listed_described_counted_and_appended() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("already exists"));
+    let post_ipc = |path: String, batch: RecordBatch| {
+        let req = s.http.post(format!("{}{path}", s.url)).header("x-api-key", KEY).body(ipc(&batch));
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (st, b) = post_ipc("/v1/table/items/create/?mode=exist_ok".into(), rows(0, 5)).await;
+    assert_eq!((st, &b["version"]), (200, &json!(2)), "exist_ok opens the table as it is");
+    assert_eq!(s.json("/v1/table/items/count_rows/", json!({})).await.1, json!(750));
+    let (st, _) = post_ipc("/v1/table/media$clips/insert/?mode=overwrite".into(), rows(100, 3)).await;
+    assert_eq!(st, 200);
+    assert_eq!(s.json("/v1/table/media$clips/count_rows/", json!({})).await.1, json!(3));
+    let (st, _) = post_ipc("/v1/table/media$clips/create/?mode=overwrite".into(), rows(0, 7)).await;
+    assert_eq!(st, 200);
+    assert_eq!(s.json("/v1/table/media$clips/count_rows/", json!({})).await.1, json!(7));
+    assert_eq!(post_ipc("/v1/table/media$clips/create/?mode=sideways".into(), rows(0, 1)).await.0, 400);
+    assert_eq!(post_ipc("/v1/table/never_made/insert/".into(), rows(0, 1)).await.0, 404);
+
+    // The plan a query would run.
+    let (st, plan) = s
+        .json(
+            "/v1/table/items/explain_plan/",
+            json!({"verbose": false, "query": {"vector": [], "k": 3, "filter": "id < 5"}}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert!(
+        plan.as_str().unwrap().contains("id < Int64(5)") || plan.as_str().unwrap().contains("id < 5"),
+        "{plan}"
+    );
 
     assert_eq!(s.json("/v1/table/media$clips/drop/", json!(null)).await.0, 200);
     let (st, b) = s.json("/v1/table/media$clips/describe/", json!(null)).await;
