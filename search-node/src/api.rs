@@ -129,35 +129,37 @@ async fn guard(State(st): St, req: Request, next: Next) -> Response {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_millis);
     let route = route_label(req.uri().path());
-    let mut resp = match key {
+    let refused = match key {
         Some(k) if st.api_keys.iter().any(|a| constant_time_eq(a.as_bytes(), k.as_bytes())) => None,
         None if st.anonymous => None,
-        Some(_) => Some(ApiError::new(StatusCode::UNAUTHORIZED, "Invalid API key").into_response()),
-        None => Some(
-            ApiError::new(StatusCode::UNAUTHORIZED, "Missing API key: send it in the x-api-key header")
+        Some(_) => Some("Invalid API key"),
+        None => Some("Missing API key: send it in the x-api-key header"),
+    };
+    let mut resp = match refused {
+        Some(message) => ApiError::new(StatusCode::UNAUTHORIZED, message).into_response(),
+        None => {
+            let limit = client_deadline.map_or(st.request_timeout, |c| c.min(st.request_timeout));
+            match tokio::time::timeout(limit, next.run(req)).await {
+                Ok(r) => r,
+                Err(_) if client_deadline.is_some_and(|c| c <= st.request_timeout) => ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "The request did not finish within its x-request-timeout-ms ({} ms)",
+                        limit.as_millis()
+                    ),
+                )
                 .into_response(),
-        ),
-    }
-    .unwrap_or_else(|| Response::new(axum::body::Body::empty()));
-    if resp.status() != StatusCode::UNAUTHORIZED {
-        let limit = client_deadline.map_or(st.request_timeout, |c| c.min(st.request_timeout));
-        resp = match tokio::time::timeout(limit, next.run(req)).await {
-            Ok(r) => r,
-            Err(_) if client_deadline.is_some_and(|c| c <= st.request_timeout) => ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "The request did not finish within its x-request-timeout-ms ({} ms)",
-                    limit.as_millis()
-                ),
-            )
-            .into_response(),
-            Err(_) => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("The request did not finish within the server's limit ({} ms)", limit.as_millis()),
-            )
-            .into_response(),
-        };
-    }
+                Err(_) => ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "The request did not finish within the server's limit ({} ms)",
+                        limit.as_millis()
+                    ),
+                )
+                .into_response(),
+            }
+        }
+    };
     let h = resp.headers_mut();
     h.insert("phalanx-version", HeaderValue::from_static(PROTOCOL_VERSION));
     if let Some(id) = request_id {
@@ -439,7 +441,7 @@ async fn insert(
     let lock = st.tables.write_lock(&t);
     let _g = lock.lock().await;
     // The table must exist (LanceDB's insert does not create).
-    let (_, current) = table_at(&st, &id, None, &h).await?;
+    let current = st.tables.get(&t, None, min_version(&h)).await?;
     check_schema(&schema, &current)?;
     let ds = lance::dataset::InsertBuilder::new(current)
         .with_params(&st.tables.write_params(write_mode))
@@ -475,7 +477,7 @@ async fn delete_rows(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Byt
     let t = st.tables.resolve(&id)?;
     let lock = st.tables.write_lock(&t);
     let _g = lock.lock().await;
-    let (_, current) = table_at(&st, &id, None, &h).await?;
+    let current = st.tables.get(&t, None, min_version(&h)).await?;
     let mut ds = (*current).clone();
     let r = ds.delete(&body.predicate).await.map_err(|e| from_lance(e, &t.id))?;
     let v = r.new_dataset.version_id();
@@ -499,7 +501,7 @@ async fn create_index(State(st): St, Path(id): Path<String>, h: HeaderMap, b: By
     let t = st.tables.resolve(&id)?;
     let lock = st.tables.write_lock(&t);
     let _g = lock.lock().await;
-    let (_, current) = table_at(&st, &id, None, &h).await?;
+    let current = st.tables.get(&t, None, min_version(&h)).await?;
     let mut ds = (*current).clone();
     let name = crate::index::create(&mut ds, &body, &t.id).await?;
     let v = ds.version_id();
@@ -534,7 +536,7 @@ async fn drop_index(
     let t = st.tables.resolve(&id)?;
     let lock = st.tables.write_lock(&t);
     let _g = lock.lock().await;
-    let (_, current) = table_at(&st, &id, None, &h).await?;
+    let current = st.tables.get(&t, None, min_version(&h)).await?;
     let mut ds = (*current).clone();
     ds.drop_index(&name).await.map_err(|e| from_lance(e, &t.id))?;
     let v = ds.version_id();

@@ -83,12 +83,13 @@ pub async fn create(ds: &mut Dataset, body: &serde_json::Value, table: &str) -> 
         }
     });
     let num_bits = u(body, "num_bits")?.unwrap_or(8);
+    let (edges, ef_construction) = (u(body, "m")?, u(body, "ef_construction")?);
     let hnsw = || {
         let mut h = HnswBuildParams::default();
-        if let Ok(Some(m)) = u(body, "m") {
+        if let Some(m) = edges {
             h = h.num_edges(m);
         }
-        if let Ok(Some(e)) = u(body, "ef_construction") {
+        if let Some(e) = ef_construction {
             h = h.ef_construction(e);
         }
         h
