@@ -106,11 +106,21 @@ pub struct CacheConfig {
     pub index_cache: ByteSize,
     /// Lance metadata cache (manifests, file metadata), shared by every table.
     pub metadata_cache: ByteSize,
+    /// The search node's own memory cache of table bytes read from the fleet (Lance's
+    /// write-once files only, kept by ETag); 0 turns it off and every read goes to the fleet.
+    pub page_cache: ByteSize,
+    /// Unit of that cache: reads are rounded out to whole blocks.
+    pub page_cache_block: ByteSize,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self { index_cache: ByteSize::gib(1), metadata_cache: ByteSize::mib(256) }
+        Self {
+            index_cache: ByteSize::gib(1),
+            metadata_cache: ByteSize::mib(256),
+            page_cache: ByteSize::gib(1),
+            page_cache_block: ByteSize::kib(64),
+        }
     }
 }
 
@@ -165,6 +175,10 @@ impl Validate for SearchConfig {
         }
         if self.auth.api_keys.is_empty() && !self.auth.anonymous {
             return bad("auth: no api_keys and anonymous access off".into());
+        }
+        let block = self.cache.page_cache_block.as_u64();
+        if block < 4096 || block > 16 << 20 || !block.is_power_of_two() {
+            return bad("cache.page_cache_block must be a power of two between 4 KiB and 16 MiB".into());
         }
         if self.server.request_timeout.is_zero() {
             return bad("server.request_timeout must be positive".into());

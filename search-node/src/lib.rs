@@ -3,6 +3,7 @@
 //! table and index management) plus SQL over a namespace's tables.
 
 pub mod api;
+pub mod blocks;
 pub mod config;
 pub mod error;
 pub mod index;

@@ -16,6 +16,7 @@ use object_store::ObjectStore;
 use parking_lot::Mutex;
 use url::Url;
 
+use crate::blocks::{BlockCache, CachedStore};
 use crate::config::SearchConfig;
 
 /// Where the fleet is.
@@ -35,6 +36,8 @@ pub enum Backend {
 pub struct FleetStores {
     pub backend: Backend,
     stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+    /// The node's own memory cache in front of the fleet (None when turned off).
+    pages: Option<Arc<BlockCache>>,
     http: reqwest::Client,
 }
 
@@ -68,7 +71,8 @@ impl FleetStores {
         };
         let http =
             reqwest::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(600)).build()?;
-        Ok(Arc::new(Self { backend, stores: Mutex::new(HashMap::new()), http }))
+        let pages = BlockCache::new(cfg.cache.page_cache.as_u64(), cfg.cache.page_cache_block.as_u64())?;
+        Ok(Arc::new(Self { backend, stores: Mutex::new(HashMap::new()), pages, http }))
     }
 
     /// The object store of one bucket of the fleet.
@@ -89,6 +93,10 @@ impl FleetStores {
                     .with_client_options(object_store::ClientOptions::new().with_allow_http(true))
                     .build()?,
             ),
+        };
+        let s = match &self.pages {
+            Some(pages) => Arc::new(CachedStore::new(s, pages.clone(), bucket)) as Arc<dyn ObjectStore>,
+            None => s,
         };
         self.stores.lock().insert(bucket.to_string(), s.clone());
         Ok(s)

@@ -25,9 +25,21 @@ struct Stack {
     _dir: tempfile::TempDir,
     origin: Origin,
     nodes: Vec<Node>,
+    api: Api,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// A search node's URL and a client for it.
+struct Api {
     url: String,
     http: reqwest::Client,
-    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl std::ops::Deref for Stack {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 fn search_config(nodes: &[Node]) -> SearchConfig {
@@ -77,7 +89,7 @@ async fn stack() -> Stack {
         );
     }
     let (url, stop) = serve(search_config(&nodes)).await;
-    Stack { _dir: dir, origin, nodes, url, http: reqwest::Client::new(), _stop: stop }
+    Stack { _dir: dir, origin, nodes, api: Api { url, http: reqwest::Client::new() }, _stop: stop }
 }
 
 /// Rows `start..start+n`: id, an 8-d vector in four clusters, text, category.
@@ -137,7 +149,7 @@ fn ids(b: &RecordBatch) -> Vec<i64> {
     b.column_by_name("id").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec()
 }
 
-impl Stack {
+impl Api {
     async fn post(&self, path: &str, body: Value) -> reqwest::Response {
         self.http
             .post(format!("{}{path}", self.url))
@@ -709,7 +721,7 @@ async fn through_the_router() {
         admin_token: Some("router-admin".into()),
     });
     let (url, _stop) = serve(cfg).await;
-    let via = Stack { url, ..s };
+    let via = Stack { api: Api { url, http: reqwest::Client::new() }, ..s };
     assert_eq!(via.create("routed", &rows(0, 300)).await, 200);
     assert!(via.origin.root.join("bkt/tables/routed.lance/_versions").is_dir());
     assert_eq!(
@@ -723,4 +735,62 @@ async fn through_the_router() {
     assert_eq!(st, 200, "{b}");
     assert!(b["pinned_bytes"].as_u64().unwrap() > 0, "{b}");
     drop(rtx);
+}
+
+/// The search node's own page cache: a warm query needs nothing from the fleet (with every
+/// cache node stopped the same query still answers the same rows), and a table dropped and
+/// recreated under the same name elsewhere is read anew, never from blocks of the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_queries_are_served_from_the_page_cache() {
+    let mut s = stack().await;
+    assert_eq!(s.create("items", &rows(0, 400)).await, 200);
+    let (st, b) = s
+        .json(
+            "/v1/table/items/create_index/",
+            json!({"column": "vector", "index_type": "IVF_PQ", "num_partitions": 2, "num_sub_vectors": 2}),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let q = json!({"vector": vec![10.5f32; 8], "k": 5, "nprobes": 2, "refine_factor": 3, "columns": ["id", "text"]});
+    let first = s.query("items", q.clone()).await;
+    assert_eq!(first.num_rows(), 5);
+    assert!(ids(&first).iter().all(|i| i % 4 == 1), "{:?}", ids(&first));
+
+    // Dropped and recreated through another search node: the first one reads the new rows.
+    let (other, other_stop) = serve(search_config(&s.nodes)).await;
+    let other = Api { url: other, http: reqwest::Client::new() };
+    assert_eq!(other.json("/v1/table/items/drop/", json!({})).await.0, 200);
+    assert_eq!(other.create("items", &rows(1000, 60)).await, 200);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(s.json("/v1/table/items/count_rows/", json!({})).await, (200, json!(60)));
+    let got = s.query("items", q.clone()).await;
+    assert!(ids(&got).iter().all(|i| (1000..1060).contains(i) && i % 4 == 1), "{:?}", ids(&got));
+    drop(other_stop);
+
+    // A reader that checks for new versions once an hour: once warm, it answers with the
+    // whole fleet gone.
+    let mut cfg = search_config(&s.nodes);
+    cfg.server.read_consistency_interval = Duration::from_secs(3600);
+    let (reader, _stop) = serve(cfg).await;
+    let reader = Api { url: reader, http: reqwest::Client::new() };
+    let warm = reader.query("items", q.clone()).await;
+    assert_eq!(ids(&warm), ids(&got));
+    let metrics = s.http.get(format!("{}/metrics", s.url)).send().await.unwrap().text().await.unwrap();
+    let hits = metric_value(&metrics, "searchnode_page_cache_reads_total{result=\"hit\"}");
+    assert!(hits > 0.0, "no page cache hits:\n{metrics}");
+    for n in s.nodes.drain(..) {
+        n.stop().await;
+    }
+    let again = reader.query("items", q).await;
+    assert_eq!(ids(&again), ids(&warm));
+    assert_eq!(
+        again.column_by_name("text").unwrap().as_any().downcast_ref::<StringArray>().unwrap(),
+        warm.column_by_name("text").unwrap().as_any().downcast_ref::<StringArray>().unwrap()
+    );
+}
+
+fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
 }
