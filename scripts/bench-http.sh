@@ -86,7 +86,7 @@ install_prerequisites() {
 
 # Origin requests the cache node has made so far, from its /metrics ("unknown" if absent).
 cache_node_origin_requests() {
-    curl -s -m 5 "$CACHE_URL/metrics" | awk '/^lakecache_origin_requests_total/ {s += $NF; n++} END {if (n) print s; else print "unknown"}'
+    curl -s -m 5 "$CACHE_URL/metrics" | awk '/^cachenode_origin_requests_total/ {s += $NF; n++} END {if (n) print s; else print "unknown"}'
 }
 
 # load LABEL URL PIDS PHASE ROUND READ_SIZE [http-range args...]: one run, one JSON line.

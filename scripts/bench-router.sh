@@ -185,7 +185,7 @@ start_node() {
 # nodes shared them: a short counted run per server and read size, after the measurements.
 node_requests() {
     local v
-    v=$(metric_sum "$1" lakecache_s3_requests_total "$2")
+    v=$(metric_sum "$1" cachenode_s3_requests_total "$2")
     [[ $v =~ ^[0-9]+$ ]] || v=0
     echo "$v"
 }
@@ -367,8 +367,8 @@ done
 # writeback lands in the first measured run.
 sync
 
-ORIGIN_WARM1=$(metric_sum "$NODE1_URL" lakecache_origin_requests_total)
-ORIGIN_WARM2=$(metric_sum "$NODE2_URL" lakecache_origin_requests_total)
+ORIGIN_WARM1=$(metric_sum "$NODE1_URL" cachenode_origin_requests_total)
+ORIGIN_WARM2=$(metric_sum "$NODE2_URL" cachenode_origin_requests_total)
 LOAD_BEFORE=$(cut -d ' ' -f 1-3 /proc/loadavg)
 STARTED_AT=$(date +%s)
 
@@ -404,12 +404,12 @@ for read_size in $READ_SIZES; do
 done
 
 # --- report --------------------------------------------------------------------------------
-ORIGIN_END1=$(metric_sum "$NODE1_URL" lakecache_origin_requests_total)
-ORIGIN_END2=$(metric_sum "$NODE2_URL" lakecache_origin_requests_total)
-ROUTER_RING_NODES=$(metric_sum "$ROUTER_URL" lakecache_router_ring_nodes)
+ORIGIN_END1=$(metric_sum "$NODE1_URL" cachenode_origin_requests_total)
+ORIGIN_END2=$(metric_sum "$NODE2_URL" cachenode_origin_requests_total)
+ROUTER_RING_NODES=$(metric_sum "$ROUTER_URL" router_ring_live_nodes)
 # Counters appear on their first increment: absent means none.
-ROUTER_EJECTIONS=$(metric_sum "$ROUTER_URL" lakecache_router_ejections_total | sed 's/^unknown$/0/')
-ROUTER_FAILOVERS=$(metric_sum "$ROUTER_URL" lakecache_router_failovers_total | sed 's/^unknown$/0/')
+ROUTER_EJECTIONS=$(metric_sum "$ROUTER_URL" router_ring_ejections_total | sed 's/^unknown$/0/')
+ROUTER_FAILOVERS=$(metric_sum "$ROUTER_URL" router_upstream_failovers_total | sed 's/^unknown$/0/')
 RING_COMMIT=$(git -C "$REPO" log -1 --format=%h -- common/src/ring.rs bench/src/ring.rs 2>/dev/null || echo unknown)
 ROUTER_WARNINGS=$(grep -c -E 'WARN|ERROR' "$WORK/router.log" || true)
 TABLES=$("$BENCH_BIN" http-report --input "$RAW_JSONL" --ours router --peer direct,haproxy,nginx)
@@ -456,7 +456,7 @@ RAW_REL=${RAW_BASE#"$REPO"/}
     echo
     echo "### Node requests per client request"
     echo
-    echo "$FANOUT_REQUESTS random reads through each target after the measured runs; node-side S3 requests counted from the nodes' \`lakecache_s3_requests_total\`."
+    echo "$FANOUT_REQUESTS random reads through each target after the measured runs; node-side S3 requests counted from the nodes' \`cachenode_s3_requests_total\`."
     echo
     echo "| read size | target | client requests | node GETs per request | node HEADs per request | GETs on cache-1 / cache-2 |"
     echo "|---|---|---|---|---|---|"

@@ -81,6 +81,7 @@ install_prerequisites() {
     "$PYTHON" -c "import numpy" 2>/dev/null || missing+=(numpy)
     "$PYTHON" -c "import faiss" 2>/dev/null || missing+=(faiss-cpu)
     "$PYTHON" -c "import matplotlib" 2>/dev/null || missing+=(matplotlib)
+    "$PYTHON" -c "import hdrh" 2>/dev/null || missing+=(hdrhistogram)
     command -v taskset >/dev/null || log "taskset missing: the run will not pin CPUs (install util-linux)"
     [[ ${#missing[@]} -eq 0 ]] && return 0
     [[ $SKIP_INSTALL == 1 ]] && die "missing Python packages (${missing[*]}) and SKIP_INSTALL=1"
@@ -88,13 +89,16 @@ install_prerequisites() {
     "$PYTHON" -m pip install --quiet "${missing[@]}"
 }
 
-# The binaries run.py starts; built only when one is missing.
+# The binaries run.py starts, brought up to date with the checkout (a no-op when they are;
+# SKIP_BUILD=1 runs whatever is there, as long as it is there).
 build_if_missing() {
     local dir=$CARGO_TARGET_DIR/$PROFILE missing=0 bin
     for bin in cache-node search-node; do [[ -x $dir/$bin ]] || missing=1; done
     [[ -x $CARGO_TARGET_DIR/release/lakecache-bench || -x $CARGO_TARGET_DIR/debug/lakecache-bench ]] || missing=1
-    [[ $missing == 0 ]] && return 0
-    [[ $SKIP_BUILD == 1 ]] && die "binaries missing in $dir and SKIP_BUILD=1"
+    if [[ $SKIP_BUILD == 1 ]]; then
+        [[ $missing == 0 ]] || die "binaries missing in $dir and SKIP_BUILD=1"
+        return 0
+    fi
     local flags=(--locked -p lakecache-bench -p lakecache-cache-node -p lakecache-search-node --bins)
     [[ $PROFILE == release ]] && flags=(--release "${flags[@]}")
     log "building $PROFILE binaries (cargo build ${flags[*]})"

@@ -59,9 +59,9 @@ API_KEY = "bench-search-key"
 REGION = "us-east-1"
 K = 10
 # Counter of origin requests in cache-node/src/metrics.rs (labelled by op: get, head, list, ...).
-ORIGIN_REQUESTS = "lakecache_origin_requests_total"
+ORIGIN_REQUESTS = "cachenode_origin_requests_total"
 # Requests the cache nodes served (here: the search node's reads).
-S3_REQUESTS = "lakecache_s3_requests_total"
+S3_REQUESTS = "cachenode_s3_requests_total"
 SYSTEMS = ("ours", "pylance", "faiss")
 # Through the counting proxy: queries run to warm a fresh pylance dataset, then queries counted.
 PROXY_WARM_QUERIES = 20
@@ -343,6 +343,9 @@ page_size = "{a.page_size}"
 node_key = {{ access_key = "{NODE_ACCESS_KEY}", secret_key = "{NODE_SECRET_KEY}" }}
 node_admin_token = "{ADMIN_TOKEN}"
 
+[cache]
+page_cache = "{a.search_page_cache}"
+
 {members}""")
             log_path = d / "search-node.log"
             p = PROCS.start("search-node", [str(bins["search-node"]), "--config", str(cfg)], log_path, d, cpus)
@@ -548,6 +551,74 @@ def closed_loop(fn, qids: list[int], concurrency: int, max_seconds: float, max_e
     }
 
 
+def open_loop(fn, qids: list[int], rate: float, seconds: float, workers: int, max_errors: int = 20) -> dict:
+    """Offers `rate` queries per second, evenly spaced, for `seconds` (cycling through `qids`),
+    whatever the answers' speed: latency runs from each query's scheduled start, so a stall
+    is charged to every query queued behind it (no coordinated omission). Latencies go to an
+    HDR histogram in microseconds (3 significant digits)."""
+    import queue
+
+    from hdrh.histogram import HdrHistogram
+
+    n = max(1, int(rate * seconds))
+    hist = HdrHistogram(1, 600_000_000, 3)
+    jobs: queue.Queue = queue.Queue()
+    errors: list[str] = []
+    lock = threading.Lock()
+    done = [0]
+    late = [0.0]
+    start = time.perf_counter() + 0.05
+    deadline = start + seconds + 60
+
+    def worker():
+        state: dict = {}
+        while True:
+            job = jobs.get()
+            if job is None:
+                break
+            i, at = job
+            if time.perf_counter() > deadline or len(errors) > max_errors:
+                continue
+            try:
+                fn(qids[i % len(qids)], state)
+            except Exception as e:
+                with lock:
+                    errors.append(f"{type(e).__name__}: {e}"[:400])
+                continue
+            us = max(1, round((time.perf_counter() - at) * 1e6))
+            with lock:
+                hist.record_value(min(us, 600_000_000))
+                done[0] += 1
+        conn = state.get("conn")
+        if conn is not None:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for i in range(n):
+        at = start + i / rate
+        now = time.perf_counter()
+        if at > now:
+            time.sleep(at - now)
+        else:
+            late[0] = max(late[0], now - at)
+        jobs.put((i, at))
+    for _ in threads:
+        jobs.put(None)
+    for t in threads:
+        t.join(max(0.0, deadline + 120 - time.perf_counter()))
+    if any(t.is_alive() for t in threads):
+        raise Failed("open-loop workers still busy two minutes past the deadline")
+    wall = time.perf_counter() - start
+    q = lambda p: hist.get_value_at_percentile(p) / 1e3 if done[0] else float("nan")  # noqa: E731
+    return {"offered_qps": rate, "scheduled": n, "completed": done[0], "wall_s": wall,
+            "achieved_qps": done[0] / wall if wall > 0 else float("nan"),
+            "p50_ms": q(50), "p90_ms": q(90), "p99_ms": q(99), "p999_ms": q(99.9), "max_ms": hist.get_max_value() / 1e3,
+            "scheduler_late_ms": late[0] * 1e3, "errors": errors,
+            "hdr": hist.encode().decode() if done[0] else None}
+
+
 def recall_at_k(ids_list, qids, gt: np.ndarray) -> list[float]:
     return [len(set(ids[:K]) & set(gt[qi, :K].tolist())) / K for ids, qi in zip(ids_list, qids)]
 
@@ -710,10 +781,10 @@ def write_report(path: Path, res: dict):
     w(f"- FAISS: IndexIVFPQ(IndexFlatL2, nlist {idx['num_partitions']}, m {idx['num_sub_vectors']}, nbits {idx.get('num_bits', 8)}) trained on the same vectors ({res['faiss']['train_s']:.1f} s train, {res['faiss']['add_s']:.1f} s add), IndexRefineFlat for the refine factor (k_factor = refine_factor), IndexFlatL2 for the exact row; `omp_set_num_threads(1)`, one query per call")
     w(f"- queries: {cfg['queries']} of the dataset's {ds['nq']} seeded query vectors (drawn near cluster centres, not rows of the table), k = {K}; recall@10 against the exact top-10 by L2 (`gt.npy`, numpy, float64 decision)")
     w(f"- origin: `lakecache-bench origin` (s3s-fs, anonymous) with **{cfg['delay_ms']} ms** added before every request (the bench's stand-in for S3 latency, never in the product); every table file has its s3s-fs ETag sidecar (written by dataset.py), so the origin does not hash whole files per request; pylance reads it directly with `aws_skip_signature`, the cache nodes as an `s3` origin with `anonymous = true`")
-    w(f"- fleet: {cfg['cache_nodes']} cache nodes (page {cfg['page_size']}, memory {cfg['memory_capacity']}, disk {cfg['disk_capacity']}, io_engine auto, default pin rules) and one search node with `[[nodes]]` (in-process ring client, default index/metadata caches, default read_consistency_interval 5 s, so a version check reaches the origin about every 5 s)")
+    w(f"- fleet: {cfg['cache_nodes']} cache nodes (page {cfg['page_size']}, memory {cfg['memory_capacity']}, disk {cfg['disk_capacity']}, io_engine auto, default pin rules) and one search node with `[[nodes]]` (in-process ring client, its own page cache `cache.page_cache = {cfg.get('search_page_cache', '0 B (before it existed)')}`, default index/metadata caches, default read_consistency_interval 5 s, so a version check reaches the origin about every 5 s)")
     w(f"- ours: raw HTTP/1.1 keep-alive `POST /v1/table/{ds['table']}/query/` with `{{vector, k: 10, nprobes = minimum_nprobes = maximum_nprobes = n, refine_factor, columns: [\"id\"], prefilter: true}}`, the Arrow IPC file answer decoded with pyarrow; pylance: one shared `lance.dataset(\"s3://...\")`, `to_table(nearest={{... same nprobes, refine_factor}}, columns=[\"id\"])`")
     pin = cfg["pinning"]
-    w(f"- concurrency: {cfg['concurrency']} client threads, closed loop, one query in flight per thread (latencies are at this load, not at a fixed offered rate)")
+    w(f"- concurrency: {cfg['concurrency']} client threads, closed loop, one query in flight per thread (these latencies are at saturation; see the fixed-load table for latency at a set rate)")
     if pin["server"] is not None:
         w(f"- CPU budget (`taskset`): search node and cache nodes on CPU {pin['server']}; during pylance and FAISS runs this whole Python process (the engine and its client threads) on CPU {pin['server']} too; during ours the client (this process: JSON, HTTP, Arrow decoding) on CPU {pin['client']}, as is the origin throughout. So each engine gets the same core; ours' load generator is extra.")
     else:
@@ -760,6 +831,27 @@ def write_report(path: Path, res: dict):
           f"{fmt(o['p50_ms'] / f['p50_ms'], 2) if f and f['p50_ms'] > 0 else '—'} | "
           f"{fmt(o['recall'] - f['recall'], 3) if f else '—'} |")
     w("")
+    if any(pt.get("open") for pt in res["points"]):
+        w("## Latency at a fixed offered load")
+        w("")
+        w(f"Open loop: queries are sent at evenly spaced times whatever the answers' speed, {cfg.get('open_workers', '?')} client threads, {cfg.get('open_seconds', '?')} s per run, right after the setting's measured rounds; latency runs from each query's scheduled start (a stall counts against every query queued behind it), recorded in an HDR histogram (µs, 3 significant digits). *same rate*: every system at {cfg.get('open_fraction', 0.5):.0%} of the slowest system's median QPS at that setting, the same work for all; *own max*: a system at {cfg.get('open_fraction', 0.5):.0%} of its own median QPS. Client and pinning as above.")
+        w("")
+        w("| setting | system | load | offered QPS | achieved QPS | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | queries | errors |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for pt in res["points"]:
+            for r in pt.get("open") or []:
+                w(f"| {setting_label(pt['setting'])} | {r['system']} | {r['basis']} | {fmt(r['offered_qps'])} | {fmt(r['achieved_qps'])} | {fmt(r['p50_ms'], 2)} | {fmt(r['p90_ms'], 2)} | {fmt(r['p99_ms'], 2)} | {fmt(r['p999_ms'], 2)} | {fmt(r['max_ms'], 1)} | {r['completed']} | {len(r['errors'])} |")
+        w("")
+        w("At the same rate, ours over pylance (below 1: ours answers faster):")
+        w("")
+        w("| setting | rate QPS | p50 ours/pylance | p99 ours/pylance | p99.9 ours/pylance |")
+        w("|---|---|---|---|---|")
+        for pt in res["points"]:
+            same = {r["system"]: r for r in pt.get("open") or [] if r["basis"] == "same rate"}
+            o, p = same.get("ours"), same.get("pylance")
+            if o and p and p["p50_ms"] > 0:
+                w(f"| {setting_label(pt['setting'])} | {fmt(o['offered_qps'])} | {fmt(o['p50_ms'] / p['p50_ms'], 3)} | {fmt(o['p99_ms'] / p['p99_ms'], 3)} | {fmt(o['p999_ms'] / p['p999_ms'], 3)} |")
+        w("")
     c = res["cold"]
     w("## Cold first query")
     w("")
@@ -868,6 +960,10 @@ def parse_args():
     g.add_argument("--systems", default="ours,pylance,faiss", help="subset to run (default all three)")
     g.add_argument("--cold-trials", type=int, default=3, help="cold first-query trials per system (default 3)")
     g.add_argument("--cold-nprobes", type=int, default=20, help="nprobes of the cold queries (default 20)")
+    g.add_argument("--open-fraction", type=float, default=0.5,
+                   help="fixed offered load as a fraction of the measured maximum QPS (default 0.5; 0 skips it)")
+    g.add_argument("--open-seconds", type=float, default=10, help="length of one fixed-load run (default 10)")
+    g.add_argument("--open-workers", type=int, default=32, help="client threads of the fixed-load runs (default 32)")
     g = ap.add_argument_group("environment")
     g.add_argument("--delay-ms", type=int, default=30, help="origin delay per request (default 30)")
     g.add_argument("--cache-nodes", type=int, default=2)
@@ -875,6 +971,8 @@ def parse_args():
     g.add_argument("--memory-capacity", default="1 GiB", help="per cache node (default 1 GiB)")
     g.add_argument("--disk-capacity", default="4 GiB", help="per cache node (default 4 GiB)")
     g.add_argument("--pin-budget", default="1 GiB", help="per cache node (default 1 GiB)")
+    g.add_argument("--search-page-cache", default="1 GiB",
+                   help="the search node's own page cache, cache.page_cache (default 1 GiB, the product default; '0 B' turns it off)")
     g.add_argument("--server-cpus", default="1", help="taskset CPUs of the servers and of pylance/FAISS runs (default 1)")
     g.add_argument("--client-cpus", default="0", help="taskset CPUs of ours' client and the origin (default 0)")
     g.add_argument("--no-pin", action="store_true", help="no CPU pinning")
@@ -1041,6 +1139,36 @@ def run(a, systems, nprobes_list, refines, dsinfo, queries_all, gt, qids, table_
         offsets[key] = off + len(r["qids"]) + len(r["errors"])
         return r
 
+    def fixed_load(st: dict, here: list[str], summary: dict) -> list[dict]:
+        """Latency at a fixed offered load: every system at the same rate (a fraction of the
+        slowest one's measured maximum: the same work for all), then each at that fraction
+        of its own maximum."""
+        out = []
+        common = a.open_fraction * min(summary[s]["qps_median"] for s in here)
+        plan = [(s, "same rate", common) for s in here]
+        for s in here:
+            own = a.open_fraction * summary[s]["qps_median"]
+            if own > common * 1.05:
+                plan.append((s, "own max", own))
+        for sysname, basis, rate in plan:
+            if sysname == "ours":
+                pin_self(client_cpus)
+                fn = ours.query_fn(st["nprobes"], st["refine"])
+            elif sysname == "pylance":
+                pin_self(server_cpus)
+                fn = pyl.query_fn(st["nprobes"], st["refine"])
+            else:
+                pin_self(server_cpus)
+                fn = fa.query_fn(queries, st["nprobes"], st["refine"])
+            r = open_loop(fn, qids, rate, a.open_seconds, a.open_workers)
+            r.update(system=sysname, basis=basis)
+            if r["errors"]:
+                log(f"  open {sysname}: {len(r['errors'])} errors, first: {r['errors'][0]}")
+            log(f"  fixed load {sysname} ({basis}) {rate:.1f}/s: achieved {r['achieved_qps']:.1f}/s, "
+                f"p50 {r['p50_ms']:.1f} p99 {r['p99_ms']:.1f} p99.9 {r['p999_ms']:.1f} ms")
+            out.append(r)
+        return out
+
     def brief(r: dict) -> str:
         n = len(r["qids"])
         rec = np.mean(recall_at_k(r["ids"], r["qids"], gt))
@@ -1088,6 +1216,8 @@ def run(a, systems, nprobes_list, refines, dsinfo, queries_all, gt, qids, table_
                     total += 1
                     same += ids == first_py[q]
             pt["agree_with_pylance"] = [same, total]
+        if a.open_fraction > 0:
+            pt["open"] = fixed_load(st, here, pt["summary"])
         points.append(pt)
     unpin()
     load_after = open("/proc/loadavg").read().split()[:3]
@@ -1202,7 +1332,9 @@ def run(a, systems, nprobes_list, refines, dsinfo, queries_all, gt, qids, table_
                    "rounds": a.rounds, "seconds": a.seconds, "pylance_seconds": a.pylance_seconds,
                    "pylance_warm_seconds": a.pylance_warm_seconds, "cache_nodes": a.cache_nodes,
                    "page_size": a.page_size, "memory_capacity": a.memory_capacity, "disk_capacity": a.disk_capacity,
-                   "pinning": {"server": server_cpus, "client": client_cpus}, "systems": systems},
+                   "pinning": {"server": server_cpus, "client": client_cpus}, "systems": systems,
+                   "search_page_cache": a.search_page_cache, "open_fraction": a.open_fraction,
+                   "open_seconds": a.open_seconds, "open_workers": a.open_workers},
         "faiss": {"train_s": fa.train_s if fa else float("nan"), "add_s": fa.add_s if fa else float("nan")},
         "points": points,
         "ours_origin_requests_measured": origin_measured,

@@ -1,51 +1,80 @@
-//! Every metric the cache node emits, by name, and the Prometheus recorder that renders them.
+//! Every metric the cache node emits, by name, and the Prometheus recorder that renders them
+//! (shared by the router and the search node, which link this crate). `ops/METRICS.md`
+//! documents the whole fleet's set.
 //!
-//! Names follow `lakecache_<subsystem>_<name>_<unit>`; labels have few values (tier, op,
-//! outcome, engine) — never a bucket or key.
+//! Names follow `<component>_<subsystem>_<name>_<unit>`; labels have few values (tier, op,
+//! outcome, engine) — never a bucket or key. Histograms carry their unit in the name and get
+//! their buckets from it: microseconds for the page store, milliseconds for everything else.
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 // Read path, per tier (label `tier` = memory | disk | origin).
-pub const CACHE_HITS: &str = "lakecache_cache_hits_total";
-pub const CACHE_MISSES: &str = "lakecache_cache_misses_total";
-pub const CACHE_SERVED_BYTES: &str = "lakecache_cache_served_bytes_total";
-pub const CACHE_INFLIGHT_REQUESTS: &str = "lakecache_cache_inflight_requests";
-pub const CACHE_SINGLEFLIGHT_JOINS: &str = "lakecache_cache_singleflight_joins_total";
+pub const CACHE_HITS: &str = "cachenode_cache_hits_total";
+pub const CACHE_MISSES: &str = "cachenode_cache_misses_total";
+pub const CACHE_SERVED_BYTES: &str = "cachenode_cache_served_bytes_total";
+pub const CACHE_INFLIGHT_REQUESTS: &str = "cachenode_cache_inflight_requests";
+pub const CACHE_SINGLEFLIGHT_JOINS: &str = "cachenode_cache_singleflight_joins_total";
 
 // Memory tier.
-pub const MEMORY_USED_BYTES: &str = "lakecache_memory_used_bytes";
-pub const MEMORY_EVICTIONS: &str = "lakecache_memory_evictions_total";
+pub const MEMORY_USED_BYTES: &str = "cachenode_memory_used_bytes";
+pub const MEMORY_CAPACITY_BYTES: &str = "cachenode_memory_capacity_bytes";
+pub const MEMORY_EVICTIONS: &str = "cachenode_memory_evictions_total";
 
 // Disk tier (page store).
-pub const DISK_READS: &str = "lakecache_disk_reads_total";
-pub const DISK_READ_BYTES: &str = "lakecache_disk_read_bytes_total";
-pub const DISK_WRITES: &str = "lakecache_disk_writes_total";
-pub const DISK_WRITE_BYTES: &str = "lakecache_disk_write_bytes_total";
-pub const DISK_WRITES_DROPPED: &str = "lakecache_disk_writes_dropped_total";
-pub const DISK_ERRORS: &str = "lakecache_disk_errors_total";
-pub const DISK_EVICTIONS: &str = "lakecache_disk_evictions_total";
-pub const DISK_CHECKSUM_FAILURES: &str = "lakecache_disk_checksum_failures_total";
-pub const DISK_USED_BYTES: &str = "lakecache_disk_used_bytes";
-pub const DISK_CAPACITY_BYTES: &str = "lakecache_disk_capacity_bytes";
-pub const DISK_PINNED_BYTES: &str = "lakecache_disk_pinned_bytes";
-pub const DISK_RECOVERED_PAGES: &str = "lakecache_disk_recovered_pages";
+pub const DISK_READS: &str = "cachenode_pagestore_reads_total";
+pub const DISK_READ_BYTES: &str = "cachenode_pagestore_read_bytes_total";
+pub const DISK_READ_LATENCY: &str = "cachenode_pagestore_read_duration_microseconds";
+pub const DISK_WRITE_LATENCY: &str = "cachenode_pagestore_write_duration_microseconds";
+pub const DISK_WRITES: &str = "cachenode_pagestore_writes_total";
+pub const DISK_WRITE_BYTES: &str = "cachenode_pagestore_write_bytes_total";
+pub const DISK_WRITES_DROPPED: &str = "cachenode_pagestore_writes_dropped_total";
+pub const DISK_ERRORS: &str = "cachenode_pagestore_errors_total";
+pub const DISK_EVICTIONS: &str = "cachenode_pagestore_evictions_total";
+pub const DISK_CHECKSUM_FAILURES: &str = "cachenode_pagestore_checksum_failures_total";
+pub const DISK_USED_BYTES: &str = "cachenode_pagestore_used_bytes";
+pub const DISK_CAPACITY_BYTES: &str = "cachenode_pagestore_capacity_bytes";
+pub const DISK_PINNED_BYTES: &str = "cachenode_pagestore_pinned_bytes";
+pub const DISK_RECOVERED_PAGES: &str = "cachenode_pagestore_recovered_pages";
 /// Gauge set to 1 with label `engine` = uring | pread.
-pub const DISK_IO_ENGINE: &str = "lakecache_disk_io_engine";
+pub const DISK_IO_ENGINE: &str = "cachenode_pagestore_io_engine";
 
 // Origin (label `op` = get | head | put | list | delete | copy).
-pub const ORIGIN_REQUESTS: &str = "lakecache_origin_requests_total";
-pub const ORIGIN_ERRORS: &str = "lakecache_origin_errors_total";
-pub const ORIGIN_BYTES: &str = "lakecache_origin_received_bytes_total";
-pub const ORIGIN_LATENCY: &str = "lakecache_origin_request_duration_seconds";
+pub const ORIGIN_REQUESTS: &str = "cachenode_origin_requests_total";
+pub const ORIGIN_ERRORS: &str = "cachenode_origin_errors_total";
+pub const ORIGIN_BYTES: &str = "cachenode_origin_received_bytes_total";
+pub const ORIGIN_LATENCY: &str = "cachenode_origin_request_duration_milliseconds";
 
 // S3 surface (label `op`, `status`).
-pub const S3_REQUESTS: &str = "lakecache_s3_requests_total";
+pub const S3_REQUESTS: &str = "cachenode_s3_requests_total";
+pub const S3_LATENCY: &str = "cachenode_s3_request_duration_milliseconds";
+
+// The file systems under the node's state (label `role` = pagestore | multipart).
+pub const FS_AVAIL_BYTES: &str = "cachenode_filesystem_avail_bytes";
+pub const FS_SIZE_BYTES: &str = "cachenode_filesystem_size_bytes";
 
 // Pinning.
-pub const PIN_RULES: &str = "lakecache_pin_rules";
-pub const PINNED_BUDGET_BYTES: &str = "lakecache_pinned_budget_bytes";
+pub const PIN_RULES: &str = "cachenode_pins_rules";
+pub const PINNED_BUDGET_BYTES: &str = "cachenode_pins_budget_bytes";
+
+/// Page-store I/O: tens of µs on NVMe up to a virtio disk's worst case.
+pub const MICROSECOND_BUCKETS: &[f64] = &[
+    10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1_600.0, 3_200.0, 6_400.0, 12_800.0, 25_600.0, 51_200.0,
+    102_400.0,
+];
+/// Origin requests, router upstreams, S3 and search requests.
+pub const MILLISECOND_BUCKETS: &[f64] = &[
+    0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1_000.0, 2_000.0, 5_000.0, 10_000.0,
+    30_000.0,
+];
+/// Result sizes.
+pub const ROW_BUCKETS: &[f64] = &[0.0, 1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0];
+
+/// Milliseconds since `t`, for the `_milliseconds` histograms.
+pub fn ms_since(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -55,10 +84,11 @@ pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".to_string()),
-                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
-                )
+                .set_buckets_for_metric(Matcher::Suffix("_microseconds".into()), MICROSECOND_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Suffix("_milliseconds".into()), MILLISECOND_BUCKETS)
+                })
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_rows".into()), ROW_BUCKETS))
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();

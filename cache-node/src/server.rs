@@ -4,6 +4,7 @@
 //! Besides S3 it answers `/healthz`, `/readyz`, `/metrics` and `/_lakecache/admin/*`.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -40,6 +41,8 @@ pub struct Node {
     admin: Admin,
     metrics: PrometheusHandle,
     ready: AtomicBool,
+    /// Folders whose file systems /metrics reports free space of, by role.
+    state_dirs: Vec<(&'static str, PathBuf)>,
 }
 
 impl Node {
@@ -103,7 +106,13 @@ impl Node {
         } else {
             Vec::new()
         };
+        let mut state_dirs = vec![("multipart", cfg.cache.multipart_dir.clone())];
+        if cfg.disk.enabled {
+            let dir = cfg.disk.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            state_dirs.push(("pagestore", dir.to_path_buf()));
+        }
         let node = Arc::new(Node {
+            state_dirs,
             cache: cache.clone(),
             s3: b.build(),
             admin: Admin::new(cache.clone(), cfg.admin.token.clone()),
@@ -147,6 +156,12 @@ impl Node {
         }
         if plain && path == "/metrics" {
             self.cache.publish_metrics();
+            for (role, dir) in &self.state_dirs {
+                if let Some((avail, size)) = filesystem_space(dir) {
+                    metrics::gauge!(m::FS_AVAIL_BYTES, "role" => *role).set(avail as f64);
+                    metrics::gauge!(m::FS_SIZE_BYTES, "role" => *role).set(size as f64);
+                }
+            }
             let mut r = text(StatusCode::OK, self.metrics.render());
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -158,9 +173,11 @@ impl Node {
             return self.admin.handle(req).await;
         }
         let op = method_label(req.method());
+        let started = std::time::Instant::now();
         match hyper::service::Service::call(&self.s3, req).await {
             Ok(resp) => {
                 metrics::counter!(m::S3_REQUESTS, "method" => op, "status" => resp.status().as_str().to_string()).increment(1);
+                metrics::histogram!(m::S3_LATENCY, "method" => op).record(m::ms_since(started));
                 resp
             }
             Err(e) => {
@@ -197,6 +214,22 @@ pub fn configure_s3(
 }
 
 /// A method as a metric label: a fixed set, since the token comes from the client.
+/// Free space (for unprivileged users) and size of the file system holding `dir`.
+fn filesystem_space(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` is written by statvfs before use.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    let frsize = st.f_frsize;
+    Some((st.f_bavail * frsize, st.f_blocks * frsize))
+}
+
 pub fn method_label(m: &Method) -> &'static str {
     match *m {
         Method::GET => "GET",

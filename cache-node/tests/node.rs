@@ -138,21 +138,48 @@ async fn health_ready_and_metrics() {
     node.wait_disk_pages(4).await;
     let text = http().get(format!("{}/metrics", node.url())).send().await.unwrap().text().await.unwrap();
     for name in [
-        "lakecache_cache_hits_total{tier=\"memory\"}",
-        "lakecache_cache_misses_total{tier=\"memory\"}",
-        "lakecache_cache_served_bytes_total{tier=\"origin\"}",
-        "lakecache_origin_requests_total{op=\"get\"}",
-        "lakecache_origin_received_bytes_total",
-        "lakecache_origin_request_duration_seconds_bucket",
-        "lakecache_disk_writes_total",
-        "lakecache_disk_write_bytes_total",
-        "lakecache_disk_used_bytes",
-        "lakecache_disk_pinned_bytes",
-        "lakecache_disk_io_engine{engine=",
-        "lakecache_cache_inflight_requests",
-        "lakecache_memory_used_bytes",
+        "cachenode_cache_hits_total{tier=\"memory\"}",
+        "cachenode_cache_misses_total{tier=\"memory\"}",
+        "cachenode_cache_served_bytes_total{tier=\"origin\"}",
+        "cachenode_origin_requests_total{op=\"get\"}",
+        "cachenode_origin_received_bytes_total",
+        "cachenode_origin_request_duration_milliseconds_bucket",
+        "cachenode_pagestore_writes_total",
+        "cachenode_pagestore_write_bytes_total",
+        "cachenode_pagestore_used_bytes",
+        "cachenode_pagestore_pinned_bytes",
+        "cachenode_pagestore_io_engine{engine=",
+        "cachenode_cache_inflight_requests",
+        "cachenode_memory_used_bytes",
+        "cachenode_memory_capacity_bytes",
+        "cachenode_pagestore_write_duration_microseconds_bucket",
+        "cachenode_s3_request_duration_milliseconds_bucket{method=\"GET\"",
+        "cachenode_filesystem_avail_bytes{role=\"pagestore\"}",
+        "cachenode_filesystem_size_bytes{role=\"multipart\"}",
     ] {
         assert!(text.contains(name), "metrics lack {name}:\n{text}");
+    }
+    // Histogram buckets follow the unit in the name: µs for the page store, ms elsewhere.
+    let has_bucket = |metric: &str, le: &str| {
+        text.lines()
+            .any(|l| l.starts_with(&format!("{metric}_bucket")) && l.contains(&format!("le=\"{le}\"")))
+    };
+    assert!(has_bucket("cachenode_pagestore_write_duration_microseconds", "25"), "{text}");
+    assert!(has_bucket("cachenode_origin_request_duration_milliseconds", "0.25"), "{text}");
+    assert!(!has_bucket("cachenode_origin_request_duration_milliseconds", "102400"), "{text}");
+    let free = text
+        .lines()
+        .find_map(|l| l.strip_prefix("cachenode_filesystem_avail_bytes{role=\"pagestore\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap();
+    assert!(free > 0.0, "{text}");
+    // Every name the node emits is documented, with the fleet's naming rule.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../ops/METRICS.md")).unwrap();
+    for l in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let name = l.split(['{', ' ']).next().unwrap();
+        let base = ["_bucket", "_sum", "_count"].iter().fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+        assert!(base.starts_with("cachenode_"), "{name} does not follow cachenode_<subsystem>_<name>_<unit>");
+        assert!(doc.contains(&format!("`{base}`")), "{base} is not documented in ops/METRICS.md");
     }
     node.stop().await;
 }
@@ -316,7 +343,7 @@ async fn restart_and_corruption(engine: IoEngineChoice) {
     assert!(got == data, "served bytes differ from the origin");
     assert_eq!(origin.counts.gets() - g0, 1, "only the corrupted page is refetched");
     let text = http().get(format!("{}/metrics", node.url())).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains("lakecache_disk_checksum_failures_total"), "{text}");
+    assert!(text.contains("cachenode_pagestore_checksum_failures_total"), "{text}");
     node.stop().await;
 }
 

@@ -13,8 +13,9 @@ use parking_lot::RwLock;
 
 use crate::config::{FleetConfig, NodeConfig};
 
-pub const ROUTER_EJECTIONS: &str = "lakecache_router_ejections_total";
-pub const ROUTER_RING_NODES: &str = "lakecache_router_ring_nodes";
+pub const ROUTER_EJECTIONS: &str = "router_ring_ejections_total";
+pub const ROUTER_RING_NODES: &str = "router_ring_live_nodes";
+pub const ROUTER_NODE_UP: &str = "router_ring_node_up";
 
 /// One cache node as the router sees it.
 pub struct Member {
@@ -54,7 +55,7 @@ pub struct RetryBudget {
     cap: i64,
 }
 
-pub const ROUTER_RETRIES_REFUSED: &str = "lakecache_router_retries_refused_total";
+pub const ROUTER_RETRIES_REFUSED: &str = "router_upstream_retries_refused_total";
 
 impl RetryBudget {
     pub fn new(percent: u32, min_retries: u32) -> Self {
@@ -181,6 +182,13 @@ impl Fleet {
             .map(|m| lakecache_common::ring::Node { id: m.cfg.id.clone(), weight: m.cfg.weight })
             .collect();
         metrics::gauge!(ROUTER_RING_NODES).set(nodes.len() as f64);
+        for m in members.iter() {
+            metrics::gauge!(ROUTER_NODE_UP, "node" => m.cfg.id.clone()).set(if m.healthy() {
+                1.0
+            } else {
+                0.0
+            });
+        }
         *self.live.write() = lakecache_common::ring::Ring::new(nodes)?;
         Ok(())
     }
@@ -285,7 +293,7 @@ impl Fleet {
         let f = member.fails.fetch_add(1, Ordering::SeqCst) + 1;
         if f >= self.cfg.fail_threshold && member.healthy.swap(false, Ordering::SeqCst) {
             tracing::warn!(node = %member.cfg.id, failures = f, "ejecting cache node");
-            metrics::counter!(ROUTER_EJECTIONS).increment(1);
+            metrics::counter!(ROUTER_EJECTIONS, "node" => member.cfg.id.clone()).increment(1);
             let _ = self.rebuild();
         }
     }

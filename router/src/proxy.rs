@@ -24,8 +24,8 @@ use tokio::sync::mpsc;
 use crate::membership::{Fleet, Member};
 use crate::routing::{self, is_node_failure};
 
-pub const ROUTER_REQUESTS: &str = "lakecache_router_upstream_requests_total";
-pub const ROUTER_FAILOVERS: &str = "lakecache_router_failovers_total";
+pub const ROUTER_REQUESTS: &str = "router_upstream_requests_total";
+pub const ROUTER_FAILOVERS: &str = "router_upstream_failovers_total";
 
 pub struct Router {
     pub fleet: Arc<Fleet>,

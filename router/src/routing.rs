@@ -17,9 +17,9 @@ use tokio::sync::mpsc;
 use crate::membership::{Fleet, Member};
 use crate::proxy::{ROUTER_FAILOVERS, ROUTER_REQUESTS};
 
-pub const ROUTER_UPSTREAM_BYTES: &str = "lakecache_router_upstream_bytes_total";
-pub const ROUTER_UPSTREAM_LATENCY: &str = "lakecache_router_upstream_first_byte_seconds";
-pub const ROUTER_HEDGES: &str = "lakecache_router_hedges_total";
+pub const ROUTER_UPSTREAM_BYTES: &str = "router_upstream_bytes_total";
+pub const ROUTER_UPSTREAM_LATENCY: &str = "router_upstream_first_byte_milliseconds";
+pub const ROUTER_HEDGES: &str = "router_upstream_hedges_total";
 
 static READ_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -186,7 +186,7 @@ pub(crate) async fn send_run(
         }
         let m = &served_by;
         metrics::histogram!(ROUTER_UPSTREAM_LATENCY, "node" => m.cfg.id.clone())
-            .record(started.elapsed().as_secs_f64());
+            .record(lakecache_cache_node::metrics::ms_since(started));
         let mut body = match res {
             Ok(r) => r.into_stream(),
             Err(object_store::Error::Precondition { .. }) if stale_retry => {

@@ -16,7 +16,8 @@ use crate::config::RouterConfig;
 use crate::membership::Fleet;
 use crate::proxy::Router;
 
-pub const ROUTER_S3_REQUESTS: &str = "lakecache_router_requests_total";
+pub const ROUTER_S3_REQUESTS: &str = "router_s3_requests_total";
+pub const ROUTER_S3_LATENCY: &str = "router_s3_request_duration_milliseconds";
 
 pub struct RouterNode {
     pub fleet: Arc<Fleet>,
@@ -59,10 +60,13 @@ impl RouterNode {
             _ => {}
         }
         let method = method_label(req.method());
+        let started = std::time::Instant::now();
         match hyper::service::Service::call(&self.s3, req).await {
             Ok(r) => {
                 metrics::counter!(ROUTER_S3_REQUESTS, "method" => method, "status" => r.status().as_str().to_string())
                     .increment(1);
+                metrics::histogram!(ROUTER_S3_LATENCY, "method" => method)
+                    .record(lakecache_cache_node::metrics::ms_since(started));
                 r
             }
             Err(e) => {

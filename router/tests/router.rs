@@ -126,9 +126,7 @@ async fn ranges_across_nodes_are_byte_exact_and_pages_live_on_their_owners() {
         let text =
             reqwest::get(format!("http://{}/metrics", f.router_addr)).await.unwrap().text().await.unwrap();
         text.lines()
-            .filter(|l| {
-                l.starts_with("lakecache_router_upstream_requests_total") && l.contains("op=\"head\"")
-            })
+            .filter(|l| l.starts_with("router_upstream_requests_total") && l.contains("op=\"head\""))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>()
     };

@@ -25,9 +25,11 @@ use crate::tables::{TableRef, Tables};
 
 /// The LanceDB server protocol level this API implements (batched vector queries, the
 /// structured full-text query form).
+use lakecache_cache_node::metrics::ms_since;
+
 pub const PROTOCOL_VERSION: &str = "0.3.0";
-pub const SEARCH_REQUESTS: &str = "search_requests_total";
-pub const SEARCH_REQUEST_SECONDS: &str = "search_request_duration_seconds";
+pub const SEARCH_REQUESTS: &str = "searchnode_http_requests_total";
+pub const SEARCH_REQUEST_LATENCY: &str = "searchnode_http_request_duration_milliseconds";
 
 pub struct AppState {
     pub tables: Arc<Tables>,
@@ -167,7 +169,7 @@ async fn guard(State(st): St, req: Request, next: Next) -> Response {
     }
     let status = resp.status().as_u16().to_string();
     metrics::counter!(SEARCH_REQUESTS, "route" => route, "status" => status).increment(1);
-    metrics::histogram!(SEARCH_REQUEST_SECONDS, "route" => route).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(SEARCH_REQUEST_LATENCY, "route" => route).record(ms_since(started));
     resp
 }
 
@@ -347,11 +349,14 @@ async fn run_query(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Bytes
     let (t, ds) = table_at(&st, &id, q.version, &h).await?;
     let version = ds.version_id();
     let res = query::run(ds, &q, &t.id).await;
-    metrics::counter!(query::SEARCH_QUERIES, "kind" => kind, "outcome" => if res.is_ok() { "ok" } else { "error" })
+    let outcome = if res.is_ok() { "ok" } else { "error" };
+    metrics::counter!(query::SEARCH_QUERIES, "table" => t.id.clone(), "kind" => kind, "outcome" => outcome)
         .increment(1);
     let batch = res?;
-    metrics::histogram!(query::SEARCH_QUERY_SECONDS, "kind" => kind).record(started.elapsed().as_secs_f64());
-    metrics::histogram!(query::SEARCH_RESULT_ROWS, "kind" => kind).record(batch.num_rows() as f64);
+    metrics::histogram!(query::SEARCH_QUERY_LATENCY, "table" => t.id.clone(), "kind" => kind)
+        .record(ms_since(started));
+    metrics::histogram!(query::SEARCH_RESULT_ROWS, "table" => t.id.clone(), "kind" => kind)
+        .record(batch.num_rows() as f64);
     Ok(with_version(batch_response(&batch, &h)?, version))
 }
 

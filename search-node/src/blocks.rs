@@ -24,10 +24,10 @@ use object_store::{
     ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result, UploadPart,
 };
 
-pub const SEARCH_PAGE_CACHE_READS: &str = "searchnode_page_cache_reads_total";
-pub const SEARCH_PAGE_CACHE_BYTES: &str = "searchnode_page_cache_read_bytes_total";
-pub const SEARCH_PAGE_CACHE_FILL_BYTES: &str = "searchnode_page_cache_fill_bytes_total";
-pub const SEARCH_PAGE_CACHE_SIZE: &str = "searchnode_page_cache_size_bytes";
+pub const SEARCH_PAGE_CACHE_READS: &str = "searchnode_pagecache_reads_total";
+pub const SEARCH_PAGE_CACHE_BYTES: &str = "searchnode_pagecache_read_bytes_total";
+pub const SEARCH_PAGE_CACHE_FILL_BYTES: &str = "searchnode_pagecache_fill_bytes_total";
+pub const SEARCH_PAGE_CACHE_SIZE: &str = "searchnode_pagecache_used_bytes";
 
 /// Reads longer than this stream straight from the fleet: one pass over a whole data file
 /// would otherwise push out everything hot and be held in memory whole.

@@ -177,7 +177,7 @@ impl Validate for SearchConfig {
             return bad("auth: no api_keys and anonymous access off".into());
         }
         let block = self.cache.page_cache_block.as_u64();
-        if block < 4096 || block > 16 << 20 || !block.is_power_of_two() {
+        if !(4096..=16 << 20).contains(&block) || !block.is_power_of_two() {
             return bad("cache.page_cache_block must be a power of two between 4 KiB and 16 MiB".into());
         }
         if self.server.request_timeout.is_zero() {

@@ -7,6 +7,7 @@ pub mod blocks;
 pub mod config;
 pub mod error;
 pub mod index;
+pub mod iostats;
 pub mod query;
 pub mod sql;
 pub mod store;

@@ -16,9 +16,9 @@ use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult, from_lance};
 
-pub const SEARCH_QUERIES: &str = "search_queries_total";
-pub const SEARCH_QUERY_SECONDS: &str = "search_query_duration_seconds";
-pub const SEARCH_RESULT_ROWS: &str = "search_result_rows";
+pub const SEARCH_QUERIES: &str = "searchnode_query_requests_total";
+pub const SEARCH_QUERY_LATENCY: &str = "searchnode_query_duration_milliseconds";
+pub const SEARCH_RESULT_ROWS: &str = "searchnode_query_result_rows";
 
 fn yes() -> bool {
     true

@@ -16,7 +16,8 @@ use serde::Deserialize;
 use crate::api::{AppState, batch_response};
 use crate::error::{ApiError, ApiResult, from_datafusion};
 
-pub const SQL_QUERIES: &str = "search_sql_queries_total";
+pub const SQL_QUERIES: &str = "searchnode_sql_requests_total";
+pub const SQL_LATENCY: &str = "searchnode_sql_duration_milliseconds";
 
 #[derive(Deserialize)]
 struct SqlBody {
@@ -29,6 +30,7 @@ pub async fn sql(State(st): State<Arc<AppState>>, h: HeaderMap, b: Bytes) -> Api
     let body: SqlBody = serde_json::from_slice(&b).map_err(|e| {
         ApiError::bad_request(format!("Invalid body: expected {{\"sql\": \"SELECT ...\"}} ({e})"))
     })?;
+    let started = std::time::Instant::now();
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(false));
     for (name, ds) in st.tables.all(&body.namespace).await? {
         let provider = LanceTableProvider::new_with_ordering(ds, false, false, false);
@@ -48,5 +50,6 @@ pub async fn sql(State(st): State<Arc<AppState>>, h: HeaderMap, b: Bytes) -> Api
     }
     .await;
     metrics::counter!(SQL_QUERIES, "outcome" => if res.is_ok() { "ok" } else { "error" }).increment(1);
+    metrics::histogram!(SQL_LATENCY).record(lakecache_cache_node::metrics::ms_since(started));
     batch_response(&res.map_err(from_datafusion)?, &h)
 }

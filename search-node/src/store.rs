@@ -98,6 +98,7 @@ impl FleetStores {
             Some(pages) => Arc::new(CachedStore::new(s, pages.clone(), bucket)) as Arc<dyn ObjectStore>,
             None => s,
         };
+        let s: Arc<dyn ObjectStore> = Arc::new(crate::iostats::Counted(s));
         self.stores.lock().insert(bucket.to_string(), s.clone());
         Ok(s)
     }

@@ -20,8 +20,9 @@ use crate::config::{NamespaceConfig, SearchConfig};
 use crate::error::{ApiError, ApiResult, from_lance};
 use crate::store::{FleetProvider, FleetStores};
 
-pub const TABLES_OPEN: &str = "search_tables_open";
-pub const TABLE_REFRESHES: &str = "search_table_refreshes_total";
+pub const TABLES_OPEN: &str = "searchnode_catalog_open_tables";
+pub const TABLE_REFRESHES: &str = "searchnode_catalog_refreshes_total";
+pub const TABLE_VERSION: &str = "searchnode_catalog_table_version";
 
 /// A table name as the API addresses it: `[namespace$]name`.
 #[derive(Debug, Clone)]
@@ -196,7 +197,7 @@ impl Tables {
     }
 
     async fn refresh(&self, t: &TableRef, ds: Arc<Dataset>) -> ApiResult<Arc<Dataset>> {
-        metrics::counter!(TABLE_REFRESHES).increment(1);
+        metrics::counter!(TABLE_REFRESHES, "table" => t.id.clone()).increment(1);
         let latest = match ds.latest_version_id().await {
             Ok(v) => v,
             Err(e) => {
@@ -228,6 +229,7 @@ impl Tables {
         {
             return;
         }
+        metrics::gauge!(TABLE_VERSION, "table" => t.id.clone()).set(ds.version_id() as f64);
         held.insert(t.uri.clone(), Held { ds, checked: Instant::now() });
         metrics::gauge!(TABLES_OPEN).set(held.len() as f64);
     }

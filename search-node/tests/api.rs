@@ -776,7 +776,7 @@ async fn warm_queries_are_served_from_the_page_cache() {
     let warm = reader.query("items", q.clone()).await;
     assert_eq!(ids(&warm), ids(&got));
     let metrics = s.http.get(format!("{}/metrics", s.url)).send().await.unwrap().text().await.unwrap();
-    let hits = metric_value(&metrics, "searchnode_page_cache_reads_total{result=\"hit\"}");
+    let hits = metric_value(&metrics, "searchnode_pagecache_reads_total{result=\"hit\"}");
     assert!(hits > 0.0, "no page cache hits:\n{metrics}");
     for n in s.nodes.drain(..) {
         n.stop().await;
@@ -790,7 +790,5 @@ async fn warm_queries_are_served_from_the_page_cache() {
 }
 
 fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
 }

@@ -132,7 +132,7 @@ def _upstream_gets(fleet, node_id):
         text = r.read().decode()
     total = 0.0
     for line in text.splitlines():
-        if line.startswith("lakecache_router_upstream_requests_total{") and f'node="{node_id}"' in line and 'op="get"' in line:
+        if line.startswith("router_upstream_requests_total{") and f'node="{node_id}"' in line and 'op="get"' in line:
             total += float(line.rsplit(" ", 1)[1])
     return total
 

@@ -208,7 +208,7 @@ impl Origins {
             Ok(r) => r.map_err(OriginError::from_store),
             Err(_) => Err(OriginError::Unavailable(format!("timed out after {:?}", self.timeout))),
         };
-        metrics::histogram!(m::ORIGIN_LATENCY, "op" => op).record(t0.elapsed().as_secs_f64());
+        metrics::histogram!(m::ORIGIN_LATENCY, "op" => op).record(m::ms_since(t0));
         if let Err(e) = &out
             && matches!(e, OriginError::Unavailable(_) | OriginError::Other(_))
         {

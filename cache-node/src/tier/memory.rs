@@ -12,6 +12,7 @@ const ENTRY_OVERHEAD_BYTES: u32 = 96;
 
 pub struct MemoryTier {
     cache: moka::sync::Cache<PageKey, Bytes>,
+    capacity_bytes: u64,
 }
 
 impl MemoryTier {
@@ -27,7 +28,7 @@ impl MemoryTier {
                 }
             })
             .build();
-        Self { cache }
+        Self { cache, capacity_bytes }
     }
 
     pub fn get(&self, key: &PageKey) -> Option<Bytes> {
@@ -54,6 +55,7 @@ impl MemoryTier {
     pub fn publish_metrics(&self) {
         self.cache.run_pending_tasks();
         metrics::gauge!(m::MEMORY_USED_BYTES).set(self.cache.weighted_size() as f64);
+        metrics::gauge!(m::MEMORY_CAPACITY_BYTES).set(self.capacity_bytes as f64);
     }
 }
 

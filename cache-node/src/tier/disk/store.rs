@@ -387,6 +387,7 @@ impl Inner {
         let last = (end - 1) / BLOCK_BYTES;
         let io_len = (last - first + 1) * BLOCK_BYTES;
         let file_offset = self.layout.data_offset(slot) + (first * BLOCK_BYTES) as u64;
+        let started = std::time::Instant::now();
         let buf = self.engine.buffer(io_len).await.map_err(|e| self.io_error("read buffer", e))?;
         let buf = self.engine.read(buf, file_offset).await.map_err(|e| self.io_error("read", e))?;
         metrics::counter!(m::DISK_READ_BYTES).increment(io_len as u64);
@@ -400,6 +401,7 @@ impl Inner {
                 return Ok(None);
             }
         }
+        metrics::histogram!(m::DISK_READ_LATENCY).record(started.elapsed().as_secs_f64() * 1e6);
         let start = offset - first * BLOCK_BYTES;
         Ok(Some(buf.into_bytes(start..start + len)))
     }
@@ -469,6 +471,7 @@ impl Inner {
             version: &id.version,
             crcs: &crcs,
         };
+        let started = std::time::Instant::now();
         let written: Result<(), DiskError> = async {
             let mut buf = self.engine.buffer(io_len).await.map_err(|e| self.io_error("write buffer", e))?;
             let b = buf.as_mut_slice();
@@ -489,6 +492,7 @@ impl Inner {
             self.publish_usage();
             return Err(e);
         }
+        metrics::histogram!(m::DISK_WRITE_LATENCY).record(started.elapsed().as_secs_f64() * 1e6);
         metrics::counter!(m::DISK_WRITES).increment(1);
         metrics::counter!(m::DISK_WRITE_BYTES).increment(io_len as u64);
         let meta = Arc::new(PageMeta { id, index, len: len as u32, crcs, generation });
