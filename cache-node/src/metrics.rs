@@ -71,6 +71,41 @@ pub const MILLISECOND_BUCKETS: &[f64] = &[
 /// Result sizes.
 pub const ROW_BUCKETS: &[f64] = &[0.0, 1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0];
 
+/// Origin operations, the values of label `op`.
+pub const ORIGIN_OPS: [&str; 6] = ["get", "head", "put", "list", "delete", "copy"];
+
+/// Creates every counter of the cache node at zero, so a rate or an alert on it has a
+/// series to read before the first event (a node that never saw a checksum failure still
+/// reports `0`, not nothing).
+pub fn register_cache_node() {
+    for tier in ["memory", "disk"] {
+        metrics::counter!(CACHE_HITS, "tier" => tier).absolute(0);
+        metrics::counter!(CACHE_MISSES, "tier" => tier).absolute(0);
+    }
+    for tier in ["memory", "disk", "origin"] {
+        metrics::counter!(CACHE_SERVED_BYTES, "tier" => tier).absolute(0);
+    }
+    for op in ORIGIN_OPS {
+        metrics::counter!(ORIGIN_REQUESTS, "op" => op).absolute(0);
+        metrics::counter!(ORIGIN_ERRORS, "op" => op).absolute(0);
+    }
+    for c in [
+        CACHE_SINGLEFLIGHT_JOINS,
+        MEMORY_EVICTIONS,
+        DISK_READS,
+        DISK_READ_BYTES,
+        DISK_WRITES,
+        DISK_WRITE_BYTES,
+        DISK_WRITES_DROPPED,
+        DISK_ERRORS,
+        DISK_EVICTIONS,
+        DISK_CHECKSUM_FAILURES,
+        ORIGIN_BYTES,
+    ] {
+        metrics::counter!(c).absolute(0);
+    }
+}
+
 /// Milliseconds since `t`, for the `_milliseconds` histograms.
 pub fn ms_since(t: std::time::Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3

@@ -49,6 +49,7 @@ impl Node {
     pub async fn build(cfg: Config) -> anyhow::Result<Arc<Self>> {
         cfg.validate()?;
         let metrics = m::install();
+        m::register_cache_node();
         let geometry = PageGeometry::new(cfg.cache.page_size.as_u64())
             .ok_or_else(|| anyhow::anyhow!("invalid page size"))?;
         let disk = if cfg.disk.enabled {

@@ -171,7 +171,23 @@ impl Fleet {
             http,
         });
         fleet.rebuild()?;
+        fleet.register_metrics();
         Ok(fleet)
+    }
+
+    /// Creates the fleet's counters at zero (see ops/METRICS.md).
+    fn register_metrics(&self) {
+        for c in [ROUTER_RETRIES_REFUSED, crate::proxy::ROUTER_FAILOVERS, crate::routing::ROUTER_HEDGES] {
+            metrics::counter!(c).absolute(0);
+        }
+        for m in self.members().iter() {
+            metrics::counter!(ROUTER_EJECTIONS, "node" => m.cfg.id.clone()).absolute(0);
+            metrics::counter!(crate::routing::ROUTER_UPSTREAM_BYTES, "node" => m.cfg.id.clone()).absolute(0);
+            for op in ["get", "head"] {
+                metrics::counter!(crate::proxy::ROUTER_REQUESTS, "node" => m.cfg.id.clone(), "op" => op)
+                    .absolute(0);
+            }
+        }
     }
 
     fn rebuild(&self) -> anyhow::Result<()> {

@@ -23,6 +23,26 @@ use lakecache_common::config::Validate;
 
 use crate::config::SearchConfig;
 
+/// Creates the search node's counters with fixed labels at zero (see ops/METRICS.md).
+fn register_metrics() {
+    for outcome in ["ok", "error"] {
+        metrics::counter!(sql::SQL_QUERIES, "outcome" => outcome).absolute(0);
+    }
+    for result in ["hit", "miss"] {
+        metrics::counter!(blocks::SEARCH_PAGE_CACHE_READS, "result" => result).absolute(0);
+    }
+    for c in [
+        blocks::SEARCH_PAGE_CACHE_BYTES,
+        blocks::SEARCH_PAGE_CACHE_FILL_BYTES,
+        iostats::OBJECTSTORE_READ_BYTES,
+    ] {
+        metrics::counter!(c).absolute(0);
+    }
+    for op in ["get", "head", "put", "list"] {
+        metrics::counter!(iostats::OBJECTSTORE_REQUESTS, "op" => op, "outcome" => "error").absolute(0);
+    }
+}
+
 /// A built search node: its tables and its HTTP application.
 pub struct SearchNode {
     pub tables: Arc<tables::Tables>,
@@ -33,6 +53,7 @@ impl SearchNode {
     pub fn build(cfg: SearchConfig) -> anyhow::Result<SearchNode> {
         cfg.validate()?;
         let metrics = lakecache_cache_node::metrics::install();
+        register_metrics();
         let tables = tables::Tables::new(&cfg)?;
         let state = Arc::new(api::AppState {
             tables: tables.clone(),

@@ -66,6 +66,9 @@ pub struct QueryRequest {
 }
 
 /// What kind of query a body is (a metric label).
+/// The values of label `kind`.
+pub const KINDS: [&str; 4] = ["vector", "fts", "hybrid", "scan"];
+
 pub fn kind(q: &QueryRequest) -> &'static str {
     let vector = q.vector.as_array().is_some_and(|v| !v.is_empty());
     match (vector, q.full_text_query.is_some()) {

@@ -24,6 +24,17 @@ pub const TABLES_OPEN: &str = "searchnode_catalog_open_tables";
 pub const TABLE_REFRESHES: &str = "searchnode_catalog_refreshes_total";
 pub const TABLE_VERSION: &str = "searchnode_catalog_table_version";
 
+/// A table's counters at zero when it is first opened (see ops/METRICS.md).
+fn register_table(id: &str) {
+    metrics::counter!(TABLE_REFRESHES, "table" => id.to_string()).absolute(0);
+    for kind in crate::query::KINDS {
+        for outcome in ["ok", "error"] {
+            metrics::counter!(crate::query::SEARCH_QUERIES, "table" => id.to_string(), "kind" => kind, "outcome" => outcome)
+                .absolute(0);
+        }
+    }
+}
+
 /// A table name as the API addresses it: `[namespace$]name`.
 #[derive(Debug, Clone)]
 pub struct TableRef {
@@ -228,6 +239,9 @@ impl Tables {
             && h.ds.version_id() > ds.version_id()
         {
             return;
+        }
+        if !held.contains_key(&t.uri) {
+            register_table(&t.id);
         }
         metrics::gauge!(TABLE_VERSION, "table" => t.id.clone()).set(ds.version_id() as f64);
         held.insert(t.uri.clone(), Held { ds, checked: Instant::now() });

@@ -54,7 +54,7 @@ def _wait_healthy(url: str, proc, log: Path):
 
 
 class CacheNode:
-    def __init__(self, tmp: Path, origin: Path | None = None):
+    def __init__(self, tmp: Path, origin: Path | None = None, memory: str = "64 MiB"):
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         self.origin = origin or tmp / "origin"
@@ -73,7 +73,7 @@ secret_key = "{SECRET_KEY}"
 token = "python-admin-token"
 [cache]
 page_size = "64 KiB"
-memory_capacity = "64 MiB"
+memory_capacity = "{memory}"
 multipart_dir = "{tmp}/multipart"
 [disk]
 path = "{tmp}/pages.bin"
@@ -124,9 +124,9 @@ root = "{self.origin}"
 class Fleet:
     """Cache nodes (two by default) over one local origin, and the router in front of them."""
 
-    def __init__(self, tmp: Path, nodes: int = 2):
+    def __init__(self, tmp: Path, nodes: int = 2, memory: str = "64 MiB"):
         self.origin = tmp / "origin"
-        self.nodes = [CacheNode(tmp / f"node{i}", origin=self.origin) for i in range(nodes)]
+        self.nodes = [CacheNode(tmp / f"node{i}", origin=self.origin, memory=memory) for i in range(nodes)]
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = tmp / "router.toml"
