@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the stack and its tests need, only what is missing:
-#   Debian: curl, protobuf-compiler (lance's build needs protoc).
+#   Debian: curl, protobuf-compiler (lance's build needs protoc), prometheus (promtool checks
+#   ops/prometheus/; the binary scrapes a local fleet with ops/prometheus/prometheus-local.yml).
+#   The package's own prometheus service is neither started nor enabled.
 #   Rust: cargo-nextest (tests). Python (pip): boto3, awscli, pylance, lancedb, pyarrow, numpy, pytest, pyyaml.
 # Debian packages for benchmarks (fio, nginx, haproxy) are installed by the bench scripts.
 set -euo pipefail
@@ -13,10 +15,35 @@ fi
 need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "==> apt-get install ${need_apt[*]}"
+need_prometheus=""
+{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || need_prometheus=1
+if [ ${#need_apt[@]} -gt 0 ] || [ -n "$need_prometheus" ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need_apt[@]}"
+  $SUDO apt-get update -qq
+  if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "==> apt-get install ${need_apt[*]}"
+    $SUDO apt-get install -y -qq "${need_apt[@]}"
+  fi
+  if [ -n "$need_prometheus" ]; then
+    echo "==> apt-get install prometheus"
+    # Without recommends: they pull in prometheus-node-exporter, whose service listens on
+    # :9100, the search node's port. A policy-rc.d that refuses (exit 101) keeps the package
+    # from starting its own daemon on :9090; one already present (containers) is left alone.
+    own_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+      $SUDO chmod 755 /usr/sbin/policy-rc.d
+      own_policy=1
+    fi
+    rc=0
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus || rc=$?
+    if [ -n "$own_policy" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
+    [ "$rc" -eq 0 ] || exit "$rc"
+    # Nor started at boot, where systemd runs.
+    if [ -d /run/systemd/system ]; then
+      $SUDO systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    fi
+  fi
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"

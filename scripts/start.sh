@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Starts lakecache on the embedded default: a router in front of two cache nodes whose
 # origin is a local directory holding a generated sample Lance table, and a search node
-# reading that table through the cache nodes. Installs what is missing, builds, prints every
-# endpoint, runs a ranged `aws s3api get-object` through the router and a vector search
-# with curl. Ctrl-C stops.
+# reading that table through the cache nodes, and Prometheus (Debian's) scraping all four
+# with the alert rules loaded. Installs what is missing, builds, prints every endpoint,
+# runs a ranged `aws s3api get-object` through the router and a vector search with curl.
+# Ctrl-C stops.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$LAKECACHE_ROOT"
@@ -44,6 +45,12 @@ done
 PIDS+=($!)
 "$SEARCH_BIN" --config config/search-node.toml &
 PIDS+=($!)
+# Prometheus scraping the four (ops/prometheus/prometheus-local.yml: the ports above, the
+# cache nodes labelled with their router ids), the alert rules of ops/prometheus/alerts.yml.
+PROM=http://127.0.0.1:9090
+prometheus --config.file=ops/prometheus/prometheus-local.yml --storage.tsdb.path="$STATE/prometheus" \
+  --web.listen-address=127.0.0.1:9090 >"$STATE/prometheus.log" 2>&1 &
+PIDS+=($!)
 
 wait_up() {
   for _ in $(seq 1 100); do
@@ -60,6 +67,11 @@ wait_up http://127.0.0.1:9002
 wait_up "$URL"
 SEARCH=http://127.0.0.1:9100
 wait_up "$SEARCH"
+for _ in $(seq 1 100); do
+  curl -fsS "$PROM/-/ready" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS "$PROM/-/ready" >/dev/null || { echo "Prometheus did not start; see $STATE/prometheus.log" >&2; exit 1; }
 
 DATAFILE=$(cd "$TABLE" && ls data | head -n 1)
 KEY="images.lance/data/$DATAFILE"
@@ -72,7 +84,7 @@ SEARCH_EXAMPLE="curl -sS -X POST $SEARCH/v1/table/images/query/ -H 'x-api-key: c
 cat <<MSG
 
 lakecache is running: a router in front of two cache nodes over a local-directory origin,
-and a search node over the sample table.
+a search node over the sample table, and Prometheus scraping them.
 
   S3 endpoint (router)  $URL          access key: lakecache  secret: lakecache-secret
   cache node 1          http://127.0.0.1:9001   (S3 too; state in $STATE/node-1)
@@ -86,6 +98,10 @@ and a search node over the sample table.
                         lancedb.connect("db://lakecache", api_key="change-me-search-key", host_override="$SEARCH")
   SQL                   POST $SEARCH/v1/sql  {"sql": "SELECT clip, count(*) FROM images GROUP BY clip LIMIT 5"}
   search metrics        $SEARCH/metrics
+  Prometheus            $PROM   (targets: $PROM/targets, alerts: $PROM/alerts; data in $STATE/prometheus)
+  Grafana dashboards    ops/grafana/dashboards/*.json: in Grafana, Dashboards > New > Import, upload each
+                        file and pick a Prometheus datasource at $PROM (or provision them: ops/grafana/README.md)
+  metric reference      ops/METRICS.md
 
 Try it (credentials as above in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY):
   $EXAMPLE
