@@ -1118,20 +1118,21 @@ def run(a, systems, nprobes_list, refines, dsinfo, queries_all, gt, qids, table_
     # that system and setting, so that a slow system's recall covers more than the first few.
     offsets: dict = {}
 
+    def query_fn(sysname: str, st: dict):
+        """The system's query function at a setting, with this process pinned for it."""
+        if sysname == "ours":
+            pin_self(client_cpus)
+            return ours.query_fn(st["nprobes"], st["refine"])
+        pin_self(server_cpus)
+        if sysname == "pylance":
+            return pyl.query_fn(st["nprobes"], st["refine"])
+        return fa.query_fn(queries, st["nprobes"], st["refine"])
+
     def measure(sysname: str, st: dict, max_seconds: float) -> dict:
         key = (sysname, setting_label(st))
         off = offsets.get(key, 0) % len(qids)
         qs = qids[off:] + qids[:off]
-        if sysname == "ours":
-            pin_self(client_cpus)
-            fn = ours.query_fn(st["nprobes"], st["refine"])
-        elif sysname == "pylance":
-            pin_self(server_cpus)
-            fn = pyl.query_fn(st["nprobes"], st["refine"])
-        else:
-            pin_self(server_cpus)
-            fn = fa.query_fn(queries, st["nprobes"], st["refine"])
-        r = closed_loop(fn, qs, a.concurrency, max_seconds)
+        r = closed_loop(query_fn(sysname, st), qs, a.concurrency, max_seconds)
         if r["errors"]:
             log(f"  {sysname}: {len(r['errors'])} errors, first: {r['errors'][0]}")
         if not r["qids"]:
@@ -1151,16 +1152,7 @@ def run(a, systems, nprobes_list, refines, dsinfo, queries_all, gt, qids, table_
             if own > common * 1.05:
                 plan.append((s, "own max", own))
         for sysname, basis, rate in plan:
-            if sysname == "ours":
-                pin_self(client_cpus)
-                fn = ours.query_fn(st["nprobes"], st["refine"])
-            elif sysname == "pylance":
-                pin_self(server_cpus)
-                fn = pyl.query_fn(st["nprobes"], st["refine"])
-            else:
-                pin_self(server_cpus)
-                fn = fa.query_fn(queries, st["nprobes"], st["refine"])
-            r = open_loop(fn, qids, rate, a.open_seconds, a.open_workers)
+            r = open_loop(query_fn(sysname, st), qids, rate, a.open_seconds, a.open_workers)
             r.update(system=sysname, basis=basis)
             if r["errors"]:
                 log(f"  open {sysname}: {len(r['errors'])} errors, first: {r['errors'][0]}")

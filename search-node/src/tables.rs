@@ -147,8 +147,13 @@ impl Tables {
 
     /// The table at its latest version as far as the consistency interval requires, or at
     /// least at `min_version`, or exactly at `version`.
+    ///
+    /// The version check runs ahead of need: a request that finds the check older than half
+    /// the interval starts one in the background and goes on with the version it has, so under
+    /// steady traffic no query waits for the check (a round trip to the origin); only a table
+    /// idle for a whole interval makes its next request wait.
     pub async fn get(
-        &self,
+        self: &Arc<Self>,
         t: &TableRef,
         version: Option<u64>,
         min_version: Option<u64>,
@@ -158,7 +163,12 @@ impl Tables {
             checked.elapsed() >= self.interval || min_version.is_some_and(|m| ds.version_id() < m)
         };
         let ds = match current() {
-            Some((ds, checked)) if !stale(&ds, checked) => ds,
+            Some((ds, checked)) if !stale(&ds, checked) => {
+                if checked.elapsed() >= self.interval / 2 {
+                    self.refresh_ahead(t);
+                }
+                ds
+            }
             _ => {
                 // One open or version check per table at a time; the requests queued behind
                 // it use its answer. (Its own lock: a writer holding the write lock reads too.)
@@ -194,6 +204,25 @@ impl Tables {
                 Ok(ds)
             }
         }
+    }
+
+    /// Starts a version check of `t` in the background unless one is running.
+    fn refresh_ahead(self: &Arc<Self>, t: &TableRef) {
+        let lock = self.refresh_locks.lock().entry(t.uri.clone()).or_default().clone();
+        let Ok(guard) = lock.try_lock_owned() else { return };
+        let (this, t) = (self.clone(), t.clone());
+        tokio::spawn(async move {
+            let _g = guard;
+            let held = this.held.read().get(&t.uri).map(|h| (h.ds.clone(), h.checked));
+            // Checked by someone else meanwhile, or gone: nothing to do.
+            let Some((ds, checked)) = held else { return };
+            if checked.elapsed() < this.interval / 2 {
+                return;
+            }
+            if let Err(e) = this.refresh(&t, ds).await {
+                tracing::debug!(table = %t.id, error = %e.message, "background version check failed");
+            }
+        });
     }
 
     async fn open(&self, t: &TableRef) -> ApiResult<Arc<Dataset>> {
@@ -264,7 +293,7 @@ impl Tables {
     }
 
     /// Every table of a namespace at its current version (for SQL).
-    pub async fn all(&self, namespace: &str) -> ApiResult<Vec<(String, Arc<Dataset>)>> {
+    pub async fn all(self: &Arc<Self>, namespace: &str) -> ApiResult<Vec<(String, Arc<Dataset>)>> {
         let mut out = Vec::new();
         for name in self.list(namespace).await? {
             let id = if namespace.is_empty() { name.clone() } else { format!("{namespace}${name}") };

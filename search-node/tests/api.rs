@@ -792,3 +792,34 @@ async fn warm_queries_are_served_from_the_page_cache() {
 fn metric_value(text: &str, series: &str) -> f64 {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
 }
+
+/// Version checks run ahead: past half the consistency interval a request starts a check in
+/// the background and is answered from the version it has; the next request, still inside the
+/// interval, sees the newer version without having waited for a check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_checks_run_ahead_in_the_background() {
+    let s = stack().await;
+    let mut cfg = search_config(&s.nodes);
+    cfg.server.read_consistency_interval = Duration::from_secs(4);
+    let (reader, _stop) = serve(cfg).await;
+    let reader = Api { url: reader, http: reqwest::Client::new() };
+    assert_eq!(s.create("items", &rows(0, 100)).await, 200);
+    assert_eq!(reader.json("/v1/table/items/count_rows/", json!({})).await, (200, json!(100)));
+    let r = s
+        .http
+        .post(format!("{}/v1/table/items/insert/", s.url))
+        .header("x-api-key", KEY)
+        .body(ipc(&rows(100, 50)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Before half the interval: the held version, no check.
+    assert_eq!(reader.json("/v1/table/items/count_rows/", json!({})).await, (200, json!(100)));
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    // Past half: still the held version, and a check starts in the background...
+    assert_eq!(reader.json("/v1/table/items/count_rows/", json!({})).await, (200, json!(100)));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // ...so before the interval is over (2.8 s of 4 s) the new rows are visible.
+    assert_eq!(reader.json("/v1/table/items/count_rows/", json!({})).await, (200, json!(150)));
+}

@@ -39,11 +39,11 @@ def _binary(env_var: str, name: str) -> str:
     return f"{target}/debug/{name}"
 
 
-def _wait_healthy(url: str, proc, log: Path):
-    deadline = time.time() + 30
+def _wait_healthy(url: str, proc, log: Path, path: str = "/healthz", timeout: float = 30):
+    deadline = time.time() + timeout
     while True:
         try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:
+            with urllib.request.urlopen(f"{url}{path}", timeout=1) as r:
                 if r.status == 200:
                     return
         except OSError:
