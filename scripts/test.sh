@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test: Rust unit and integration tests (cargo nextest, dev profile), then the
-# Python client tests (boto3, aws cli, pylance, lancedb) against running cache nodes, router
+# Python client tests (boto3, aws cli, pylance, lancedb, Prometheus) against running cache nodes, router
 # and search node.
 # Installs what is missing first (scripts/setup.sh). This is what .ci/run calls.
 set -euo pipefail
