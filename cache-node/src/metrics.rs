@@ -66,8 +66,8 @@ pub const MICROSECOND_BUCKETS: &[f64] = &[
 /// Origin requests, router upstreams, S3 and search requests: from a cache hit's tens of µs
 /// (to response headers) up to a slow origin.
 pub const MILLISECOND_BUCKETS: &[f64] = &[
-    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1_000.0, 2_000.0, 5_000.0,
-    10_000.0, 30_000.0,
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1_000.0, 2_000.0,
+    5_000.0, 10_000.0, 30_000.0,
 ];
 /// Result sizes.
 pub const ROW_BUCKETS: &[f64] = &[0.0, 1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0];

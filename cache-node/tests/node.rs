@@ -456,3 +456,31 @@ async fn a_changed_object_releases_its_old_pinned_pages() {
     );
     node.stop().await;
 }
+
+/// Metadata of a revalidated (not write-once) key is checked ahead of need: a read past half
+/// the TTL is answered with what the node knows and starts the HEAD in the background, so a
+/// read still inside the TTL already sees a change made at the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_is_revalidated_in_the_background_past_half_the_ttl() {
+    let (_d, origin, node) = setup_with(IoEngineChoice::Auto, |c| {
+        c.cache.metadata_ttl = Duration::from_millis(1600);
+    })
+    .await;
+    let c = node.client();
+    let get = || async { body(c.get_object().bucket("bkt").key("notes/a.txt").send().await.unwrap()).await };
+    origin.put_file("bkt", "notes/a.txt", b"first");
+    assert_eq!(get().await, b"first");
+    let heads = origin.counts.heads();
+    origin.put_file("bkt", "notes/a.txt", b"second, longer");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get().await, b"first", "inside half the TTL: no check");
+    assert_eq!(origin.counts.heads(), heads);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // 1.0 s of 1.6 s: answered at once from what the node knows, the check starts...
+    assert_eq!(get().await, b"first");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // ...and at 1.25 s, still inside the TTL, the new version is served.
+    assert!(origin.counts.heads() > heads);
+    assert_eq!(get().await, b"second, longer");
+    node.stop().await;
+}

@@ -1,6 +1,7 @@
 //! Object metadata (size, ETag, Last-Modified, Content-Type) and when it may be trusted:
-//! immutable keys until a write through this node, other keys for `metadata_ttl`, mutable
-//! pointers never. Concurrent lookups of one object share one HEAD. A write bumps an epoch
+//! immutable keys until a write through this node, other keys for `metadata_ttl` (revalidated
+//! in the background from half of it on), mutable pointers never. Concurrent lookups of one
+//! object share one HEAD. A write bumps an epoch
 //! so that a HEAD which started before the write can never re-install the old version.
 
 use std::collections::HashMap;
@@ -100,12 +101,34 @@ impl MetaCache {
         if class == KeyClass::NeverCache {
             return head(origins, store, path).await.map(Arc::new);
         }
-        if let Some(m) = self.map.get(&mk)
-            && (class == KeyClass::Immutable || m.checked_at.elapsed() < self.ttl)
-        {
-            return Ok(m);
+        if let Some(m) = self.map.get(&mk) {
+            let age = m.checked_at.elapsed();
+            if class == KeyClass::Immutable || age < self.ttl / 2 {
+                return Ok(m);
+            }
+            if age < self.ttl {
+                // Revalidate ahead of need: the HEAD runs in the background and this
+                // request goes on with metadata that is still within its TTL, so under
+                // steady traffic no read waits for the origin's HEAD.
+                drop(self.revalidation(origins, store, bucket, key, path, mk));
+                return Ok(m);
+            }
         }
-        let fut = {
+        self.revalidation(origins, store, bucket, key, path, mk).await
+    }
+
+    /// The HEAD of `mk` in flight, started (as a task, which runs whether or not anyone
+    /// waits for it) if there is none.
+    fn revalidation(
+        &self,
+        origins: &Arc<Origins>,
+        store: &Arc<dyn ObjectStore>,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        mk: String,
+    ) -> MetaFuture {
+        {
             let mut inflight = self.inflight.lock();
             match inflight.get(&mk) {
                 Some(f) => f.clone(),
@@ -143,8 +166,7 @@ impl MetaCache {
                     f
                 }
             }
-        };
-        fut.await
+        }
     }
 
     /// Drops what is known about an object; returns the metadata it had, if any.
