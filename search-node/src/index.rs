@@ -72,16 +72,15 @@ pub async fn create(ds: &mut Dataset, body: &serde_json::Value, table: &str) -> 
         arrow_schema::DataType::FixedSizeList(_, d) => d as usize,
         _ => 0,
     };
-    let sub_vectors = u(body, "num_sub_vectors")?.unwrap_or_else(|| {
-        // lance's rule of thumb: 16 dimensions per sub-vector where that divides evenly.
-        if dim % 16 == 0 && dim >= 16 {
-            dim / 16
-        } else if dim % 8 == 0 && dim >= 8 {
-            dim / 8
-        } else {
-            1
-        }
-    });
+    // lance's rule of thumb: 16 dimensions per sub-vector where that divides evenly.
+    let default_sub_vectors = if dim % 16 == 0 && dim >= 16 {
+        dim / 16
+    } else if dim % 8 == 0 && dim >= 8 {
+        dim / 8
+    } else {
+        1
+    };
+    let sub_vectors = u(body, "num_sub_vectors")?.unwrap_or(default_sub_vectors);
     let num_bits = u(body, "num_bits")?.unwrap_or(8);
     let (edges, ef_construction) = (u(body, "m")?, u(body, "ef_construction")?);
     let hnsw = || {

@@ -238,7 +238,7 @@ async fn hybrid(ds: Arc<Dataset>, q: &QueryRequest, table: &str) -> ApiResult<Re
     let k = q.k.filter(|&k| k < i64::MAX as u64).unwrap_or(10);
     let offset = q.offset.unwrap_or(0);
     let rrf_k = q.rrf_k.unwrap_or(60.0);
-    if !(rrf_k >= 0.0) {
+    if rrf_k.is_nan() || rrf_k < 0.0 {
         return Err(ApiError::bad_request("rrf_k must be a non-negative number"));
     }
     let mut sub = q.clone();

@@ -170,6 +170,17 @@ impl Api {
         assert_eq!(r.headers()["content-type"], "application/vnd.apache.arrow.file");
         read_ipc_file(&r.bytes().await.unwrap())
     }
+    /// Appends `batch` (Arrow IPC, as LanceDB clients send it).
+    async fn insert(&self, table: &str, batch: &RecordBatch) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/table/{table}/insert/", self.url))
+            .header("x-api-key", KEY)
+            .header("content-type", "application/vnd.apache.arrow.stream")
+            .body(ipc(batch))
+            .send()
+            .await
+            .unwrap()
+    }
     async fn create(&self, table: &str, batch: &RecordBatch) -> u16 {
         self.http
             .post(format!("{}/v1/table/{table}/create/", self.url))
@@ -220,15 +231,7 @@ async fn tables_are_created_listed_described_counted_and_appended() {
         (200, json!(200))
     );
 
-    let r = s
-        .http
-        .post(format!("{}/v1/table/items/insert/", s.url))
-        .header("x-api-key", KEY)
-        .header("content-type", "application/vnd.apache.arrow.stream")
-        .body(ipc(&rows(600, 150)))
-        .send()
-        .await
-        .unwrap();
+    let r = s.insert("items", &rows(600, 150)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["version"], 2);
     assert_eq!(s.json("/v1/table/items/count_rows/", json!({})).await, (200, json!(750)));
@@ -805,15 +808,7 @@ async fn version_checks_run_ahead_in_the_background() {
     let reader = Api { url: reader, http: reqwest::Client::new() };
     assert_eq!(s.create("items", &rows(0, 100)).await, 200);
     assert_eq!(reader.json("/v1/table/items/count_rows/", json!({})).await, (200, json!(100)));
-    let r = s
-        .http
-        .post(format!("{}/v1/table/items/insert/", s.url))
-        .header("x-api-key", KEY)
-        .body(ipc(&rows(100, 50)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(s.insert("items", &rows(100, 50)).await.status(), 200);
     // Before half the interval: the held version, no check.
     assert_eq!(reader.json("/v1/table/items/count_rows/", json!({})).await, (200, json!(100)));
     tokio::time::sleep(Duration::from_millis(2200)).await;

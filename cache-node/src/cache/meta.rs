@@ -128,43 +128,39 @@ impl MetaCache {
         path: &Path,
         mk: String,
     ) -> MetaFuture {
-        {
-            let mut inflight = self.inflight.lock();
-            match inflight.get(&mk) {
-                Some(f) => f.clone(),
-                None => {
-                    let epoch = self.write_epoch.load(Ordering::SeqCst);
-                    let (origins, store, path) = (origins.clone(), store.clone(), path.clone());
-                    let (map, inflight_map, write_epoch, mk2) =
-                        (self.map.clone(), self.inflight.clone(), self.write_epoch.clone(), mk.clone());
-                    let (on_replaced, bucket, key) =
-                        (self.on_replaced.clone(), bucket.to_string(), key.to_string());
-                    let task = tokio::spawn(async move {
-                        let r = head(&origins, &store, &path).await.map(Arc::new);
-                        // Installed only if no write happened meanwhile (else the HEAD may
-                        // describe the object as it was before the write).
-                        let mut guard = inflight_map.lock();
-                        if let Ok(m) = &r
-                            && write_epoch.load(Ordering::SeqCst) == epoch
-                        {
-                            // The object changed at the origin: its old pages can go.
-                            if let Some(old) = map.get(&mk2).filter(|old| old.version != m.version) {
-                                on_replaced(&bucket, &key, &old);
-                            }
-                            map.insert(mk2.clone(), m.clone());
+        let mut inflight = self.inflight.lock();
+        match inflight.get(&mk) {
+            Some(f) => f.clone(),
+            None => {
+                let epoch = self.write_epoch.load(Ordering::SeqCst);
+                let (origins, store, path) = (origins.clone(), store.clone(), path.clone());
+                let (map, inflight_map, write_epoch, mk2) =
+                    (self.map.clone(), self.inflight.clone(), self.write_epoch.clone(), mk.clone());
+                let (on_replaced, bucket, key) =
+                    (self.on_replaced.clone(), bucket.to_string(), key.to_string());
+                let task = tokio::spawn(async move {
+                    let r = head(&origins, &store, &path).await.map(Arc::new);
+                    // Installed only if no write happened meanwhile (else the HEAD may
+                    // describe the object as it was before the write).
+                    let mut guard = inflight_map.lock();
+                    if let Ok(m) = &r
+                        && write_epoch.load(Ordering::SeqCst) == epoch
+                    {
+                        // The object changed at the origin: its old pages can go.
+                        if let Some(old) = map.get(&mk2).filter(|old| old.version != m.version) {
+                            on_replaced(&bucket, &key, &old);
                         }
-                        guard.remove(&mk2);
-                        r
-                    });
-                    let f: MetaFuture = task
-                        .map(|r| {
-                            r.unwrap_or_else(|e| Err(CacheError::Internal(format!("metadata task: {e}"))))
-                        })
-                        .boxed()
-                        .shared();
-                    inflight.insert(mk.clone(), f.clone());
-                    f
-                }
+                        map.insert(mk2.clone(), m.clone());
+                    }
+                    guard.remove(&mk2);
+                    r
+                });
+                let f: MetaFuture = task
+                    .map(|r| r.unwrap_or_else(|e| Err(CacheError::Internal(format!("metadata task: {e}")))))
+                    .boxed()
+                    .shared();
+                inflight.insert(mk.clone(), f.clone());
+                f
             }
         }
     }
