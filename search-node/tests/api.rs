@@ -170,6 +170,16 @@ impl Api {
         assert_eq!(r.headers()["content-type"], "application/vnd.apache.arrow.file");
         read_ipc_file(&r.bytes().await.unwrap())
     }
+    /// POSTs `body` as it is (malformed bodies).
+    async fn post_raw(&self, path: &str, body: &'static str) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .header("x-api-key", KEY)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
     /// Appends `batch` (Arrow IPC, as LanceDB clients send it).
     async fn insert(&self, table: &str, batch: &RecordBatch) -> reqwest::Response {
         self.http
@@ -521,14 +531,7 @@ async fn bad_requests_get_json_errors_with_the_right_status() {
         .json("/v1/table/items/query/", json!({"vector": vec![1.0f32; 8], "distance_type": "manhattan"}))
         .await;
     assert_eq!(st, 400);
-    let r = s
-        .http
-        .post(format!("{}/v1/table/items/query/", s.url))
-        .header("x-api-key", KEY)
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_raw("/v1/table/items/query/", "{not json").await;
     assert_eq!(r.status(), 400);
     assert!(r.json::<Value>().await.unwrap()["message"].as_str().unwrap().contains("Invalid query body"));
     let (st, b) =
@@ -537,15 +540,7 @@ async fn bad_requests_get_json_errors_with_the_right_status() {
     let (st, _) =
         s.json("/v1/table/items/create_index/", json!({"column": "nope", "index_type": "BTREE"})).await;
     assert_eq!(st, 400);
-    let r = s
-        .http
-        .post(format!("{}/v1/table/items/insert/", s.url))
-        .header("x-api-key", KEY)
-        .body("garbage")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
+    assert_eq!(s.post_raw("/v1/table/items/insert/", "garbage").await.status(), 400);
     let (st, _) = s.json("/v1/table/bad%20name/describe/", json!(null)).await;
     assert_eq!(st, 400);
 
