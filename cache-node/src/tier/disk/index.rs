@@ -187,6 +187,12 @@ impl Index {
         matches
     }
 
+    /// Whether any page of `object` is live.
+    pub fn holds_object(&self, object: u128) -> bool {
+        let shard = self.shards[shard_of(object)].read();
+        shard.get(&object).is_some_and(|pages| pages.values().any(|e| matches!(e, Entry::Live { .. })))
+    }
+
     /// Removes every entry (live or being written) of `object`; returns the live ones.
     pub fn remove_object(&self, object: u128) -> Vec<(u32, Arc<PageMeta>)> {
         let mut shard = self.shards[shard_of(object)].write();

@@ -307,6 +307,11 @@ impl DiskTier {
         Ok(bytes)
     }
 
+    /// Whether any page of `object` (an [`ObjectId`] hash) is on disk.
+    pub fn holds_object(&self, object: u128) -> bool {
+        self.inner.index.holds_object(object)
+    }
+
     /// Drops every page of `object` (an object overwritten or deleted through the endpoint).
     /// The slots' headers are invalidated in the background so the pages stay gone after a
     /// restart.
