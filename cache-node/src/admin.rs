@@ -88,7 +88,7 @@ impl Admin {
     pub async fn handle<B>(&self, req: Request<B>) -> Reply
     where
         B: http_body::Body<Data = Bytes> + Send,
-        B::Error: std::fmt::Display,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let Some(token) = &self.token else {
             return error(StatusCode::FORBIDDEN, "the admin API is disabled: set [admin] token");
@@ -102,13 +102,15 @@ impl Admin {
         }
         let method = req.method().clone();
         let path = req.uri().path().trim_end_matches('/').to_string();
-        let body = match req.into_body().collect().await {
+        // Read at most MAX_BODY_BYTES (+1 to tell "too large" apart), never the whole of
+        // whatever a client sends.
+        let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
             Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+            }
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")),
         };
-        if body.len() > MAX_BODY_BYTES {
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
-        }
         match (method, path.as_str()) {
             (Method::GET, "/_lakecache/admin/pins") => self.list_pins(),
             (Method::POST, "/_lakecache/admin/pins") => match serde_json::from_slice::<PinRequest>(&body) {

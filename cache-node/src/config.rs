@@ -33,6 +33,47 @@ pub struct ServerConfig {
     pub virtual_host_domains: Vec<String>,
     /// Region this endpoint reports (GetBucketLocation); clients sign with it.
     pub region: String,
+    /// A connection must send a complete request head within this long after it opens or
+    /// after its previous response; so it is also how long an idle keep-alive connection
+    /// stays open.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Longest pause between two pieces of a request body (a stalled upload is cut).
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Longest a response may wait for the client to take bytes.
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
+    /// Open connections at most on this listener; one more is answered 503 and closed.
+    pub max_connections: usize,
+}
+
+impl ServerConfig {
+    /// The connection limits must leave a server usable.
+    pub fn validate_limits(&self) -> Result<(), ConfigError> {
+        for (name, d) in [
+            ("header_timeout", self.header_timeout),
+            ("body_timeout", self.body_timeout),
+            ("send_timeout", self.send_timeout),
+        ] {
+            if d < Duration::from_millis(100) {
+                return Err(ConfigError::Invalid(format!("server.{name} must be at least 100ms")));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid("server.max_connections must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    pub fn conn_limits(&self) -> crate::listener::ConnLimits {
+        crate::listener::ConnLimits {
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            send_timeout: self.send_timeout,
+            max_connections: self.max_connections,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -41,6 +82,10 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
             virtual_host_domains: Vec::new(),
             region: "us-east-1".to_string(),
+            header_timeout: crate::listener::ConnLimits::default().header_timeout,
+            body_timeout: crate::listener::ConnLimits::default().body_timeout,
+            send_timeout: crate::listener::ConnLimits::default().send_timeout,
+            max_connections: crate::listener::ConnLimits::default().max_connections,
         }
     }
 }
@@ -274,6 +319,7 @@ impl Validate for Config {
                 return bad("pins.budget may be at most half of disk.capacity".into());
             }
         }
+        self.server.validate_limits()?;
         if self.auth.keys.is_empty() && !self.auth.anonymous {
             return bad("auth: no access keys and anonymous access off: nobody could use this node".into());
         }

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod cache;
 pub mod config;
+pub mod listener;
 pub mod metrics;
 pub mod origin;
 pub mod policy;

@@ -11,8 +11,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use lakecache_common::config::Validate;
 use lakecache_common::page::{ByteRange, PageGeometry};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -26,6 +24,7 @@ use tokio::net::TcpListener;
 use crate::admin::Admin;
 use crate::cache::{Cache, ReadPathConfig};
 use crate::config::Config;
+use crate::listener::{ConnLimits, TimedBody};
 use crate::metrics as m;
 use crate::origin::Origins;
 use crate::origin::multipart::Staging;
@@ -41,6 +40,7 @@ pub struct Node {
     admin: Admin,
     metrics: PrometheusHandle,
     ready: AtomicBool,
+    limits: ConnLimits,
     /// Folders whose file systems /metrics reports free space of, by role.
     state_dirs: Vec<(&'static str, PathBuf)>,
 }
@@ -68,7 +68,11 @@ impl Node {
             .await
             .map_err(|e| anyhow::anyhow!("disk tier at {}: {e}", cfg.disk.path.display()))?;
             tracing::info!(engine = d.engine_name(), pages = d.page_count(), path = %cfg.disk.path.display(), "disk tier open");
-            Some(Arc::new(d))
+            let tier = Arc::new(d);
+            let (journal, recovered) =
+                crate::cache::journal::Journal::open(&cfg.disk.path, |h| tier.holds_object(h))
+                    .map_err(|e| anyhow::anyhow!("object journal beside {}: {e}", cfg.disk.path.display()))?;
+            Some(crate::cache::DiskState { tier, journal: Arc::new(journal), recovered })
         } else {
             None
         };
@@ -113,6 +117,7 @@ impl Node {
             state_dirs.push(("pagestore", dir.to_path_buf()));
         }
         let node = Arc::new(Node {
+            limits: cfg.server.conn_limits(),
             state_dirs,
             cache: cache.clone(),
             s3: b.build(),
@@ -142,7 +147,7 @@ impl Node {
         Ok(node)
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<s3s::Body> {
+    async fn handle(self: Arc<Self>, req: Request<TimedBody>) -> Response<s3s::Body> {
         let path = req.uri().path();
         let plain = req.uri().query().is_none() && req.method() == Method::GET;
         if plain && path == "/healthz" {
@@ -175,7 +180,7 @@ impl Node {
         }
         let op = method_label(req.method());
         let started = std::time::Instant::now();
-        match hyper::service::Service::call(&self.s3, req).await {
+        match self.s3.call(req.map(s3s::Body::http_body)).await {
             Ok(resp) => {
                 metrics::counter!(m::S3_REQUESTS, "method" => op, "status" => resp.status().as_str().to_string()).increment(1);
                 metrics::histogram!(m::S3_LATENCY, "method" => op).record(m::ms_since(started));
@@ -256,63 +261,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let n = node.clone();
-    serve_http(listener, move |req| n.clone().handle(req), shutdown).await;
+    let limits = node.limits;
+    crate::listener::serve_http(listener, limits, "cachenode", move |req| n.clone().handle(req), shutdown)
+        .await;
     node.set_ready(false);
     if let Some(d) = &node.cache.disk {
         d.close().await;
     }
     Ok(())
-}
-
-/// The HTTP/1.1 + HTTP/2 accept loop shared by the cache node and the router: one task
-/// per connection, a debug span per request, graceful drain (10 s) on `shutdown`.
-pub async fn serve_http<F, Fut>(listener: TcpListener, handler: F, shutdown: impl Future<Output = ()>)
-where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<s3s::Body>> + Send + 'static,
-{
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let handler = handler.clone();
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let span = tracing::debug_span!(
-                        "request",
-                        method = %req.method(),
-                        path = %req.uri().path(),
-                        range = req.headers().get(http::header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or(""),
-                    );
-                    let fut = handler(req);
-                    tracing::Instrument::instrument(async move { Ok::<_, std::convert::Infallible>(fut.await) }, span)
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
-        tracing::warn!("connections still open after 10 s; closing them");
-    }
 }
 
 /// `LakeS3` behind an `Arc`, so the custom route can share it.
@@ -495,41 +451,32 @@ pub fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-#[async_trait::async_trait]
-impl S3Route for IgnoredRangeRoute {
-    fn is_match(
-        &self,
-        method: &Method,
-        uri: &http::Uri,
-        headers: &http::HeaderMap,
-        _: &mut http::Extensions,
-    ) -> bool {
-        // Only a plain GetObject: any sub-resource in the query makes it another operation.
-        let plain_get = uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty()).all(|p| {
-            let name = p.split('=').next().unwrap_or("");
-            name == "x-id" || name.starts_with("X-Amz-") || name.starts_with("response-")
-        });
-        if method != Method::GET || !plain_get {
-            return false;
-        }
-        let Some(r) = headers.get(http::header::RANGE).and_then(|v| v.to_str().ok()) else { return false };
-        s3s::dto::Range::parse(r).is_err() && self.bucket_key(uri, headers).is_some()
+/// Whether S3 would ignore this GET's Range header and answer the whole object: a plain
+/// GetObject (no sub-resource in the query) whose Range is not one satisfiable-or-not
+/// byte range s3s can parse (several ranges, `bytes=5-2`, another unit, garbage, numbers
+/// past 2^63). s3s would refuse such a header with 400 instead.
+pub fn range_is_ignored(method: &Method, uri: &http::Uri, headers: &http::HeaderMap) -> bool {
+    let plain_get = uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty()).all(|p| {
+        let name = p.split('=').next().unwrap_or("");
+        name == "x-id" || name.starts_with("X-Amz-") || name.starts_with("response-")
+    });
+    if method != Method::GET || !plain_get {
+        return false;
     }
+    let Some(r) = headers.get(http::header::RANGE) else { return false };
+    r.to_str().map_or(true, |r| s3s::dto::Range::parse(r).is_err())
+}
 
-    async fn check_access(&self, req: &mut S3Request<s3s::Body>) -> S3Result<()> {
-        if req.credentials.is_some() || self.anonymous {
-            Ok(())
-        } else {
-            Err(s3_error!(AccessDenied, "Signature is required"))
-        }
-    }
+/// The conditional headers of a request s3s did not parse itself.
+pub struct HeaderConditions {
+    if_match: Option<s3s::dto::ETagCondition>,
+    if_none_match: Option<s3s::dto::ETagCondition>,
+    if_modified_since: Option<s3s::dto::Timestamp>,
+    if_unmodified_since: Option<s3s::dto::Timestamp>,
+}
 
-    async fn call(&self, req: S3Request<s3s::Body>) -> S3Result<S3Response<s3s::Body>> {
-        let (bucket, key) =
-            self.bucket_key(&req.uri, &req.headers).ok_or_else(|| s3_error!(InvalidRequest))?;
-        let obj = self.s3.cache.object(&bucket, &key).await.map_err(crate::s3::cache_err)?;
-        // The conditional headers still apply (s3s parses them only for its own operations).
-        let h = &req.headers;
+impl HeaderConditions {
+    pub fn parse(h: &http::HeaderMap) -> S3Result<Self> {
         let header = |name: http::header::HeaderName| h.get(name).map(|v| v.as_bytes());
         let bad = |what: &str| s3_error!(InvalidArgument, "Invalid {what} header");
         let etag_cond = |name| {
@@ -547,32 +494,80 @@ impl S3Route for IgnoredRangeRoute {
                 })
                 .transpose()
         };
-        let (im, inm) = (etag_cond(http::header::IF_MATCH)?, etag_cond(http::header::IF_NONE_MATCH)?);
-        let (ims, ius) = (date(http::header::IF_MODIFIED_SINCE)?, date(http::header::IF_UNMODIFIED_SINCE)?);
+        Ok(Self {
+            if_match: etag_cond(http::header::IF_MATCH)?,
+            if_none_match: etag_cond(http::header::IF_NONE_MATCH)?,
+            if_modified_since: date(http::header::IF_MODIFIED_SINCE)?,
+            if_unmodified_since: date(http::header::IF_UNMODIFIED_SINCE)?,
+        })
+    }
+
+    pub fn as_conditions(&self) -> crate::s3::conditional::Conditions<'_> {
         crate::s3::conditional::Conditions {
-            if_match: im.as_ref(),
-            if_none_match: inm.as_ref(),
-            if_modified_since: ims.as_ref(),
-            if_unmodified_since: ius.as_ref(),
+            if_match: self.if_match.as_ref(),
+            if_none_match: self.if_none_match.as_ref(),
+            if_modified_since: self.if_modified_since.as_ref(),
+            if_unmodified_since: self.if_unmodified_since.as_ref(),
         }
-        .check(&obj.meta)?;
+    }
+}
+
+/// The headers of a 200 answer with the whole object.
+pub fn whole_object_headers(
+    size: u64,
+    etag: Option<&str>,
+    last_modified: std::time::SystemTime,
+    content_type: Option<&str>,
+) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    let mut put = |k: http::header::HeaderName, v: String| {
+        if let Ok(v) = http::HeaderValue::from_str(&v) {
+            headers.insert(k, v);
+        }
+    };
+    put(http::header::CONTENT_LENGTH, size.to_string());
+    put(http::header::ACCEPT_RANGES, "bytes".into());
+    put(http::header::CONTENT_TYPE, content_type.unwrap_or("application/octet-stream").to_string());
+    if let Some(e) = etag {
+        put(http::header::ETAG, format!("\"{e}\""));
+    }
+    put(http::header::LAST_MODIFIED, httpdate(last_modified));
+    headers
+}
+
+#[async_trait::async_trait]
+impl S3Route for IgnoredRangeRoute {
+    fn is_match(
+        &self,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+        _: &mut http::Extensions,
+    ) -> bool {
+        range_is_ignored(method, uri, headers) && self.bucket_key(uri, headers).is_some()
+    }
+
+    async fn check_access(&self, req: &mut S3Request<s3s::Body>) -> S3Result<()> {
+        if req.credentials.is_some() || self.anonymous {
+            Ok(())
+        } else {
+            Err(s3_error!(AccessDenied, "Signature is required"))
+        }
+    }
+
+    async fn call(&self, req: S3Request<s3s::Body>) -> S3Result<S3Response<s3s::Body>> {
+        let (bucket, key) =
+            self.bucket_key(&req.uri, &req.headers).ok_or_else(|| s3_error!(InvalidRequest))?;
+        let obj = self.s3.cache.object(&bucket, &key).await.map_err(crate::s3::cache_err)?;
+        // The conditional headers still apply (s3s parses them only for its own operations).
+        HeaderConditions::parse(&req.headers)?.as_conditions().check(&obj.meta)?;
         let size = obj.meta.size;
-        let mut headers = http::HeaderMap::new();
-        let mut put = |k: http::header::HeaderName, v: String| {
-            if let Ok(v) = http::HeaderValue::from_str(&v) {
-                headers.insert(k, v);
-            }
-        };
-        put(http::header::CONTENT_LENGTH, size.to_string());
-        put(http::header::ACCEPT_RANGES, "bytes".into());
-        put(
-            http::header::CONTENT_TYPE,
-            obj.meta.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()),
+        let headers = whole_object_headers(
+            size,
+            obj.meta.etag.as_deref(),
+            obj.meta.last_modified,
+            obj.meta.content_type.as_deref(),
         );
-        if let Some(e) = &obj.meta.etag {
-            put(http::header::ETAG, format!("\"{e}\""));
-        }
-        put(http::header::LAST_MODIFIED, httpdate(obj.meta.last_modified));
         let stream = self.s3.cache.read(obj, ByteRange { start: 0, end: size });
         let body = s3s::Body::http_body(http_body_util::StreamBody::new(
             stream.map(|r| r.map(hyper::body::Frame::data)),

@@ -36,6 +36,10 @@ fn documented_defaults_match_the_code() {
     assert_eq!(file.disk.capacity, d.disk.capacity);
     assert_eq!(file.disk.queue_depth, d.disk.queue_depth);
     assert_eq!(file.pins.budget, d.pins.budget);
+    assert_eq!(file.server.header_timeout, d.server.header_timeout);
+    assert_eq!(file.server.body_timeout, d.server.body_timeout);
+    assert_eq!(file.server.send_timeout, d.server.send_timeout);
+    assert_eq!(file.server.max_connections, d.server.max_connections);
 }
 
 #[test]

@@ -9,3 +9,9 @@
 pub const ERROR_SOURCE: &str = "x-lakecache-error-source";
 /// Value of [`ERROR_SOURCE`] for faults of the origin behind a node.
 pub const ERROR_SOURCE_ORIGIN: &str = "origin";
+
+/// On a GET from a fleet member to a node: the version (the quoted ETag) the bytes must be
+/// of. The node serves that version from what it still holds even after the object was
+/// replaced — so a read that spans several nodes completes with the version it started on —
+/// and answers 412 when it can neither find that version's pages nor read it from the origin.
+pub const READ_VERSION: &str = "x-lakecache-read-version";

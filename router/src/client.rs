@@ -6,8 +6,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
 use lakecache_common::page::{ByteRange, PageGeometry};
 use object_store::path::Path;
 use object_store::{
@@ -17,6 +17,7 @@ use object_store::{
 
 use crate::membership::{Fleet, Member};
 use crate::routing;
+use crate::upstream::ReadVersion;
 
 const STORE: &str = "lakecache";
 
@@ -121,11 +122,19 @@ impl ObjectStore for FleetStore {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        let (meta, ct) = routing::head(&self.fleet, &self.bucket, location).await?;
+        let key = location.as_ref();
+        let info = routing::head(&self.fleet, &self.bucket, key).await.map_err(|e| e.to_object_store(key))?;
+        let meta = ObjectMeta {
+            location: location.clone(),
+            last_modified: chrono::DateTime::<chrono::Utc>::from(info.last_modified),
+            size: info.size,
+            e_tag: info.etag.clone(),
+            version: None,
+        };
         options.check_preconditions(&meta)?;
         let mut attributes = object_store::Attributes::new();
-        if let Some(ct) = ct {
-            attributes.insert(object_store::Attribute::ContentType, ct.into());
+        if let Some(ct) = &info.content_type {
+            attributes.insert(object_store::Attribute::ContentType, ct.clone().into());
         }
         let range = match &options.range {
             Some(r) => r.as_range(meta.size).map_err(|e| generic(format!("invalid range: {e}")))?,
@@ -144,12 +153,14 @@ impl ObjectStore for FleetStore {
             &self.fleet,
             self.geometry,
             &self.bucket,
-            location.as_ref(),
-            meta.e_tag.clone(),
+            key,
+            ReadVersion { etag: info.etag.clone() },
             ByteRange { start: range.start, end: range.end },
         );
-        let body =
-            tokio_stream::wrappers::ReceiverStream::new(rx).map_err(|e| generic(e.to_string())).boxed();
+        let path = key.to_string();
+        let body = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(move |r| r.map_err(|e| e.to_object_store(&path)))
+            .boxed();
         Ok(GetResult {
             payload: GetResultPayload::Stream(body),
             meta,

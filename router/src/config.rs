@@ -38,7 +38,8 @@ pub struct FleetConfig {
     pub fail_threshold: u32,
     /// Consecutive good checks before an ejected node rejoins.
     pub rise_threshold: u32,
-    /// Time limit of one request to a cache node.
+    /// Time limit of one request to a cache node (its head, and each pause in its body);
+    /// above the nodes' origin timeout, so a slow origin is not taken for a silent node.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// Send the same read to the next owner when the first has not answered after this
@@ -73,7 +74,7 @@ impl Default for FleetConfig {
             health_timeout: Duration::from_millis(500),
             fail_threshold: 2,
             rise_threshold: 2,
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(40),
             hedge_after: None,
             metadata_ttl: Duration::from_secs(2),
             retry_budget_percent: 20,
@@ -123,6 +124,7 @@ impl Validate for RouterConfig {
                 "fleet.failover_attempts, fail_threshold and rise_threshold must be at least 1".into()
             );
         }
+        self.server.validate_limits()?;
         if self.auth.keys.is_empty() && !self.auth.anonymous {
             return bad("auth: no access keys and anonymous access off".into());
         }

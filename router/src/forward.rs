@@ -13,9 +13,9 @@
 use std::sync::Arc;
 
 use http::{HeaderMap, Method, Uri};
-use lakecache_cache_node::server::{host_bucket, percent_decode};
+use lakecache_cache_node::server::{HeaderConditions, host_bucket, percent_decode, range_is_ignored};
 use s3s::route::S3Route;
-use s3s::{S3Request, S3Response, S3Result, s3_error};
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use crate::membership::{Fleet, Member};
 use crate::proxy::ROUTER_REQUESTS;
@@ -32,10 +32,13 @@ enum Target {
     Upload { bucket: String, key: String },
     /// PutObject or CopyObject.
     Write { bucket: String, key: String },
+    /// A GetObject whose Range header S3 ignores (answered by the router itself, whole).
+    WholeObject { bucket: String, key: String },
 }
 
 pub struct Passthrough {
     fleet: Arc<Fleet>,
+    reads: crate::proxy::Router,
     signer: Signer,
     domains: Vec<String>,
     anonymous: bool,
@@ -78,7 +81,8 @@ impl Passthrough {
             .connect_timeout(fleet.cfg.health_timeout)
             .read_timeout(fleet.cfg.request_timeout)
             .build()?;
-        Ok(Self { fleet, signer, domains, anonymous, http })
+        let reads = crate::proxy::Router::new(fleet.clone())?;
+        Ok(Self { fleet, reads, signer, domains, anonymous, http })
     }
 
     /// Bucket and key of a request (virtual-hosted or path style), decoded.
@@ -106,6 +110,9 @@ impl Passthrough {
         let has = |n: &str| names.contains(&n);
         let (bucket, key) = self.bucket_key(uri, headers)?;
         match (bucket, key) {
+            (Some(bucket), Some(key)) if range_is_ignored(method, uri, headers) => {
+                Some(Target::WholeObject { bucket, key })
+            }
             (None, None) if method == Method::GET => Some(Target::Service),
             (Some(bucket), Some(key)) if has("uploadId") || has("uploads") => {
                 Some(Target::Upload { bucket, key })
@@ -116,9 +123,10 @@ impl Passthrough {
             {
                 Some(Target::Write { bucket, key })
             }
+            // Bucket calls (listings included) go to a node; DeleteObjects is split by key
+            // owner in `proxy`.
             (Some(bucket), None) => {
-                let v2 = uri.query().unwrap_or("").split('&').any(|p| p == "list-type=2");
-                let router_owns = (method == Method::GET && v2) || (method == Method::POST && has("delete"));
+                let router_owns = method == Method::POST && has("delete");
                 (!router_owns).then_some(Target::Bucket(bucket))
             }
             _ => None,
@@ -131,9 +139,9 @@ impl Passthrough {
         match target {
             Target::Service => self.fleet.owners("", "", 0, n),
             Target::Bucket(b) => self.fleet.owners(b, "", 0, n),
-            Target::Upload { bucket, key } | Target::Write { bucket, key } => {
-                self.fleet.owners(bucket, key, 0, 1)
-            }
+            Target::Upload { bucket, key }
+            | Target::Write { bucket, key }
+            | Target::WholeObject { bucket, key } => self.fleet.owners(bucket, key, 0, 1),
         }
     }
 
@@ -148,7 +156,9 @@ impl Passthrough {
         let path = match target {
             Target::Service => "/".to_string(),
             Target::Bucket(b) => format!("/{}", s3_encode(b, false)),
-            Target::Upload { bucket, key } | Target::Write { bucket, key } => {
+            Target::Upload { bucket, key }
+            | Target::Write { bucket, key }
+            | Target::WholeObject { bucket, key } => {
                 format!("/{}/{}", s3_encode(bucket, false), s3_encode(key, false))
             }
         };
@@ -235,9 +245,32 @@ impl S3Route for Passthrough {
     async fn call(&self, mut req: S3Request<s3s::Body>) -> S3Result<S3Response<s3s::Body>> {
         let target =
             self.target(&req.method, &req.uri, &req.headers).ok_or_else(|| s3_error!(InvalidRequest))?;
+        if let Target::WholeObject { bucket, key } = &target {
+            return self.whole_object(bucket, key, &req.headers).await;
+        }
         let read = matches!(req.method, Method::GET | Method::HEAD);
         let has_body = matches!(req.method, Method::PUT | Method::POST);
-        let mut body = has_body.then(|| std::mem::take(&mut req.input));
+        // A client body that breaks (a bad payload hash, fewer bytes than announced, a cut
+        // aws-chunked stream) fails the upload to the node too: that is the client's error,
+        // not the node's, and is answered as such.
+        let body_fault: Arc<parking_lot::Mutex<Option<String>>> = Arc::default();
+        let body_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut body = has_body.then(|| {
+            let (fault, count) = (body_fault.clone(), body_bytes.clone());
+            let b = http_body_util::BodyExt::map_frame(std::mem::take(&mut req.input), move |f| {
+                if let Some(d) = f.data_ref() {
+                    count.fetch_add(d.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                f
+            });
+            http_body_util::BodyExt::map_err(b, move |e| {
+                let mut f = fault.lock();
+                if f.is_none() {
+                    *f = Some(e.to_string());
+                }
+                e
+            })
+        });
         let mut last_err = None;
         for m in self.nodes(&target, read) {
             let payload = body.take().map(reqwest::Body::wrap);
@@ -248,9 +281,25 @@ impl S3Route for Passthrough {
                 _ => "forward",
             };
             metrics::counter!(ROUTER_REQUESTS, "node" => m.cfg.id.clone(), "op" => op).increment(1);
-            match self.http.execute(request).await {
+            let sent = self.http.execute(request).await;
+            if let Some(reason) = body_fault.lock().take() {
+                let got = body_bytes.load(std::sync::atomic::Ordering::Relaxed);
+                return Err(BodyFault::classify(&req.headers, got, reason).to_s3());
+            }
+            match sent {
                 Ok(resp) => {
                     let status = resp.status();
+                    let origin = resp.headers().get(lakecache_common::wire::ERROR_SOURCE).is_some_and(|v| {
+                        v.as_bytes() == lakecache_common::wire::ERROR_SOURCE_ORIGIN.as_bytes()
+                    });
+                    if status.is_server_error() && !origin {
+                        // The node's own fault: counted; a read tries the next node.
+                        self.fleet.report_failure(&m);
+                        if read && self.fleet.retry_budget.withdraw() {
+                            last_err = Some(format!("{} answered {status}", m.cfg.id));
+                            continue;
+                        }
+                    }
                     let changed = match &target {
                         // CompleteMultipartUpload answers 200 before its XML says whether it
                         // worked; invalidating either way is safe.
@@ -288,7 +337,7 @@ impl S3Route for Passthrough {
                 Err(e) => {
                     self.fleet.report_failure(&m);
                     tracing::warn!(node = %m.cfg.id, error = %e, "forwarded request failed");
-                    last_err = Some(e);
+                    last_err = Some(e.to_string());
                     if !read || !self.fleet.retry_budget.withdraw() {
                         break;
                     }
@@ -299,5 +348,81 @@ impl S3Route for Passthrough {
             Some(e) => s3_error!(ServiceUnavailable, "The cache node did not answer: {e}"),
             None => s3_error!(ServiceUnavailable, "No cache node is available"),
         })
+    }
+}
+
+impl Passthrough {
+    /// A GET whose Range S3 ignores: the whole object, as `proxy` reads it.
+    async fn whole_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        headers: &HeaderMap,
+    ) -> S3Result<S3Response<s3s::Body>> {
+        let conditions = HeaderConditions::parse(headers)?;
+        let r = self.reads.start_read(bucket, key, None, conditions.as_conditions()).await?;
+        let info = &r.info;
+        let mut h = lakecache_cache_node::server::whole_object_headers(
+            info.size,
+            info.etag.as_deref(),
+            info.last_modified,
+            info.content_type.as_deref(),
+        );
+        h.extend(crate::proxy::object_headers(info));
+        let body =
+            s3s::Body::http_body(http_body_util::StreamBody::new(futures::StreamExt::map(r.body, |c| {
+                c.map(hyper::body::Frame::data)
+            })));
+        let mut out = S3Response::with_headers(body, h);
+        out.status = Some(http::StatusCode::OK);
+        Ok(out)
+    }
+}
+
+/// Why a client's request body could not be read.
+enum BodyFault {
+    /// The payload does not hash to its `x-amz-content-sha256`.
+    Sha256Mismatch,
+    /// Fewer (or more) bytes than announced, or an aws-chunked stream that breaks off or
+    /// does not parse.
+    Incomplete(String),
+}
+
+impl BodyFault {
+    /// A body signed with its SHA-256 that arrived whole (as many bytes as its
+    /// Content-Length) and still failed can only have failed its hash; anything else
+    /// broke off or did not parse.
+    fn classify(headers: &HeaderMap, received: u64, reason: String) -> Self {
+        let hashed = headers
+            .get("x-amz-content-sha256")
+            .is_some_and(|v| v.len() == 64 && v.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        let length = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if hashed && length == Some(received) {
+            BodyFault::Sha256Mismatch
+        } else {
+            BodyFault::Incomplete(reason)
+        }
+    }
+
+    fn to_s3(&self) -> S3Error {
+        match self {
+            BodyFault::Sha256Mismatch => {
+                let code =
+                    S3ErrorCode::from_bytes(b"XAmzContentSHA256Mismatch").unwrap_or(S3ErrorCode::BadDigest);
+                let mut e = S3Error::with_message(
+                    code,
+                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                );
+                e.set_status_code(http::StatusCode::BAD_REQUEST);
+                e
+            }
+            BodyFault::Incomplete(m) => S3Error::with_message(
+                S3ErrorCode::IncompleteBody,
+                format!("The request body ended before it was complete or could not be read: {m}"),
+            ),
+        }
     }
 }

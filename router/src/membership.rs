@@ -12,6 +12,8 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use parking_lot::RwLock;
 
 use crate::config::{FleetConfig, NodeConfig};
+use crate::sign::Signer;
+use crate::upstream::{NodeClient, ObjectInfo};
 
 pub const ROUTER_EJECTIONS: &str = "router_ring_ejections_total";
 pub const ROUTER_RING_NODES: &str = "router_ring_live_nodes";
@@ -95,13 +97,10 @@ impl RetryBudget {
 /// Object metadata the router may reuse: Lance's immutable files until a write through
 /// this router, other keys for `metadata_ttl`, version pointers never (the same rules as
 /// a cache node's).
-/// An object's metadata and Content-Type as a node reported them.
-pub type KnownMeta = (object_store::ObjectMeta, Option<String>);
-
 pub struct MetaCache {
     rules: lakecache_cache_node::policy::KeyRules,
     ttl: std::time::Duration,
-    map: moka::sync::Cache<String, (std::time::Instant, Arc<KnownMeta>)>,
+    map: moka::sync::Cache<String, (std::time::Instant, Arc<ObjectInfo>)>,
 }
 
 impl MetaCache {
@@ -113,7 +112,7 @@ impl MetaCache {
         Ok(Self { rules, ttl, map: moka::sync::Cache::builder().max_capacity(1_000_000).build() })
     }
 
-    pub fn get(&self, bucket: &str, key: &str) -> Option<Arc<KnownMeta>> {
+    pub fn get(&self, bucket: &str, key: &str) -> Option<Arc<ObjectInfo>> {
         use lakecache_cache_node::policy::KeyClass;
         let (at, m) = self.map.get(&format!("{bucket}/{key}"))?;
         match self.rules.classify(key) {
@@ -123,9 +122,9 @@ impl MetaCache {
         }
     }
 
-    pub fn put(&self, bucket: &str, key: &str, m: KnownMeta) {
+    pub fn put(&self, bucket: &str, key: &str, m: Arc<ObjectInfo>) {
         if self.rules.classify(key) != lakecache_cache_node::policy::KeyClass::NeverCache {
-            self.map.insert(format!("{bucket}/{key}"), (std::time::Instant::now(), Arc::new(m)));
+            self.map.insert(format!("{bucket}/{key}"), (std::time::Instant::now(), m));
         }
     }
 
@@ -136,6 +135,8 @@ impl MetaCache {
 
 pub struct Fleet {
     pub cfg: FleetConfig,
+    /// Page and metadata reads from cache nodes.
+    pub nodes: NodeClient,
     pub meta: MetaCache,
     pub retry_budget: RetryBudget,
     replicate: Vec<globset::GlobMatcher>,
@@ -160,7 +161,13 @@ impl Fleet {
             .map_err(anyhow::Error::msg)?;
         let retry_budget = RetryBudget::new(cfg.retry_budget_percent, cfg.retry_budget_min);
         let meta = MetaCache::new(cfg.metadata_ttl)?;
+        let nodes = NodeClient::new(
+            Signer::new(&cfg.node_key.access_key, &cfg.node_key.secret_key, &region),
+            cfg.health_timeout,
+            cfg.request_timeout,
+        )?;
         let fleet = Arc::new(Fleet {
+            nodes,
             meta,
             retry_budget,
             cfg,

@@ -1,28 +1,26 @@
 //! The router's S3 surface: reads are placed page by page on the ring and streamed back
 //! in order, each page run from its owner with failover to the next owners; deletes go to
-//! the owner of the object's first page and are then invalidated on every node. PUT, COPY,
-//! multipart uploads and the calls modelled by no method here are passed through to the
-//! key's owner as they came (`forward`).
+//! the owner of the key and are then invalidated on every node. PUT, COPY, multipart
+//! uploads, listings and the calls modelled by no method here are passed through to a node
+//! as they came (`forward`).
 //!
-//! Every page read carries `If-Match` with the version the router resolved, so a node
-//! holding stale metadata answers 412 instead of old bytes; the router then invalidates
-//! that node and reads again.
+//! A GET answers its headers only once the first bytes are in hand: a read that cannot
+//! be served fails with an error status (and one that found the object changed is retried
+//! on the new version) instead of a 200 whose body never comes.
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use lakecache_cache_node::cache::ObjectMeta;
+use futures::StreamExt;
+use http::HeaderMap;
 use lakecache_cache_node::s3::conditional::Conditions;
 use lakecache_cache_node::s3::resolve_range;
 use lakecache_common::page::{ByteRange, PageGeometry};
-use object_store::ObjectStoreExt;
-use object_store::path::Path;
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
-use tokio::sync::mpsc;
 
 use crate::membership::{Fleet, Member};
-use crate::routing::{self, is_node_failure};
+use crate::routing;
+use crate::upstream::{ObjectInfo, ReadVersion, UpstreamError};
 
 pub const ROUTER_REQUESTS: &str = "router_upstream_requests_total";
 pub const ROUTER_FAILOVERS: &str = "router_upstream_failovers_total";
@@ -32,6 +30,14 @@ pub struct Router {
     geometry: PageGeometry,
 }
 
+/// A started read: the object as resolved and its body, first bytes already received.
+pub struct StartedRead {
+    pub info: Arc<ObjectInfo>,
+    pub range: ByteRange,
+    pub partial: bool,
+    pub body: lakecache_cache_node::cache::ByteStream,
+}
+
 impl Router {
     pub fn new(fleet: Arc<Fleet>) -> anyhow::Result<Self> {
         let geometry = PageGeometry::new(fleet.cfg.page_size.as_u64())
@@ -39,16 +45,17 @@ impl Router {
         Ok(Self { fleet, geometry })
     }
 
-    fn path(key: &str) -> S3Result<Path> {
-        lakecache_cache_node::origin::key_path(key)
-            .map_err(|e| S3Error::with_message(S3ErrorCode::InvalidArgument, e.to_string()))
+    fn check_key(key: &str) -> S3Result<()> {
+        if key.is_empty() {
+            return Err(s3_error!(InvalidArgument, "The object key is empty"));
+        }
+        Ok(())
     }
 
     /// Metadata from the owner of page 0, with failover.
-    async fn head(&self, bucket: &str, key: &str) -> S3Result<ObjectMeta> {
-        let path = Self::path(key)?;
-        let (meta, ct) = routing::head(&self.fleet, bucket, &path).await.map_err(map_err)?;
-        Ok(ObjectMeta::from_store(&meta, ct))
+    pub async fn head(&self, bucket: &str, key: &str) -> S3Result<Arc<ObjectInfo>> {
+        Self::check_key(key)?;
+        routing::head(&self.fleet, bucket, key).await.map_err(|e| upstream_err(&e))
     }
 
     /// The owner of the key's first page: every write of the key goes there.
@@ -60,33 +67,73 @@ impl Router {
             .ok_or_else(|| s3_error!(ServiceUnavailable, "No cache node is available"))
     }
 
-    /// Streams `range` of the object from the owners of its pages.
-    fn stream(
+    /// Resolves the object, checks the conditions and starts reading `range` (`None`: the
+    /// whole object). The answer's headers may be sent once this returns: the first bytes
+    /// are there. An object that changed between the metadata and the first page is
+    /// resolved once more.
+    pub async fn start_read(
         &self,
         bucket: &str,
         key: &str,
-        meta: &ObjectMeta,
-        range: ByteRange,
-    ) -> mpsc::Receiver<std::io::Result<Bytes>> {
-        let etag = meta.origin_etag.clone().or_else(|| meta.etag.clone());
-        routing::stream(&self.fleet, self.geometry, bucket, key, etag, range)
+        range: Option<&Range>,
+        conditions: Conditions<'_>,
+    ) -> S3Result<StartedRead> {
+        let mut again = true;
+        loop {
+            let info = self.head(bucket, key).await?;
+            conditions.check(&info.meta())?;
+            let (range, partial) = resolve_range(range, info.size)?;
+            let version = ReadVersion { etag: info.etag.clone() };
+            let mut rx = routing::stream(&self.fleet, self.geometry, bucket, key, version, range);
+            let first = if range.is_empty() { None } else { rx.recv().await };
+            let first = match first {
+                None if !range.is_empty() => {
+                    return Err(s3_error!(
+                        ServiceUnavailable,
+                        "The read ended before its first byte; please retry."
+                    ));
+                }
+                None => None,
+                Some(Ok(b)) => Some(b),
+                Some(Err(e)) if e.is_version_mismatch() && again => {
+                    // Replaced since this router resolved it (a write through another
+                    // router): nothing has been sent yet, so read the new version.
+                    again = false;
+                    self.fleet.meta.forget(bucket, key);
+                    continue;
+                }
+                Some(Err(e)) if e.is_version_mismatch() => {
+                    return Err(s3_error!(
+                        ServiceUnavailable,
+                        "The object changed while it was being read; please retry."
+                    ));
+                }
+                Some(Err(e)) => return Err(upstream_err(&e)),
+            };
+            let rest = tokio_stream::wrappers::ReceiverStream::new(rx)
+                .map(|r| r.map_err(|e| std::io::Error::other(e.to_string())));
+            let body: lakecache_cache_node::cache::ByteStream =
+                Box::pin(futures::stream::iter(first.map(Ok)).chain(rest));
+            return Ok(StartedRead { info, range, partial, body });
+        }
     }
 }
 
-fn map_err(e: object_store::Error) -> S3Error {
-    use object_store::Error as E;
-    match e {
-        E::NotFound { .. } => s3_error!(NoSuchKey),
-        E::Precondition { .. } | E::AlreadyExists { .. } => {
-            s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
-        }
-        E::NotModified { .. } => s3_error!(NotModified),
-        other if other.to_string().contains("NoSuchBucket") => s3_error!(NoSuchBucket),
-        other => {
-            tracing::warn!(error = %other, "cache node request failed");
-            s3_error!(ServiceUnavailable, "The cache fleet could not serve the request; please retry.")
-        }
+/// A node's error as the router answers it.
+pub fn upstream_err(e: &UpstreamError) -> S3Error {
+    if e.is_node_fault() {
+        tracing::warn!(error = %e, "cache node request failed");
     }
+    e.to_s3()
+}
+
+/// The object's own headers (Content-Encoding, `x-amz-meta-*`, …) for an answer.
+pub fn object_headers(info: &ObjectInfo) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (n, v) in &info.headers {
+        h.append(n.clone(), v.clone());
+    }
+    h
 }
 
 #[async_trait::async_trait]
@@ -96,63 +143,42 @@ impl S3 for Router {
         if i.part_number.is_some() {
             return Err(s3_error!(NotImplemented, "Reading by partNumber is not supported"));
         }
-        let meta = self.head(&i.bucket, &i.key).await?;
-        Conditions::of(i).check(&meta)?;
-        let (range, partial) = resolve_range(i.range.as_ref(), meta.size)?;
-        let rx = self.stream(&i.bucket, &i.key, &meta, range);
-        Ok(S3Response::new(GetObjectOutput {
-            body: Some(StreamingBlob::wrap(tokio_stream::wrappers::ReceiverStream::new(rx))),
-            content_length: Some(range.len() as i64),
-            content_range: partial.then(|| format!("bytes {}-{}/{}", range.start, range.end - 1, meta.size)),
+        let r = self.start_read(&i.bucket, &i.key, i.range.as_ref(), Conditions::of(i)).await?;
+        let info = &r.info;
+        let content_type = i.response_content_type.clone().or_else(|| info.content_type.clone());
+        let mut out = S3Response::new(GetObjectOutput {
+            body: Some(StreamingBlob::wrap(r.body)),
+            content_length: Some(r.range.len() as i64),
+            content_range: r
+                .partial
+                .then(|| format!("bytes {}-{}/{}", r.range.start, r.range.end - 1, info.size)),
             accept_ranges: Some("bytes".into()),
-            e_tag: meta.etag.clone().map(ETag::Strong),
-            last_modified: Some(Timestamp::from(meta.last_modified)),
-            content_type: Some(
-                meta.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()),
-            ),
+            e_tag: info.etag.clone().map(ETag::Strong),
+            last_modified: Some(Timestamp::from(info.last_modified)),
+            content_type: Some(content_type.unwrap_or_else(|| "application/octet-stream".into())),
             ..Default::default()
-        }))
+        });
+        out.headers = object_headers(info);
+        Ok(out)
     }
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = &req.input;
-        let meta = self.head(&i.bucket, &i.key).await?;
-        Conditions::of(i).check(&meta)?;
-        Ok(S3Response::new(HeadObjectOutput {
-            content_length: Some(meta.size as i64),
+        let info = self.head(&i.bucket, &i.key).await?;
+        Conditions::of(i).check(&info.meta())?;
+        let (range, partial) = resolve_range(i.range.as_ref(), info.size)?;
+        let content_type = i.response_content_type.clone().or_else(|| info.content_type.clone());
+        let mut out = S3Response::new(HeadObjectOutput {
+            content_length: Some(range.len() as i64),
+            content_range: partial.then(|| format!("bytes {}-{}/{}", range.start, range.end - 1, info.size)),
             accept_ranges: Some("bytes".into()),
-            e_tag: meta.etag.clone().map(ETag::Strong),
-            last_modified: Some(Timestamp::from(meta.last_modified)),
-            content_type: Some(
-                meta.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()),
-            ),
+            e_tag: info.etag.clone().map(ETag::Strong),
+            last_modified: Some(Timestamp::from(info.last_modified)),
+            content_type: Some(content_type.unwrap_or_else(|| "application/octet-stream".into())),
             ..Default::default()
-        }))
-    }
-
-    async fn list_objects_v2(
-        &self,
-        req: S3Request<ListObjectsV2Input>,
-    ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        use lakecache_cache_node::s3::list::{fetch_listing, one_level, prefix_dir, render_v2};
-        let prefix = req.input.prefix.clone().unwrap_or_default();
-        let dir = prefix_dir(&prefix).to_string();
-        let delimited = one_level(&prefix, req.input.delimiter.as_deref());
-        let mut last = None;
-        // Any node can list (listings are not placed by page); spread by directory.
-        for m in self.fleet.owners(&req.input.bucket, &dir, 0, self.fleet.cfg.failover_attempts) {
-            let store = self.fleet.store(&m, &req.input.bucket).map_err(map_err)?;
-            metrics::counter!(ROUTER_REQUESTS, "node" => m.cfg.id.clone(), "op" => "list").increment(1);
-            match fetch_listing(&store, &dir, delimited).await {
-                Ok(entries) => return render_v2(&entries, req.input).map(S3Response::new),
-                Err(e) if is_node_failure(&e) => {
-                    self.fleet.report_failure(&m);
-                    last = Some(e);
-                }
-                Err(e) => return Err(map_err(e)),
-            }
-        }
-        Err(last.map(map_err).unwrap_or_else(|| s3_error!(ServiceUnavailable, "No cache node is available")))
+        });
+        out.headers = object_headers(&info);
+        Ok(out)
     }
 
     async fn delete_objects(
@@ -164,29 +190,26 @@ impl S3 for Router {
             return Err(s3_error!(MalformedXML, "At most 1000 keys can be deleted in one request"));
         }
         let quiet = i.delete.quiet.unwrap_or(false);
+        let bucket = &i.bucket;
+        // Each key on its owner (where its writes meet), up to 16 at a time.
+        let results: Vec<(String, S3Result<()>)> = futures::stream::iter(i.delete.objects)
+            .map(|o| async move {
+                let res = self.delete_key(bucket, &o.key).await;
+                (o.key, res)
+            })
+            .buffered(16)
+            .collect()
+            .await;
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
-        for o in i.delete.objects {
-            let res = match (self.key_owner(&i.bucket, &o.key), Self::path(&o.key)) {
-                (Ok(m), Ok(path)) => match self.fleet.store(&m, &i.bucket) {
-                    Ok(store) => store.delete(&path).await.map_err(map_err),
-                    Err(e) => Err(map_err(e)),
-                },
-                (Err(e), _) | (_, Err(e)) => Err(e),
-            };
-            self.fleet.invalidate_everywhere(&i.bucket, &o.key).await;
+        for (key, res) in results {
             match res {
                 Ok(()) => {
                     if !quiet {
-                        deleted.push(DeletedObject { key: Some(o.key), ..Default::default() });
-                    }
-                }
-                Err(e) if e.code() == &S3ErrorCode::NoSuchKey => {
-                    if !quiet {
-                        deleted.push(DeletedObject { key: Some(o.key), ..Default::default() });
+                        deleted.push(DeletedObject { key: Some(key), ..Default::default() });
                     }
                 }
                 Err(e) => errors.push(Error {
-                    key: Some(o.key),
+                    key: Some(key),
                     code: Some(e.code().as_str().to_string()),
                     message: e.message().map(str::to_string),
                     ..Default::default()
@@ -205,21 +228,29 @@ impl S3 for Router {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let i = req.input;
-        let path = Self::path(&i.key)?;
-        let owner = self
-            .fleet
-            .owners(&i.bucket, &i.key, 0, 1)
-            .into_iter()
-            .next()
-            .ok_or_else(|| s3_error!(ServiceUnavailable))?;
-        let store = self.fleet.store(&owner, &i.bucket).map_err(map_err)?;
-        let res = store.delete(&path).await;
-        self.fleet.invalidate_everywhere(&i.bucket, &i.key).await;
+        self.delete_key(&i.bucket, &i.key).await?;
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+}
+
+impl Router {
+    /// Deletes one key through its owner and forgets it everywhere. A missing key is no
+    /// error (S3 answers 204 either way).
+    async fn delete_key(&self, bucket: &str, key: &str) -> S3Result<()> {
+        Self::check_key(key)?;
+        let owner = self.key_owner(bucket, key)?;
+        metrics::counter!(ROUTER_REQUESTS, "node" => owner.cfg.id.clone(), "op" => "delete").increment(1);
+        let res = self.fleet.nodes.delete(&owner, bucket, key).await;
+        self.fleet.invalidate_everywhere(bucket, key).await;
         match res {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
-                Ok(S3Response::new(DeleteObjectOutput::default()))
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() && e.to_s3().code() == &S3ErrorCode::NoSuchKey => Ok(()),
+            Err(e) => {
+                if e.is_node_fault() {
+                    self.fleet.report_failure(&owner);
+                }
+                Err(upstream_err(&e))
             }
-            Err(e) => Err(map_err(e)),
         }
     }
 }

@@ -1,21 +1,23 @@
 //! How a read finds its bytes in the fleet, shared by the router's S3 surface and the
 //! in-process client: metadata from the owner of page 0, then runs of consecutive pages
 //! with the same owner, each read from its owner with failover to the next owners and
-//! resumed where a failed node stopped. Every page read carries `If-Match` with the
-//! version resolved first, so a node holding stale metadata answers 412 instead of old
-//! bytes; that node is told to forget the object and asked again.
+//! resumed where a failed node stopped. Every page read names the version resolved first
+//! (`x-lakecache-read-version`), so a node serves that version from what it holds — a read
+//! completes with the version it started on — or answers 412, never other bytes.
+//!
+//! Only node faults (no answer, a node's own 5xx) fail over and count against a node; a
+//! client's error or the origin's is the answer (see `upstream`).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use lakecache_common::page::{ByteRange, PageGeometry};
-use object_store::path::Path;
-use object_store::{GetOptions, GetRange};
 use tokio::sync::mpsc;
 
 use crate::membership::{Fleet, Member};
 use crate::proxy::{ROUTER_FAILOVERS, ROUTER_REQUESTS};
+use crate::upstream::{BodyStream, ObjectInfo, ReadVersion, UpstreamError};
 
 pub const ROUTER_UPSTREAM_BYTES: &str = "router_upstream_bytes_total";
 pub const ROUTER_UPSTREAM_LATENCY: &str = "router_upstream_first_byte_milliseconds";
@@ -23,52 +25,44 @@ pub const ROUTER_HEDGES: &str = "router_upstream_hedges_total";
 
 static READ_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// The first answer to a read: from `m`, or — if `m` is silent for `hedge_after` — from
+/// A read's bytes as they arrive, in order; an error ends it.
+pub type ReadItem = Result<Bytes, UpstreamError>;
+
+/// The first answer to a call: from `m`, or — if `m` is silent for `hedge_after` — from
 /// whichever of `m` and `alt` answers first. Returns the answer and who gave it.
-async fn first_answer(
+async fn first_answer<T, F, Fut>(
     fleet: &Fleet,
-    bucket: &str,
-    path: &Path,
-    opts: GetOptions,
     m: &Arc<Member>,
     alt: Option<&Arc<Member>>,
-) -> (object_store::Result<object_store::GetResult>, Arc<Member>) {
-    let primary_store = match fleet.store(m, bucket) {
-        Ok(s) => s,
-        Err(e) => return (Err(e), m.clone()),
-    };
+    call: F,
+) -> (Result<T, UpstreamError>, Arc<Member>)
+where
+    F: Fn(Arc<Member>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, UpstreamError>>,
+{
     let (Some(delay), Some(alt)) = (fleet.cfg.hedge_after, alt) else {
-        return (primary_store.get_opts(path, opts).await, m.clone());
+        return (call(m.clone()).await, m.clone());
     };
-    let primary = primary_store.get_opts(path, opts.clone());
+    let primary = call(m.clone());
     tokio::pin!(primary);
     tokio::select! {
         r = &mut primary => return (r, m.clone()),
         () = tokio::time::sleep(delay) => {}
     }
     metrics::counter!(ROUTER_HEDGES).increment(1);
-    let alt_store = match fleet.store(alt, bucket) {
-        Ok(s) => s,
-        Err(_) => return (primary.await, m.clone()),
-    };
-    metrics::counter!(ROUTER_REQUESTS, "node" => alt.cfg.id.clone(), "op" => "get").increment(1);
-    let secondary = alt_store.get_opts(path, opts);
+    metrics::counter!(ROUTER_REQUESTS, "node" => alt.cfg.id.clone(), "op" => "hedge").increment(1);
+    let secondary = call(alt.clone());
     tokio::select! {
         r = primary => (r, m.clone()),
         r = secondary => (r, alt.clone()),
     }
 }
 
-/// Metadata (and Content-Type) from the owner of the object's first page, with failover
-/// and (if configured) hedging, as for page reads.
-pub async fn head(
-    fleet: &Fleet,
-    bucket: &str,
-    path: &Path,
-) -> Result<(object_store::ObjectMeta, Option<String>), object_store::Error> {
-    let key = path.as_ref();
+/// Metadata from the owner of the object's first page, with failover (on node faults
+/// only) and hedging as for page reads.
+pub async fn head(fleet: &Fleet, bucket: &str, key: &str) -> Result<Arc<ObjectInfo>, UpstreamError> {
     if let Some(m) = fleet.meta.get(bucket, key) {
-        return Ok((*m).clone());
+        return Ok(m);
     }
     let owners = fleet.owners(bucket, key, 0, fleet.cfg.failover_attempts);
     let mut last = None;
@@ -79,18 +73,24 @@ pub async fn head(
             break;
         }
         metrics::counter!(ROUTER_REQUESTS, "node" => m.cfg.id.clone(), "op" => "head").increment(1);
-        let opts = GetOptions { head: true, ..Default::default() };
-        let (res, served_by) = first_answer(fleet, bucket, path, opts, m, owners.get(i + 1)).await;
+        let (res, served_by) =
+            first_answer(
+                fleet,
+                m,
+                owners.get(i + 1),
+                |n| async move { fleet.nodes.head(&n, bucket, key).await },
+            )
+            .await;
         if !Arc::ptr_eq(&served_by, m) {
             i += 1;
         }
         match res {
-            Ok(r) => {
-                let ct = r.attributes.get(&object_store::Attribute::ContentType).map(|v| v.to_string());
-                fleet.meta.put(bucket, key, (r.meta.clone(), ct.clone()));
-                return Ok((r.meta, ct));
+            Ok(info) => {
+                let info = Arc::new(info);
+                fleet.meta.put(bucket, key, info.clone());
+                return Ok(info);
             }
-            Err(e) if is_node_failure(&e) => {
+            Err(e) if e.is_node_fault() => {
                 fleet.report_failure(&served_by);
                 metrics::counter!(ROUTER_FAILOVERS).increment(1);
                 last = Some(e);
@@ -99,22 +99,22 @@ pub async fn head(
             Err(e) => return Err(e),
         }
     }
-    Err(last.unwrap_or_else(|| object_store::Error::Generic {
-        store: "lakecache",
-        source: "no cache node is available".into(),
-    }))
+    Err(last.unwrap_or_else(no_node))
 }
 
-/// Streams `range` of the object, one run of same-owner pages after another. `etag` is
-/// the version the pages must be of.
+fn no_node() -> UpstreamError {
+    UpstreamError::NoAnswer { node: "-".into(), reason: "no cache node is available".into() }
+}
+
+/// Streams `range` of the object at `version`, one run of same-owner pages after another.
 pub fn stream(
     fleet: &Arc<Fleet>,
     geometry: PageGeometry,
     bucket: &str,
     key: &str,
-    etag: Option<String>,
+    version: ReadVersion,
     range: ByteRange,
-) -> mpsc::Receiver<std::io::Result<Bytes>> {
+) -> mpsc::Receiver<ReadItem> {
     let (tx, rx) = mpsc::channel(4);
     fleet.retry_budget.deposit();
     let replicas = fleet.replicas_for(key);
@@ -141,45 +141,51 @@ pub fn stream(
     }
     let fleet = fleet.clone();
     let (bucket, key) = (bucket.to_string(), key.to_string());
-    let etag = etag.map(|e| format!("\"{}\"", e.trim_matches('"')));
     tokio::spawn(async move {
         for (r, owners) in runs {
-            if !send_run(&fleet, &bucket, &key, etag.as_deref(), r, &owners, &tx).await {
-                return;
+            match send_run(&fleet, &bucket, &key, &version, r, &owners, &tx).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    if e.is_version_mismatch() {
+                        // The object changed behind this router (a write elsewhere) and no
+                        // node still holds the version the read started on.
+                        fleet.meta.forget(&bucket, &key);
+                    }
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
             }
         }
     });
     rx
 }
 
-/// Sends one run, failing over between owners and resuming where the last one stopped.
-/// Returns false when the response is over (error sent or client gone).
-pub(crate) async fn send_run(
+/// Sends one run, failing over between owners on node faults and resuming where the last
+/// one stopped. `Ok(false)`: the reader went away.
+async fn send_run(
     fleet: &Fleet,
     bucket: &str,
     key: &str,
-    etag: Option<&str>,
+    version: &ReadVersion,
     run: ByteRange,
     owners: &[Arc<Member>],
-    tx: &mpsc::Sender<std::io::Result<Bytes>>,
-) -> bool {
-    let Ok(path) = Path::parse(key) else { return false };
+    tx: &mpsc::Sender<ReadItem>,
+) -> Result<bool, UpstreamError> {
     let mut pos = run.start;
-    let mut stale_retry = true;
+    let mut last: Option<UpstreamError> = None;
     let mut i = 0;
     while pos < run.end {
         let Some(m) = owners.get(i) else {
-            let _ = tx.send(Err(std::io::Error::other("no cache node could serve the range"))).await;
-            return false;
+            return Err(last.unwrap_or_else(no_node));
         };
         metrics::counter!(ROUTER_REQUESTS, "node" => m.cfg.id.clone(), "op" => "get").increment(1);
-        let opts = GetOptions {
-            range: Some(GetRange::Bounded(pos..run.end)),
-            if_match: etag.map(str::to_string),
-            ..Default::default()
-        };
         let started = std::time::Instant::now();
-        let (res, served_by) = first_answer(fleet, bucket, &path, opts, m, owners.get(i + 1)).await;
+        let want = ByteRange { start: pos, end: run.end };
+        let (res, served_by) = first_answer(fleet, m, owners.get(i + 1), |n| async move {
+            fleet.nodes.get(&n, bucket, key, want, version).await
+        })
+        .await;
         if !Arc::ptr_eq(&served_by, m) {
             // The hedge answered: continue (and fail over) from its position.
             i += 1;
@@ -187,37 +193,21 @@ pub(crate) async fn send_run(
         let m = &served_by;
         metrics::histogram!(ROUTER_UPSTREAM_LATENCY, "node" => m.cfg.id.clone())
             .record(lakecache_cache_node::metrics::ms_since(started));
-        let mut body = match res {
-            Ok(r) => r.into_stream(),
-            Err(object_store::Error::Precondition { .. }) if stale_retry => {
-                // The node holds an older version than the router resolved: make it forget.
-                stale_retry = false;
-                fleet.invalidate_on(m, bucket, key).await;
-                continue;
-            }
-            Err(object_store::Error::Precondition { .. }) => {
-                // Still not that version: the object changed behind this router (a write
-                // through another router). Forget it here; the client's retry sees the new one.
-                fleet.meta.forget(bucket, key);
-                let _ = tx.send(Err(std::io::Error::other("the object changed during the read"))).await;
-                return false;
-            }
-            Err(e) if is_node_failure(&e) => {
+        let mut body: BodyStream = match res {
+            Ok(b) => b,
+            Err(e) if e.is_node_fault() => {
                 fleet.report_failure(m);
                 if !fleet.retry_budget.withdraw() {
-                    let _ = tx.send(Err(std::io::Error::other("retry budget exhausted"))).await;
-                    return false;
+                    return Err(e);
                 }
                 metrics::counter!(ROUTER_FAILOVERS).increment(1);
+                last = Some(e);
                 i += 1;
                 continue;
             }
-            Err(e) => {
-                let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                return false;
-            }
+            Err(e) => return Err(e),
         };
-        let mut failed = false;
+        let mut cut = None;
         while let Some(chunk) = body.next().await {
             match chunk {
                 Ok(c) => {
@@ -226,30 +216,33 @@ pub(crate) async fn send_run(
                     metrics::counter!(ROUTER_UPSTREAM_BYTES, "node" => m.cfg.id.clone())
                         .increment(take as u64);
                     if tx.send(Ok(c.slice(..take))).await.is_err() {
-                        return false;
+                        return Ok(false);
+                    }
+                    if pos >= run.end {
+                        break;
                     }
                 }
-                Err(_) => {
-                    fleet.report_failure(m);
-                    failed = true;
+                Err(e) => {
+                    cut = Some(e);
                     break;
                 }
             }
         }
-        if failed || pos < run.end {
+        if pos < run.end {
+            // A body that broke off is not held against the node: a node cuts a body when
+            // its own origin fails mid-read, which another owner may get past. A dead node
+            // is found by the health checks.
+            let e = cut.unwrap_or_else(|| UpstreamError::NoAnswer {
+                node: m.cfg.id.clone(),
+                reason: format!("the body ended {} bytes early", run.end - pos),
+            });
             if !fleet.retry_budget.withdraw() {
-                let _ = tx.send(Err(std::io::Error::other("retry budget exhausted"))).await;
-                return false;
+                return Err(e);
             }
             metrics::counter!(ROUTER_FAILOVERS).increment(1);
+            last = Some(e);
             i += 1;
         }
     }
-    true
-}
-
-pub fn is_node_failure(e: &object_store::Error) -> bool {
-    matches!(e, object_store::Error::Generic { .. })
-        && !e.to_string().contains("NoSuchBucket")
-        && !e.to_string().contains("InvalidRange")
+    Ok(true)
 }

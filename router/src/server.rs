@@ -5,8 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
-use lakecache_cache_node::server::{configure_s3, method_label, serve_http, text};
+use lakecache_cache_node::listener::{ConnLimits, TimedBody};
+use lakecache_cache_node::server::{configure_s3, method_label, text};
 use lakecache_common::config::Validate;
 use metrics_exporter_prometheus::PrometheusHandle;
 use s3s::service::{S3Service, S3ServiceBuilder};
@@ -24,6 +24,7 @@ pub struct RouterNode {
     admin_token: Option<String>,
     s3: S3Service,
     metrics: PrometheusHandle,
+    limits: ConnLimits,
 }
 
 impl RouterNode {
@@ -40,10 +41,16 @@ impl RouterNode {
             cfg.server.virtual_host_domains.clone(),
             cfg.auth.anonymous,
         )?);
-        Ok(Arc::new(RouterNode { fleet, admin_token: cfg.admin.token.clone(), s3: b.build(), metrics }))
+        Ok(Arc::new(RouterNode {
+            fleet,
+            admin_token: cfg.admin.token.clone(),
+            s3: b.build(),
+            metrics,
+            limits: cfg.server.conn_limits(),
+        }))
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<s3s::Body> {
+    async fn handle(self: Arc<Self>, req: Request<TimedBody>) -> Response<s3s::Body> {
         let plain = req.uri().query().is_none() && req.method() == Method::GET;
         match req.uri().path() {
             "/healthz" if plain => return text(StatusCode::OK, "ok\n"),
@@ -57,11 +64,13 @@ impl RouterNode {
             "/metrics" if plain => return text(StatusCode::OK, self.metrics.render()),
             "/_lakecache/admin/nodes" => return self.admin_nodes(req).await,
             "/_lakecache/admin/pins" => return self.admin_pins(req).await,
+            "/_lakecache/admin/stats" => return self.admin_stats(req).await,
+            "/_lakecache/admin/prewarm" => return self.admin_prewarm(req).await,
             _ => {}
         }
         let method = method_label(req.method());
         let started = std::time::Instant::now();
-        match hyper::service::Service::call(&self.s3, req).await {
+        match self.s3.call(req.map(s3s::Body::http_body)).await {
             Ok(r) => {
                 metrics::counter!(ROUTER_S3_REQUESTS, "method" => method, "status" => r.status().as_str().to_string())
                     .increment(1);
@@ -80,7 +89,7 @@ impl RouterNode {
 impl RouterNode {
     // The error is the response to send; it is built once per refused request.
     #[allow(clippy::result_large_err)]
-    fn authorized(&self, req: &Request<Incoming>) -> Result<(), Response<s3s::Body>> {
+    fn authorized(&self, req: &Request<TimedBody>) -> Result<(), Response<s3s::Body>> {
         let Some(token) = &self.admin_token else {
             return Err(json(
                 StatusCode::FORBIDDEN,
@@ -102,36 +111,64 @@ impl RouterNode {
     /// reads the matching objects through the ring, so every page lands — pinned — on its
     /// owner. `GET` sums the nodes' pinned bytes. Each node checks the rule against its own
     /// budget, counting whole objects: conservative for a fleet, where it holds a share.
-    async fn admin_pins(&self, req: Request<Incoming>) -> Response<s3s::Body> {
-        use http_body_util::BodyExt;
+    async fn admin_pins(&self, req: Request<TimedBody>) -> Response<s3s::Body> {
         if let Err(r) = self.authorized(&req) {
             return r;
         }
         let method = req.method().clone();
-        let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => return json(StatusCode::BAD_REQUEST, serde_json::json!({"error": e.to_string()})),
-        };
-        let v: serde_json::Value = if body.is_empty() {
-            serde_json::Value::Null
-        } else {
-            match serde_json::from_slice(&body) {
-                Ok(v) => v,
-                Err(e) => {
-                    return json(
-                        StatusCode::BAD_REQUEST,
-                        serde_json::json!({"error": format!("invalid JSON: {e}")}),
-                    );
-                }
-            }
+        let v = match json_body(req).await {
+            Ok(v) => v,
+            Err(r) => return r,
         };
         let (status, answer) = self.fleet.pins(method, &v).await;
         json(status, answer)
     }
 
+    /// `GET`: every node's stats (memory, disk, pins) and their sums over the nodes that
+    /// answered.
+    async fn admin_stats(&self, req: Request<TimedBody>) -> Response<s3s::Body> {
+        if let Err(r) = self.authorized(&req) {
+            return r;
+        }
+        if req.method() != Method::GET {
+            return json(StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({"error": "use GET"}));
+        }
+        json(StatusCode::OK, self.fleet.stats().await)
+    }
+
+    /// `POST {"bucket","prefix"}`: reads every object under the prefix through the ring,
+    /// so each page lands on its owner.
+    async fn admin_prewarm(&self, req: Request<TimedBody>) -> Response<s3s::Body> {
+        if let Err(r) = self.authorized(&req) {
+            return r;
+        }
+        if req.method() != Method::POST {
+            return json(StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({"error": "use POST"}));
+        }
+        let v = match json_body(req).await {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+        let (Some(bucket), prefix) = (
+            v.get("bucket").and_then(|b| b.as_str()),
+            v.get("prefix").and_then(|p| p.as_str()).unwrap_or(""),
+        ) else {
+            return json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"error": "expected {\"bucket\": ..., \"prefix\": ...}"}),
+            );
+        };
+        match self.fleet.prewarm_prefix(bucket, prefix).await {
+            Ok((objects, bytes)) => {
+                json(StatusCode::OK, serde_json::json!({"objects": objects, "bytes": bytes}))
+            }
+            Err(e) => json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"error": e})),
+        }
+    }
+
     /// `GET` lists the members and their health; `PUT` with `[{"id","url","weight"}]`
     /// replaces the membership without dropping in-flight requests.
-    async fn admin_nodes(&self, req: Request<Incoming>) -> Response<s3s::Body> {
+    async fn admin_nodes(&self, req: Request<TimedBody>) -> Response<s3s::Body> {
         if let Err(r) = self.authorized(&req) {
             return r;
         }
@@ -172,6 +209,22 @@ impl RouterNode {
     }
 }
 
+/// A JSON request body of at most 64 KiB (`null` when empty), or the error answer.
+#[allow(clippy::result_large_err)]
+async fn json_body(req: Request<TimedBody>) -> Result<serde_json::Value, Response<s3s::Body>> {
+    use http_body_util::BodyExt;
+    let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Err(json(StatusCode::BAD_REQUEST, serde_json::json!({"error": e.to_string()}))),
+    };
+    if body.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        json(StatusCode::BAD_REQUEST, serde_json::json!({"error": format!("invalid JSON: {e}")}))
+    })
+}
+
 fn json(status: StatusCode, v: serde_json::Value) -> Response<s3s::Body> {
     let mut r = text(status, v.to_string());
     r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
@@ -179,5 +232,13 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response<s3s::Body> {
 }
 
 pub async fn serve(listener: TcpListener, node: Arc<RouterNode>, shutdown: impl Future<Output = ()>) {
-    serve_http(listener, move |req| node.clone().handle(req), shutdown).await;
+    let limits = node.limits;
+    lakecache_cache_node::listener::serve_http(
+        listener,
+        limits,
+        "router",
+        move |req| node.clone().handle(req),
+        shutdown,
+    )
+    .await;
 }

@@ -43,6 +43,11 @@ pub fn s3_encode(s: &str, slash: bool) -> String {
     out
 }
 
+/// A header value as SigV4 canonicalises it: trimmed, whitespace runs collapsed to one space.
+fn canonical_value(v: &str) -> String {
+    v.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 impl Signer {
     pub fn new(access_key: &str, secret_key: &str, region: &str) -> Self {
         Self {
@@ -82,6 +87,20 @@ impl Signer {
         self.sign_at(time::OffsetDateTime::now_utc(), method, host, path, query, headers);
     }
 
+    /// Signs with `payload` as `x-amz-content-sha256` (a hex SHA-256 of the body, or one of
+    /// the `STREAMING-*` values): for tests and tools that send such requests themselves.
+    pub fn sign_with_payload(
+        &self,
+        method: &Method,
+        host: &str,
+        path: &str,
+        query: &[(String, String)],
+        headers: &mut HeaderMap,
+        payload: &str,
+    ) {
+        self.sign_payload_at(time::OffsetDateTime::now_utc(), method, host, path, query, headers, payload);
+    }
+
     fn sign_at(
         &self,
         now: time::OffsetDateTime,
@@ -90,6 +109,20 @@ impl Signer {
         path: &str,
         query: &[(String, String)],
         headers: &mut HeaderMap,
+    ) {
+        self.sign_payload_at(now, method, host, path, query, headers, "UNSIGNED-PAYLOAD");
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sign_payload_at(
+        &self,
+        now: time::OffsetDateTime,
+        method: &Method,
+        host: &str,
+        path: &str,
+        query: &[(String, String)],
+        headers: &mut HeaderMap,
+        payload: &str,
     ) {
         let date = format!("{:04}{:02}{:02}", now.year(), u8::from(now.month()), now.day());
         let stamp = format!("{date}T{:02}{:02}{:02}Z", now.hour(), now.minute(), now.second());
@@ -100,16 +133,25 @@ impl Signer {
         };
         put(headers, "host", host);
         put(headers, "x-amz-date", &stamp);
-        put(headers, "x-amz-content-sha256", "UNSIGNED-PAYLOAD");
+        put(headers, "x-amz-content-sha256", payload);
         headers.remove(http::header::AUTHORIZATION);
 
         let mut signed: Vec<(String, String)> = Vec::new();
         for name in headers.keys() {
             let n = name.as_str();
             if n == "host" || n.starts_with("x-amz-") || n.starts_with("content-") || n.starts_with("if-") {
-                let values: Vec<&str> =
-                    headers.get_all(name).iter().map(|v| v.to_str().unwrap_or("").trim()).collect();
-                signed.push((n.to_string(), values.join(",")));
+                // Values are signed as the node's verifier reads them: UTF-8 text (not only
+                // ASCII: `x-amz-meta-*` may hold any), trimmed, inner runs of whitespace as
+                // one space. A value that is not UTF-8 cannot be verified, so it travels
+                // unsigned rather than making the whole request fail.
+                let values: Option<Vec<String>> = headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| std::str::from_utf8(v.as_bytes()).ok().map(canonical_value))
+                    .collect();
+                if let Some(values) = values {
+                    signed.push((n.to_string(), values.join(",")));
+                }
             }
         }
         signed.sort();
@@ -133,7 +175,8 @@ impl Signer {
         }
         canonical.push('\n');
         canonical.push_str(&signed_names);
-        canonical.push_str("\nUNSIGNED-PAYLOAD");
+        canonical.push('\n');
+        canonical.push_str(payload);
 
         let scope = format!("{date}/{}/s3/aws4_request", self.region);
         let to_sign =
@@ -189,6 +232,26 @@ mod tests {
             "{auth}"
         );
         assert_eq!(h.get("x-amz-date").map(|v| v.as_bytes()), Some(&b"20130524T000000Z"[..]));
+    }
+
+    #[test]
+    fn non_ascii_values_are_signed_as_utf8_text() {
+        let s = Signer::new("AKIDEXAMPLE", "secret", "us-east-1");
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-amz-meta-city",
+            HeaderValue::from_bytes("  Zürich   Nord ".as_bytes()).unwrap_or(HeaderValue::from_static("")),
+        );
+        h.insert(
+            "x-amz-meta-raw",
+            HeaderValue::from_bytes(&[0xff, 0xfe]).unwrap_or(HeaderValue::from_static("")),
+        );
+        let now = time::OffsetDateTime::UNIX_EPOCH;
+        s.sign_at(now, &Method::PUT, "h", "/b/k", &[], &mut h);
+        let auth = h.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        assert!(auth.contains("x-amz-meta-city"), "{auth}");
+        assert!(!auth.contains("x-amz-meta-raw"), "a non-UTF-8 value is not signed: {auth}");
+        assert_eq!(canonical_value("  Zürich   Nord "), "Zürich Nord");
     }
 
     #[test]

@@ -20,6 +20,11 @@ fn router_config_parses_validates_and_matches_defaults() {
     assert_eq!(cfg.fleet.hedge_after, d.fleet.hedge_after);
     assert_eq!(cfg.fleet.retry_budget_percent, d.fleet.retry_budget_percent);
     assert_eq!(cfg.fleet.retry_budget_min, d.fleet.retry_budget_min);
+    assert_eq!(cfg.fleet.request_timeout, d.fleet.request_timeout);
+    assert_eq!(cfg.server.header_timeout, d.server.header_timeout);
+    assert_eq!(cfg.server.body_timeout, d.server.body_timeout);
+    assert_eq!(cfg.server.send_timeout, d.server.send_timeout);
+    assert_eq!(cfg.server.max_connections, d.server.max_connections);
     assert_eq!(cfg.nodes.len(), 2);
 }
 

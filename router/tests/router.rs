@@ -6,85 +6,15 @@
 
 #[path = "../../cache-node/tests/common/mod.rs"]
 mod common;
+mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use common::*;
 use lakecache_cache_node::tier::disk::IoEngineChoice;
-use lakecache_router::config::{FleetConfig, NodeConfig, RouterConfig};
-
-struct Fleet {
-    _dir: tempfile::TempDir,
-    origin: Origin,
-    nodes: Vec<Option<Node>>,
-    addrs: Vec<std::net::SocketAddr>,
-    router_addr: std::net::SocketAddr,
-    router: Arc<lakecache_router::server::RouterNode>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-/// Fleet settings for tests: 64 KiB pages (as the nodes' test config), fast health checks.
-fn test_fleet_config() -> FleetConfig {
-    FleetConfig {
-        page_size: bytesize::ByteSize::kib(64),
-        node_key: lakecache_cache_node::config::AccessKey {
-            access_key: ACCESS_KEY.into(),
-            secret_key: SECRET_KEY.into(),
-        },
-        node_admin_token: ADMIN_TOKEN.into(),
-        health_interval: Duration::from_millis(100),
-        health_timeout: Duration::from_millis(200),
-        request_timeout: Duration::from_secs(5),
-        ..Default::default()
-    }
-}
-
-async fn fleet() -> Fleet {
-    fleet_with(|_| {}).await
-}
-
-async fn fleet_with(adjust: impl FnOnce(&mut RouterConfig)) -> Fleet {
-    let dir = tempfile::tempdir().unwrap();
-    let origin = Origin::start(&dir.path().join("origin")).await;
-    std::fs::create_dir_all(origin.root.join("bkt")).unwrap();
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        nodes.push(Some(
-            Node::start(node_config(&origin, &dir.path().join(format!("node{i}")), IoEngineChoice::Auto))
-                .await,
-        ));
-    }
-    let mut cfg = RouterConfig::default();
-    cfg.auth.keys = vec![lakecache_cache_node::config::AccessKey {
-        access_key: ACCESS_KEY.into(),
-        secret_key: SECRET_KEY.into(),
-    }];
-    cfg.fleet = test_fleet_config();
-    cfg.nodes = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| NodeConfig { id: format!("cache-{i}"), url: n.as_ref().unwrap().url(), weight: 1.0 })
-        .collect();
-    adjust(&mut cfg);
-    let router = lakecache_router::server::RouterNode::build(cfg).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let router_addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let r2 = router.clone();
-    tokio::spawn(lakecache_router::server::serve(listener, r2, async {
-        let _ = rx.await;
-    }));
-    let addrs = nodes.iter().map(|n| n.as_ref().unwrap().addr).collect();
-    Fleet { _dir: dir, origin, nodes, addrs, router_addr, router, _stop: tx }
-}
-
-impl Fleet {
-    fn client(&self) -> aws_sdk_s3::Client {
-        client_for(&format!("http://{}", self.router_addr), ACCESS_KEY, SECRET_KEY)
-    }
-}
+use lakecache_router::config::NodeConfig;
+use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ranges_across_nodes_are_byte_exact_and_pages_live_on_their_owners() {

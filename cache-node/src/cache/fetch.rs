@@ -62,6 +62,13 @@ impl RunFetch {
                 return;
             }
         };
+        if !same_version(&obj.meta, &r.meta) {
+            // An origin that ignores If-Match (some S3-compatible servers do) answered with
+            // another version: those bytes must not be cached or served as this one.
+            tracing::debug!(bucket = %obj.bucket, key = %obj.key, "the origin answered another version");
+            fail_rest(index, senders, CacheError::Changed);
+            return;
+        }
         if r.range != (start..end) {
             fail_rest(
                 index,
@@ -126,12 +133,23 @@ impl RunFetch {
     }
 }
 
+/// Whether an origin answer is of the version the read is keyed by: same ETag where both
+/// have one, and the same size.
+fn same_version(want: &super::ObjectMeta, got: &object_store::ObjectMeta) -> bool {
+    let etag_ok = match (&want.origin_etag, &got.e_tag) {
+        (Some(a), Some(b)) => a.trim_matches('"') == b.trim_matches('"'),
+        _ => true,
+    };
+    etag_ok && got.size == want.size
+}
+
 pub(super) fn failed(e: CacheError) -> PageFuture {
     futures::FutureExt::shared(futures::FutureExt::boxed(async move { Err(e) }))
 }
 
 pub(super) struct DiskWrite {
     id: Arc<ObjectId>,
+    meta: Arc<super::ObjectMeta>,
     index: u64,
     page: Bytes,
     pinned: bool,
@@ -139,12 +157,23 @@ pub(super) struct DiskWrite {
 
 /// Pages reach the disk through a bounded queue: a full queue drops the write (the page is
 /// then only in memory), so a slow disk never slows a reader down.
-pub(super) fn spawn_disk_writer(disk: Arc<DiskTier>, queue: usize) -> mpsc::Sender<DiskWrite> {
+pub(super) fn spawn_disk_writer(
+    disk: Arc<DiskTier>,
+    journal: Arc<super::journal::Journal>,
+    queue: usize,
+) -> mpsc::Sender<DiskWrite> {
     let (tx, mut rx) = mpsc::channel::<DiskWrite>(queue.max(1));
     let concurrency = Arc::new(tokio::sync::Semaphore::new(32));
     tokio::spawn(async move {
         while let Some(w) = rx.recv().await {
             let Ok(permit) = concurrency.clone().acquire_owned().await else { break };
+            // The object is named in the journal before its first page lands, so a page
+            // recovered after a crash always has its metadata.
+            if let Err(e) = journal.record(&w.id, &w.meta) {
+                metrics::counter!(m::DISK_ERRORS).increment(1);
+                tracing::warn!(error = %e, path = %journal.path().display(), "object journal write failed; page not written");
+                continue;
+            }
             let disk = disk.clone();
             tokio::spawn(async move {
                 match disk.write(&w.id, w.index, w.page, w.pinned).await {
@@ -167,11 +196,12 @@ pub(super) fn spawn_disk_writer(disk: Arc<DiskTier>, queue: usize) -> mpsc::Send
 pub(super) fn enqueue_disk_write(
     tx: &mpsc::Sender<DiskWrite>,
     id: Arc<ObjectId>,
+    meta: Arc<super::ObjectMeta>,
     index: u64,
     page: Bytes,
     pinned: bool,
 ) -> Option<DiskWrite> {
-    let w = DiskWrite { id, index, page, pinned };
+    let w = DiskWrite { id, meta, index, page, pinned };
     if pinned {
         return Some(w);
     }
@@ -186,7 +216,7 @@ pub(super) async fn stream_direct(
     origins: &Origins,
     obj: &ObjectHandle,
     range: ByteRange,
-    tx: &mpsc::Sender<std::io::Result<Bytes>>,
+    tx: &mpsc::Sender<PageResult>,
 ) {
     if range.is_empty() {
         return;
@@ -198,15 +228,30 @@ pub(super) async fn stream_direct(
     };
     let r = match origins.call("get", obj.store.get_opts(&obj.path, opts)).await {
         Ok(r) => r,
+        Err(e @ (OriginError::Precondition | OriginError::NotFound)) => {
+            tracing::debug!(bucket = %obj.bucket, key = %obj.key, error = %e, "object changed at the origin");
+            let _ = tx.send(Err(CacheError::Changed)).await;
+            return;
+        }
         Err(e) => {
-            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+            let _ = tx.send(Err(CacheError::Origin(e))).await;
             return;
         }
     };
+    if !same_version(&obj.meta, &r.meta) {
+        let _ = tx.send(Err(CacheError::Changed)).await;
+        return;
+    }
     let mut sent = 0u64;
     let mut stream = r.into_stream();
-    while let Some(chunk) = stream.next().await {
-        let item = chunk.map_err(|e| std::io::Error::other(e.to_string()));
+    let timeout = origins.timeout();
+    loop {
+        let item = match tokio::time::timeout(timeout, stream.next()).await {
+            Ok(Some(Ok(c))) => Ok(c),
+            Ok(Some(Err(e))) => Err(CacheError::Origin(OriginError::from_store(e))),
+            Ok(None) => break,
+            Err(_) => Err(CacheError::Origin(OriginError::Unavailable("origin body stalled".into()))),
+        };
         if let Ok(c) = &item {
             sent += c.len() as u64;
             metrics::counter!(m::ORIGIN_BYTES).increment(c.len() as u64);
@@ -218,6 +263,6 @@ pub(super) async fn stream_direct(
         }
     }
     if sent != range.len() {
-        let _ = tx.send(Err(std::io::Error::other("origin ended the body early"))).await;
+        let _ = tx.send(Err(CacheError::ShortRead { want: range.len(), got: sent })).await;
     }
 }

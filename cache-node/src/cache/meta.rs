@@ -59,6 +59,9 @@ impl ObjectMeta {
     }
 }
 
+/// How long a replaced version stays readable by reads that name it.
+pub const RETIRED_TTL: Duration = Duration::from_secs(60);
+
 type MetaFuture = Shared<BoxFuture<'static, Result<Arc<ObjectMeta>, CacheError>>>;
 
 /// Called with (bucket, key, old metadata) when a revalidation finds a new version.
@@ -68,6 +71,10 @@ pub struct MetaCache {
     ttl: Duration,
     on_replaced: OnReplaced,
     map: moka::sync::Cache<String, Arc<ObjectMeta>>,
+    /// Versions replaced or forgotten lately, by `bucket/key` and version: a read that
+    /// names one (a fleet read that started before the write) is still served from the
+    /// pages this node holds.
+    retired: moka::sync::Cache<(String, String), Arc<ObjectMeta>>,
     inflight: Arc<Mutex<HashMap<String, MetaFuture>>>,
     write_epoch: Arc<AtomicU64>,
 }
@@ -83,6 +90,7 @@ impl MetaCache {
             ttl,
             on_replaced,
             map: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
+            retired: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(RETIRED_TTL).build(),
             inflight: Arc::new(Mutex::new(HashMap::new())),
             write_epoch: Arc::new(AtomicU64::new(0)),
         }
@@ -138,6 +146,7 @@ impl MetaCache {
                     (self.map.clone(), self.inflight.clone(), self.write_epoch.clone(), mk.clone());
                 let (on_replaced, bucket, key) =
                     (self.on_replaced.clone(), bucket.to_string(), key.to_string());
+                let retired = self.retired.clone();
                 let task = tokio::spawn(async move {
                     let r = head(&origins, &store, &path).await.map(Arc::new);
                     // Installed only if no write happened meanwhile (else the HEAD may
@@ -149,6 +158,7 @@ impl MetaCache {
                         // The object changed at the origin: its old pages can go.
                         if let Some(old) = map.get(&mk2).filter(|old| old.version != m.version) {
                             on_replaced(&bucket, &key, &old);
+                            retired.insert((mk2.clone(), old.version.clone()), old);
                         }
                         map.insert(mk2.clone(), m.clone());
                     }
@@ -165,6 +175,11 @@ impl MetaCache {
         }
     }
 
+    /// Installs metadata known from elsewhere (the page store's journal at start).
+    pub fn install(&self, bucket: &str, key: &str, meta: Arc<ObjectMeta>) {
+        self.map.insert(map_key(bucket, key), meta);
+    }
+
     /// Drops what is known about an object; returns the metadata it had, if any.
     pub fn forget(&self, bucket: &str, key: &str) -> Option<Arc<ObjectMeta>> {
         let mk = map_key(bucket, key);
@@ -173,7 +188,33 @@ impl MetaCache {
         inflight.remove(&mk);
         let old = self.map.get(&mk);
         self.map.invalidate(&mk);
+        if let Some(o) = &old {
+            self.retired.insert((mk, o.version.clone()), o.clone());
+        }
         old
+    }
+
+    /// The metadata of `version` of an object, if it is the one known now or one retired
+    /// lately. No origin request.
+    pub fn known_version(&self, bucket: &str, key: &str, version: &str) -> Option<Arc<ObjectMeta>> {
+        let mk = map_key(bucket, key);
+        if let Some(m) = self.map.get(&mk).filter(|m| m.version == version) {
+            return Some(m);
+        }
+        self.retired.get(&(mk, version.to_string()))
+    }
+
+    /// Asks the origin now, whatever is cached (a reader named a version this node has not
+    /// seen yet).
+    pub async fn refresh(
+        &self,
+        origins: &Arc<Origins>,
+        store: &Arc<dyn ObjectStore>,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+    ) -> Result<Arc<ObjectMeta>, CacheError> {
+        self.revalidation(origins, store, bucket, key, path, map_key(bucket, key)).await
     }
 }
 

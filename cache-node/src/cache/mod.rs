@@ -10,6 +10,7 @@
 //! pages (the tiers).
 
 mod fetch;
+pub mod journal;
 pub mod meta;
 
 use std::collections::HashMap;
@@ -70,6 +71,10 @@ pub struct ObjectHandle {
 }
 
 type PageResult = Result<Bytes, CacheError>;
+
+/// A response body in the making.
+pub type ByteStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static>>;
 type PageFuture = futures::future::Shared<futures::future::BoxFuture<'static, PageResult>>;
 
 pub struct Cache {
@@ -84,17 +89,35 @@ pub struct Cache {
     disk_tx: Option<mpsc::Sender<fetch::DiskWrite>>,
 }
 
+/// The disk tier with the journal of the objects its pages belong to.
+pub struct DiskState {
+    pub tier: Arc<DiskTier>,
+    pub journal: Arc<journal::Journal>,
+    /// Objects found in the journal at start (their pages were recovered).
+    pub recovered: Vec<journal::Record>,
+}
+
 impl Cache {
     pub fn new(
         cfg: ReadPathConfig,
         memory: MemoryTier,
-        disk: Option<Arc<DiskTier>>,
+        disk: Option<DiskState>,
         origins: Arc<Origins>,
         rules: KeyRules,
         pins: Arc<PinRules>,
     ) -> Arc<Self> {
-        let disk_tx = disk.as_ref().map(|d| fetch::spawn_disk_writer(d.clone(), cfg.disk_write_queue));
-        Arc::new(Self {
+        let (disk, recovered) = match disk {
+            Some(d) => {
+                let tx = fetch::spawn_disk_writer(d.tier.clone(), d.journal.clone(), cfg.disk_write_queue);
+                (Some((d.tier, tx)), d.recovered)
+            }
+            None => (None, Vec::new()),
+        };
+        let (disk, disk_tx) = match disk {
+            Some((d, tx)) => (Some(d), Some(tx)),
+            None => (None, None),
+        };
+        let cache = Arc::new(Self {
             meta: meta::MetaCache::new(cfg.metadata_ttl, {
                 let disk = disk.clone();
                 Arc::new(move |bucket: &str, key: &str, old: &ObjectMeta| {
@@ -111,7 +134,20 @@ impl Cache {
             pins,
             inflight: Mutex::new(HashMap::new()),
             disk_tx,
-        })
+        });
+        // What the recovered pages belong to: Lance's immutable files are known again
+        // without the origin; other keys are revalidated on first use, as always.
+        let mut known = 0usize;
+        for r in recovered {
+            if cache.rules.classify(&r.key) == KeyClass::Immutable {
+                cache.meta.install(&r.bucket, &r.key, Arc::new(r.meta()));
+                known += 1;
+            }
+        }
+        if known > 0 {
+            tracing::info!(objects = known, "object metadata recovered with the page store");
+        }
+        cache
     }
 
     pub fn geometry(&self) -> PageGeometry {
@@ -129,18 +165,7 @@ impl Cache {
         let path = crate::origin::key_path(key)?;
         let class = self.rules.classify(key);
         let meta = self.meta.resolve(&self.origins, &store, bucket, key, &path, class).await?;
-        let id = Arc::new(ObjectId::new(bucket.to_string(), key.to_string(), meta.version.clone()));
-        let pinned = class != KeyClass::NeverCache && self.pins.is_pinned(bucket, key);
-        Ok(Arc::new(ObjectHandle {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            path,
-            store,
-            meta,
-            id,
-            class,
-            pinned,
-        }))
+        Ok(self.handle(bucket, key, path, store, meta, class))
     }
 
     /// Forgets what is cached about an object after a write through this node: its
@@ -154,13 +179,96 @@ impl Cache {
         }
     }
 
+    /// The object at `version` (its ETag): the version known now, one replaced lately whose
+    /// pages this node may still hold, or — if neither — what the origin has now, if that
+    /// is the version. `None`: this node cannot serve that version (a 412 for the reader).
+    pub async fn object_at(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: &str,
+    ) -> Result<Option<Arc<ObjectHandle>>, CacheError> {
+        let store = self.origins.store(bucket)?;
+        let path = crate::origin::key_path(key)?;
+        let class = self.rules.classify(key);
+        let meta = match self.meta.known_version(bucket, key, version) {
+            Some(m) => m,
+            None => {
+                let m = self.meta.resolve(&self.origins, &store, bucket, key, &path, class).await?;
+                if m.version == version {
+                    m
+                } else if class == KeyClass::NeverCache {
+                    return Ok(None);
+                } else {
+                    // Perhaps this node's metadata is older than the reader's.
+                    let m = self.meta.refresh(&self.origins, &store, bucket, key, &path).await?;
+                    if m.version != version {
+                        return Ok(None);
+                    }
+                    m
+                }
+            }
+        };
+        Ok(Some(self.handle(bucket, key, path, store, meta, class)))
+    }
+
+    fn handle(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: Path,
+        store: Arc<dyn ObjectStore>,
+        meta: Arc<ObjectMeta>,
+        class: KeyClass,
+    ) -> Arc<ObjectHandle> {
+        let id = Arc::new(ObjectId::new(bucket.to_string(), key.to_string(), meta.version.clone()));
+        let pinned = class != KeyClass::NeverCache && self.pins.is_pinned(bucket, key);
+        Arc::new(ObjectHandle {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            path,
+            store,
+            meta,
+            id,
+            class,
+            pinned,
+        })
+    }
+
     /// Streams `range` of the object, page by page and in order: the first page leaves as
     /// soon as it is there, while later missing pages are already being fetched.
     pub fn read(
         self: &Arc<Self>,
         obj: Arc<ObjectHandle>,
         range: ByteRange,
-    ) -> ReceiverStream<std::io::Result<Bytes>> {
+    ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static {
+        futures::StreamExt::map(ReceiverStream::new(self.read_pages(obj, range)), |r| {
+            r.map_err(|e| std::io::Error::other(e.to_string()))
+        })
+    }
+
+    /// Like [`read`](Self::read), but returns only once the first bytes are in hand, so an
+    /// answer's headers are sent only for a read that has started: a read that cannot
+    /// start (the origin is down or slow, the object changed) is an error status, never a
+    /// 200 whose body breaks off at once.
+    pub async fn read_started(
+        self: &Arc<Self>,
+        obj: Arc<ObjectHandle>,
+        range: ByteRange,
+    ) -> Result<ByteStream, CacheError> {
+        use futures::StreamExt;
+        let mut rx = self.read_pages(obj, range);
+        let first = match rx.recv().await {
+            Some(Ok(b)) => Some(b),
+            Some(Err(e)) => return Err(e),
+            None if range.is_empty() => None,
+            None => return Err(CacheError::Internal("the read ended before its first page".into())),
+        };
+        let rest = ReceiverStream::new(rx).map(|r| r.map_err(|e| std::io::Error::other(e.to_string())));
+        Ok(Box::pin(futures::stream::iter(first.map(Ok)).chain(rest)))
+    }
+
+    fn read_pages(self: &Arc<Self>, obj: Arc<ObjectHandle>, range: ByteRange) -> mpsc::Receiver<PageResult> {
         let (tx, rx) = mpsc::channel(4);
         let this = self.clone();
         tokio::spawn(async move {
@@ -172,14 +280,14 @@ impl Cache {
             }
             metrics::gauge!(m::CACHE_INFLIGHT_REQUESTS).decrement(1.0);
         });
-        ReceiverStream::new(rx)
+        rx
     }
 
     async fn stream_pages(
         self: &Arc<Self>,
         obj: &Arc<ObjectHandle>,
         range: ByteRange,
-        tx: &mpsc::Sender<std::io::Result<Bytes>>,
+        tx: &mpsc::Sender<PageResult>,
     ) {
         if range.is_empty() {
             return;
@@ -195,16 +303,13 @@ impl Cache {
                 self.plan(obj, from, want_to);
                 planned_to = Some(want_to);
             }
-            let out = match self.page_slice(obj, slice).await {
-                Ok(b) => Ok(b),
-                Err(e) => {
-                    tracing::warn!(bucket = %obj.bucket, key = %obj.key, page = slice.index, error = %e, "read failed mid-stream");
-                    if matches!(e, CacheError::Changed | CacheError::Origin(OriginError::Precondition)) {
-                        self.invalidate(&obj.bucket, &obj.key);
-                    }
-                    Err(std::io::Error::other(e.to_string()))
+            let out = self.page_slice(obj, slice).await;
+            if let Err(e) = &out {
+                tracing::warn!(bucket = %obj.bucket, key = %obj.key, page = slice.index, error = %e, "read failed");
+                if matches!(e, CacheError::Changed | CacheError::Origin(OriginError::Precondition)) {
+                    self.invalidate(&obj.bucket, &obj.key);
                 }
-            };
+            }
             let failed = out.is_err();
             if tx.send(out).await.is_err() || failed {
                 return;
@@ -344,7 +449,14 @@ impl Cache {
                         .disk
                         .as_ref()
                         .is_some_and(|d| d.pinned_bytes() + page.len() as u64 <= self.cfg.pin_budget_bytes);
-                pinned_write = fetch::enqueue_disk_write(tx, obj.id.clone(), index, page.clone(), pinned);
+                pinned_write = fetch::enqueue_disk_write(
+                    tx,
+                    obj.id.clone(),
+                    obj.meta.clone(),
+                    index,
+                    page.clone(),
+                    pinned,
+                );
             }
         }
         self.inflight.lock().remove(&key);

@@ -52,29 +52,65 @@ async fn resolve(
     Ok((obj, range, partial))
 }
 
+/// A fleet member's read names the version it started on (`x-lakecache-read-version`):
+/// that version is served from what this node holds even if it has been replaced since,
+/// and is otherwise refused with 412 — never another version's bytes.
+async fn resolve_version(
+    s3: &LakeS3,
+    req: &S3Request<GetObjectInput>,
+) -> S3Result<Option<(Arc<ObjectHandle>, ByteRange, bool)>> {
+    let Some(v) = req.headers.get(lakecache_common::wire::READ_VERSION) else { return Ok(None) };
+    let i = &req.input;
+    if i.part_number.is_some() {
+        return Err(s3_error!(NotImplemented, "Reading by partNumber is not supported"));
+    }
+    let version = std::str::from_utf8(v.as_bytes()).unwrap_or("").trim().trim_matches('"');
+    let obj = s3.cache.object_at(&i.bucket, &i.key, version).await.map_err(cache_err)?.ok_or_else(|| {
+        s3_error!(PreconditionFailed, "This node no longer holds that version of the object")
+    })?;
+    Conditions::of(i).check(&obj.meta)?;
+    let (range, partial) = resolve_range(i.range.as_ref(), obj.meta.size)?;
+    Ok(Some((obj, range, partial)))
+}
+
 pub async fn get_object(
     s3: &LakeS3,
     req: S3Request<GetObjectInput>,
 ) -> S3Result<S3Response<GetObjectOutput>> {
+    let (obj, range, partial) = match resolve_version(s3, &req).await? {
+        Some(r) => r,
+        None => {
+            let i = &req.input;
+            resolve(s3, &i.bucket, &i.key, i.part_number, i.range.as_ref(), Conditions::of(i)).await?
+        }
+    };
     let i = &req.input;
-    let (obj, range, partial) =
-        resolve(s3, &i.bucket, &i.key, i.part_number, i.range.as_ref(), Conditions::of(i)).await?;
+    let versioned = req.headers.contains_key(lakecache_common::wire::READ_VERSION);
     let content_type = i.response_content_type.clone().or_else(|| obj.meta.content_type.clone());
-    Ok(S3Response::new(object_output(&s3.cache, obj, range, partial, content_type)))
+    match object_output(&s3.cache, obj, range, partial, content_type).await {
+        Ok(out) => Ok(S3Response::new(out)),
+        // The version a fleet read named is gone from the origin too: a 412 tells the
+        // reader to resolve the object again, and is no fault of this node.
+        Err(crate::cache::CacheError::Changed) if versioned => {
+            Err(s3_error!(PreconditionFailed, "That version of the object is no longer at the origin"))
+        }
+        Err(e) => Err(cache_err(e)),
+    }
 }
 
-fn object_output(
+/// The answer to a GET, sent once its first bytes are read (see `Cache::read_started`).
+async fn object_output(
     cache: &Arc<Cache>,
     obj: Arc<ObjectHandle>,
     range: ByteRange,
     partial: bool,
     content_type: Option<String>,
-) -> GetObjectOutput {
+) -> Result<GetObjectOutput, crate::cache::CacheError> {
     let size = obj.meta.size;
     let etag = obj.meta.etag.clone().map(ETag::Strong);
     let last_modified = Some(timestamp(&obj));
-    let body = cache.read(obj, range);
-    GetObjectOutput {
+    let body = cache.read_started(obj, range).await?;
+    Ok(GetObjectOutput {
         body: Some(StreamingBlob::wrap(body)),
         content_length: Some(range.len() as i64),
         content_range: partial.then(|| format!("bytes {}-{}/{}", range.start, range.end - 1, size)),
@@ -83,7 +119,7 @@ fn object_output(
         last_modified,
         content_type: Some(content_type.unwrap_or_else(|| "application/octet-stream".to_string())),
         ..Default::default()
-    }
+    })
 }
 
 pub async fn head_object(

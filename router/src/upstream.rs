@@ -1,0 +1,434 @@
+//! How the router (and the in-process client) asks one cache node for an object's
+//! metadata or a range of its bytes: a HEAD or a ranged GET, signed with the fleet's node
+//! key, and every failure sorted by whose fault it is. That sorting is what keeps a
+//! client's mistakes and a slow origin from ejecting healthy nodes:
+//!
+//! - no answer (refused, reset, timed out) or a node's own 5xx: the node's fault — count
+//!   it, fail over;
+//! - a 4xx: the request's fault (a missing key, a bad range, a precondition) — pass it on;
+//! - a 5xx marked `x-lakecache-error-source: origin`: the origin's fault — pass it on,
+//!   another owner would only wait for the same origin again.
+//!
+//! Does not own placement, failover or streaming order (`routing`).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::Stream;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
+use lakecache_common::page::ByteRange;
+use lakecache_common::wire;
+use s3s::{S3Error, S3ErrorCode};
+
+use crate::membership::Member;
+use crate::sign::{Signer, s3_encode};
+
+/// The largest error body read from a node (S3 error documents are a few hundred bytes).
+const ERROR_BODY_MAX_BYTES: usize = 16 * 1024;
+
+/// An object as a node describes it in answer to a HEAD.
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    pub size: u64,
+    /// Without quotes.
+    pub etag: Option<String>,
+    pub last_modified: SystemTime,
+    pub content_type: Option<String>,
+    /// The object's own headers to hand back to clients unchanged (Content-Encoding,
+    /// Cache-Control, Content-Disposition, Content-Language, Expires, `x-amz-meta-*`, …).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl ObjectInfo {
+    /// The object in the form the cache node's conditional checks take.
+    pub fn meta(&self) -> lakecache_cache_node::cache::ObjectMeta {
+        let meta = object_store::ObjectMeta {
+            location: object_store::path::Path::default(),
+            last_modified: chrono_from(self.last_modified),
+            size: self.size,
+            e_tag: self.etag.clone(),
+            version: None,
+        };
+        lakecache_cache_node::cache::ObjectMeta::from_store(&meta, self.content_type.clone())
+    }
+}
+
+fn chrono_from(t: SystemTime) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::<chrono::Utc>::from(t)
+}
+
+/// Response headers that describe the object itself and go back to clients as they came.
+pub fn object_header(name: &str) -> bool {
+    matches!(
+        name,
+        "content-encoding"
+            | "content-disposition"
+            | "content-language"
+            | "cache-control"
+            | "expires"
+            | "x-amz-version-id"
+            | "x-amz-storage-class"
+            | "x-amz-website-redirect-location"
+    ) || name.starts_with("x-amz-meta-")
+        || name.starts_with("x-amz-checksum-")
+        || name == "x-amz-missing-meta"
+}
+
+/// A node's answer that was not a success, or no answer at all.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// Refused, reset, timed out, or the body broke off: nothing trustworthy came back.
+    #[error("cache node {node} did not answer: {reason}")]
+    NoAnswer { node: String, reason: String },
+    /// The node answered with an error status.
+    #[error("cache node {node} answered {status}: {code}{}", message_suffix(.message))]
+    Answer {
+        node: String,
+        status: StatusCode,
+        /// The S3 error code of the body (HEAD answers have none: derived from the status).
+        code: String,
+        message: Option<String>,
+        /// The node says its origin is at fault.
+        origin: bool,
+    },
+}
+
+fn message_suffix(m: &Option<String>) -> String {
+    m.as_deref().map(|m| format!(" ({m})")).unwrap_or_default()
+}
+
+impl UpstreamError {
+    /// Whether this error says something about the node's health.
+    pub fn is_node_fault(&self) -> bool {
+        match self {
+            UpstreamError::NoAnswer { .. } => true,
+            UpstreamError::Answer { status, origin, .. } => status.is_server_error() && !origin,
+        }
+    }
+
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            UpstreamError::NoAnswer { .. } => None,
+            UpstreamError::Answer { status, .. } => Some(*status),
+        }
+    }
+
+    /// The node refused because the object is not at the version asked for.
+    pub fn is_version_mismatch(&self) -> bool {
+        self.status() == Some(StatusCode::PRECONDITION_FAILED)
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(StatusCode::NOT_FOUND)
+    }
+
+    /// The error as the router answers it: a node's answer is passed on with its code,
+    /// message and status; no answer is a 503 the client may retry.
+    pub fn to_s3(&self) -> S3Error {
+        match self {
+            UpstreamError::NoAnswer { .. } => S3Error::with_message(
+                S3ErrorCode::ServiceUnavailable,
+                "No cache node could serve the request; please retry.",
+            ),
+            UpstreamError::Answer { status, code, message, origin, .. } => {
+                let code = S3ErrorCode::from_bytes(code.as_bytes()).unwrap_or(S3ErrorCode::InternalError);
+                let mut e = match message {
+                    Some(m) => S3Error::with_message(code, m.clone()),
+                    None => S3Error::new(code),
+                };
+                e.set_status_code(*status);
+                if *origin {
+                    let mut h = HeaderMap::new();
+                    h.insert(wire::ERROR_SOURCE, HeaderValue::from_static(wire::ERROR_SOURCE_ORIGIN));
+                    e.set_headers(h);
+                }
+                e
+            }
+        }
+    }
+
+    /// The error for an `object_store` caller (the in-process client), with the kinds
+    /// lance and other readers act on.
+    pub fn to_object_store(&self, path: &str) -> object_store::Error {
+        let source = Box::new(self.clone());
+        match self.status() {
+            Some(StatusCode::NOT_FOUND) => object_store::Error::NotFound { path: path.to_string(), source },
+            Some(StatusCode::PRECONDITION_FAILED) => {
+                object_store::Error::Precondition { path: path.to_string(), source }
+            }
+            Some(StatusCode::NOT_MODIFIED) => {
+                object_store::Error::NotModified { path: path.to_string(), source }
+            }
+            Some(StatusCode::FORBIDDEN) => {
+                object_store::Error::PermissionDenied { path: path.to_string(), source }
+            }
+            _ => object_store::Error::Generic { store: "lakecache", source },
+        }
+    }
+}
+
+/// The S3 code a body-less error answer (HEAD) stands for.
+fn code_of_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        304 => "NotModified",
+        400 => "BadRequest",
+        403 => "AccessDenied",
+        404 => "NoSuchKey",
+        412 => "PreconditionFailed",
+        416 => "InvalidRange",
+        501 => "NotImplemented",
+        503 => "ServiceUnavailable",
+        _ if status.is_client_error() => "BadRequest",
+        _ => "InternalError",
+    }
+}
+
+/// The text of `<tag>…</tag>` in a small XML document (S3 error bodies), unescaped.
+fn xml_text(doc: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = doc.find(&open)? + open.len();
+    let end = start + doc[start..].find(&format!("</{tag}>"))?;
+    let raw = &doc[start..end];
+    Some(
+        raw.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// A successful GET: the answer's body, as it arrives.
+pub type BodyStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, UpstreamError>> + Send>>;
+
+/// What a page read asks for besides the range.
+#[derive(Debug, Clone, Default)]
+pub struct ReadVersion {
+    /// The version (ETag, unquoted) the bytes must be of.
+    pub etag: Option<String>,
+}
+
+pub struct NodeClient {
+    http: reqwest::Client,
+    signer: Signer,
+    timeout: Duration,
+}
+
+impl NodeClient {
+    /// `connect_timeout` bounds connection setup; `timeout` the wait for an answer's head
+    /// and for each piece of its body.
+    pub fn new(signer: Signer, connect_timeout: Duration, timeout: Duration) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(connect_timeout)
+            .read_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(50))
+            .build()?;
+        Ok(Self { http, signer, timeout })
+    }
+
+    fn request(
+        &self,
+        member: &Member,
+        method: Method,
+        bucket: &str,
+        key: &str,
+        mut headers: HeaderMap,
+    ) -> Result<reqwest::Request, UpstreamError> {
+        let path = format!("/{}/{}", s3_encode(bucket, false), s3_encode(key, false));
+        let base = member.cfg.url.trim_end_matches('/');
+        let no_answer = |reason: String| UpstreamError::NoAnswer { node: member.cfg.id.clone(), reason };
+        let url = reqwest::Url::parse(&format!("{base}{path}"))
+            .map_err(|e| no_answer(format!("bad node URL {base}: {e}")))?;
+        let host = match url.port() {
+            Some(p) => format!("{}:{p}", url.host_str().unwrap_or("")),
+            None => url.host_str().unwrap_or("").to_string(),
+        };
+        self.signer.sign(&method, &host, &path, &[], &mut headers);
+        let mut req = reqwest::Request::new(method, url);
+        *req.headers_mut() = headers;
+        Ok(req)
+    }
+
+    /// Sends `req` and waits for the answer's head; an error status is read (bounded)
+    /// and classified.
+    async fn send(&self, member: &Member, req: reqwest::Request) -> Result<reqwest::Response, UpstreamError> {
+        let node = member.cfg.id.clone();
+        let sent = tokio::time::timeout(self.timeout, self.http.execute(req)).await;
+        let resp = match sent {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(UpstreamError::NoAnswer { node, reason: transport_reason(&e) }),
+            Err(_) => {
+                return Err(UpstreamError::NoAnswer {
+                    node,
+                    reason: format!("no answer within {:?}", self.timeout),
+                });
+            }
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let origin = resp
+            .headers()
+            .get(wire::ERROR_SOURCE)
+            .is_some_and(|v| v.as_bytes() == wire::ERROR_SOURCE_ORIGIN.as_bytes());
+        let body = read_bounded(resp, ERROR_BODY_MAX_BYTES, self.timeout).await;
+        let text = String::from_utf8_lossy(&body);
+        let code = xml_text(&text, "Code").unwrap_or_else(|| code_of_status(status).to_string());
+        let message = xml_text(&text, "Message");
+        Err(UpstreamError::Answer { node, status, code, message, origin })
+    }
+
+    /// The object's metadata (a HEAD).
+    pub async fn head(&self, member: &Member, bucket: &str, key: &str) -> Result<ObjectInfo, UpstreamError> {
+        let req = self.request(member, Method::HEAD, bucket, key, HeaderMap::new())?;
+        let resp = self.send(member, req).await?;
+        info_of(resp.headers()).ok_or_else(|| UpstreamError::NoAnswer {
+            node: member.cfg.id.clone(),
+            reason: "a HEAD answer without Content-Length".into(),
+        })
+    }
+
+    /// Deletes the object (at the origin, through the node).
+    pub async fn delete(&self, member: &Member, bucket: &str, key: &str) -> Result<(), UpstreamError> {
+        let req = self.request(member, Method::DELETE, bucket, key, HeaderMap::new())?;
+        self.send(member, req).await.map(|_| ())
+    }
+
+    /// `range` of the object at `version`: the answer's body once the node has started it.
+    pub async fn get(
+        &self,
+        member: &Member,
+        bucket: &str,
+        key: &str,
+        range: ByteRange,
+        version: &ReadVersion,
+    ) -> Result<BodyStream, UpstreamError> {
+        let mut h = HeaderMap::new();
+        if range.is_empty() {
+            return Ok(Box::pin(futures::stream::empty()));
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes={}-{}", range.start, range.end - 1)) {
+            h.insert(http::header::RANGE, v);
+        }
+        if let Some(e) = &version.etag
+            && let Ok(v) = HeaderValue::from_str(&format!("\"{e}\""))
+        {
+            h.insert(http::header::IF_MATCH, v.clone());
+            h.insert(wire::READ_VERSION, v);
+        }
+        let req = self.request(member, Method::GET, bucket, key, h)?;
+        let resp = self.send(member, req).await?;
+        let node = member.cfg.id.clone();
+        let body: http::Response<reqwest::Body> = resp.into();
+        let stream = body.into_body().into_data_stream();
+        Ok(Box::pin(futures::StreamExt::map(stream, move |r| {
+            r.map_err(|e| UpstreamError::NoAnswer {
+                node: node.clone(),
+                reason: format!("body broke off: {e}"),
+            })
+        })))
+    }
+}
+
+/// What went wrong on the way, in words that say where it broke.
+fn transport_reason(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+async fn read_bounded(resp: reqwest::Response, max: usize, timeout: Duration) -> Vec<u8> {
+    let body: http::Response<reqwest::Body> = resp.into();
+    let mut body = body.into_body();
+    let mut out = Vec::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            if let Ok(data) = frame.into_data() {
+                let room = max.saturating_sub(out.len());
+                out.extend_from_slice(&data[..data.len().min(room)]);
+                if out.len() >= max {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout, read).await;
+    out
+}
+
+/// The object's description from the headers of a HEAD (or GET) answer.
+fn info_of(h: &HeaderMap) -> Option<ObjectInfo> {
+    let text = |n: &HeaderName| h.get(n).and_then(|v| v.to_str().ok());
+    let size = text(&http::header::CONTENT_LENGTH)?.trim().parse::<u64>().ok()?;
+    let etag = text(&http::header::ETAG).map(|e| e.trim().trim_matches('"').to_string());
+    let last_modified = text(&http::header::LAST_MODIFIED)
+        .and_then(|t| s3s::dto::Timestamp::parse(s3s::dto::TimestampFormat::HttpDate, t).ok())
+        .map(|t| SystemTime::from(time::OffsetDateTime::from(t)))
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let content_type = text(&http::header::CONTENT_TYPE).map(str::to_string);
+    let headers =
+        h.iter().filter(|(n, _)| object_header(n.as_str())).map(|(n, v)| (n.clone(), v.clone())).collect();
+    Some(ObjectInfo { size, etag, last_modified, content_type, headers })
+}
+
+/// A shared client, as `Fleet` holds it.
+pub type SharedClient = Arc<NodeClient>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_documents_are_read_for_code_and_message() {
+        let doc = "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code><Message>a &lt;b&gt; &amp; c</Message></Error>";
+        assert_eq!(xml_text(doc, "Code").as_deref(), Some("NoSuchKey"));
+        assert_eq!(xml_text(doc, "Message").as_deref(), Some("a <b> & c"));
+        assert_eq!(xml_text(doc, "Resource"), None);
+    }
+
+    #[test]
+    fn only_node_faults_count_against_a_node() {
+        let answer = |status: u16, origin: bool| UpstreamError::Answer {
+            node: "n".into(),
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            code: "X".into(),
+            message: None,
+            origin,
+        };
+        assert!(UpstreamError::NoAnswer { node: "n".into(), reason: "reset".into() }.is_node_fault());
+        assert!(answer(500, false).is_node_fault());
+        assert!(answer(503, false).is_node_fault());
+        assert!(!answer(503, true).is_node_fault(), "the origin's fault");
+        for s in [400, 403, 404, 412, 416] {
+            assert!(!answer(s, false).is_node_fault(), "{s} is the client's");
+        }
+    }
+
+    #[test]
+    fn passed_on_errors_keep_code_status_and_origin_mark() {
+        let e = UpstreamError::Answer {
+            node: "n".into(),
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "ServiceUnavailable".into(),
+            message: Some("The origin did not answer in time".into()),
+            origin: true,
+        }
+        .to_s3();
+        assert_eq!(e.code(), &S3ErrorCode::ServiceUnavailable);
+        assert_eq!(e.status_code(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(
+            e.headers().and_then(|h| h.get(wire::ERROR_SOURCE)).map(|v| v.as_bytes()),
+            Some(wire::ERROR_SOURCE_ORIGIN.as_bytes())
+        );
+    }
+}

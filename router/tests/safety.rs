@@ -1,0 +1,418 @@
+//! What a client or a failing origin must never do to the fleet through the router: eject
+//! a healthy node, cost more than one origin timeout, or get a 200 whose body is short or
+//! of another version. Plus S3's range semantics, non-ASCII metadata and the fleet-wide
+//! admin calls. Real cache nodes, real router, the real aws-sdk-s3 client, and raw sockets
+//! where the SDK cannot produce the request.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../cache-node/tests/common/mod.rs"]
+mod common;
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use common::*;
+use lakecache_cache_node::config::{OriginConfig, OriginKind};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The answer to a raw HTTP/1.1 request: status, header block, body.
+struct RawAnswer {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+/// Sends `head` and `body` on a new connection (half-closing it after the body when
+/// `close_write`), then reads the answer for up to 10 s.
+async fn raw(addr: SocketAddr, head: String, body: &[u8], close_write: bool) -> RawAnswer {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    if close_write {
+        s.shutdown().await.unwrap();
+    }
+    let mut out = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+            // One answer is enough: stop once its body is complete.
+            if let Some(end) = find(&out, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if out.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("no answer within 10 s");
+    let end = find(&out, b"\r\n\r\n").unwrap_or(out.len());
+    let head = String::from_utf8_lossy(&out[..end]).to_string();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    RawAnswer { status, head, body: out.get(end + 4..).unwrap_or_default().to_vec() }
+}
+
+fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+/// A request head signed with the test key; `extra` headers are signed too.
+fn signed_head(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &[(&str, String)],
+    payload: &str,
+) -> String {
+    let signer = lakecache_router::sign::Signer::new(ACCESS_KEY, SECRET_KEY, "us-east-1");
+    let mut h = http::HeaderMap::new();
+    for (k, v) in extra {
+        h.insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    let host = addr.to_string();
+    signer.sign_with_payload(&method.parse().unwrap(), &host, path, &[], &mut h, payload);
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    for (k, v) in &h {
+        head.push_str(&format!("{}: {}\r\n", k, v.to_str().unwrap()));
+    }
+    head.push_str("\r\n");
+    head
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Nodes whose origin is the fleet's origin directory read as a local directory (the
+/// origin kind that cannot represent every key).
+fn local_origin(c: &mut lakecache_cache_node::config::Config) {
+    let root = c.cache.multipart_dir.parent().unwrap().parent().unwrap().join("origin");
+    c.origins = vec![OriginConfig {
+        bucket: "*".into(),
+        kind: OriginKind::Local,
+        root: Some(root),
+        endpoint: None,
+        region: None,
+        origin_bucket: None,
+        access_key_id: None,
+        secret_access_key: None,
+        allow_http: false,
+        anonymous: false,
+    }];
+}
+
+fn all_healthy(f: &Fleet) -> bool {
+    f.router.fleet.members().iter().all(|m| m.healthy())
+}
+
+async fn router_ready(f: &Fleet) -> u16 {
+    reqwest::get(format!("http://{}/readyz", f.router_addr)).await.unwrap().status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_errors_never_eject_a_healthy_node() {
+    let f = fleet_custom(local_origin, |_| {}).await;
+    let c = f.client();
+    let data = pattern(1, 200_000);
+    f.origin.put_file("bkt", "plain/file.bin", &data);
+    let long = "x".repeat(300);
+    for round in 0..4 {
+        // Keys the local origin cannot hold: one under a file, one with a 300-byte segment.
+        for key in ["plain/file.bin/below".to_string(), format!("plain/{long}/obj")] {
+            let e = c.get_object().bucket("bkt").key(&key).send().await.unwrap_err();
+            assert_eq!(err_code(&e), ("NoSuchKey".to_string(), 404), "round {round}: GET {key}");
+        }
+        // A body that does not hash to its x-amz-content-sha256.
+        let path = "/bkt/plain/put-sha";
+        let head =
+            signed_head(f.router_addr, "PUT", path, &[("content-length", "5".into())], &sha256_hex(b"world"));
+        let a = raw(f.router_addr, head, b"hello", false).await;
+        assert_eq!(a.status, 400, "round {round}: bad payload hash: {}", a.head);
+        // Fewer bytes than Content-Length, then the client half-closes.
+        let head = signed_head(
+            f.router_addr,
+            "PUT",
+            "/bkt/plain/put-short",
+            &[("content-length", "100".into())],
+            "UNSIGNED-PAYLOAD",
+        );
+        let a = raw(f.router_addr, head, &[7u8; 10], true).await;
+        assert_eq!(
+            a.status,
+            400,
+            "round {round}: short body: {} {:?}",
+            a.head,
+            String::from_utf8_lossy(&a.body)
+        );
+        // An aws-chunked body cut after its first chunk.
+        let chunk = vec![9u8; 1024];
+        let mut full = format!("{:x}\r\n", chunk.len()).into_bytes();
+        full.extend_from_slice(&chunk);
+        full.extend_from_slice(b"\r\n");
+        let complete_len =
+            full.len() + b"400\r\n".len() + 1024 + 2 + b"0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n".len();
+        let head = signed_head(
+            f.router_addr,
+            "PUT",
+            "/bkt/plain/put-chunked",
+            &[
+                ("content-length", complete_len.to_string()),
+                ("content-encoding", "aws-chunked".into()),
+                ("x-amz-decoded-content-length", "2048".into()),
+                ("x-amz-trailer", "x-amz-checksum-crc32".into()),
+            ],
+            "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+        );
+        let a = raw(f.router_addr, head, &full, true).await;
+        assert_eq!(a.status, 400, "round {round}: cut aws-chunked body: {}", a.head);
+    }
+    assert!(all_healthy(&f), "a client's mistakes ejected a node");
+    assert_eq!(router_ready(&f).await, 200);
+    for k in ["plain/put-sha", "plain/put-short", "plain/put-chunked"] {
+        assert!(!f.origin.root.join("bkt").join(k).exists(), "{k} was stored");
+    }
+    let got = body(c.get_object().bucket("bkt").key("plain/file.bin").send().await.unwrap()).await;
+    assert!(got == data);
+}
+
+/// A TCP listener that accepts and never answers.
+async fn black_hole() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_origin_costs_one_origin_timeout_and_ejects_no_node() {
+    let hole = black_hole().await;
+    let origin_timeout = Duration::from_secs(1);
+    let f = fleet_custom(
+        |c| {
+            c.cache.origin_timeout = origin_timeout;
+            c.origins[0].endpoint = Some(format!("http://{hole}"));
+        },
+        |r| r.fleet.request_timeout = Duration::from_secs(10),
+    )
+    .await;
+    let c = f.client();
+    for i in 0..4 {
+        let t0 = Instant::now();
+        let e = c.get_object().bucket("bkt").key(format!("plain/miss-{i}.bin")).send().await.unwrap_err();
+        let took = t0.elapsed();
+        let (code, status) = err_code(&e);
+        assert_eq!(status, 503, "{code}");
+        assert!(
+            took >= origin_timeout && took < origin_timeout * 2,
+            "one origin timeout per request, took {took:?}"
+        );
+        let raw = e.raw_response().unwrap();
+        assert_eq!(
+            raw.headers().get(lakecache_common::wire::ERROR_SOURCE),
+            Some(lakecache_common::wire::ERROR_SOURCE_ORIGIN),
+            "the answer says the origin is at fault"
+        );
+        let msg = e.as_service_error().and_then(|s| aws_sdk_s3::error::ProvideErrorMetadata::message(s));
+        assert!(msg.unwrap_or("").to_lowercase().contains("origin"), "{msg:?}");
+    }
+    assert!(all_healthy(&f), "a slow origin ejected a node");
+    assert_eq!(router_ready(&f).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overwrite_through_another_router_never_gives_a_short_or_mixed_200() {
+    let f = fleet().await;
+    let (_r2, r2_addr, _stop2) = start_router(f.router_cfg.clone()).await;
+    let c1 = f.client();
+    let c2 = client_for(&format!("http://{r2_addr}"), ACCESS_KEY, SECRET_KEY);
+    let put = |c: &aws_sdk_s3::Client, key: &'static str, data: Vec<u8>| {
+        let c = c.clone();
+        async move { c.put_object().bucket("bkt").key(key).body(ByteStream::from(data)).send().await.unwrap() }
+    };
+    // Held pages: the second router read v1 fully, so its nodes hold v1's pages; after the
+    // overwrite through the first router it may still answer v1 (whole) or v2 (whole).
+    let (v1, v2) = (pattern(10, 700_000), pattern(11, 300_000));
+    put(&c1, "plain/held.bin", v1.clone()).await;
+    assert!(body(c2.get_object().bucket("bkt").key("plain/held.bin").send().await.unwrap()).await == v1);
+    put(&c1, "plain/held.bin", v2.clone()).await;
+    let out = c2.get_object().bucket("bkt").key("plain/held.bin").send().await.unwrap();
+    let len = out.content_length().unwrap() as usize;
+    let got = body(out).await;
+    assert_eq!(got.len(), len, "a 200 with a short body");
+    assert!(got == v1 || got == v2, "bytes of neither version");
+
+    // Pages not held: the second router knows only v1's metadata (a HEAD), so after the
+    // overwrite the first page cannot be of v1 and the read goes to v2, before any header.
+    let (w1, w2) = (pattern(12, 500_000), pattern(13, 123_456));
+    put(&c1, "plain/cold.bin", w1.clone()).await;
+    let h = c2.head_object().bucket("bkt").key("plain/cold.bin").send().await.unwrap();
+    assert_eq!(h.content_length(), Some(w1.len() as i64));
+    put(&c1, "plain/cold.bin", w2.clone()).await;
+    let out = c2.get_object().bucket("bkt").key("plain/cold.bin").send().await.unwrap();
+    assert_eq!(out.content_length(), Some(w2.len() as i64), "the old Content-Length was sent");
+    assert!(body(out).await == w2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_in_flight_complete_with_their_version_while_a_large_object_is_overwritten() {
+    let f = fleet().await;
+    let c = f.client();
+    let (v1, v2) = (pattern(20, 6 * 1024 * 1024 + 17), pattern(21, 5 * 1024 * 1024 + 3));
+    c.put_object()
+        .bucket("bkt")
+        .key("plain/large.bin")
+        .body(ByteStream::from(v1.clone()))
+        .send()
+        .await
+        .unwrap();
+    // Warm: every page of v1 is held by its owner.
+    assert!(body(c.get_object().bucket("bkt").key("plain/large.bin").send().await.unwrap()).await == v1);
+    // Slow readers take the body a piece at a time while the object is replaced.
+    let mut readers = Vec::new();
+    for i in 0..3 {
+        let c = c.clone();
+        readers.push(tokio::spawn(async move {
+            let out = c.get_object().bucket("bkt").key("plain/large.bin").send().await.unwrap();
+            let len = out.content_length().unwrap() as usize;
+            let mut body = out.body;
+            let mut got = Vec::new();
+            while let Some(chunk) = body.try_next().await.unwrap() {
+                got.extend_from_slice(&chunk);
+                if got.len() < 2 * 1024 * 1024 {
+                    tokio::time::sleep(Duration::from_millis(20 + i * 5)).await;
+                }
+            }
+            (len, got)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    c.put_object()
+        .bucket("bkt")
+        .key("plain/large.bin")
+        .body(ByteStream::from(v2.clone()))
+        .send()
+        .await
+        .unwrap();
+    for r in readers {
+        let (len, got) = r.await.unwrap();
+        assert_eq!(got.len(), len, "cut mid-body");
+        assert!(got == v1, "a read that started on v1 must end on v1");
+    }
+    assert!(body(c.get_object().bucket("bkt").key("plain/large.bin").send().await.unwrap()).await == v2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_s3_ignores_are_answered_as_the_node_answers_them() {
+    let f = fleet().await;
+    let data = pattern(30, 100_000);
+    f.origin.put_file("bkt", "plain/r.bin", &data);
+    let node = f.nodes[0].as_ref().unwrap().client();
+    let router = f.client();
+    let cases = [
+        "bytes=5-2",
+        "bytes=0-0,1-1",
+        "bytes=abc",
+        "items=0-9",
+        "bytes=99999999999999999999-",
+        "bytes=-99999999999999999999",
+        "bytes=0-99999999999999999999",
+        "bytes=200000-",
+        "bytes=10-19",
+        "bytes=-5",
+    ];
+    for r in cases {
+        let answer = |c: aws_sdk_s3::Client| async move {
+            match c.get_object().bucket("bkt").key("plain/r.bin").range(r).send().await {
+                Ok(out) => {
+                    let status = out.content_range().map_or(200, |_| 206);
+                    (status, out.content_range().map(str::to_string), body(out).await)
+                }
+                Err(e) => (err_code(&e).1, None, Vec::new()),
+            }
+        };
+        let (n, r_) = (answer(node.clone()).await, answer(router.clone()).await);
+        assert_eq!(n.0, r_.0, "{r}: status node {} router {}", n.0, r_.0);
+        assert_eq!(n.1, r_.1, "{r}: Content-Range");
+        assert!(n.2 == r_.2, "{r}: bodies differ");
+        if ["bytes=5-2", "bytes=0-0,1-1", "bytes=abc", "items=0-9"].contains(&r) {
+            assert_eq!(r_.0, 200, "{r} is ignored, as S3 does");
+            assert!(r_.2 == data, "{r}: the whole object");
+        }
+    }
+    let e =
+        router.get_object().bucket("bkt").key("plain/r.bin").range("bytes=200000-").send().await.unwrap_err();
+    assert_eq!(err_code(&e), ("InvalidRange".to_string(), 416));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_ascii_metadata_passes_the_routers_signature() {
+    let f = fleet().await;
+    let c = f.client();
+    c.put_object()
+        .bucket("bkt")
+        .key("plain/meta.bin")
+        .metadata("city", "Zürich – 東京")
+        .body(ByteStream::from_static(b"unicode"))
+        .send()
+        .await
+        .unwrap();
+    let got = body(c.get_object().bucket("bkt").key("plain/meta.bin").send().await.unwrap()).await;
+    assert_eq!(got, b"unicode");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_routers_admin_api_has_fleet_wide_stats_and_prewarm() {
+    let f = fleet_with(|r| r.admin.token = Some("router-admin-token".into())).await;
+    for i in 0..5 {
+        f.origin.put_file("bkt", &format!("t.lance/data/{i}.lance"), &pattern(40 + i, 150_000));
+    }
+    f.origin.put_file("bkt", "other/x.bin", &pattern(49, 10_000));
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("http://{}/_lakecache/admin/{p}", f.router_addr);
+    let r = http
+        .post(url("prewarm"))
+        .bearer_auth("router-admin-token")
+        .body(r#"{"bucket":"bkt","prefix":"t.lance/"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["objects"], 5, "{v}");
+    assert_eq!(v["bytes"], 5 * 150_000, "{v}");
+    // The pages landed on their owners' disks.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let v: serde_json::Value =
+        http.get(url("stats")).bearer_auth("router-admin-token").send().await.unwrap().json().await.unwrap();
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{v}");
+    let pages: u64 = nodes.iter().map(|n| n["stats"]["disk"]["pages"].as_u64().unwrap()).sum();
+    assert_eq!(v["total"]["disk_pages"].as_u64(), Some(pages), "{v}");
+    assert_eq!(pages, 5 * 3, "5 objects of 3 pages each: {v}");
+    assert_eq!(v["total"]["nodes_healthy"], 3);
+    // Refused without the token; a bad body is a 400.
+    assert_eq!(http.get(url("stats")).send().await.unwrap().status(), 401);
+    let r = http.post(url("prewarm")).bearer_auth("router-admin-token").body("{").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+}
