@@ -97,16 +97,35 @@ url = "{node.url}"
 """, port)
 
 
+class Servers:
+    """Starts each server on first use (the router and the search node over one cache node)."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.started: dict[str, Server] = {}
+
+    def __getitem__(self, name: str) -> Server:
+        if name not in self.started:
+            if name == "cache node":
+                (self.tmp / "n").mkdir()
+                self.started[name] = cache_node(self.tmp / "n", self.tmp / "origin")
+            elif name == "router":
+                self.started[name] = router(self.tmp, self["cache node"])
+            else:
+                self.started[name] = search_node(self.tmp, self["cache node"])
+        return self.started[name]
+
+    def stop(self):
+        for name in ["search node", "router", "cache node"]:
+            if name in self.started:
+                self.started[name].stop()
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("connections")
-    (tmp / "n").mkdir()
-    node = cache_node(tmp / "n", tmp / "origin")
-    r = router(tmp, node)
-    s = search_node(tmp, node)
-    yield {"cache node": node, "router": r, "search node": s}
-    for x in (s, r, node):
-        x.stop()
+    s = Servers(tmp_path_factory.mktemp("connections"))
+    yield s
+    s.stop()
 
 
 NAMES = ["cache node", "router", "search node"]
