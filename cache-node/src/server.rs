@@ -93,8 +93,13 @@ impl Node {
         );
         crate::origin::multipart::sweep(&cfg.cache.multipart_dir, Duration::from_secs(7 * 24 * 3600));
         let staging = Arc::new(Staging::new(cfg.cache.multipart_dir.clone())?);
-        let lake =
-            Arc::new(LakeS3::new(cache.clone(), staging, cfg.cache.list_ttl, cfg.server.region.clone()));
+        let lake = Arc::new(LakeS3::new(
+            cache.clone(),
+            staging,
+            cfg.cache.list_ttl,
+            cfg.server.region.clone(),
+            cfg.cache.body_timeout,
+        ));
         let mut b = S3ServiceBuilder::new(SharedS3(lake.clone()));
         configure_s3(&mut b, &cfg.auth, &cfg.server);
         b.set_route(IgnoredRangeRoute {
@@ -565,14 +570,11 @@ impl S3Route for IgnoredRangeRoute {
         };
         put(http::header::CONTENT_LENGTH, size.to_string());
         put(http::header::ACCEPT_RANGES, "bytes".into());
-        put(
-            http::header::CONTENT_TYPE,
-            obj.meta.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()),
-        );
         if let Some(e) = &obj.meta.etag {
             put(http::header::ETAG, format!("\"{e}\""));
         }
         put(http::header::LAST_MODIFIED, httpdate(obj.meta.last_modified));
+        crate::s3::attr_headers(&obj.meta.attrs, &mut headers);
         let stream = self.s3.cache.read(obj, ByteRange { start: 0, end: size });
         let body = s3s::Body::http_body(http_body_util::StreamBody::new(
             stream.map(|r| r.map(hyper::body::Frame::data)),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use lakecache_cache_node::cache::ObjectMeta;
+use lakecache_cache_node::cache::meta::ObjectAttrs;
 use lakecache_cache_node::s3::conditional::Conditions;
 use lakecache_cache_node::s3::resolve_range;
 use lakecache_common::page::{ByteRange, PageGeometry};
@@ -48,7 +49,7 @@ impl Router {
     async fn head(&self, bucket: &str, key: &str) -> S3Result<ObjectMeta> {
         let path = Self::path(key)?;
         let (meta, ct) = routing::head(&self.fleet, bucket, &path).await.map_err(map_err)?;
-        Ok(ObjectMeta::from_store(&meta, ct))
+        Ok(ObjectMeta::from_store(&meta, ObjectAttrs { content_type: ct, ..Default::default() }))
     }
 
     /// The owner of the key's first page: every write of the key goes there.
@@ -108,7 +109,7 @@ impl S3 for Router {
             e_tag: meta.etag.clone().map(ETag::Strong),
             last_modified: Some(Timestamp::from(meta.last_modified)),
             content_type: Some(
-                meta.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()),
+                meta.attrs.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()),
             ),
             ..Default::default()
         }))
@@ -124,7 +125,7 @@ impl S3 for Router {
             e_tag: meta.etag.clone().map(ETag::Strong),
             last_modified: Some(Timestamp::from(meta.last_modified)),
             content_type: Some(
-                meta.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()),
+                meta.attrs.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()),
             ),
             ..Default::default()
         }))
