@@ -97,8 +97,13 @@ impl Node {
         );
         crate::origin::multipart::sweep(&cfg.cache.multipart_dir, Duration::from_secs(7 * 24 * 3600));
         let staging = Arc::new(Staging::new(cfg.cache.multipart_dir.clone())?);
-        let lake =
-            Arc::new(LakeS3::new(cache.clone(), staging, cfg.cache.list_ttl, cfg.server.region.clone()));
+        let lake = Arc::new(LakeS3::new(
+            cache.clone(),
+            staging,
+            cfg.cache.list_ttl,
+            cfg.server.region.clone(),
+            cfg.cache.body_timeout,
+        ));
         let mut b = S3ServiceBuilder::new(SharedS3(lake.clone()));
         configure_s3(&mut b, &cfg.auth, &cfg.server);
         b.set_route(IgnoredRangeRoute {
@@ -562,13 +567,19 @@ impl S3Route for IgnoredRangeRoute {
         // The conditional headers still apply (s3s parses them only for its own operations).
         HeaderConditions::parse(&req.headers)?.as_conditions().check(&obj.meta)?;
         let size = obj.meta.size;
-        let headers = whole_object_headers(
+        let mut headers = whole_object_headers(
             size,
             obj.meta.etag.as_deref(),
             obj.meta.last_modified,
-            obj.meta.content_type.as_deref(),
+            obj.meta.attrs.content_type.as_deref(),
         );
-        let stream = self.s3.cache.read(obj, ByteRange { start: 0, end: size });
+        crate::s3::attr_headers(&obj.meta.attrs, &mut headers);
+        let stream = self
+            .s3
+            .cache
+            .read_started(obj, ByteRange { start: 0, end: size })
+            .await
+            .map_err(crate::s3::cache_err)?;
         let body = s3s::Body::http_body(http_body_util::StreamBody::new(
             stream.map(|r| r.map(hyper::body::Frame::data)),
         ));

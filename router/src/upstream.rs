@@ -51,7 +51,11 @@ impl ObjectInfo {
             e_tag: self.etag.clone(),
             version: None,
         };
-        lakecache_cache_node::cache::ObjectMeta::from_store(&meta, self.content_type.clone())
+        let attrs = lakecache_cache_node::cache::meta::ObjectAttrs {
+            content_type: self.content_type.clone(),
+            ..Default::default()
+        };
+        lakecache_cache_node::cache::ObjectMeta::from_store(&meta, attrs)
     }
 }
 
@@ -136,6 +140,11 @@ impl UpstreamError {
                 let code = S3ErrorCode::from_bytes(code.as_bytes()).unwrap_or(S3ErrorCode::InternalError);
                 let mut e = match message {
                     Some(m) => S3Error::with_message(code, m.clone()),
+                    // A HEAD answer has no body to carry the node's words.
+                    None if *origin => S3Error::with_message(
+                        code,
+                        "The origin behind the cache fleet failed or did not answer in time; please retry.",
+                    ),
                     None => S3Error::new(code),
                 };
                 e.set_status_code(*status);

@@ -216,7 +216,14 @@ async fn a_black_holed_origin_costs_one_origin_timeout_and_ejects_no_node() {
         |r| r.fleet.request_timeout = Duration::from_secs(10),
     )
     .await;
-    let c = f.client();
+    // One attempt per request (SDKs retry a 503 on their own; each attempt is measured).
+    let c = aws_sdk_s3::Client::from_conf(
+        f.client()
+            .config()
+            .to_builder()
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+            .build(),
+    );
     for i in 0..4 {
         let t0 = Instant::now();
         let e = c.get_object().bucket("bkt").key(format!("plain/miss-{i}.bin")).send().await.unwrap_err();

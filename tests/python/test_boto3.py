@@ -118,3 +118,75 @@ def test_delete(s3):
     for k in ("boto/del1", "boto/del2"):
         with pytest.raises(ClientError):
             s3.head_object(Bucket=BUCKET, Key=k)
+
+
+def test_attributes_round_trip(s3):
+    from datetime import datetime, timezone
+
+    exp = datetime(2033, 5, 18, 3, 33, 20, tzinfo=timezone.utc)
+    s3.put_object(Bucket=BUCKET, Key="boto/attrs.csv.gz", Body=b"gz", ContentType="text/csv", ContentEncoding="gzip",
+                  CacheControl="max-age=60", ContentDisposition="attachment", ContentLanguage="de", Expires=exp,
+                  Metadata={"owner": "team-a"})
+    for r in (s3.head_object(Bucket=BUCKET, Key="boto/attrs.csv.gz"), s3.get_object(Bucket=BUCKET, Key="boto/attrs.csv.gz")):
+        assert r["ContentType"] == "text/csv"
+        assert r["ContentEncoding"] == "gzip"
+        assert r["CacheControl"] == "max-age=60"
+        assert r["ContentDisposition"] == "attachment"
+        assert r["ContentLanguage"] == "de"
+        assert r["Metadata"] == {"owner": "team-a"}
+        assert r["ResponseMetadata"]["HTTPHeaders"]["expires"] == "Wed, 18 May 2033 03:33:20 GMT"
+    s3.copy_object(Bucket=BUCKET, Key="boto/attrs-copy", CopySource=f"{BUCKET}/boto/attrs.csv.gz",
+                   MetadataDirective="REPLACE", ContentType="application/json", Metadata={"fresh": "yes"})
+    h = s3.head_object(Bucket=BUCKET, Key="boto/attrs-copy")
+    assert h["ContentType"] == "application/json"
+    assert h["Metadata"] == {"fresh": "yes"}
+    assert "ContentEncoding" not in h
+    with pytest.raises(ClientError) as e:
+        s3.copy_object(Bucket=BUCKET, Key="boto/attrs-copy", CopySource=f"{BUCKET}/boto/attrs-copy")
+    assert code(e.value) == ("InvalidRequest", 400)
+
+
+def test_bad_digests_store_nothing(s3):
+    import base64
+
+    s3.put_object(Bucket=BUCKET, Key="boto/digest", Body=b"original")
+    bad_md5 = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket=BUCKET, Key="boto/digest", Body=b"replacement", ContentMD5=bad_md5)
+    assert code(e.value) == ("BadDigest", 400)
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket=BUCKET, Key="boto/digest", Body=b"replacement", ChecksumSHA256=base64.b64encode(b"\0" * 32).decode())
+    assert code(e.value) == ("BadDigest", 400)
+    assert s3.get_object(Bucket=BUCKET, Key="boto/digest")["Body"].read() == b"original"
+    good = base64.b64encode(hashlib.md5(b"replacement").digest()).decode()
+    s3.put_object(Bucket=BUCKET, Key="boto/digest", Body=b"replacement", ContentMD5=good)
+    assert s3.get_object(Bucket=BUCKET, Key="boto/digest")["Body"].read() == b"replacement"
+
+
+def test_retried_complete_and_listing_details(s3):
+    up = s3.create_multipart_upload(Bucket=BUCKET, Key="boto/retried", ContentType="text/plain")
+    p = s3.upload_part(Bucket=BUCKET, Key="boto/retried", UploadId=up["UploadId"], PartNumber=1, Body=b"part")
+    parts = {"Parts": [{"PartNumber": 1, "ETag": p["ETag"]}]}
+    first = s3.complete_multipart_upload(Bucket=BUCKET, Key="boto/retried", UploadId=up["UploadId"], MultipartUpload=parts)
+    again = s3.complete_multipart_upload(Bucket=BUCKET, Key="boto/retried", UploadId=up["UploadId"], MultipartUpload=parts)
+    assert first["ETag"] == again["ETag"]
+    assert s3.head_object(Bucket=BUCKET, Key="boto/retried")["ContentType"] == "text/plain"
+
+    s3.put_object(Bucket=BUCKET, Key="boto/sp ace/x", Body=b"x")
+    v1 = s3.list_objects(Bucket=BUCKET, Prefix="boto/sp ace/")  # botocore asks for encoding-type=url
+    assert v1["Prefix"] == "boto/sp ace/"
+    assert [o["Key"] for o in v1["Contents"]] == ["boto/sp ace/x"]
+    assert "Owner" in v1["Contents"][0]
+    v2 = s3.list_objects_v2(Bucket=BUCKET, Prefix="boto/sp ace/", FetchOwner=True)
+    assert "Owner" in v2["Contents"][0]
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix="boto/", MaxKeys=0)["IsTruncated"] is False
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix="boto/sp ace/", ContinuationToken="")["KeyCount"] == 1
+
+
+def test_not_modified_has_etag(s3):
+    s3.put_object(Bucket=BUCKET, Key="boto/304", Body=b"v")
+    etag = s3.head_object(Bucket=BUCKET, Key="boto/304")["ETag"]
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=BUCKET, Key="boto/304", IfNoneMatch=etag)
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
+    assert e.value.response["ResponseMetadata"]["HTTPHeaders"].get("etag") == etag

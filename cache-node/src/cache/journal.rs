@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::meta::ObjectMeta;
+use super::meta::{ObjectAttrs, ObjectMeta};
 use crate::tier::disk::ObjectId;
 
 /// One object as persisted.
@@ -31,7 +31,9 @@ pub struct Record {
     pub origin_etag: Option<String>,
     /// Nanoseconds since the Unix epoch.
     pub last_modified_unix_ns: u128,
-    pub content_type: Option<String>,
+    /// What a GET answers besides the bytes (content type, encoding, `x-amz-meta-*`, …).
+    #[serde(default)]
+    pub attrs: ObjectAttrs,
 }
 
 impl Record {
@@ -47,7 +49,7 @@ impl Record {
                 .last_modified
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos()),
-            content_type: m.content_type.clone(),
+            attrs: m.attrs.clone(),
         }
     }
 
@@ -64,7 +66,7 @@ impl Record {
             etag: self.etag.clone(),
             origin_etag: self.origin_etag.clone(),
             last_modified: SystemTime::UNIX_EPOCH + Duration::new(secs, (ns % 1_000_000_000) as u32),
-            content_type: self.content_type.clone(),
+            attrs: self.attrs.clone(),
             version: self.version.clone(),
             checked_at: Instant::now(),
         }
@@ -153,7 +155,12 @@ mod tests {
             etag: Some(etag.into()),
             origin_etag: Some(format!("\"{etag}\"")),
             last_modified: SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 5),
-            content_type: Some("application/x-lance".into()),
+            attrs: ObjectAttrs {
+                content_type: Some("application/x-lance".into()),
+                cache_control: Some("max-age=60".into()),
+                user: vec![("camera".into(), "Zürich 3".into())],
+                ..Default::default()
+            },
             version: etag.into(),
             checked_at: Instant::now(),
         }

@@ -1,4 +1,5 @@
-//! Object metadata (size, ETag, Last-Modified, Content-Type) and when it may be trusted:
+//! Object metadata (size, ETag, Last-Modified, and the attributes a client stored with the
+//! object: Content-Type and friends, `x-amz-meta-*`) and when it may be trusted:
 //! immutable keys until a write through this node, other keys for `metadata_ttl` (revalidated
 //! in the background from half of it on), mutable pointers never. Concurrent lookups of one
 //! object share one HEAD. A write bumps an epoch
@@ -12,12 +13,81 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use object_store::path::Path;
-use object_store::{Attribute, GetOptions, ObjectStore};
+use object_store::{Attribute, Attributes, GetOptions, ObjectStore};
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 
 use super::CacheError;
 use crate::origin::{OriginError, Origins};
 use crate::policy::KeyClass;
+
+/// What a client stored with an object besides its bytes, returned on GET and HEAD as
+/// the headers of the same names. Plain data: it is persisted with the page store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ObjectAttrs {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_language: Option<String>,
+    pub cache_control: Option<String>,
+    /// The `Expires` header as an HTTP date.
+    pub expires: Option<String>,
+    /// `x-amz-meta-<name>` entries: names lower-case and without the prefix, sorted by name.
+    pub user: Vec<(String, String)>,
+}
+
+/// The user-metadata name under which `Expires` is kept at an S3 origin: object_store can
+/// neither send nor read that header, so it travels as `x-amz-meta-lakecache-expires`.
+pub const EXPIRES_METADATA: &str = "lakecache-expires";
+
+impl ObjectAttrs {
+    pub fn is_empty(&self) -> bool {
+        *self == ObjectAttrs::default()
+    }
+
+    /// From what an object_store origin reports with an object.
+    pub fn from_store(a: &Attributes) -> Self {
+        let mut out = ObjectAttrs::default();
+        for (k, v) in a {
+            let v = v.to_string();
+            match k {
+                Attribute::ContentType => out.content_type = Some(v),
+                Attribute::ContentEncoding => out.content_encoding = Some(v),
+                Attribute::ContentDisposition => out.content_disposition = Some(v),
+                Attribute::ContentLanguage => out.content_language = Some(v),
+                Attribute::CacheControl => out.cache_control = Some(v),
+                Attribute::Metadata(name) if name.eq_ignore_ascii_case(EXPIRES_METADATA) => {
+                    out.expires = Some(v)
+                }
+                Attribute::Metadata(name) => out.user.push((name.to_ascii_lowercase(), v)),
+                _ => {}
+            }
+        }
+        out.user.sort();
+        out
+    }
+
+    /// What to hand an object_store origin when writing the object.
+    pub fn to_store(&self) -> Attributes {
+        let mut a = Attributes::new();
+        let mut put = |k: Attribute, v: &Option<String>| {
+            if let Some(v) = v {
+                a.insert(k, v.clone().into());
+            }
+        };
+        put(Attribute::ContentType, &self.content_type);
+        put(Attribute::ContentEncoding, &self.content_encoding);
+        put(Attribute::ContentDisposition, &self.content_disposition);
+        put(Attribute::ContentLanguage, &self.content_language);
+        put(Attribute::CacheControl, &self.cache_control);
+        put(Attribute::Metadata(EXPIRES_METADATA.into()), &self.expires);
+        for (k, v) in &self.user {
+            a.insert(Attribute::Metadata(k.clone().into()), v.clone().into());
+        }
+        a
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ObjectMeta {
@@ -27,14 +97,14 @@ pub struct ObjectMeta {
     /// ETag exactly as the origin reported it (quoted or not), for conditional origin reads.
     pub origin_etag: Option<String>,
     pub last_modified: SystemTime,
-    pub content_type: Option<String>,
+    pub attrs: ObjectAttrs,
     /// What identifies this content: the ETag, else size and modification time.
     pub version: String,
     pub checked_at: Instant,
 }
 
 impl ObjectMeta {
-    pub fn from_store(m: &object_store::ObjectMeta, content_type: Option<String>) -> Self {
+    pub fn from_store(m: &object_store::ObjectMeta, attrs: ObjectAttrs) -> Self {
         let secs = m.last_modified.timestamp();
         let nanos = m.last_modified.timestamp_subsec_nanos();
         let last_modified = if secs >= 0 {
@@ -52,7 +122,7 @@ impl ObjectMeta {
             etag,
             origin_etag: m.e_tag.clone(),
             last_modified,
-            content_type,
+            attrs,
             version,
             checked_at: Instant::now(),
         }
@@ -107,7 +177,7 @@ impl MetaCache {
     ) -> Result<Arc<ObjectMeta>, CacheError> {
         let mk = map_key(bucket, key);
         if class == KeyClass::NeverCache {
-            return head(origins, store, path).await.map(Arc::new);
+            return head(origins, store, bucket, path).await.map(Arc::new);
         }
         if let Some(m) = self.map.get(&mk) {
             let age = m.checked_at.elapsed();
@@ -148,7 +218,7 @@ impl MetaCache {
                     (self.on_replaced.clone(), bucket.to_string(), key.to_string());
                 let retired = self.retired.clone();
                 let task = tokio::spawn(async move {
-                    let r = head(&origins, &store, &path).await.map(Arc::new);
+                    let r = head(&origins, &store, &bucket, &path).await.map(Arc::new);
                     // Installed only if no write happened meanwhile (else the HEAD may
                     // describe the object as it was before the write).
                     let mut guard = inflight_map.lock();
@@ -221,13 +291,19 @@ impl MetaCache {
 async fn head(
     origins: &Origins,
     store: &Arc<dyn ObjectStore>,
+    bucket: &str,
     path: &Path,
 ) -> Result<ObjectMeta, CacheError> {
     let opts = GetOptions { head: true, ..Default::default() };
-    let r = origins.call("head", store.get_opts(path, opts)).await.map_err(|e| match e {
-        OriginError::InvalidKey(_) => OriginError::NotFound,
-        e => e,
-    })?;
-    let ct = r.attributes.get(&Attribute::ContentType).map(|v| v.to_string());
-    Ok(ObjectMeta::from_store(&r.meta, ct))
+    let r = match origins.call("head", store.get_opts(path, opts)).await {
+        Ok(r) => r,
+        Err(OriginError::NotFound) => return Err(origins.missing(bucket, store).await.into()),
+        // A key the origin cannot hold (under an existing object, a segment too long for
+        // its file system) names no object.
+        Err(OriginError::InvalidKey(_) | OriginError::KeyConflict(_) | OriginError::KeyTooLong(_)) => {
+            return Err(OriginError::NotFound.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(ObjectMeta::from_store(&r.meta, ObjectAttrs::from_store(&r.attributes)))
 }

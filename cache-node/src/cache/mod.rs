@@ -241,7 +241,7 @@ impl Cache {
         self: &Arc<Self>,
         obj: Arc<ObjectHandle>,
         range: ByteRange,
-    ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static {
+    ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + Sync + Unpin + 'static + use<> {
         futures::StreamExt::map(ReceiverStream::new(self.read_pages(obj, range)), |r| {
             r.map_err(|e| std::io::Error::other(e.to_string()))
         })

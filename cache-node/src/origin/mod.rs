@@ -2,6 +2,7 @@
 //! endpoints or a local directory). Owns the bucket → store mapping, time limits, error
 //! classification and origin metrics; knows nothing of pages or caching.
 
+pub mod local;
 pub mod multipart;
 
 use std::future::Future;
@@ -34,8 +35,30 @@ pub enum OriginError {
     NotSupported,
     #[error("invalid key: {0}")]
     InvalidKey(String),
+    /// The origin cannot hold this key next to what it already holds: a parent of the key
+    /// is an object (ENOTDIR), or the key is a directory of other objects (EISDIR). For a
+    /// read this means the object does not exist.
+    #[error("the origin cannot hold this key: {0}")]
+    KeyConflict(String),
+    /// A segment of the key is longer than the origin allows (ENAMETOOLONG).
+    #[error("key too long for the origin: {0}")]
+    KeyTooLong(String),
+    /// The origin is out of space or quota (ENOSPC, EDQUOT, EFBIG).
+    #[error("the origin is out of space: {0}")]
+    InsufficientStorage(String),
+    /// The origin refused the request with a 4xx of its own (other than those above).
+    #[error("the origin refused the request ({status} {code}): {message}")]
+    Refused { status: u16, code: String, message: String },
+    /// No answer within the time limit of one origin request.
+    #[error("the origin did not answer within {0:?}")]
+    TimedOut(Duration),
+    /// The origin could not be reached, or answered 5xx or 429: worth a retry.
     #[error("origin unavailable: {0}")]
     Unavailable(String),
+    /// The origin failed in a way a retry will not fix (an I/O error of a local origin).
+    #[error("origin failed: {0}")]
+    Failed(String),
+    /// This node's own fault (a store it could not build, a bug).
     #[error("origin error: {0}")]
     Other(String),
 }
@@ -44,20 +67,112 @@ impl OriginError {
     pub fn from_store(e: object_store::Error) -> Self {
         use object_store::Error as E;
         match e {
-            E::NotFound { .. } => OriginError::NotFound,
+            // S3 answers a missing bucket with 404 and its own error code, which
+            // object_store only keeps in the error's text.
+            E::NotFound { source, .. } => match response_of(source.as_ref()) {
+                Some(r) if r.code == "NoSuchBucket" => OriginError::NoSuchBucket,
+                _ => OriginError::NotFound,
+            },
             E::Precondition { .. } => OriginError::Precondition,
             E::NotModified { .. } => OriginError::NotModified,
             E::AlreadyExists { .. } => OriginError::AlreadyExists,
             E::NotImplemented { .. } | E::NotSupported { .. } => OriginError::NotSupported,
             E::PermissionDenied { .. } | E::Unauthenticated { .. } => OriginError::AccessDenied,
             E::InvalidPath { source } => OriginError::InvalidKey(source.to_string()),
-            // S3 answers a missing bucket with its own error code, which object_store only
-            // passes on in the message.
-            other if other.to_string().contains("NoSuchBucket") => OriginError::NoSuchBucket,
-            // Transport failures, throttling and 5xx all surface as Generic from the cloud
-            // clients: to a reader they mean "try again later".
+            E::Generic { source, .. } => classify_generic(source.as_ref()),
             other => OriginError::Unavailable(other.to_string()),
         }
+    }
+
+    /// Whether the origin, not this node and not the client, is at fault: such answers
+    /// carry `x-lakecache-error-source: origin`, so a router neither fails over nor
+    /// counts them against the node.
+    pub fn is_origin_fault(&self) -> bool {
+        matches!(
+            self,
+            OriginError::AccessDenied
+                | OriginError::InsufficientStorage(_)
+                | OriginError::Refused { .. }
+                | OriginError::TimedOut(_)
+                | OriginError::Unavailable(_)
+                | OriginError::Failed(_)
+        )
+    }
+}
+
+/// An error answer of an HTTP origin as object_store reports it.
+struct OriginResponse {
+    status: u16,
+    code: String,
+    message: String,
+}
+
+/// Finds the origin's error answer in an error chain. object_store keeps the status and
+/// body of a failed request in an error type it does not export, so its text (one fixed
+/// format, "Server returned non-2xx status code: <status> <reason>: <body>") is the only
+/// way to them; this is the one place that reads it.
+fn response_of(e: &(dyn std::error::Error + 'static)) -> Option<OriginResponse> {
+    const PREFIX: &str = "Server returned non-2xx status code: ";
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if let Some(rest) = text.strip_prefix(PREFIX) {
+            let status: u16 = rest.get(..3).and_then(|s| s.parse().ok())?;
+            let body = rest.split_once(": ").map_or("", |(_, b)| b);
+            let tag = |name: &str| {
+                let open = format!("<{name}>");
+                let close = format!("</{name}>");
+                let start = body.find(&open)? + open.len();
+                let end = start + body[start..].find(&close)?;
+                Some(body[start..end].to_string())
+            };
+            return Some(OriginResponse {
+                status,
+                code: tag("Code").unwrap_or_default(),
+                message: tag("Message").unwrap_or_default(),
+            });
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// Sorts a failure that object_store could not name: a transport error, an HTTP status
+/// it has no variant for, or an I/O error of the local file system.
+fn classify_generic(e: &(dyn std::error::Error + 'static)) -> OriginError {
+    use std::io::ErrorKind as K;
+    let text = e.to_string();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<object_store::client::HttpError>() {
+            return match h.kind() {
+                // The client's own per-request limit; `Origins::call` names the duration.
+                object_store::client::HttpErrorKind::Timeout => OriginError::TimedOut(Duration::ZERO),
+                _ => OriginError::Unavailable(text),
+            };
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                K::NotADirectory | K::IsADirectory | K::DirectoryNotEmpty => OriginError::KeyConflict(text),
+                K::InvalidFilename => OriginError::KeyTooLong(text),
+                K::StorageFull | K::QuotaExceeded | K::FileTooLarge => OriginError::InsufficientStorage(text),
+                K::TimedOut => OriginError::Unavailable(text),
+                _ => OriginError::Failed(text),
+            };
+        }
+        cur = err.source();
+    }
+    match response_of(e) {
+        // Listings report a 404 here rather than as NotFound.
+        Some(r) if r.status == 404 && r.code == "NoSuchBucket" => OriginError::NoSuchBucket,
+        Some(r) if r.status == 404 => OriginError::NotFound,
+        Some(r) if r.status == 429 || r.status >= 500 => OriginError::Unavailable(text),
+        Some(r) if (400..500).contains(&r.status) => OriginError::Refused {
+            status: r.status,
+            code: if r.code.is_empty() { "InvalidRequest".into() } else { r.code },
+            message: r.message,
+        },
+        _ => OriginError::Unavailable(text),
     }
 }
 
@@ -83,12 +198,41 @@ pub struct Origins {
     configs: Vec<OriginConfig>,
     /// Bounded: with a `*` origin every bucket name a client sends builds a client.
     stores: moka::sync::Cache<String, Arc<dyn ObjectStore>>,
+    /// Buckets recently seen to exist at the origin (see `missing`).
+    known_buckets: moka::sync::Cache<String, ()>,
     timeout: Duration,
 }
 
 impl Origins {
     pub fn new(configs: Vec<OriginConfig>, timeout: Duration) -> Self {
-        Self { configs, stores: moka::sync::Cache::new(10_000), timeout }
+        Self {
+            configs,
+            stores: moka::sync::Cache::new(10_000),
+            known_buckets: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+            timeout,
+        }
+    }
+
+    /// What a HEAD's 404 means: a HEAD answer has no body, so an S3 origin's 404 does not
+    /// say whether the key or the whole bucket is missing. Asks the origin once (a listing
+    /// of at most one entry) and remembers a bucket that exists for a minute.
+    pub async fn missing(&self, bucket: &str, store: &Arc<dyn ObjectStore>) -> OriginError {
+        if self.known_buckets.contains_key(bucket) {
+            return OriginError::NotFound;
+        }
+        let mut listing = store.list(None);
+        let first = async move { futures::StreamExt::next(&mut listing).await.transpose() };
+        match self.call("list", first).await {
+            Err(OriginError::NoSuchBucket) => OriginError::NoSuchBucket,
+            Ok(_) => {
+                self.known_buckets.insert(bucket.to_string(), ());
+                OriginError::NotFound
+            }
+            Err(_) => OriginError::NotFound,
+        }
     }
 
     /// The store for `bucket`, built on first use.
@@ -121,7 +265,7 @@ impl Origins {
                 let fs = LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| OriginError::Other(e.to_string()))?
                     .with_automatic_cleanup(true);
-                Ok(Arc::new(fs))
+                Ok(Arc::new(local::LocalStore::new(fs)))
             }
             OriginKind::S3 => {
                 // Credentials not in the config come from the environment (AWS_* variables,
@@ -151,15 +295,6 @@ impl Origins {
                 Ok(Arc::new(b.build().map_err(|e| OriginError::Other(e.to_string()))?))
             }
         }
-    }
-
-    /// Whether the store for `bucket` keeps object attributes such as Content-Type.
-    pub fn keeps_attributes(&self, bucket: &str) -> bool {
-        self.configs
-            .iter()
-            .find(|c| c.bucket == bucket)
-            .or_else(|| self.configs.iter().find(|c| c.bucket == "*"))
-            .is_some_and(|c| c.kind == OriginKind::S3)
     }
 
     /// Buckets this node can name: those mapped explicitly, plus the directories under a
@@ -205,12 +340,15 @@ impl Origins {
         let t0 = Instant::now();
         metrics::counter!(m::ORIGIN_REQUESTS, "op" => op).increment(1);
         let out = match tokio::time::timeout(self.timeout, fut).await {
-            Ok(r) => r.map_err(OriginError::from_store),
-            Err(_) => Err(OriginError::Unavailable(format!("timed out after {:?}", self.timeout))),
+            Ok(r) => r.map_err(|e| match OriginError::from_store(e) {
+                OriginError::TimedOut(_) => OriginError::TimedOut(self.timeout),
+                e => e,
+            }),
+            Err(_) => Err(OriginError::TimedOut(self.timeout)),
         };
         metrics::histogram!(m::ORIGIN_LATENCY, "op" => op).record(m::ms_since(t0));
         if let Err(e) = &out
-            && matches!(e, OriginError::Unavailable(_) | OriginError::Other(_))
+            && (e.is_origin_fault() || matches!(e, OriginError::Other(_)))
         {
             metrics::counter!(m::ORIGIN_ERRORS, "op" => op).increment(1);
         }
@@ -221,6 +359,67 @@ impl Origins {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn generic(source: impl std::error::Error + Send + Sync + 'static) -> object_store::Error {
+        object_store::Error::Generic { store: "test", source: Box::new(source) }
+    }
+
+    #[test]
+    fn io_errors_of_a_local_origin_are_sorted_by_kind() {
+        use std::io::{Error, ErrorKind};
+        let cases = [
+            (ErrorKind::StorageFull, "InsufficientStorage"),
+            (ErrorKind::QuotaExceeded, "InsufficientStorage"),
+            (ErrorKind::NotADirectory, "KeyConflict"),
+            (ErrorKind::IsADirectory, "KeyConflict"),
+            (ErrorKind::InvalidFilename, "KeyTooLong"),
+            (ErrorKind::PermissionDenied, "Failed"),
+            (ErrorKind::Other, "Failed"),
+        ];
+        for (kind, want) in cases {
+            let e = OriginError::from_store(generic(Error::new(kind, "test")));
+            let got = format!("{e:?}");
+            assert!(got.starts_with(want), "{kind:?}: {got}");
+        }
+        assert!(OriginError::from_store(generic(Error::new(ErrorKind::StorageFull, "x"))).is_origin_fault());
+        assert!(
+            !OriginError::from_store(generic(Error::new(ErrorKind::NotADirectory, "x"))).is_origin_fault()
+        );
+    }
+
+    #[test]
+    fn origin_answers_are_read_from_the_error_text() {
+        #[derive(Debug)]
+        struct Status(&'static str);
+        impl std::fmt::Display for Status {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Status {}
+        let refused = Status(
+            "Server returned non-2xx status code: 400 Bad Request: <Error><Code>InvalidArgument</Code><Message>no</Message></Error>",
+        );
+        match OriginError::from_store(generic(refused)) {
+            OriginError::Refused { status: 400, code, message } => {
+                assert_eq!((code.as_str(), message.as_str()), ("InvalidArgument", "no"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let failed = Status("Server returned non-2xx status code: 500 Internal Server Error: ");
+        assert!(matches!(OriginError::from_store(generic(failed)), OriginError::Unavailable(_)));
+        let bucket = Status(
+            "Server returned non-2xx status code: 404 Not Found: <Error><Code>NoSuchBucket</Code></Error>",
+        );
+        assert!(matches!(OriginError::from_store(generic(bucket)), OriginError::NoSuchBucket));
+        let nf = object_store::Error::NotFound {
+            path: "k".into(),
+            source: Box::new(Status(
+                "Server returned non-2xx status code: 404 Not Found: <Error><Code>NoSuchBucket</Code></Error>",
+            )),
+        };
+        assert!(matches!(OriginError::from_store(nf), OriginError::NoSuchBucket));
+    }
 
     #[test]
     fn keys_that_a_store_would_rewrite_are_refused() {

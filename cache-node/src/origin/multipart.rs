@@ -1,7 +1,10 @@
 //! Multipart uploads staged on the cache node's local disk, then written to the origin as
 //! one object on completion. This works for every origin (a local directory has no multipart
-//! API) and keeps S3 semantics: upload ids, part ETags (MD5), ListParts, Abort, EntityTooSmall.
-//! Owns the staging directory; does not invalidate the cache (the caller does).
+//! API) and keeps S3 semantics: upload ids, part ETags (MD5), ListParts, Abort, EntityTooSmall,
+//! and a completed upload's result kept for a day, so that a retried CompleteMultipartUpload
+//! (its answer lost) gets the same answer. A part becomes visible only once its body has been
+//! read whole and verified (`write_part` then `commit_part`). Owns the staging directory; does
+//! not invalidate the cache (the caller does).
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +13,8 @@ use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::cache::meta::ObjectAttrs;
 
 /// S3's minimum size of every part but the last.
 pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
@@ -33,12 +38,48 @@ pub enum MultipartError {
     Io(#[from] std::io::Error),
 }
 
+/// How long the result of a completed upload is kept for retries of its completion.
+pub const COMPLETED_KEEP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// The staging directory's folder of completion records (not a UUID: never an upload).
+const COMPLETED_DIR: &str = "completed";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UploadMeta {
     pub bucket: String,
     pub key: String,
-    pub content_type: Option<String>,
+    /// What CreateMultipartUpload said to store with the object.
+    #[serde(default)]
+    pub attrs: ObjectAttrs,
     pub initiated_unix_ms: u64,
+    /// Uploads staged before attributes were kept recorded only this.
+    #[serde(default, skip_serializing)]
+    pub content_type: Option<String>,
+}
+
+/// A completed upload, as a retried completion answers it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Completed {
+    pub bucket: String,
+    pub key: String,
+    pub etag: String,
+}
+
+/// A part's bytes on disk, not yet visible to ListParts or Complete; removed on drop
+/// unless committed.
+#[derive(Debug)]
+pub struct TempPart {
+    number: i32,
+    tmp: Option<PathBuf>,
+    etag: String,
+    size: u64,
+}
+
+impl Drop for TempPart {
+    fn drop(&mut self) {
+        if let Some(p) = self.tmp.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -55,12 +96,60 @@ pub struct Staging {
     /// Serialises the (ETag file, part file) pair of concurrent uploads of one part number,
     /// so the ETag on disk always belongs to the bytes on disk.
     part_locks: Vec<tokio::sync::Mutex<()>>,
+    /// When completion records older than `COMPLETED_KEEP` were last removed.
+    last_sweep: parking_lot::Mutex<std::time::Instant>,
 }
 
 impl Staging {
     pub fn new(dir: PathBuf) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
-        Ok(Self { dir, part_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect() })
+        std::fs::create_dir_all(dir.join(COMPLETED_DIR))?;
+        sweep(&dir.join(COMPLETED_DIR), COMPLETED_KEEP);
+        Ok(Self {
+            dir,
+            part_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+            last_sweep: parking_lot::Mutex::new(std::time::Instant::now()),
+        })
+    }
+
+    fn completed_path(&self, upload_id: &str) -> Result<PathBuf, MultipartError> {
+        uuid::Uuid::parse_str(upload_id).map_err(|_| MultipartError::NoSuchUpload)?;
+        Ok(self.dir.join(COMPLETED_DIR).join(format!("{upload_id}.json")))
+    }
+
+    /// The result of `upload_id` if it was completed (for `bucket`/`key`) within a day.
+    pub async fn completed(&self, upload_id: &str, bucket: &str, key: &str) -> Option<Completed> {
+        let p = self.completed_path(upload_id).ok()?;
+        let age = tokio::fs::metadata(&p).await.ok()?.modified().ok()?.elapsed().unwrap_or_default();
+        if age > COMPLETED_KEEP {
+            return None;
+        }
+        let c: Completed = serde_json::from_slice(&tokio::fs::read(&p).await.ok()?).ok()?;
+        (c.bucket == bucket && c.key == key).then_some(c)
+    }
+
+    /// Records a completion, then removes the upload's parts.
+    pub async fn complete(&self, upload_id: &str, done: &Completed) -> Result<(), MultipartError> {
+        let p = self.completed_path(upload_id)?;
+        let text = serde_json::to_vec(done).map_err(|e| MultipartError::InvalidArgument(e.to_string()))?;
+        let tmp = p.with_extension("tmp");
+        tokio::fs::write(&tmp, text).await?;
+        tokio::fs::rename(&tmp, &p).await?;
+        let sweep_due = {
+            let mut last = self.last_sweep.lock();
+            let due = last.elapsed() > std::time::Duration::from_secs(3600);
+            if due {
+                *last = std::time::Instant::now();
+            }
+            due
+        };
+        if sweep_due {
+            let dir = self.dir.join(COMPLETED_DIR);
+            tokio::task::spawn_blocking(move || sweep(&dir, COMPLETED_KEEP));
+        }
+        match self.remove(upload_id).await {
+            Ok(()) | Err(MultipartError::NoSuchUpload) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn upload_dir(&self, upload_id: &str) -> Result<PathBuf, MultipartError> {
@@ -83,20 +172,23 @@ impl Staging {
     pub async fn meta(&self, upload_id: &str, bucket: &str, key: &str) -> Result<UploadMeta, MultipartError> {
         let d = self.upload_dir(upload_id)?;
         let text = tokio::fs::read(d.join("meta.json")).await.map_err(|_| MultipartError::NoSuchUpload)?;
-        let meta: UploadMeta = serde_json::from_slice(&text).map_err(|_| MultipartError::NoSuchUpload)?;
+        let mut meta: UploadMeta = serde_json::from_slice(&text).map_err(|_| MultipartError::NoSuchUpload)?;
+        if meta.attrs.content_type.is_none() {
+            meta.attrs.content_type = meta.content_type.take();
+        }
         if meta.bucket != bucket || meta.key != key {
             return Err(MultipartError::NoSuchUpload);
         }
         Ok(meta)
     }
 
-    /// Streams one part to disk; returns its ETag (hex MD5, unquoted) and size.
-    pub async fn put_part<S, E>(
+    /// Streams one part to a temporary file of its upload; `commit_part` makes it the part.
+    pub async fn write_part<S, E>(
         &self,
         upload_id: &str,
         number: i32,
         mut body: S,
-    ) -> Result<(String, u64), MultipartError>
+    ) -> Result<TempPart, MultipartError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -108,31 +200,40 @@ impl Staging {
         }
         let d = self.upload_dir(upload_id)?;
         let tmp = d.join(format!("part-{number:05}.{}.tmp", uuid::Uuid::new_v4()));
-        let mut f = tokio::fs::File::create(&tmp).await?;
+        let mut f = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(&tmp).await?);
+        let mut part = TempPart { number, tmp: Some(tmp), etag: String::new(), size: 0 };
         let mut md5 = Md5::new();
-        let mut size = 0u64;
-        let res: Result<(), MultipartError> = async {
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| MultipartError::Body(e.to_string()))?;
-                md5.update(&chunk);
-                size += chunk.len() as u64;
-                f.write_all(&chunk).await?;
-            }
-            f.flush().await?;
-            Ok(())
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| MultipartError::Body(e.to_string()))?;
+            md5.update(&chunk);
+            part.size += chunk.len() as u64;
+            f.write_all(&chunk).await?;
         }
-        .await;
-        if let Err(e) = res {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e);
-        }
-        let etag = hex(&md5.finalize());
+        f.flush().await?;
+        part.etag = hex(&md5.finalize());
+        Ok(part)
+    }
+
+    /// Makes a written part the upload's part `number` (replacing an earlier one); returns
+    /// its ETag (hex MD5, unquoted) and size.
+    pub async fn commit_part(
+        &self,
+        upload_id: &str,
+        mut part: TempPart,
+    ) -> Result<(String, u64), MultipartError> {
+        let d = self.upload_dir(upload_id)?;
+        let number = part.number;
         let slot = (xxhash_rust::xxh3::xxh3_64(upload_id.as_bytes()) ^ number as u64) as usize
             % self.part_locks.len();
         let _guard = self.part_locks[slot].lock().await;
-        tokio::fs::write(d.join(format!("part-{number:05}.etag")), &etag).await?;
+        let tmp = part
+            .tmp
+            .clone()
+            .ok_or_else(|| MultipartError::InvalidArgument("part already committed".into()))?;
+        tokio::fs::write(d.join(format!("part-{number:05}.etag")), &part.etag).await?;
         tokio::fs::rename(&tmp, d.join(format!("part-{number:05}"))).await?;
-        Ok((etag, size))
+        part.tmp = None;
+        Ok((part.etag.clone(), part.size))
     }
 
     pub async fn list_parts(&self, upload_id: &str) -> Result<Vec<StagedPart>, MultipartError> {
@@ -141,6 +242,7 @@ impl Staging {
         let mut rd = tokio::fs::read_dir(&d).await?;
         while let Some(e) = rd.next_entry().await? {
             let name = e.file_name().to_string_lossy().to_string();
+            // `part-00001` only: not its `.etag`, not a `.tmp` still being written.
             let Some(num) = name.strip_prefix("part-").and_then(|n| n.parse::<i32>().ok()) else { continue };
             let md = e.metadata().await?;
             let etag = tokio::fs::read_to_string(d.join(format!("{name}.etag"))).await.unwrap_or_default();

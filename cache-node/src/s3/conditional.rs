@@ -82,6 +82,26 @@ impl<'a> Conditions<'a> {
     }
 }
 
+/// 304 Not Modified, with the validators S3 (and RFC 9110 §15.4.5) send on it: the ETag
+/// and Last-Modified of the current version, so a client can keep using its copy.
+fn not_modified(meta: &ObjectMeta) -> S3Error {
+    let mut e = s3_error!(NotModified);
+    let mut h = http::HeaderMap::new();
+    if let Some(etag) = &meta.etag
+        && let Ok(v) = http::HeaderValue::from_str(&format!("\"{etag}\""))
+    {
+        h.insert(http::header::ETAG, v);
+    }
+    let mut date = Vec::new();
+    if Timestamp::from(meta.last_modified).format(s3s::dto::TimestampFormat::HttpDate, &mut date).is_ok()
+        && let Ok(v) = http::HeaderValue::from_bytes(&date)
+    {
+        h.insert(http::header::LAST_MODIFIED, v);
+    }
+    e.set_headers(h);
+    e
+}
+
 impl Conditions<'_> {
     pub fn check(&self, meta: &ObjectMeta) -> Result<(), S3Error> {
         let etag = meta.etag.as_deref();
@@ -103,12 +123,12 @@ impl Conditions<'_> {
         }
         if let Some(c) = self.if_none_match {
             if matches(c, etag) {
-                return Err(s3_error!(NotModified));
+                return Err(not_modified(meta));
             }
         } else if let Some(t) = self.if_modified_since
             && modified <= ts_secs(t)
         {
-            return Err(s3_error!(NotModified));
+            return Err(not_modified(meta));
         }
         Ok(())
     }

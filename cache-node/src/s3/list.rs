@@ -27,7 +27,7 @@ pub struct Entry {
 
 impl Entry {
     fn from_store(m: object_store::ObjectMeta) -> Entry {
-        let meta = crate::cache::ObjectMeta::from_store(&m, None);
+        let meta = crate::cache::ObjectMeta::from_store(&m, Default::default());
         Entry {
             key: m.location.to_string(),
             size: m.size,
@@ -165,7 +165,8 @@ struct Page<'a> {
     truncated: bool,
 }
 
-/// Groups by delimiter, skips everything at or before `marker`, takes `max_keys`.
+/// Groups by delimiter, skips everything at or before `marker`, takes `max_keys` (with
+/// `max_keys` 0 nothing is taken and nothing counts as left out, as S3 answers).
 fn page<'a>(
     entries: &'a [Entry],
     prefix: &str,
@@ -175,6 +176,9 @@ fn page<'a>(
 ) -> Page<'a> {
     let mut items: Vec<Item<'a>> = Vec::new();
     let mut truncated = false;
+    if max_keys == 0 {
+        return Page { items, truncated };
+    }
     let mut last_prefix: Option<String> = None;
     for e in entries {
         let item = match delimiter.filter(|d| !d.is_empty()) {
@@ -244,7 +248,15 @@ struct Rendered {
     last_key: Option<String>,
 }
 
-fn render(p: &Page<'_>, encode: bool) -> Rendered {
+/// The owner S3 lists with each object (v1 always, v2 with `fetch-owner=true`): objects
+/// belong to the account the origin is reached with, which a cache cannot name, so the
+/// requester stands in for it.
+fn owner_of(credentials: Option<&s3s::auth::Credentials>) -> Owner {
+    let id = credentials.map_or_else(|| "anonymous".to_string(), |c| c.access_key.clone());
+    Owner { display_name: Some(id.clone()), id: Some(id) }
+}
+
+fn render(p: &Page<'_>, encode: bool, owner: Option<&Owner>) -> Rendered {
     let enc = |s: &str| if encode { url_encode(s) } else { s.to_string() };
     let mut contents = Vec::new();
     let mut prefixes = Vec::new();
@@ -256,6 +268,7 @@ fn render(p: &Page<'_>, encode: bool) -> Rendered {
                 e_tag: e.etag.clone().map(ETag::Strong),
                 last_modified: Some(Timestamp::from(e.last_modified)),
                 storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+                owner: owner.cloned(),
                 ..Default::default()
             }),
             Item::Prefix(pfx) => prefixes.push(CommonPrefix { prefix: Some(enc(pfx)) }),
@@ -271,11 +284,23 @@ pub async fn list_objects_v2(
     let prefix = req.input.prefix.clone().unwrap_or_default();
     let delimited = one_level(&prefix, req.input.delimiter.as_deref());
     let entries = listing(s3, &req.input.bucket, &prefix, delimited).await?;
-    render_v2(&entries, req.input).map(S3Response::new)
+    let owner = owner_of(req.credentials.as_ref());
+    render_v2_as(&entries, req.input, &owner).map(S3Response::new)
 }
 
 /// A ListObjectsV2 answer from a sorted listing that covers the prefix.
 pub fn render_v2(entries: &[Entry], i: ListObjectsV2Input) -> S3Result<ListObjectsV2Output> {
+    render_v2_as(entries, i, &owner_of(None))
+}
+
+fn render_v2_as(
+    entries: &[Entry],
+    mut i: ListObjectsV2Input,
+    owner: &Owner,
+) -> S3Result<ListObjectsV2Output> {
+    // Empty parameters are absent ones (clients send `continuation-token=` on a first page).
+    i.delimiter = i.delimiter.filter(|d| !d.is_empty());
+    i.continuation_token = i.continuation_token.filter(|t| !t.is_empty());
     let prefix = i.prefix.clone().unwrap_or_default();
     let max = max_keys(i.max_keys)?;
     let token_key = i.continuation_token.as_deref().map(token_decode).transpose()?;
@@ -287,7 +312,7 @@ pub fn render_v2(entries: &[Entry], i: ListObjectsV2Input) -> S3Result<ListObjec
     let end = start + entries[start..].iter().take_while(|e| e.key.starts_with(&prefix)).count();
     let p = page(&entries[start..end], &prefix, i.delimiter.as_deref(), marker.as_deref(), max);
     let encode = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
-    let r = render(&p, encode);
+    let r = render(&p, encode, i.fetch_owner.unwrap_or(false).then_some(owner));
     let enc = |s: String| if encode { url_encode(&s) } else { s };
     Ok(ListObjectsV2Output {
         name: Some(i.bucket),
@@ -310,20 +335,24 @@ pub async fn list_objects_v1(
     s3: &LakeS3,
     req: S3Request<ListObjectsInput>,
 ) -> S3Result<S3Response<ListObjectsOutput>> {
-    let i = req.input;
+    let owner = owner_of(req.credentials.as_ref());
+    let mut i = req.input;
+    i.delimiter = i.delimiter.filter(|d| !d.is_empty());
     let prefix = i.prefix.clone().unwrap_or_default();
     let max = max_keys(i.max_keys)?;
     let entries = listing(s3, &i.bucket, &prefix, one_level(&prefix, i.delimiter.as_deref())).await?;
     let p = page(&entries, &prefix, i.delimiter.as_deref(), i.marker.as_deref(), max);
     let encode = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
-    let r = render(&p, encode);
+    let r = render(&p, encode, Some(&owner));
     let enc = |s: String| if encode { url_encode(&s) } else { s };
     let next_marker = (p.truncated && i.delimiter.is_some()).then(|| r.last_key.clone().map(enc)).flatten();
     Ok(S3Response::new(ListObjectsOutput {
         name: Some(i.bucket),
-        prefix: Some(enc(prefix)),
+        // S3 encodes v1's keys, markers and delimiter, but not its top-level Prefix.
+        prefix: Some(prefix),
         delimiter: i.delimiter.map(enc),
-        marker: i.marker.map(enc),
+        // v1 always names the marker, empty when none was given.
+        marker: Some(enc(i.marker.unwrap_or_default())),
         next_marker,
         max_keys: Some(max as i32),
         is_truncated: Some(p.truncated),

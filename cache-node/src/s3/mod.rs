@@ -4,6 +4,7 @@
 //! One file per operation group: `read.rs` (GET/HEAD/List), `write.rs` (PUT, multipart,
 //! DELETE, COPY). No caching logic lives here.
 
+mod body;
 pub mod conditional;
 pub mod list;
 mod read;
@@ -18,7 +19,7 @@ use crate::cache::{Cache, CacheError};
 use crate::origin::OriginError;
 use crate::origin::multipart::{MultipartError, Staging};
 
-pub use read::resolve_range;
+pub use read::{attr_headers, resolve_range};
 
 /// The S3 implementation handed to `s3s`.
 pub struct LakeS3 {
@@ -27,6 +28,8 @@ pub struct LakeS3 {
     pub lists: list::ListCache,
     region: String,
     write_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
+    /// The longest a write's body may go without a byte (`cache.body_timeout`).
+    body_timeout: std::time::Duration,
 }
 
 impl LakeS3 {
@@ -35,22 +38,23 @@ impl LakeS3 {
         staging: Arc<Staging>,
         list_ttl: std::time::Duration,
         region: String,
+        body_timeout: std::time::Duration,
     ) -> Self {
         Self {
             cache,
             staging,
             lists: list::ListCache::new(list_ttl),
             region,
-            write_locks: Arc::new((0..1024).map(|_| tokio::sync::Mutex::new(())).collect()),
+            write_locks: Arc::new((0..WRITE_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect()),
+            body_timeout,
         }
     }
 
     /// Writes to one key through this node are serialised, so a conditional write's check
-    /// and its effect cannot interleave with another write of the same key.
+    /// and its effect cannot interleave with another write of the same key. The lock is
+    /// held only around a write's check and commit, never while a client sends a body.
     async fn lock_key(&self, bucket: &str, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
-        let h = xxhash_rust::xxh3::xxh3_64(format!("{bucket}/{key}").as_bytes());
-        let i = (h % self.write_locks.len() as u64) as usize;
-        self.write_locks[i].lock().await
+        self.write_locks[write_lock_stripe(bucket, key)].lock().await
     }
 
     fn after_write(&self, bucket: &str, key: &str) {
@@ -59,21 +63,52 @@ impl LakeS3 {
     }
 }
 
+/// Stripes of the per-key write lock.
+pub const WRITE_LOCK_STRIPES: usize = 1024;
+
+/// The stripe of the write lock that `bucket`/`key` takes (public so that a test can find
+/// two keys that share one).
+pub fn write_lock_stripe(bucket: &str, key: &str) -> usize {
+    let h = xxhash_rust::xxh3::xxh3_64(format!("{bucket}/{key}").as_bytes());
+    (h % WRITE_LOCK_STRIPES as u64) as usize
+}
+
 pub(crate) fn cache_err(e: CacheError) -> S3Error {
     match e {
         CacheError::Origin(o) => origin_err(o),
+        // Both are the origin's doing (it changed, or it cut the body short): another node
+        // would fare no better.
         CacheError::Changed => {
-            s3_error!(ServiceUnavailable, "The object changed during the read; please retry.")
+            origin_fault(s3_error!(ServiceUnavailable, "The object changed during the read; please retry."))
         }
         CacheError::ShortRead { .. } => {
-            s3_error!(ServiceUnavailable, "The origin returned a short body; please retry.")
+            origin_fault(s3_error!(ServiceUnavailable, "The origin returned a short body; please retry."))
         }
         CacheError::Internal(m) => S3Error::with_message(S3ErrorCode::InternalError, m),
     }
 }
 
+/// Marks an error answer as the origin's fault (`x-lakecache-error-source: origin`).
+pub(crate) fn origin_fault(mut e: S3Error) -> S3Error {
+    let mut h = e.headers().cloned().unwrap_or_default();
+    h.insert(
+        http::HeaderName::from_static(lakecache_common::wire::ERROR_SOURCE),
+        http::HeaderValue::from_static(lakecache_common::wire::ERROR_SOURCE_ORIGIN),
+    );
+    e.set_headers(h);
+    e
+}
+
+/// An error with a status of its own (s3s knows no code for it).
+fn with_status(code: &'static str, status: http::StatusCode, message: String) -> S3Error {
+    let mut e = S3Error::with_message(S3ErrorCode::Custom(code.into()), message);
+    e.set_status_code(status);
+    e
+}
+
 pub(crate) fn origin_err(e: OriginError) -> S3Error {
-    match e {
+    let fault = e.is_origin_fault();
+    let se = match e {
         OriginError::NoSuchBucket => s3_error!(NoSuchBucket),
         OriginError::NotFound => s3_error!(NoSuchKey),
         OriginError::Precondition => s3_error!(PreconditionFailed),
@@ -89,12 +124,48 @@ pub(crate) fn origin_err(e: OriginError) -> S3Error {
         OriginError::InvalidKey(m) => {
             S3Error::with_message(S3ErrorCode::InvalidArgument, format!("Invalid key: {m}"))
         }
+        OriginError::KeyConflict(m) => S3Error::with_message(
+            S3ErrorCode::InvalidArgument,
+            format!("The origin cannot store this key next to an existing object or prefix: {m}"),
+        ),
+        OriginError::KeyTooLong(_) => s3_error!(KeyTooLongError, "Your key is too long for the origin"),
+        OriginError::InsufficientStorage(m) => {
+            tracing::warn!(error = %m, "origin out of space");
+            with_status(
+                "InsufficientStorage",
+                http::StatusCode::INSUFFICIENT_STORAGE,
+                "The origin has no space left for this object".into(),
+            )
+        }
+        OriginError::Refused { status, code, message } => {
+            tracing::warn!(status, code = %code, message = %message, "origin refused a request");
+            let mut e = S3Error::with_message(
+                S3ErrorCode::from_bytes(code.as_bytes()).unwrap_or(S3ErrorCode::InvalidRequest),
+                format!("The origin refused the request: {message}"),
+            );
+            e.set_status_code(http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST));
+            e
+        }
+        OriginError::TimedOut(d) => {
+            tracing::warn!(timeout = ?d, "origin timed out");
+            let msg = if d.is_zero() {
+                "The origin did not answer in time; please retry.".to_string()
+            } else {
+                format!("The origin did not answer within {}; please retry.", humantime::format_duration(d))
+            };
+            S3Error::with_message(S3ErrorCode::ServiceUnavailable, msg)
+        }
         OriginError::Unavailable(m) => {
             tracing::warn!(error = %m, "origin unavailable");
             s3_error!(ServiceUnavailable, "The origin could not be reached; please retry.")
         }
+        OriginError::Failed(m) => {
+            tracing::warn!(error = %m, "origin failed");
+            S3Error::with_message(S3ErrorCode::InternalError, format!("The origin failed: {m}"))
+        }
         OriginError::Other(m) => S3Error::with_message(S3ErrorCode::InternalError, m),
-    }
+    };
+    if fault { origin_fault(se) } else { se }
 }
 
 pub(crate) fn multipart_err(e: MultipartError) -> S3Error {

@@ -1,5 +1,6 @@
 //! GetObject and HeadObject: conditionals, ranges (`a-b`, `a-`, `-n`; 416 when
-//! unsatisfiable) and the headers S3 returns, with the body streamed from the read path.
+//! unsatisfiable) and the headers S3 returns — the object's stored attributes, unless a
+//! `response-*` query parameter overrides one — with the body streamed from the read path.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::conditional::Conditions;
 use super::{LakeS3, cache_err};
+use crate::cache::meta::ObjectAttrs;
 use crate::cache::{Cache, ObjectHandle};
 
 fn requested(r: &Range) -> RequestedRange {
@@ -73,6 +75,31 @@ async fn resolve_version(
     Ok(Some((obj, range, partial)))
 }
 
+/// The stored attributes of `meta` on a GET or HEAD answer `$out`, each overridden by the
+/// request's `response-*` parameter when there is one (as S3 does).
+macro_rules! set_attrs {
+    ($out:expr, $i:expr, $attrs:expr) => {{
+        let a: &ObjectAttrs = $attrs;
+        $out.content_type = Some(
+            $i.response_content_type
+                .clone()
+                .or_else(|| a.content_type.clone())
+                .unwrap_or_else(|| "application/octet-stream".to_string()),
+        );
+        $out.content_encoding = $i.response_content_encoding.clone().or_else(|| a.content_encoding.clone());
+        $out.content_disposition =
+            $i.response_content_disposition.clone().or_else(|| a.content_disposition.clone());
+        $out.content_language = $i.response_content_language.clone().or_else(|| a.content_language.clone());
+        $out.cache_control = $i.response_cache_control.clone().or_else(|| a.cache_control.clone());
+        $out.expires = $i.response_expires.clone().or_else(|| a.expires.as_deref().and_then(parse_http_date));
+        $out.metadata = (!a.user.is_empty()).then(|| a.user.iter().cloned().collect());
+    }};
+}
+
+fn parse_http_date(s: &str) -> Option<Timestamp> {
+    Timestamp::parse(TimestampFormat::HttpDate, s).ok()
+}
+
 pub async fn get_object(
     s3: &LakeS3,
     req: S3Request<GetObjectInput>,
@@ -86,9 +113,11 @@ pub async fn get_object(
     };
     let i = &req.input;
     let versioned = req.headers.contains_key(lakecache_common::wire::READ_VERSION);
-    let content_type = i.response_content_type.clone().or_else(|| obj.meta.content_type.clone());
-    match object_output(&s3.cache, obj, range, partial, content_type).await {
-        Ok(out) => Ok(S3Response::new(out)),
+    match object_output(&s3.cache, obj.clone(), range, partial).await {
+        Ok(mut out) => {
+            set_attrs!(out, i, &obj.meta.attrs);
+            Ok(S3Response::new(out))
+        }
         // The version a fleet read named is gone from the origin too: a 412 tells the
         // reader to resolve the object again, and is no fault of this node.
         Err(crate::cache::CacheError::Changed) if versioned => {
@@ -104,7 +133,6 @@ async fn object_output(
     obj: Arc<ObjectHandle>,
     range: ByteRange,
     partial: bool,
-    content_type: Option<String>,
 ) -> Result<GetObjectOutput, crate::cache::CacheError> {
     let size = obj.meta.size;
     let etag = obj.meta.etag.clone().map(ETag::Strong);
@@ -117,9 +145,29 @@ async fn object_output(
         accept_ranges: Some("bytes".to_string()),
         e_tag: etag,
         last_modified,
-        content_type: Some(content_type.unwrap_or_else(|| "application/octet-stream".to_string())),
         ..Default::default()
     })
+}
+
+/// The stored attributes as response headers, for answers built outside s3s (a GET whose
+/// Range header is ignored).
+pub fn attr_headers(a: &ObjectAttrs, headers: &mut http::HeaderMap) {
+    let mut put = |name: &str, v: &Option<String>| {
+        if let (Some(v), Ok(name)) = (v, http::HeaderName::from_bytes(name.as_bytes()))
+            && let Ok(v) = http::HeaderValue::from_str(v)
+        {
+            headers.insert(name, v);
+        }
+    };
+    put("content-type", &Some(a.content_type.clone().unwrap_or_else(|| "application/octet-stream".into())));
+    put("content-encoding", &a.content_encoding);
+    put("content-disposition", &a.content_disposition);
+    put("content-language", &a.content_language);
+    put("cache-control", &a.cache_control);
+    put("expires", &a.expires);
+    for (k, v) in &a.user {
+        put(&format!("x-amz-meta-{k}"), &Some(v.clone()));
+    }
 }
 
 pub async fn head_object(
@@ -129,18 +177,14 @@ pub async fn head_object(
     let i = &req.input;
     let (obj, range, partial) =
         resolve(s3, &i.bucket, &i.key, i.part_number, i.range.as_ref(), Conditions::of(i)).await?;
-    Ok(S3Response::new(HeadObjectOutput {
+    let mut out = HeadObjectOutput {
         content_length: Some(range.len() as i64),
         content_range: partial.then(|| format!("bytes {}-{}/{}", range.start, range.end - 1, obj.meta.size)),
         accept_ranges: Some("bytes".to_string()),
         e_tag: obj.meta.etag.clone().map(ETag::Strong),
         last_modified: Some(timestamp(&obj)),
-        content_type: Some(
-            i.response_content_type
-                .clone()
-                .or_else(|| obj.meta.content_type.clone())
-                .unwrap_or_else(|| "application/octet-stream".to_string()),
-        ),
         ..Default::default()
-    }))
+    };
+    set_attrs!(out, i, &obj.meta.attrs);
+    Ok(S3Response::new(out))
 }

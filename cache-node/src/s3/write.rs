@@ -1,27 +1,45 @@
 //! Writes pass through to the origin and then invalidate what they touched: PutObject
 //! (plain and conditional), DeleteObject(s), CopyObject and multipart uploads (staged on
 //! this node, written to the origin as one object on completion).
+//!
+//! Every write first stages its body — read whole, with an idle timeout, and verified
+//! against the digests the client sent — where no reader can see it: in memory, or in an
+//! origin multipart upload that is not yet completed. Only then does it take the key's
+//! write lock, check its condition and commit (one PUT, or the upload's completion). A
+//! client that stalls mid-body therefore holds no lock, and a body that fails its digest
+//! leaves the origin untouched.
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use object_store::path::Path;
 use object_store::{
-    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload,
-    UpdateVersion, WriteMultipart,
+    ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, UpdateVersion,
+    WriteMultipart,
 };
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
+use super::body::{Algo, BodyReader, Expect, Verified, stored_content_encoding};
 use super::conditional::{Conditions, CopySourceConditional};
-use super::{LakeS3, etag_of, multipart_err, origin_err};
-use crate::origin::multipart::{UploadMeta, concat_parts};
+use super::{LakeS3, etag_of, multipart_err, origin_err, origin_fault};
+use crate::cache::meta::ObjectAttrs;
+use crate::origin::multipart::{Completed, UploadMeta, concat_parts};
 use crate::origin::{OriginError, key_path};
 
-/// Bodies up to this size are sent to the origin in one PUT; larger ones stream as a
-/// multipart upload so that memory stays bounded.
+/// Bodies up to this size are buffered and sent to the origin in one PUT; larger ones
+/// stream into an origin multipart upload, so that memory stays bounded.
 const SINGLE_PUT_MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// A conditional PUT must be one atomic origin request, so its body is buffered; this caps it.
 const CONDITIONAL_PUT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// S3's largest object in one PUT (and largest part).
+const MAX_PUT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+/// S3's limit on user metadata: the bytes of every `x-amz-meta-*` name and value.
+const MAX_USER_METADATA_BYTES: usize = 2048;
 const STREAM_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+fn precondition_failed() -> S3Error {
+    s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+}
 
 enum Condition {
     None,
@@ -31,6 +49,12 @@ enum Condition {
     Update(String),
     /// `If-Match: *`: only if the key exists.
     Exists,
+}
+
+impl Condition {
+    fn is_conditional(&self) -> bool {
+        matches!(self, Condition::Create | Condition::Update(_))
+    }
 }
 
 fn put_condition(
@@ -51,124 +75,198 @@ fn put_condition(
     }
 }
 
-async fn collect_body<S, E>(mut body: S, limit: u64) -> S3Result<Vec<Bytes>>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    let mut chunks = Vec::new();
-    let mut total = 0u64;
-    while let Some(c) = body.next().await {
-        let c = c.map_err(|e| S3Error::with_message(S3ErrorCode::IncompleteBody, e.to_string()))?;
-        total += c.len() as u64;
-        if total > limit {
-            return Err(s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed size"));
-        }
-        chunks.push(c);
-    }
-    Ok(chunks)
+/// The attributes a write request asks to store (PutObject, CopyObject with
+/// `MetadataDirective: REPLACE`, CreateMultipartUpload).
+macro_rules! requested_attrs {
+    ($i:expr) => {
+        attrs_of(
+            $i.content_type.as_deref(),
+            $i.content_encoding.as_deref(),
+            $i.content_disposition.as_deref(),
+            $i.content_language.as_deref(),
+            $i.cache_control.as_deref(),
+            $i.expires.as_ref(),
+            $i.metadata.as_ref(),
+        )
+    };
 }
 
-fn attributes(s3: &LakeS3, bucket: &str, content_type: Option<&str>) -> Attributes {
-    let mut a = Attributes::new();
-    if let Some(ct) = content_type
-        && s3.cache.origins.keeps_attributes(bucket)
-    {
-        a.insert(Attribute::ContentType, ct.to_string().into());
-    }
-    a
+fn http_date(t: &Timestamp) -> Option<String> {
+    let mut buf = Vec::new();
+    t.format(TimestampFormat::HttpDate, &mut buf).ok()?;
+    String::from_utf8(buf).ok()
 }
 
-/// Writes an object to the origin honouring `cond`; the caller holds the key's write lock.
-async fn write_object<S, E>(
-    s3: &LakeS3,
-    bucket: &str,
-    key: &str,
-    body: S,
-    len_hint: Option<u64>,
-    cond: Condition,
+fn attrs_of(
     content_type: Option<&str>,
-) -> S3Result<()>
+    content_encoding: Option<&str>,
+    content_disposition: Option<&str>,
+    content_language: Option<&str>,
+    cache_control: Option<&str>,
+    expires: Option<&Timestamp>,
+    metadata: Option<&Metadata>,
+) -> S3Result<ObjectAttrs> {
+    let mut user: Vec<(String, String)> =
+        metadata.into_iter().flatten().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+    user.sort();
+    if user.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_USER_METADATA_BYTES {
+        return Err(s3_error!(
+            MetadataTooLarge,
+            "Your metadata headers exceed the maximum allowed metadata size."
+        ));
+    }
+    Ok(ObjectAttrs {
+        content_type: content_type.map(str::to_string),
+        content_encoding: stored_content_encoding(content_encoding),
+        content_disposition: content_disposition.map(str::to_string),
+        content_language: content_language.map(str::to_string),
+        cache_control: cache_control.map(str::to_string),
+        expires: expires.and_then(http_date),
+        user,
+    })
+}
+
+/// A body read whole and held where no reader can see it until `commit`.
+enum Staged {
+    Memory(PutPayload),
+    /// An origin multipart upload with every byte sent, not yet completed.
+    Upload(WriteMultipart),
+}
+
+impl Staged {
+    async fn abort(self) {
+        if let Staged::Upload(w) = self
+            && let Err(e) = w.abort().await
+        {
+            tracing::debug!(error = %e, "aborting a staged origin upload failed");
+        }
+    }
+}
+
+/// Reads `body` to its end into a `Staged`: in memory up to `SINGLE_PUT_MAX_BYTES` (and
+/// always for a conditional write, up to `CONDITIONAL_PUT_MAX_BYTES`), else into an origin
+/// multipart upload carrying `attrs`.
+async fn stage<S, E>(
+    s3: &LakeS3,
+    store: &std::sync::Arc<dyn ObjectStore>,
+    path: &Path,
+    mut body: S,
+    conditional: bool,
+    attrs: &ObjectAttrs,
+    body_err: impl Fn(E) -> S3Error,
+) -> S3Result<Staged>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
-    E: std::fmt::Display,
 {
     let origins = &s3.cache.origins;
-    let store = origins.store(bucket).map_err(origin_err)?;
-    let path = key_path(key).map_err(origin_err)?;
-    let attrs = attributes(s3, bucket, content_type);
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0u64;
+    let mut upload: Option<WriteMultipart> = None;
+    let fail = |upload: Option<WriteMultipart>, e: S3Error| async move {
+        if let Some(w) = upload {
+            Staged::Upload(w).abort().await;
+        }
+        Err(e)
+    };
+    while let Some(c) = body.next().await {
+        let c = match c {
+            Ok(c) => c,
+            Err(e) => return fail(upload, body_err(e)).await,
+        };
+        total += c.len() as u64;
+        if let Some(w) = &mut upload {
+            if let Err(e) = origins.call("put", w.wait_for_capacity(4)).await {
+                return fail(upload, origin_err(e)).await;
+            }
+            w.put(c);
+            continue;
+        }
+        chunks.push(c);
+        if conditional {
+            if total > CONDITIONAL_PUT_MAX_BYTES {
+                return Err(s3_error!(EntityTooLarge, "A conditional write is limited to 256 MiB"));
+            }
+        } else if total > SINGLE_PUT_MAX_BYTES {
+            let opts = PutMultipartOptions { attributes: attrs.to_store(), ..Default::default() };
+            let up = origins.call("put", store.put_multipart_opts(path, opts)).await.map_err(origin_err)?;
+            let mut w = WriteMultipart::new_with_chunk_size(up, STREAM_CHUNK_BYTES);
+            for c in chunks.drain(..) {
+                w.put(c);
+            }
+            upload = Some(w);
+        }
+    }
+    Ok(match upload {
+        Some(w) => Staged::Upload(w),
+        None => Staged::Memory(chunks.into_iter().collect()),
+    })
+}
+
+/// `If-Match` failed: S3 answers 404 when the key does not exist at all, 412 otherwise.
+async fn missing_or_failed(s3: &LakeS3, store: &std::sync::Arc<dyn ObjectStore>, path: &Path) -> S3Error {
+    match s3.cache.origins.call("head", store.head(path)).await {
+        Err(OriginError::NotFound) => s3_error!(NoSuchKey),
+        _ => precondition_failed(),
+    }
+}
+
+/// Makes `staged` the object at `path` if `cond` holds; returns the new ETag if the origin
+/// named it. The caller holds the key's write lock.
+async fn commit(
+    s3: &LakeS3,
+    store: &std::sync::Arc<dyn ObjectStore>,
+    path: &Path,
+    staged: Staged,
+    cond: Condition,
+    attrs: &ObjectAttrs,
+) -> S3Result<Option<String>> {
+    let origins = &s3.cache.origins;
     let mode = match cond {
         Condition::None => PutMode::Overwrite,
         Condition::Create => PutMode::Create,
         Condition::Update(e) => PutMode::Update(UpdateVersion { e_tag: Some(e), version: None }),
         Condition::Exists => {
-            origins.call("head", store.head(&path)).await.map_err(|e| match e {
-                OriginError::NotFound => s3_error!(
-                    PreconditionFailed,
-                    "At least one of the pre-conditions you specified did not hold"
-                ),
-                e => origin_err(e),
-            })?;
+            if let Err(e) = origins.call("head", store.head(path)).await {
+                staged.abort().await;
+                return Err(match e {
+                    OriginError::NotFound => s3_error!(NoSuchKey),
+                    e => origin_err(e),
+                });
+            }
             PutMode::Overwrite
         }
     };
-    let streaming = matches!(mode, PutMode::Overwrite) && len_hint.is_none_or(|l| l > SINGLE_PUT_MAX_BYTES);
-    if !streaming {
-        let limit =
-            if matches!(mode, PutMode::Overwrite) { SINGLE_PUT_MAX_BYTES } else { CONDITIONAL_PUT_MAX_BYTES };
-        if len_hint.is_some_and(|l| l > limit) {
-            return Err(s3_error!(EntityTooLarge, "A conditional write is limited to 256 MiB"));
+    let payload = match staged {
+        Staged::Upload(w) => {
+            // `stage` streams only unconditional writes.
+            return origins.call("put", w.finish()).await.map(|r| r.e_tag).map_err(origin_err);
         }
-        let chunks = collect_body(body, limit).await?;
-        let payload: PutPayload = chunks.into_iter().collect();
-        let opts = PutOptions { mode: mode.clone(), attributes: attrs, ..Default::default() };
-        let res = origins.call("put", store.put_opts(&path, payload.clone(), opts)).await;
-        return match (res, mode) {
-            (Ok(_), _) => Ok(()),
-            // Stores without native compare-and-swap (a local directory): the check and
-            // the write are made atomic among writers of this node by the key lock.
-            (Err(OriginError::NotSupported), PutMode::Update(v)) => {
-                let cur = origins.call("head", store.head(&path)).await.map_err(|e| match e {
-                    OriginError::NotFound => s3_error!(
-                        PreconditionFailed,
-                        "At least one of the pre-conditions you specified did not hold"
-                    ),
-                    e => origin_err(e),
-                })?;
-                if cur.e_tag.as_deref().map(|e| e.trim_matches('"')) != v.e_tag.as_deref() {
-                    return Err(s3_error!(
-                        PreconditionFailed,
-                        "At least one of the pre-conditions you specified did not hold"
-                    ));
-                }
-                origins.call("put", store.put(&path, payload)).await.map(|_| ()).map_err(origin_err)
+        Staged::Memory(p) => p,
+    };
+    let opts = PutOptions { mode: mode.clone(), attributes: attrs.to_store(), ..Default::default() };
+    let res = origins.call("put", store.put_opts(path, payload.clone(), opts)).await;
+    match (res, mode) {
+        (Ok(r), _) => Ok(r.e_tag),
+        (Err(OriginError::Precondition), PutMode::Update(_)) => Err(missing_or_failed(s3, store, path).await),
+        // Stores without native compare-and-swap (a local directory): the check and the
+        // write are made atomic among writers of this node by the key lock.
+        (Err(OriginError::NotSupported), PutMode::Update(v)) => {
+            let cur = origins.call("head", store.head(path)).await.map_err(|e| match e {
+                OriginError::NotFound => s3_error!(NoSuchKey),
+                e => origin_err(e),
+            })?;
+            if cur.e_tag.as_deref().map(|e| e.trim_matches('"')) != v.e_tag.as_deref() {
+                return Err(precondition_failed());
             }
-            (Err(e), _) => Err(origin_err(e)),
-        };
-    }
-    let upload = origins
-        .call(
-            "put",
-            store.put_multipart_opts(&path, PutMultipartOptions { attributes: attrs, ..Default::default() }),
-        )
-        .await
-        .map_err(origin_err)?;
-    let mut w = WriteMultipart::new_with_chunk_size(upload, STREAM_CHUNK_BYTES);
-    let mut body = body;
-    while let Some(c) = body.next().await {
-        let c = match c {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = w.abort().await;
-                return Err(S3Error::with_message(S3ErrorCode::IncompleteBody, e.to_string()));
-            }
-        };
-        if let Err(e) = w.wait_for_capacity(4).await {
-            return Err(origin_err(OriginError::from_store(e)));
+            let opts = PutOptions { attributes: attrs.to_store(), ..Default::default() };
+            origins
+                .call("put", store.put_opts(path, payload, opts))
+                .await
+                .map(|r| r.e_tag)
+                .map_err(origin_err)
         }
-        w.put(c);
+        (Err(e), _) => Err(origin_err(e)),
     }
-    origins.call("put", w.finish()).await.map(|_| ()).map_err(origin_err)
 }
 
 /// The object's ETag and modification time as the origin now reports them.
@@ -177,28 +275,74 @@ async fn current(s3: &LakeS3, bucket: &str, key: &str) -> S3Result<(Option<ETag>
     Ok((obj.meta.etag.clone().map(ETag::Strong), Some(Timestamp::from(obj.meta.last_modified))))
 }
 
-fn empty_body() -> futures::stream::Empty<Result<Bytes, std::io::Error>> {
-    futures::stream::empty()
+/// The ETag the origin answered the commit with, else the one it reports now.
+async fn committed_etag(
+    s3: &LakeS3,
+    bucket: &str,
+    key: &str,
+    etag: Option<String>,
+) -> S3Result<Option<ETag>> {
+    match etag {
+        Some(e) => Ok(Some(etag_of(&e))),
+        None => Ok(current(s3, bucket, key).await?.0),
+    }
+}
+
+/// A request body as the stream `stage` and the part staging read.
+type RequestBody = Box<dyn Stream<Item = Result<Bytes, s3s::StdError>> + Send + Unpin>;
+
+fn request_body(b: Option<StreamingBlob>) -> RequestBody {
+    match b {
+        Some(b) => Box::new(b),
+        None => Box::new(futures::stream::empty()),
+    }
+}
+
+/// The verified checksum, echoed in the answer as S3 does.
+macro_rules! set_checksum {
+    ($out:expr, $v:expr) => {
+        if let Some((a, c)) = $v.checksum {
+            match a {
+                Algo::Crc32 => $out.checksum_crc32 = Some(c),
+                Algo::Crc32c => $out.checksum_crc32c = Some(c),
+                Algo::Crc64Nvme => $out.checksum_crc64nvme = Some(c),
+                Algo::Sha1 => $out.checksum_sha1 = Some(c),
+                Algo::Sha256 => $out.checksum_sha256 = Some(c),
+            }
+        }
+    };
 }
 
 pub async fn put_object(
     s3: &LakeS3,
     req: S3Request<PutObjectInput>,
 ) -> S3Result<S3Response<PutObjectOutput>> {
-    let i = req.input;
+    let S3Request { input: i, headers, trailing_headers, .. } = req;
     let cond = put_condition(i.if_none_match.as_ref(), i.if_match.as_ref())?;
-    let len = i.content_length.map(|l| l.max(0) as u64);
-    let _guard = s3.lock_key(&i.bucket, &i.key).await;
-    let res = match i.body {
-        Some(b) => write_object(s3, &i.bucket, &i.key, b, len, cond, i.content_type.as_deref()).await,
-        None => {
-            write_object(s3, &i.bucket, &i.key, empty_body(), Some(0), cond, i.content_type.as_deref()).await
+    let attrs = requested_attrs!(i)?;
+    let expect = Expect::from_headers(&headers, i.content_length, trailing_headers)?;
+    let limit = if cond.is_conditional() { CONDITIONAL_PUT_MAX_BYTES } else { MAX_PUT_BYTES };
+    if expect.declared_len().is_some_and(|l| l > limit) {
+        return Err(s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed size"));
+    }
+    let store = s3.cache.origins.store(&i.bucket).map_err(origin_err)?;
+    let path = key_path(&i.key).map_err(origin_err)?;
+    let mut reader = BodyReader::new(request_body(i.body), expect, s3.body_timeout, limit);
+    let staged = stage(s3, &store, &path, &mut reader, cond.is_conditional(), &attrs, |e| e.to_s3()).await?;
+    let verified: Verified = match reader.finish() {
+        Ok(v) => v,
+        Err(e) => {
+            staged.abort().await;
+            return Err(e);
         }
     };
+    let _guard = s3.lock_key(&i.bucket, &i.key).await;
+    let res = commit(s3, &store, &path, staged, cond, &attrs).await;
     s3.after_write(&i.bucket, &i.key);
-    res?;
-    let (e_tag, _) = current(s3, &i.bucket, &i.key).await?;
-    Ok(S3Response::new(PutObjectOutput { e_tag, size: len.map(|l| l as i64), ..Default::default() }))
+    let e_tag = committed_etag(s3, &i.bucket, &i.key, res?).await?;
+    let mut out = PutObjectOutput { e_tag, size: Some(verified.len as i64), ..Default::default() };
+    set_checksum!(out, verified);
+    Ok(S3Response::new(out))
 }
 
 pub async fn delete_object(
@@ -296,28 +440,64 @@ async fn copy_source(
     Ok(src)
 }
 
+/// The source of a copy, read through the cache, as `stage` reads it.
+fn copy_body(
+    s3: &LakeS3,
+    src: &std::sync::Arc<crate::cache::ObjectHandle>,
+    range: lakecache_common::page::ByteRange,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send + Unpin + use<> {
+    s3.cache.read(src.clone(), range)
+}
+
+fn source_read_failed(e: std::io::Error) -> S3Error {
+    origin_fault(S3Error::with_message(
+        S3ErrorCode::ServiceUnavailable,
+        format!("The copy source could not be read ({e}); please retry."),
+    ))
+}
+
 pub async fn copy_object(
     s3: &LakeS3,
     req: S3Request<CopyObjectInput>,
 ) -> S3Result<S3Response<CopyObjectOutput>> {
     let i = req.input;
+    let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
     let src = copy_source(s3, &i.copy_source, i.source_conditions()).await?;
-    let src_bucket = src.bucket.clone();
+    if src.bucket == i.bucket
+        && src.key == i.key
+        && !replace
+        && i.storage_class.is_none()
+        && i.website_redirect_location.is_none()
+        && i.server_side_encryption.is_none()
+    {
+        return Err(s3_error!(
+            InvalidRequest,
+            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
+        ));
+    }
+    let attrs = if replace { requested_attrs!(i)? } else { src.meta.attrs.clone() };
     let dst_store = s3.cache.origins.store(&i.bucket).map_err(origin_err)?;
     let dst_path = key_path(&i.key).map_err(origin_err)?;
-    let _guard = s3.lock_key(&i.bucket, &i.key).await;
-    let res = if src_bucket == i.bucket {
-        s3.cache.origins.call("copy", dst_store.copy(&src.path, &dst_path)).await.map_err(origin_err)
+    let etag = if src.bucket == i.bucket && !replace {
+        // One bucket, attributes unchanged: the origin copies (and keeps the attributes).
+        let _guard = s3.lock_key(&i.bucket, &i.key).await;
+        let res = s3.cache.origins.call("copy", dst_store.copy(&src.path, &dst_path)).await;
+        s3.after_write(&i.bucket, &i.key);
+        res.map_err(origin_err)?;
+        None
     } else {
-        // Across buckets (possibly across stores): stream the source through this node.
-        let body =
-            s3.cache.read(src.clone(), lakecache_common::page::ByteRange { start: 0, end: src.meta.size });
-        let ct = i.content_type.clone().or_else(|| src.meta.content_type.clone());
-        write_object(s3, &i.bucket, &i.key, body, Some(src.meta.size), Condition::None, ct.as_deref()).await
+        // Across buckets (possibly across stores), or with new attributes: the source
+        // streams through this node.
+        let range = lakecache_common::page::ByteRange { start: 0, end: src.meta.size };
+        let body = copy_body(s3, &src, range);
+        let staged = stage(s3, &dst_store, &dst_path, body, false, &attrs, source_read_failed).await?;
+        let _guard = s3.lock_key(&i.bucket, &i.key).await;
+        let res = commit(s3, &dst_store, &dst_path, staged, Condition::None, &attrs).await;
+        s3.after_write(&i.bucket, &i.key);
+        res?
     };
-    s3.after_write(&i.bucket, &i.key);
-    res?;
-    let (e_tag, last_modified) = current(s3, &i.bucket, &i.key).await?;
+    let (cur_etag, last_modified) = current(s3, &i.bucket, &i.key).await?;
+    let e_tag = etag.map(|e| etag_of(&e)).or(cur_etag);
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult { e_tag, last_modified, ..Default::default() }),
         ..Default::default()
@@ -331,6 +511,7 @@ pub async fn create_multipart_upload(
     let i = req.input;
     s3.cache.origins.store(&i.bucket).map_err(origin_err)?;
     key_path(&i.key).map_err(origin_err)?;
+    let attrs = requested_attrs!(i)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -340,8 +521,9 @@ pub async fn create_multipart_upload(
         .create(UploadMeta {
             bucket: i.bucket.clone(),
             key: i.key.clone(),
-            content_type: i.content_type,
+            attrs,
             initiated_unix_ms: now,
+            content_type: None,
         })
         .await
         .map_err(multipart_err)?;
@@ -357,14 +539,23 @@ pub async fn upload_part(
     s3: &LakeS3,
     req: S3Request<UploadPartInput>,
 ) -> S3Result<S3Response<UploadPartOutput>> {
-    let i = req.input;
+    let S3Request { input: i, headers, trailing_headers, .. } = req;
     s3.staging.meta(&i.upload_id, &i.bucket, &i.key).await.map_err(multipart_err)?;
-    let (etag, _size) = match i.body {
-        Some(b) => s3.staging.put_part(&i.upload_id, i.part_number, b).await,
-        None => s3.staging.put_part(&i.upload_id, i.part_number, empty_body()).await,
+    let expect = Expect::from_headers(&headers, i.content_length, trailing_headers)?;
+    if expect.declared_len().is_some_and(|l| l > MAX_PUT_BYTES) {
+        return Err(s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed size"));
     }
-    .map_err(multipart_err)?;
-    Ok(S3Response::new(UploadPartOutput { e_tag: Some(etag_of(&etag)), ..Default::default() }))
+    let mut reader = BodyReader::new(request_body(i.body), expect, s3.body_timeout, MAX_PUT_BYTES);
+    let written = s3.staging.write_part(&i.upload_id, i.part_number, &mut reader).await;
+    let part = match (written, reader.failure()) {
+        (Err(_), Some(e)) => return Err(e.to_s3()),
+        (r, _) => r.map_err(multipart_err)?,
+    };
+    let verified = reader.finish()?;
+    let (etag, _size) = s3.staging.commit_part(&i.upload_id, part).await.map_err(multipart_err)?;
+    let mut out = UploadPartOutput { e_tag: Some(etag_of(&etag)), ..Default::default() };
+    set_checksum!(out, verified);
+    Ok(S3Response::new(out))
 }
 
 /// `x-amz-copy-source-range: bytes=first-last` (both required, inclusive, inside the object).
@@ -391,7 +582,11 @@ pub async fn upload_part_copy(
     let src = copy_source(s3, &i.copy_source, i.source_conditions()).await?;
     let range = copy_source_range(i.copy_source_range.as_deref(), src.meta.size)?;
     let body = s3.cache.read(src, range);
-    let (etag, _) = s3.staging.put_part(&i.upload_id, i.part_number, body).await.map_err(multipart_err)?;
+    let part = s3.staging.write_part(&i.upload_id, i.part_number, body).await.map_err(|e| match e {
+        crate::origin::multipart::MultipartError::Body(m) => source_read_failed(std::io::Error::other(m)),
+        e => multipart_err(e),
+    })?;
+    let (etag, _) = s3.staging.commit_part(&i.upload_id, part).await.map_err(multipart_err)?;
     Ok(S3Response::new(UploadPartCopyOutput {
         copy_part_result: Some(CopyPartResult {
             e_tag: Some(etag_of(&etag)),
@@ -402,11 +597,25 @@ pub async fn upload_part_copy(
     }))
 }
 
+fn completed_output(bucket: &str, key: &str, etag: &str) -> CompleteMultipartUploadOutput {
+    CompleteMultipartUploadOutput {
+        bucket: Some(bucket.to_string()),
+        key: Some(key.to_string()),
+        e_tag: Some(etag_of(etag)),
+        location: Some(format!("/{bucket}/{key}")),
+        ..Default::default()
+    }
+}
+
 pub async fn complete_multipart_upload(
     s3: &LakeS3,
     req: S3Request<CompleteMultipartUploadInput>,
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
     let i = req.input;
+    // A retry of a completion whose answer was lost gets the same answer.
+    if let Some(done) = s3.staging.completed(&i.upload_id, &i.bucket, &i.key).await {
+        return Ok(S3Response::new(completed_output(&i.bucket, &i.key, &done.etag)));
+    }
     let meta = s3.staging.meta(&i.upload_id, &i.bucket, &i.key).await.map_err(multipart_err)?;
     let requested: Vec<(i32, String)> = i
         .multipart_upload
@@ -417,23 +626,29 @@ pub async fn complete_multipart_upload(
         .collect();
     let (parts, _multipart_etag) =
         s3.staging.resolve_complete(&i.upload_id, &requested).await.map_err(multipart_err)?;
-    let total: u64 = parts.iter().map(|p| p.size).sum();
     let cond = put_condition(i.if_none_match.as_ref(), i.if_match.as_ref())?;
-    let _guard = s3.lock_key(&i.bucket, &i.key).await;
+    let store = s3.cache.origins.store(&i.bucket).map_err(origin_err)?;
+    let path = key_path(&i.key).map_err(origin_err)?;
     let body = Box::pin(concat_parts(parts));
-    let res =
-        write_object(s3, &i.bucket, &i.key, body, Some(total), cond, meta.content_type.as_deref()).await;
+    let staged_err = |e: std::io::Error| {
+        S3Error::with_message(S3ErrorCode::InternalError, format!("Reading the staged parts failed: {e}"))
+    };
+    let staged = stage(s3, &store, &path, body, cond.is_conditional(), &meta.attrs, staged_err).await?;
+    let _guard = s3.lock_key(&i.bucket, &i.key).await;
+    // A concurrent retry of this completion may have finished while this one staged.
+    if let Some(done) = s3.staging.completed(&i.upload_id, &i.bucket, &i.key).await {
+        staged.abort().await;
+        return Ok(S3Response::new(completed_output(&i.bucket, &i.key, &done.etag)));
+    }
+    let res = commit(s3, &store, &path, staged, cond, &meta.attrs).await;
     s3.after_write(&i.bucket, &i.key);
-    res?;
-    s3.staging.remove(&i.upload_id).await.map_err(multipart_err)?;
-    let (e_tag, _) = current(s3, &i.bucket, &i.key).await?;
-    Ok(S3Response::new(CompleteMultipartUploadOutput {
-        bucket: Some(i.bucket.clone()),
-        key: Some(i.key.clone()),
-        e_tag,
-        location: Some(format!("/{}/{}", i.bucket, i.key)),
-        ..Default::default()
-    }))
+    let etag = match committed_etag(s3, &i.bucket, &i.key, res?).await? {
+        Some(e) => e.value().to_string(),
+        None => String::new(),
+    };
+    let done = Completed { bucket: i.bucket.clone(), key: i.key.clone(), etag };
+    s3.staging.complete(&i.upload_id, &done).await.map_err(multipart_err)?;
+    Ok(S3Response::new(completed_output(&i.bucket, &i.key, &done.etag)))
 }
 
 pub async fn abort_multipart_upload(

@@ -27,6 +27,12 @@ pub struct Counts {
     pub other: AtomicU64,
     /// While set, the origin answers 503 to everything.
     pub down: AtomicBool,
+    /// While set, the origin answers every request with this status and S3 error code.
+    pub fail_with: parking_lot::Mutex<Option<(u16, &'static str)>>,
+    /// Headers of the last PUT the origin received.
+    pub last_put: parking_lot::Mutex<Option<http::HeaderMap>>,
+    /// Headers added to every GET and HEAD answer (attributes s3s-fs does not keep).
+    pub extra_headers: parking_lot::Mutex<Vec<(&'static str, &'static str)>>,
 }
 
 impl Counts {
@@ -70,17 +76,37 @@ impl Origin {
                     let svc = svc.clone();
                     let counts = counts.clone();
                     async move {
+                        let read = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
                         match *req.method() {
                             http::Method::GET => counts.get.fetch_add(1, Ordering::SeqCst),
                             http::Method::HEAD => counts.head.fetch_add(1, Ordering::SeqCst),
                             _ => counts.other.fetch_add(1, Ordering::SeqCst),
                         };
+                        if *req.method() == http::Method::PUT {
+                            *counts.last_put.lock() = Some(req.headers().clone());
+                        }
                         if counts.down.load(Ordering::SeqCst) {
                             let mut r = http::Response::new(s3s::Body::from("down".to_string()));
                             *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
                             return Ok::<_, s3s::HttpError>(r);
                         }
-                        hyper::service::Service::call(&svc, req).await
+                        let fail = *counts.fail_with.lock();
+                        if let Some((status, code)) = fail {
+                            let xml = format!(
+                                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected</Message></Error>"
+                            );
+                            let mut r = http::Response::new(s3s::Body::from(xml));
+                            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            return Ok(r);
+                        }
+                        let extra = counts.extra_headers.lock().clone();
+                        let mut r = hyper::service::Service::call(&svc, req).await?;
+                        if read && r.status().is_success() {
+                            for (k, v) in extra {
+                                r.headers_mut().insert(k, http::HeaderValue::from_static(v));
+                            }
+                        }
+                        Ok(r)
                     }
                 });
                 tokio::spawn(async move {
@@ -193,6 +219,45 @@ impl Node {
             let _ = t.await;
         }
     }
+}
+
+/// An origin that accepts connections and never answers (a black hole).
+pub async fn black_hole() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    (addr, task)
+}
+
+/// A client that does not retry, so that each call is one request.
+pub fn client_no_retry(url: &str) -> Client {
+    let creds = aws_credential_types::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .endpoint_url(url)
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .force_path_style(true)
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+        .build();
+    Client::from_conf(conf)
+}
+
+/// One raw HTTP/1.1 exchange on a fresh connection: the status and the whole answer.
+pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text)
 }
 
 pub fn client_for(url: &str, key: &str, secret: &str) -> Client {
