@@ -380,12 +380,40 @@ async fn non_ascii_metadata_passes_the_routers_signature() {
         .bucket("bkt")
         .key("plain/meta.bin")
         .metadata("city", "Zürich – 東京")
+        .cache_control("max-age=60")
+        .content_disposition("attachment; filename=\"m.bin\"")
         .body(ByteStream::from_static(b"unicode"))
         .send()
         .await
         .unwrap();
-    let got = body(c.get_object().bucket("bkt").key("plain/meta.bin").send().await.unwrap()).await;
-    assert_eq!(got, b"unicode");
+    let out = c.get_object().bucket("bkt").key("plain/meta.bin").send().await.unwrap();
+    // The object's metadata comes back through the router as the node answers it (non-ASCII
+    // values as RFC 2047 encoded words, as S3 answers them).
+    let city = out.metadata().and_then(|m| m.get("city")).cloned().unwrap_or_default();
+    let direct = f.nodes[0]
+        .as_ref()
+        .unwrap()
+        .client()
+        .head_object()
+        .bucket("bkt")
+        .key("plain/meta.bin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(Some(&city), direct.metadata().and_then(|m| m.get("city")));
+    let decoded = match city.strip_prefix("=?UTF-8?B?").and_then(|c| c.strip_suffix("?=")) {
+        Some(b64) => String::from_utf8(
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap(),
+        )
+        .unwrap(),
+        None => city.clone(),
+    };
+    assert_eq!(decoded, "Zürich – 東京");
+    assert_eq!(out.cache_control(), Some("max-age=60"));
+    assert_eq!(out.content_disposition(), Some("attachment; filename=\"m.bin\""));
+    assert_eq!(body(out).await, b"unicode");
+    let h = c.head_object().bucket("bkt").key("plain/meta.bin").send().await.unwrap();
+    assert_eq!(h.metadata().and_then(|m| m.get("city")), Some(&city));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
