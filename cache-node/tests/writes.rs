@@ -470,3 +470,34 @@ async fn copying_an_object_onto_itself_needs_a_change() {
     assert_eq!(get_string(&c, "self").await, "same");
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_that_fails_its_digest_leaves_the_object_untouched() {
+    let (_d, origin, node) = setup().await;
+    let c = node.client();
+    c.put_object().bucket("bkt").key("big").body(ByteStream::from_static(b"original")).send().await.unwrap();
+    // Over 16 MiB: the body streams into an origin upload that is never completed.
+    let data = pattern(77, 17 * 1024 * 1024 + 5);
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{}/bkt/big", node.url()))
+        .header("content-md5", md5_b64(b"not these bytes"))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.unwrap().contains("<Code>BadDigest</Code>"));
+    assert_eq!(get_string(&c, "big").await, "original");
+    assert_eq!(std::fs::read(origin.root.join("bkt/big")).unwrap(), b"original");
+    let r = http
+        .put(format!("{}/bkt/big", node.url()))
+        .header("content-md5", md5_b64(&data))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(body(c.get_object().bucket("bkt").key("big").send().await.unwrap()).await == data);
+    node.stop().await;
+}
