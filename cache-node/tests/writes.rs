@@ -501,3 +501,23 @@ async fn a_large_body_that_fails_its_digest_leaves_the_object_untouched() {
     assert!(body(c.get_object().bucket("bkt").key("big").send().await.unwrap()).await == data);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsigned_aws_chunked_body_is_refused_not_stored_with_its_framing() {
+    let (_d, origin, node) = setup().await;
+    // s3s decodes aws-chunked framing only on signed requests; unsigned, the framing would
+    // be the object.
+    let framed = "5\r\nhello\r\n0\r\nx-amz-checksum-crc32:NhCmhg==\r\n\r\n";
+    let req = format!(
+        "PUT /bkt/framed HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nContent-Encoding: aws-chunked\r\n\
+         x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\nx-amz-decoded-content-length: 5\r\n\
+         x-amz-trailer: x-amz-checksum-crc32\r\nConnection: close\r\n\r\n{framed}",
+        node.addr,
+        framed.len()
+    );
+    let (status, text) = raw_request(node.addr, req.as_bytes()).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("<Code>InvalidRequest</Code>"), "{text}");
+    assert!(!origin.root.join("bkt/framed").exists(), "the framed body was stored");
+    node.stop().await;
+}
