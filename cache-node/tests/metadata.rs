@@ -311,3 +311,22 @@ async fn c_put(node: &Node) {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_metadata_over_two_kilobytes_is_refused() {
+    let (_d, _origin, node) = s3_origin_node().await;
+    let c = node.client();
+    let e = c
+        .put_object()
+        .bucket("bkt")
+        .key("meta")
+        .metadata("big", "x".repeat(2100))
+        .body(ByteStream::from_static(b"v"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), ("MetadataTooLarge".to_string(), 400));
+    let e = c.head_object().bucket("bkt").key("meta").send().await.unwrap_err();
+    assert_eq!(err_code(&e).1, 404);
+    node.stop().await;
+}

@@ -633,19 +633,72 @@ async fn local_directory_origin_reads_writes_and_caches() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_a_store_would_rewrite_are_refused_not_aliased() {
-    let (_d, origin, node) = setup().await;
+async fn folder_markers_and_double_slashes_are_keys_of_their_own_at_an_s3_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start_memory().await;
+    let node = Node::start(node_config(&origin, &dir.path().join("node"), IoEngineChoice::Auto)).await;
     let c = node.client();
-    origin.put_file("bkt", "dir", b"the real object");
-    // `dir/` would be stored as `dir` by the origin client: refused instead of overwriting it.
-    let e =
-        c.put_object().bucket("bkt").key("dir/").body(ByteStream::from_static(b"")).send().await.unwrap_err();
-    assert_eq!(err_code(&e), ("InvalidArgument".to_string(), 400));
-    assert_eq!(std::fs::read(origin.root.join("bkt/dir")).unwrap(), b"the real object");
-    for key in ["dir/", "a//b"] {
-        let e = c.get_object().bucket("bkt").key(key).send().await.unwrap_err();
-        assert_eq!(err_code(&e).1, 400, "{key}");
+    let put = |key: &'static str, data: &'static [u8]| {
+        c.put_object().bucket("bkt").key(key).body(ByteStream::from_static(data)).send()
+    };
+    put("dir", b"the real object").await.unwrap();
+    put("dir/", b"").await.unwrap();
+    put("dir/a", b"a").await.unwrap();
+    put("a//b", b"double").await.unwrap();
+    put("a/b", b"single").await.unwrap();
+    // None aliases another.
+    for (key, want) in
+        [("dir", &b"the real object"[..]), ("dir/", b""), ("a//b", b"double"), ("a/b", b"single")]
+    {
+        let out = c.get_object().bucket("bkt").key(key).send().await.unwrap();
+        assert_eq!(body(out).await, want, "{key}");
+        let h = c.head_object().bucket("bkt").key(key).send().await.unwrap();
+        assert_eq!(h.content_length(), Some(want.len() as i64), "{key}");
     }
+    let r = c.get_object().bucket("bkt").key("a//b").range("bytes=1-3").send().await.unwrap();
+    assert_eq!(body(r).await, b"oub");
+    // Listed as they are.
+    let all = c.list_objects_v2().bucket("bkt").send().await.unwrap();
+    let keys: Vec<_> = all.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, ["a//b", "a/b", "dir", "dir/", "dir/a"]);
+    let d = c.list_objects_v2().bucket("bkt").prefix("dir/").delimiter("/").send().await.unwrap();
+    assert_eq!(d.contents().iter().filter_map(|o| o.key()).collect::<Vec<_>>(), ["dir/", "dir/a"]);
+    let d = c.list_objects_v2().bucket("bkt").prefix("a/").delimiter("/").send().await.unwrap();
+    assert_eq!(d.contents().iter().filter_map(|o| o.key()).collect::<Vec<_>>(), ["a/b"]);
+    assert_eq!(d.common_prefixes().iter().filter_map(|p| p.prefix()).collect::<Vec<_>>(), ["a//"]);
+    let d = c.list_objects_v2().bucket("bkt").prefix("a//").send().await.unwrap();
+    assert_eq!(d.contents().iter().filter_map(|o| o.key()).collect::<Vec<_>>(), ["a//b"]);
+    // Copied and deleted as themselves.
+    c.copy_object().bucket("bkt").key("copy//of").copy_source("bkt/a//b").send().await.unwrap();
+    assert_eq!(body(c.get_object().bucket("bkt").key("copy//of").send().await.unwrap()).await, b"double");
+    c.delete_object().bucket("bkt").key("dir/").send().await.unwrap();
+    let e = c.head_object().bucket("bkt").key("dir/").send().await.unwrap_err();
+    assert_eq!(err_code(&e).1, 404);
+    assert_eq!(body(c.get_object().bucket("bkt").key("dir").send().await.unwrap()).await, b"the real object");
+    node.stop().await;
+
+    // A local directory has no file for them: refused, never aliased.
+    let root = dir.path().join("local");
+    std::fs::create_dir_all(root.join("bkt")).unwrap();
+    std::fs::write(root.join("bkt/dir"), b"the real object").unwrap();
+    let mut cfg = node_config(&origin, &dir.path().join("node2"), IoEngineChoice::Auto);
+    cfg.origins = vec![lakecache_cache_node::config::OriginConfig::local("*", root.clone())];
+    let node = Node::start(cfg).await;
+    let c = node.client();
+    for key in ["dir/", "a//b"] {
+        let e = c
+            .put_object()
+            .bucket("bkt")
+            .key(key)
+            .body(ByteStream::from_static(b""))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(err_code(&e), ("InvalidArgument".to_string(), 400), "{key}");
+        let e = c.get_object().bucket("bkt").key(key).send().await.unwrap_err();
+        assert_eq!(err_code(&e), ("NoSuchKey".to_string(), 404), "{key}");
+    }
+    assert_eq!(std::fs::read(root.join("bkt/dir")).unwrap(), b"the real object");
     node.stop().await;
 }
 

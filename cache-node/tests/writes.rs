@@ -470,3 +470,54 @@ async fn copying_an_object_onto_itself_needs_a_change() {
     assert_eq!(get_string(&c, "self").await, "same");
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_that_fails_its_digest_leaves_the_object_untouched() {
+    let (_d, origin, node) = setup().await;
+    let c = node.client();
+    c.put_object().bucket("bkt").key("big").body(ByteStream::from_static(b"original")).send().await.unwrap();
+    // Over 16 MiB: the body streams into an origin upload that is never completed.
+    let data = pattern(77, 17 * 1024 * 1024 + 5);
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{}/bkt/big", node.url()))
+        .header("content-md5", md5_b64(b"not these bytes"))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.unwrap().contains("<Code>BadDigest</Code>"));
+    assert_eq!(get_string(&c, "big").await, "original");
+    assert_eq!(std::fs::read(origin.root.join("bkt/big")).unwrap(), b"original");
+    let r = http
+        .put(format!("{}/bkt/big", node.url()))
+        .header("content-md5", md5_b64(&data))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(body(c.get_object().bucket("bkt").key("big").send().await.unwrap()).await == data);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsigned_aws_chunked_body_is_refused_not_stored_with_its_framing() {
+    let (_d, origin, node) = setup().await;
+    // s3s decodes aws-chunked framing only on signed requests; unsigned, the framing would
+    // be the object.
+    let framed = "5\r\nhello\r\n0\r\nx-amz-checksum-crc32:NhCmhg==\r\n\r\n";
+    let req = format!(
+        "PUT /bkt/framed HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nContent-Encoding: aws-chunked\r\n\
+         x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER\r\nx-amz-decoded-content-length: 5\r\n\
+         x-amz-trailer: x-amz-checksum-crc32\r\nConnection: close\r\n\r\n{framed}",
+        node.addr,
+        framed.len()
+    );
+    let (status, text) = raw_request(node.addr, req.as_bytes()).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("<Code>InvalidRequest</Code>"), "{text}");
+    assert!(!origin.root.join("bkt/framed").exists(), "the framed body was stored");
+    node.stop().await;
+}

@@ -162,7 +162,7 @@ impl Cache {
     /// else one (shared) HEAD at the origin.
     pub async fn object(&self, bucket: &str, key: &str) -> Result<Arc<ObjectHandle>, CacheError> {
         let store = self.origins.store(bucket)?;
-        let path = crate::origin::key_path(key)?;
+        let path = crate::origin::object_path(key)?;
         let class = self.rules.classify(key);
         let meta = self.meta.resolve(&self.origins, &store, bucket, key, &path, class).await?;
         Ok(self.handle(bucket, key, path, store, meta, class))

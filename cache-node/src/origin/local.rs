@@ -35,9 +35,11 @@ struct Sidecar {
     attrs: ObjectAttrs,
 }
 
-/// Whether `p` names a sidecar (a key a client may not use with this origin).
+/// Whether `p` names a sidecar, or a key no file can stand for (escaped by
+/// `origin::object_path`: `dir/`, `a//b`): keys a client may not use with this origin.
 pub fn is_sidecar(p: &Path) -> bool {
-    p.filename().is_some_and(|f| f.starts_with('.') && f.ends_with(SIDECAR_SUFFIX) && f.len() > 1)
+    crate::origin::is_escaped(p)
+        || p.filename().is_some_and(|f| f.starts_with('.') && f.ends_with(SIDECAR_SUFFIX) && f.len() > 1)
 }
 
 fn sidecar_of(p: &Path) -> Option<Path> {
@@ -193,10 +195,20 @@ impl ObjectStore for LocalStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        if prefix.is_some_and(crate::origin::is_escaped) {
+            return futures::stream::empty().boxed();
+        }
         self.inner.list(prefix).try_filter(|m| futures::future::ready(!is_sidecar(&m.location))).boxed()
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        if prefix.is_some_and(crate::origin::is_escaped) {
+            return Ok(ListResult {
+                common_prefixes: Vec::new(),
+                objects: Vec::new(),
+                extensions: Default::default(),
+            });
+        }
         let mut r = self.inner.list_with_delimiter(prefix).await?;
         r.objects.retain(|m| !is_sidecar(&m.location));
         Ok(r)

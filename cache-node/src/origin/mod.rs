@@ -4,6 +4,7 @@
 
 pub mod local;
 pub mod multipart;
+pub mod s3;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -193,6 +194,46 @@ pub fn key_path(key: &str) -> Result<Path, OriginError> {
     Ok(p)
 }
 
+/// The first segment of an escaped path (see `object_path`). `%` followed by `lc` is no
+/// percent-escape, and a key that starts with this segment is escaped too, so the mapping
+/// stays one-to-one.
+const ESCAPED: &str = "%lc";
+
+/// The object_store path that stands for the S3 key `key` at this node's origins. A key
+/// that a path can hold exactly is that path (as `key_path` gives it). Any other non-empty
+/// key — ending in `/` (a folder marker), holding `//`, a `.`/`..` segment or a control
+/// character — is escaped as `%lc/<hex of the key>`: the S3 origin (`s3::S3Store`) sends
+/// such keys as they are, a local directory refuses them (it has no file for `dir/`).
+pub fn object_path(key: &str) -> Result<Path, OriginError> {
+    match key_path(key) {
+        Ok(p) if p.parts().next().is_none_or(|first| first.as_ref() != ESCAPED) => Ok(p),
+        Err(e) if key.is_empty() => Err(e),
+        _ => Path::parse(format!("{ESCAPED}/{}", multipart::hex(key.as_bytes())))
+            .map_err(|e| OriginError::InvalidKey(e.to_string())),
+    }
+}
+
+/// The key an escaped path stands for (`None` for a path that is its own key).
+pub fn raw_key(p: &Path) -> Option<String> {
+    let rest = p.as_ref().strip_prefix(ESCAPED)?.strip_prefix('/')?;
+    if rest.contains('/') || rest.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> =
+        (0..rest.len() / 2).map(|i| u8::from_str_radix(rest.get(2 * i..2 * i + 2)?, 16).ok()).collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// The S3 key of a path: the inverse of `object_path`.
+pub fn path_key(p: &Path) -> String {
+    raw_key(p).unwrap_or_else(|| p.to_string())
+}
+
+/// Whether `p` is an escaped key (which only an S3 origin can hold).
+pub fn is_escaped(p: &Path) -> bool {
+    p.parts().next().is_some_and(|first| first.as_ref() == ESCAPED)
+}
+
 /// The stores behind each bucket.
 pub struct Origins {
     configs: Vec<OriginConfig>,
@@ -270,8 +311,13 @@ impl Origins {
             OriginKind::S3 => {
                 // Credentials not in the config come from the environment (AWS_* variables,
                 // a web identity token as on EKS) or the instance role.
+                let origin_bucket = cfg.origin_bucket.clone().unwrap_or_else(|| bucket.to_string());
+                let options = ClientOptions::new()
+                    .with_allow_http(cfg.allow_http)
+                    .with_timeout(self.timeout)
+                    .with_connect_timeout(Duration::from_secs(5));
                 let mut b = AmazonS3Builder::from_env()
-                    .with_bucket_name(cfg.origin_bucket.clone().unwrap_or_else(|| bucket.to_string()))
+                    .with_bucket_name(origin_bucket.clone())
                     .with_region(cfg.region.clone().unwrap_or_else(|| "us-east-1".into()))
                     .with_allow_http(cfg.allow_http)
                     .with_skip_signature(cfg.anonymous)
@@ -280,19 +326,23 @@ impl Origins {
                         retry_timeout: self.timeout,
                         ..Default::default()
                     })
-                    .with_client_options(
-                        ClientOptions::new()
-                            .with_allow_http(cfg.allow_http)
-                            .with_timeout(self.timeout)
-                            .with_connect_timeout(Duration::from_secs(5)),
-                    );
+                    .with_client_options(options.clone());
                 if let Some(ep) = &cfg.endpoint {
                     b = b.with_endpoint(ep.clone());
                 }
                 if let (Some(k), Some(s)) = (&cfg.access_key_id, &cfg.secret_access_key) {
                     b = b.with_access_key_id(k.clone()).with_secret_access_key(s.clone());
                 }
-                Ok(Arc::new(b.build().map_err(|e| OriginError::Other(e.to_string()))?))
+                use object_store::aws::AmazonS3ConfigKey as K;
+                let region = b.get_config_value(&K::Region).unwrap_or_else(|| "us-east-1".into());
+                let endpoint = b
+                    .get_config_value(&K::Endpoint)
+                    .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+                let store = b.build().map_err(|e| OriginError::Other(e.to_string()))?;
+                let store =
+                    s3::S3Store::new(store, &endpoint, &origin_bucket, &region, cfg.anonymous, &options)
+                        .map_err(|e| OriginError::Other(e.to_string()))?;
+                Ok(Arc::new(store))
             }
         }
     }
@@ -419,6 +469,20 @@ mod tests {
             )),
         };
         assert!(matches!(OriginError::from_store(nf), OriginError::NoSuchBucket));
+    }
+
+    #[test]
+    fn every_key_has_a_path_and_back() {
+        for key in ["a/b.lance", "dir/", "a//b", "/lead", "a/../b", "%lc/x", "%lc", "x/%lc", "tab\there", "é"]
+        {
+            let p = object_path(key).unwrap();
+            assert_eq!(path_key(&p), key, "{key:?} -> {p}");
+        }
+        assert_eq!(object_path("a/b.lance").unwrap().as_ref(), "a/b.lance");
+        assert!(is_escaped(&object_path("dir/").unwrap()));
+        assert!(is_escaped(&object_path("%lc/x").unwrap()));
+        assert!(!is_escaped(&object_path("x/%lc").unwrap()));
+        assert!(object_path("").is_err());
     }
 
     #[test]

@@ -230,6 +230,10 @@ pub struct BodyReader<S> {
     len: u64,
     failed: Option<BodyError>,
     done: bool,
+    /// Whether the timer runs for the current wait. It is re-armed on the first poll after
+    /// a chunk, so time the consumer spends on a chunk (an origin applying backpressure)
+    /// never counts against the client.
+    armed: bool,
 }
 
 impl<S, E> BodyReader<S>
@@ -255,6 +259,7 @@ where
             len: 0,
             failed: None,
             done: false,
+            armed: true,
         }
     }
 
@@ -335,6 +340,11 @@ where
         if this.done {
             return Poll::Ready(None);
         }
+        if !this.armed {
+            let deadline = tokio::time::Instant::now() + this.idle;
+            this.timer.as_mut().reset(deadline);
+            this.armed = true;
+        }
         match this.body.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(b))) => {
                 this.len += b.len() as u64;
@@ -347,8 +357,7 @@ where
                 if let Some(h) = &mut this.hasher {
                     h.update(&b);
                 }
-                let next = tokio::time::Instant::now() + this.idle;
-                this.timer.as_mut().reset(next);
+                this.armed = false;
                 Poll::Ready(Some(Ok(b)))
             }
             Poll::Ready(Some(Err(e))) => this.fail(BodyError::Incomplete(e.to_string())),

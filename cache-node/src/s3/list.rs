@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use object_store::ObjectStore;
-use object_store::path::Path;
 use parking_lot::Mutex;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
@@ -29,7 +28,7 @@ impl Entry {
     fn from_store(m: object_store::ObjectMeta) -> Entry {
         let meta = crate::cache::ObjectMeta::from_store(&m, Default::default());
         Entry {
-            key: m.location.to_string(),
+            key: crate::origin::path_key(&m.location),
             size: m.size,
             etag: meta.etag,
             last_modified: meta.last_modified,
@@ -101,7 +100,7 @@ pub async fn fetch_listing(
     let dir_path = if dir.is_empty() {
         None
     } else {
-        match Path::parse(dir) {
+        match crate::origin::object_path(dir) {
             Ok(p) => Some(p),
             Err(_) => return Ok(Vec::new()),
         }
@@ -113,7 +112,7 @@ pub async fn fetch_listing(
             .into_iter()
             .map(Entry::from_store)
             .chain(r.common_prefixes.into_iter().map(|p| Entry {
-                key: format!("{p}/"),
+                key: format!("{}/", crate::origin::path_key(&p)),
                 size: 0,
                 etag: None,
                 last_modified: std::time::SystemTime::UNIX_EPOCH,

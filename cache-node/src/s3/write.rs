@@ -24,7 +24,7 @@ use super::conditional::{Conditions, CopySourceConditional};
 use super::{LakeS3, etag_of, multipart_err, origin_err, origin_fault};
 use crate::cache::meta::ObjectAttrs;
 use crate::origin::multipart::{Completed, UploadMeta, concat_parts};
-use crate::origin::{OriginError, key_path};
+use crate::origin::{OriginError, object_path};
 
 /// Bodies up to this size are buffered and sent to the origin in one PUT; larger ones
 /// stream into an origin multipart upload, so that memory stays bounded.
@@ -326,7 +326,7 @@ pub async fn put_object(
         return Err(s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed size"));
     }
     let store = s3.cache.origins.store(&i.bucket).map_err(origin_err)?;
-    let path = key_path(&i.key).map_err(origin_err)?;
+    let path = object_path(&i.key).map_err(origin_err)?;
     let mut reader = BodyReader::new(request_body(i.body), expect, s3.body_timeout, limit);
     let staged = stage(s3, &store, &path, &mut reader, cond.is_conditional(), &attrs, |e| e.to_s3()).await?;
     let verified: Verified = match reader.finish() {
@@ -351,7 +351,7 @@ pub async fn delete_object(
 ) -> S3Result<S3Response<DeleteObjectOutput>> {
     let i = req.input;
     let store = s3.cache.origins.store(&i.bucket).map_err(origin_err)?;
-    let path = key_path(&i.key).map_err(origin_err)?;
+    let path = object_path(&i.key).map_err(origin_err)?;
     let _guard = s3.lock_key(&i.bucket, &i.key).await;
     let res = s3.cache.origins.call("delete", store.delete(&path)).await;
     s3.after_write(&i.bucket, &i.key);
@@ -378,7 +378,7 @@ pub async fn delete_objects(
     let store = &store;
     let results: Vec<(String, Result<(), OriginError>)> = futures::stream::iter(i.delete.objects)
         .map(|o| async move {
-            let res = match key_path(&o.key) {
+            let res = match object_path(&o.key) {
                 Ok(path) => {
                     let _guard = s3.lock_key(bucket, &o.key).await;
                     let r = s3.cache.origins.call("delete", store.delete(&path)).await;
@@ -477,7 +477,7 @@ pub async fn copy_object(
     }
     let attrs = if replace { requested_attrs!(i)? } else { src.meta.attrs.clone() };
     let dst_store = s3.cache.origins.store(&i.bucket).map_err(origin_err)?;
-    let dst_path = key_path(&i.key).map_err(origin_err)?;
+    let dst_path = object_path(&i.key).map_err(origin_err)?;
     let etag = if src.bucket == i.bucket && !replace {
         // One bucket, attributes unchanged: the origin copies (and keeps the attributes).
         let _guard = s3.lock_key(&i.bucket, &i.key).await;
@@ -510,7 +510,7 @@ pub async fn create_multipart_upload(
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
     let i = req.input;
     s3.cache.origins.store(&i.bucket).map_err(origin_err)?;
-    key_path(&i.key).map_err(origin_err)?;
+    object_path(&i.key).map_err(origin_err)?;
     let attrs = requested_attrs!(i)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -628,7 +628,7 @@ pub async fn complete_multipart_upload(
         s3.staging.resolve_complete(&i.upload_id, &requested).await.map_err(multipart_err)?;
     let cond = put_condition(i.if_none_match.as_ref(), i.if_match.as_ref())?;
     let store = s3.cache.origins.store(&i.bucket).map_err(origin_err)?;
-    let path = key_path(&i.key).map_err(origin_err)?;
+    let path = object_path(&i.key).map_err(origin_err)?;
     let body = Box::pin(concat_parts(parts));
     let staged_err = |e: std::io::Error| {
         S3Error::with_message(S3ErrorCode::InternalError, format!("Reading the staged parts failed: {e}"))

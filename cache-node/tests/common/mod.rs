@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod mem_s3;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,7 +58,17 @@ impl Origin {
     pub async fn start(root: &Path) -> Origin {
         std::fs::create_dir_all(root).unwrap();
         let fs = s3s_fs::FileSystem::new(root).unwrap();
-        let mut b = s3s::service::S3ServiceBuilder::new(fs);
+        Self::serve(fs, root).await
+    }
+
+    /// An in-memory S3 server (`mem_s3`) with the bucket `bkt`: S3's semantics for keys a
+    /// file system cannot hold (`dir/`, `a//b`). `root` is unused by it.
+    pub async fn start_memory() -> Origin {
+        Self::serve(mem_s3::MemS3::new(&["bkt"]), Path::new("/nonexistent")).await
+    }
+
+    async fn serve(s3: impl s3s::S3, root: &Path) -> Origin {
+        let mut b = s3s::service::S3ServiceBuilder::new(s3);
         b.set_auth(s3s::auth::SimpleAuth::from_single(ORIGIN_KEY, ORIGIN_SECRET));
         let svc = b.build();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
