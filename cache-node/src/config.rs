@@ -38,7 +38,8 @@ pub struct ServerConfig {
     /// stays open.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
-    /// Longest pause between two pieces of a request body (a stalled upload is cut).
+    /// Longest pause between two pieces of a request body: a stalled write (PutObject,
+    /// UploadPart) is refused with 400 RequestTimeout and stores nothing.
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
     /// Longest a response may wait for the client to take bytes.
@@ -137,10 +138,6 @@ pub struct CacheConfig {
     /// Time limit for one origin request.
     #[serde(with = "humantime_serde")]
     pub origin_timeout: Duration,
-    /// The longest a write's request body (PutObject, UploadPart) may go without a byte
-    /// before the write is refused with 400 RequestTimeout (as nginx's client_body_timeout).
-    #[serde(with = "humantime_serde")]
-    pub body_timeout: Duration,
     /// Where parts of multipart uploads are staged until completion.
     pub multipart_dir: PathBuf,
 }
@@ -157,7 +154,6 @@ impl Default for CacheConfig {
             immutable: default_immutable(),
             never_cache: default_never_cache(),
             origin_timeout: Duration::from_secs(30),
-            body_timeout: Duration::from_secs(60),
             multipart_dir: PathBuf::from(".lakecache/multipart"),
         }
     }
@@ -312,9 +308,6 @@ impl Validate for Config {
         }
         if self.cache.max_fetch.as_u64() < ps {
             return bad("cache.max_fetch must be at least one page".into());
-        }
-        if self.cache.body_timeout.is_zero() {
-            return bad("cache.body_timeout must be more than 0".into());
         }
         if self.cache.memory_capacity.as_u64() < ps {
             return bad("cache.memory_capacity must hold at least one page".into());

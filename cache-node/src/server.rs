@@ -102,7 +102,7 @@ impl Node {
             staging,
             cfg.cache.list_ttl,
             cfg.server.region.clone(),
-            cfg.cache.body_timeout,
+            cfg.server.body_timeout,
         ));
         let mut b = S3ServiceBuilder::new(SharedS3(lake.clone()));
         configure_s3(&mut b, &cfg.auth, &cfg.server);

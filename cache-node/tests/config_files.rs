@@ -32,7 +32,6 @@ fn documented_defaults_match_the_code() {
     assert_eq!(file.cache.max_fetch, d.cache.max_fetch);
     assert_eq!(file.cache.metadata_ttl, d.cache.metadata_ttl);
     assert_eq!(file.cache.origin_timeout, d.cache.origin_timeout);
-    assert_eq!(file.cache.body_timeout, d.cache.body_timeout);
     assert_eq!(file.cache.immutable, d.cache.immutable);
     assert_eq!(file.cache.never_cache, d.cache.never_cache);
     assert_eq!(file.disk.capacity, d.disk.capacity);

@@ -24,7 +24,7 @@ async fn setup() -> (tempfile::TempDir, Origin, Node) {
     let mut cfg = node_config(&origin, &dir.path().join("node"), IoEngineChoice::Pread);
     // Raw requests below are unsigned.
     cfg.auth.anonymous = true;
-    cfg.cache.body_timeout = BODY_TIMEOUT;
+    cfg.server.body_timeout = BODY_TIMEOUT;
     let node = Node::start(cfg).await;
     (dir, origin, node)
 }

@@ -236,10 +236,9 @@ pub struct BodyReader<S> {
     armed: bool,
 }
 
-impl<S, E> BodyReader<S>
+impl<S> BodyReader<S>
 where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    S: Stream<Item = Result<Bytes, s3s::StdError>> + Unpin,
 {
     pub fn new(body: S, expect: Expect, idle: Duration, max_bytes: u64) -> Self {
         let algo = expect.checksum.as_ref().map(|(a, _)| *a).or(expect.trailer);
@@ -328,10 +327,9 @@ where
     }
 }
 
-impl<S, E> Stream for BodyReader<S>
+impl<S> Stream for BodyReader<S>
 where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    S: Stream<Item = Result<Bytes, s3s::StdError>> + Unpin,
 {
     type Item = Result<Bytes, BodyError>;
 
@@ -359,6 +357,11 @@ where
                 }
                 this.armed = false;
                 Poll::Ready(Some(Ok(b)))
+            }
+            // The connection's own body timeout (`server.body_timeout`, the same limit)
+            // may fire first: that is a stall too, not a short body.
+            Poll::Ready(Some(Err(e))) if e.downcast_ref::<crate::listener::BodyTimeout>().is_some() => {
+                this.fail(BodyError::Stalled(this.idle))
             }
             Poll::Ready(Some(Err(e))) => this.fail(BodyError::Incomplete(e.to_string())),
             Poll::Ready(None) => {

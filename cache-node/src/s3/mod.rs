@@ -28,7 +28,7 @@ pub struct LakeS3 {
     pub lists: list::ListCache,
     region: String,
     write_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
-    /// The longest a write's body may go without a byte (`cache.body_timeout`).
+    /// The longest a write's body may go without a byte (`server.body_timeout`).
     body_timeout: std::time::Duration,
 }
 
