@@ -14,7 +14,7 @@
 
 use std::ops::ControlFlow;
 
-use datafusion::sql::sqlparser::ast::{Expr, Query, Visit, Visitor};
+use datafusion::sql::sqlparser::ast::{Expr, Query, Select, TableFactor, Visit, Visitor};
 use datafusion::sql::sqlparser::dialect::{Dialect, GenericDialect};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -30,6 +30,12 @@ pub const MAX_EXPR_DEPTH: usize = 256;
 /// (and later drops, recursively) to a depth the stack can take.
 pub const MAX_EXPR_OPERATORS: usize = 4096;
 
+/// Most SELECTs and table references (each side of a join, each CTE's body, each branch of
+/// a UNION) one SQL statement may hold. The parser builds chains of them without nesting,
+/// but DataFusion plans and optimises them recursively, and in time that grows faster than
+/// their number: a chain of 1300 CTEs overflowed a 16 MiB stack, 400 joins took over 30 s.
+pub const MAX_SQL_RELATIONS: usize = 128;
+
 /// Longest expression or SQL statement, in bytes (a 100 000-element `IN` list fits).
 pub const MAX_EXPR_BYTES: usize = 1 << 20;
 
@@ -42,6 +48,10 @@ pub enum ExprError {
     TooManyOperators { what: String },
     #[error("The {what} nests more than {MAX_EXPR_DEPTH} levels deep, the deepest an expression may be")]
     TooDeep { what: String },
+    #[error(
+        "The {what} has more than {MAX_SQL_RELATIONS} SELECTs and table references, the most a statement may have"
+    )]
+    TooManyRelations { what: String },
     #[error("The {what} does not parse: {message}")]
     Syntax { what: String, message: String },
 }
@@ -92,7 +102,7 @@ pub fn check_expression(what: &str, text: &str) -> Result<(), ExprError> {
     let expr = parser.parse_expr().map_err(syntax)?;
     // What lance would silently drop: anything after the expression.
     parser.expect_token(&Token::EOF).map_err(syntax)?;
-    check_depth(what, &expr)
+    check_tree(what, &expr, usize::MAX)
 }
 
 /// Checks a SQL statement's size (before DataFusion parses it) and, once parsed, its depth.
@@ -100,9 +110,10 @@ pub fn check_sql_size(text: &str) -> Result<(), ExprError> {
     tokens("SQL statement", text, &GenericDialect {}).map(drop)
 }
 
-/// Checks the depth of every expression and subquery of a parsed SQL statement.
-pub fn check_sql_depth<V: Visit>(statement: &V) -> Result<(), ExprError> {
-    check_depth("SQL statement", statement)
+/// Checks the depth of every expression and subquery of a parsed SQL statement, and how
+/// many relations it holds.
+pub fn check_sql_tree<V: Visit>(statement: &V) -> Result<(), ExprError> {
+    check_tree("SQL statement", statement, MAX_SQL_RELATIONS)
 }
 
 /// The tokens of `text`, once its length and operator count are within the limits.
@@ -174,43 +185,80 @@ fn is_operator(t: &Token, prev: Option<&Token>) -> bool {
     }
 }
 
-/// Counts nesting on the way down and stops at the first level past the limit, so the walk
-/// itself never recurses deeper than the limit.
-struct DepthGauge {
+/// Counts nesting on the way down (and relations as they come) and stops at the first level
+/// past a limit, so the walk itself never recurses deeper than the depth limit.
+struct Gauge {
     depth: usize,
+    relations: usize,
+    max_relations: usize,
 }
 
-impl DepthGauge {
-    fn enter(&mut self) -> ControlFlow<()> {
+enum Exceeded {
+    Depth,
+    Relations,
+}
+
+impl Gauge {
+    fn enter(&mut self) -> ControlFlow<Exceeded> {
         self.depth += 1;
-        if self.depth > MAX_EXPR_DEPTH { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        if self.depth > MAX_EXPR_DEPTH {
+            ControlFlow::Break(Exceeded::Depth)
+        } else {
+            ControlFlow::Continue(())
+        }
     }
-    fn leave(&mut self) -> ControlFlow<()> {
+    fn leave(&mut self) -> ControlFlow<Exceeded> {
         self.depth -= 1;
         ControlFlow::Continue(())
     }
-}
-
-impl Visitor for DepthGauge {
-    type Break = ();
-    fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
-        self.enter()
-    }
-    fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
-        self.leave()
-    }
-    fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-        self.enter()
-    }
-    fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-        self.leave()
+    fn relation(&mut self) -> ControlFlow<Exceeded> {
+        self.relations += 1;
+        if self.relations > self.max_relations {
+            ControlFlow::Break(Exceeded::Relations)
+        } else {
+            ControlFlow::Continue(())
+        }
     }
 }
 
-fn check_depth<V: Visit>(what: &str, node: &V) -> Result<(), ExprError> {
-    match node.visit(&mut DepthGauge { depth: 0 }) {
+impl Visitor for Gauge {
+    type Break = Exceeded;
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<Exceeded> {
+        // `a[1][2]…` and `a.b.c…` are flat lists here, but each step is a level of
+        // get_field calls once planned.
+        let steps = match e {
+            Expr::CompoundFieldAccess { access_chain, .. } => access_chain.len(),
+            Expr::CompoundIdentifier(parts) => parts.len(),
+            _ => 0,
+        };
+        if self.depth.saturating_add(steps) > MAX_EXPR_DEPTH {
+            return ControlFlow::Break(Exceeded::Depth);
+        }
+        self.enter()
+    }
+    fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<Exceeded> {
+        self.leave()
+    }
+    fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<Exceeded> {
+        self.enter()
+    }
+    fn post_visit_query(&mut self, _: &Query) -> ControlFlow<Exceeded> {
+        self.leave()
+    }
+    fn pre_visit_select(&mut self, _: &Select) -> ControlFlow<Exceeded> {
+        self.relation()
+    }
+    fn pre_visit_table_factor(&mut self, _: &TableFactor) -> ControlFlow<Exceeded> {
+        self.relation()
+    }
+}
+
+fn check_tree<V: Visit>(what: &str, node: &V, max_relations: usize) -> Result<(), ExprError> {
+    let what = what.to_string();
+    match node.visit(&mut Gauge { depth: 0, relations: 0, max_relations }) {
         ControlFlow::Continue(()) => Ok(()),
-        ControlFlow::Break(()) => Err(ExprError::TooDeep { what: what.to_string() }),
+        ControlFlow::Break(Exceeded::Depth) => Err(ExprError::TooDeep { what }),
+        ControlFlow::Break(Exceeded::Relations) => Err(ExprError::TooManyRelations { what }),
     }
 }
 
@@ -262,6 +310,11 @@ mod tests {
         // on a test thread's stack.
         let widest = chain("1", " OR ", MAX_EXPR_OPERATORS);
         assert!(matches!(check_expression("filter", &widest), Err(ExprError::TooDeep { .. })));
+        let subscripts = format!("x{}", "[1]".repeat(MAX_EXPR_DEPTH + 1));
+        assert!(matches!(check_expression("filter", &subscripts), Err(ExprError::TooDeep { .. })));
+        // (A long `a.b.c…` path already meets the parser's own recursion limit.)
+        let path = vec!["col"; MAX_EXPR_DEPTH + 1].join(".");
+        assert!(check_expression("filter", &path).is_err());
         let huge = chain("1", " OR ", 60_000);
         assert!(matches!(check_expression("filter", &huge), Err(ExprError::TooManyOperators { .. })));
         let list =

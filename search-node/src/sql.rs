@@ -97,7 +97,7 @@ async fn run(st: &AppState, body: &SqlBody, h: &HeaderMap) -> ApiResult<Response
 /// Every expression and subquery of the statement within the depth limit.
 fn check_statement(statement: &DFStatement) -> ApiResult<()> {
     match statement {
-        DFStatement::Statement(s) => Ok(crate::expr::check_sql_depth(s.as_ref())?),
+        DFStatement::Statement(s) => Ok(crate::expr::check_sql_tree(s.as_ref())?),
         DFStatement::Explain(e) => check_statement(&e.statement),
         // COPY, CREATE EXTERNAL TABLE, RESET: never allowed here, and refused before any
         // of them is planned.

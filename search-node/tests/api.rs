@@ -837,8 +837,19 @@ async fn safety_deep_expressions_and_huge_sizes_are_refused() {
         s.json("/v1/table/items/create_index/", json!({"column": "id", "index_type": "BTREE"})).await;
     assert_eq!(st, 200, "{b}");
     let chain = |term: &str, op: &str, n: usize| vec![term; n].join(op);
+    let ctes = |n: usize| {
+        let chain: Vec<String> = (1..n).map(|i| format!("a{i} AS (SELECT x FROM a{})", i - 1)).collect();
+        format!("WITH a0 AS (SELECT 1 AS x), {} SELECT x FROM a{}", chain.join(", "), n - 1)
+    };
+    let joins = |n: usize| {
+        let j: Vec<String> =
+            (1..n).map(|i| format!("JOIN generate_series(1, 2) t{i} ON t{i}.value = t0.value")).collect();
+        format!("SELECT count(*) AS n FROM generate_series(1, 2) t0 {}", j.join(" "))
+    };
     let refused = [
         ("/v1/sql", json!({"sql": format!("SELECT {}", chain("1", "+", 1000))}), "256 levels"),
+        ("/v1/sql", json!({"sql": ctes(1300)}), "128 SELECTs and table references"),
+        ("/v1/sql", json!({"sql": joins(400)}), "128 SELECTs and table references"),
         (
             "/v1/table/items/count_rows/",
             json!({"predicate": chain("id = 1", " OR ", 60_000)}),
@@ -926,6 +937,18 @@ async fn safety_deep_expressions_and_huge_sizes_are_refused() {
         .await
         .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap(), json!([{"s": 250}]));
+    for (sql, want) in [(ctes(60), json!([{"x": 1}])), (joins(100), json!([{"n": 2}]))] {
+        let r = s
+            .http
+            .post(format!("{}/v1/sql", s.url))
+            .header("x-api-key", KEY)
+            .header("accept", "application/json")
+            .json(&json!({ "sql": sql }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.json::<Value>().await.unwrap(), want);
+    }
 }
 
 /// lance parses a filter as the prefix that parses: `id >= 0) AND (id > 100` deleted every

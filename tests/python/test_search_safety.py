@@ -133,6 +133,8 @@ def test_requests_that_aborted_the_process_are_refused_and_it_keeps_serving(node
     vector = [0.5] * DIM
     crashing = [
         ("/v1/sql", {"sql": "SELECT " + chain("1", "+", 1000)}, "256 levels"),
+        ("/v1/sql", {"sql": "WITH a0 AS (SELECT 1 AS x), " + ", ".join(f"a{i} AS (SELECT x FROM a{i - 1})" for i in range(1, 1300))
+                     + " SELECT x FROM a1299"}, "128 SELECTs and table references"),
         ("/v1/table/clips/query/", {"vector": [], "k": 10, "filter": chain("clip = 1", " OR ", 60_000)}, "4096 operators"),
         ("/v1/table/clips/count_rows/", {"predicate": chain("clip = 1", " OR ", 1000)}, "256 levels"),
         ("/v1/table/clips/query/", {"vector": vector, "k": 1, "refine_factor": 4294967295}, "refine_factor"),
