@@ -21,6 +21,7 @@ use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult, from_lance};
 use crate::query::{self, QueryRequest};
+use crate::results::ResultLimits;
 use crate::tables::{TableRef, Tables};
 
 /// The LanceDB server protocol level this API implements (batched vector queries, the
@@ -37,6 +38,9 @@ pub struct AppState {
     pub anonymous: bool,
     pub request_timeout: Duration,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// DataFusion's runtime for SQL: the memory pool every SQL request shares.
+    pub sql_runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+    pub limits: crate::config::LimitsConfig,
 }
 
 type St = State<Arc<AppState>>;
@@ -299,6 +303,9 @@ async fn count_rows(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Byte
     let body: CountBody = body_json(&b)?;
     let (t, ds) = table_at(&st, &id, body.version, &h).await?;
     let filter = body.predicate.or(body.filter).filter(|f| !f.trim().is_empty());
+    if let Some(f) = &filter {
+        crate::expr::check_expression("predicate", f)?;
+    }
     let n = ds.count_rows(filter).await.map_err(|e| from_lance(e, &t.id))?;
     Ok(with_version(json(serde_json::json!(n)), ds.version_id()))
 }
@@ -319,28 +326,6 @@ async fn list_versions(State(st): St, Path(id): Path<String>, h: HeaderMap) -> A
     Ok(with_version(json(serde_json::json!({ "versions": v })), ds.version_id()))
 }
 
-/// Query results: an Arrow IPC file, or JSON rows when the client asks for JSON.
-pub fn batch_response(batch: &RecordBatch, h: &HeaderMap) -> ApiResult<Response> {
-    let wants_json =
-        h.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("application/json"));
-    if wants_json {
-        let mut w = arrow::json::ArrayWriter::new(Vec::new());
-        w.write(batch).map_err(|e| ApiError::internal(e.to_string()))?;
-        w.finish().map_err(|e| ApiError::internal(e.to_string()))?;
-        let mut out = w.into_inner();
-        if out.is_empty() {
-            out = b"[]".to_vec();
-        }
-        return Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response());
-    }
-    let mut w = arrow_ipc::writer::FileWriter::try_new(Vec::new(), &batch.schema())
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    w.write(batch).map_err(|e| ApiError::internal(e.to_string()))?;
-    w.finish().map_err(|e| ApiError::internal(e.to_string()))?;
-    let out = w.into_inner().map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, "application/vnd.apache.arrow.file")], out).into_response())
-}
-
 async fn run_query(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Bytes) -> ApiResult<Response> {
     let started = Instant::now();
     let q: QueryRequest =
@@ -348,16 +333,16 @@ async fn run_query(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Bytes
     let kind = query::kind(&q);
     let (t, ds) = table_at(&st, &id, q.version, &h).await?;
     let version = ds.version_id();
-    let res = query::run(ds, &q, &t.id).await;
+    let res = query::run(ds, &q, &t.id, &h, ResultLimits::from(&st.limits)).await;
     let outcome = if res.is_ok() { "ok" } else { "error" };
     metrics::counter!(query::SEARCH_QUERIES, "table" => t.id.clone(), "kind" => kind, "outcome" => outcome)
         .increment(1);
-    let batch = res?;
+    let answer = res?;
     metrics::histogram!(query::SEARCH_QUERY_LATENCY, "table" => t.id.clone(), "kind" => kind)
         .record(ms_since(started));
     metrics::histogram!(query::SEARCH_RESULT_ROWS, "table" => t.id.clone(), "kind" => kind)
-        .record(batch.num_rows() as f64);
-    Ok(with_version(batch_response(&batch, &h)?, version))
+        .record(answer.rows() as f64);
+    Ok(with_version(answer.finish()?, version))
 }
 
 #[derive(Deserialize)]
@@ -371,7 +356,7 @@ async fn explain_plan(State(st): St, Path(id): Path<String>, h: HeaderMap, b: By
     let body: ExplainBody = serde_json::from_slice(&b)
         .map_err(|e| ApiError::bad_request(format!("Invalid explain body: {e}")))?;
     let (t, ds) = table_at(&st, &id, body.query.version, &h).await?;
-    let plan = query::explain(ds, &body.query, &t.id, body.verbose).await?;
+    let plan = query::explain(ds, &body.query, &t.id, body.verbose, &ResultLimits::from(&st.limits)).await?;
     Ok(json(serde_json::json!(plan)))
 }
 
@@ -479,6 +464,8 @@ async fn delete_rows(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Byt
     if body.predicate.trim().is_empty() {
         return Err(ApiError::bad_request("delete needs a predicate"));
     }
+    // lance would delete by whatever prefix of the predicate parses.
+    crate::expr::check_expression("delete predicate", &body.predicate)?;
     let t = st.tables.resolve(&id)?;
     let lock = st.tables.write_lock(&t);
     let _g = lock.lock().await;

@@ -28,6 +28,7 @@ pub struct SearchConfig {
     /// Otherwise: the router.
     pub router: Option<RouterAccess>,
     pub cache: CacheConfig,
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +125,31 @@ impl Default for CacheConfig {
     }
 }
 
+/// What one request may make the node hold: the answer it builds and the memory its SQL
+/// may use. A request past a limit is refused with a 400 naming the key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Most rows one answer may hold (plain scans and SQL; a vector or full-text search is
+    /// also bounded by its k).
+    pub max_result_rows: u64,
+    /// Largest answer, as sent (Arrow IPC or JSON).
+    pub max_result_bytes: ByteSize,
+    /// Memory DataFusion may hold for SQL (joins, sorts, aggregations), shared by every SQL
+    /// request at once; a query that needs more is refused (nothing spills to disk).
+    pub sql_memory: ByteSize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_result_rows: 1_000_000,
+            max_result_bytes: ByteSize::mib(256),
+            sql_memory: ByteSize::mib(512),
+        }
+    }
+}
+
 impl Default for SearchConfig {
     fn default() -> Self {
         Self {
@@ -135,6 +161,7 @@ impl Default for SearchConfig {
             nodes: Vec::new(),
             router: None,
             cache: CacheConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -182,6 +209,15 @@ impl Validate for SearchConfig {
         }
         if self.server.request_timeout.is_zero() {
             return bad("server.request_timeout must be positive".into());
+        }
+        if self.limits.max_result_rows == 0 || self.limits.max_result_rows > i64::MAX as u64 / 2 {
+            return bad(format!("limits.max_result_rows must be between 1 and {}", i64::MAX as u64 / 2));
+        }
+        if self.limits.max_result_bytes.as_u64() < 4096 {
+            return bad("limits.max_result_bytes must be at least 4 KiB".into());
+        }
+        if self.limits.sql_memory.as_u64() < (1 << 20) {
+            return bad("limits.sql_memory must be at least 1 MiB".into());
         }
         Ok(())
     }

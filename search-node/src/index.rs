@@ -25,6 +25,25 @@ fn u(body: &serde_json::Value, k: &str) -> ApiResult<Option<usize>> {
     }
 }
 
+/// Bounds of the build parameters lance allocates from: IVF centroids (partitions × dim),
+/// PQ codebooks (sub-vectors × 2^bits), HNSW neighbour lists (m per row) and search lists
+/// (ef_construction). Past them a build would abort the process on an allocation, or run
+/// for ever.
+const MAX_PARTITIONS: usize = 65_536;
+const MAX_SAMPLE_RATE: usize = 65_536;
+const MAX_ITERATIONS: usize = 10_000;
+const MAX_NUM_BITS: usize = 8;
+const MAX_HNSW_M: usize = 512;
+const MAX_EF_CONSTRUCTION: usize = 100_000;
+
+/// `k` of the body, at most `max`.
+fn bounded(body: &serde_json::Value, k: &str, max: usize) -> ApiResult<Option<usize>> {
+    match u(body, k)? {
+        Some(n) if n > max => Err(ApiError::bad_request(format!("{k} may be at most {max}"))),
+        other => Ok(other),
+    }
+}
+
 /// Rows per IVF partition lance aims for when the caller gives no partition count.
 fn default_partitions(rows: usize) -> usize {
     (rows / 4096).clamp(1, 4096)
@@ -59,9 +78,10 @@ pub async fn create(ds: &mut Dataset, body: &serde_json::Value, table: &str) -> 
             .unwrap_or("l2"),
     )?;
     let rows = ds.count_rows(None).await.map_err(|e| from_lance(e, table))?;
-    let partitions = u(body, "num_partitions")?.unwrap_or_else(|| default_partitions(rows));
-    let max_iters = u(body, "max_iterations")?.unwrap_or(50);
-    let sample_rate = u(body, "sample_rate")?.unwrap_or(256);
+    let partitions =
+        bounded(body, "num_partitions", MAX_PARTITIONS)?.unwrap_or_else(|| default_partitions(rows));
+    let max_iters = bounded(body, "max_iterations", MAX_ITERATIONS)?.unwrap_or(50);
+    let sample_rate = bounded(body, "sample_rate", MAX_SAMPLE_RATE)?.unwrap_or(256);
     let ivf = || {
         let mut p = IvfBuildParams::new(partitions);
         p.max_iters = max_iters;
@@ -80,9 +100,10 @@ pub async fn create(ds: &mut Dataset, body: &serde_json::Value, table: &str) -> 
     } else {
         1
     };
-    let sub_vectors = u(body, "num_sub_vectors")?.unwrap_or(default_sub_vectors);
-    let num_bits = u(body, "num_bits")?.unwrap_or(8);
-    let (edges, ef_construction) = (u(body, "m")?, u(body, "ef_construction")?);
+    let sub_vectors = bounded(body, "num_sub_vectors", dim.max(1))?.unwrap_or(default_sub_vectors);
+    let num_bits = bounded(body, "num_bits", MAX_NUM_BITS)?.unwrap_or(8);
+    let (edges, ef_construction) =
+        (bounded(body, "m", MAX_HNSW_M)?, bounded(body, "ef_construction", MAX_EF_CONSTRUCTION)?);
     let hnsw = || {
         let mut h = HnswBuildParams::default();
         if let Some(m) = edges {

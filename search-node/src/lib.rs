@@ -6,9 +6,11 @@ pub mod api;
 pub mod blocks;
 pub mod config;
 pub mod error;
+pub mod expr;
 pub mod index;
 pub mod iostats;
 pub mod query;
+pub mod results;
 pub mod sql;
 pub mod store;
 pub mod tables;
@@ -61,6 +63,8 @@ impl SearchNode {
             anonymous: cfg.auth.anonymous,
             request_timeout: cfg.server.request_timeout,
             metrics: Some(metrics.clone()),
+            sql_runtime: sql::runtime(&cfg.limits)?,
+            limits: cfg.limits.clone(),
         });
         let ops = Router::new()
             .route("/healthz", get(|| async { "ok\n" }))

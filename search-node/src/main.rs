@@ -23,8 +23,23 @@ struct Args {
     check_config: bool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Stack of every runtime thread. Planning and evaluating an expression recurse once per
+/// level, and a stack overflow aborts the whole process. `expr` bounds what a request may
+/// send (256 levels); the API tests answer expressions at that bound on tokio's default
+/// 2 MiB test threads, so this leaves an eightfold margin for paths they do not reach.
+/// Stack a thread never touches is never committed.
+const WORKER_STACK_BYTES: usize = 16 << 20;
+
+fn main() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(WORKER_STACK_BYTES)
+        .build()
+        .context("start the tokio runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     lakecache_common::telemetry::init("info,lance=warn,datafusion=warn");
     let args = Args::parse();
     let mut cfg: SearchConfig = lakecache_common::config::load_toml(&args.config)?;

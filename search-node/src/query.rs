@@ -7,14 +7,17 @@ use std::sync::Arc;
 
 use arrow_array::{Array, FixedSizeListArray, Float32Array, RecordBatch};
 use arrow_schema::{DataType, Field};
+use axum::http::HeaderMap;
 use lance::dataset::Dataset;
 use lance::dataset::scanner::ColumnOrdering;
 use lance_index::scalar::FullTextSearchQuery;
 use lance_index::scalar::inverted::query::FtsQuery;
+use lance_io::stream::RecordBatchStream;
 use lance_linalg::distance::DistanceType;
 use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult, from_lance};
+use crate::results::{ResultLimits, ResultWriter};
 
 pub const SEARCH_QUERIES: &str = "searchnode_query_requests_total";
 pub const SEARCH_QUERY_LATENCY: &str = "searchnode_query_duration_milliseconds";
@@ -156,7 +159,9 @@ fn query_array(v: &serde_json::Value, dim: usize, column: &str) -> ApiResult<Opt
         ))
     };
     if items[0].is_array() {
-        let mut flat = Vec::with_capacity(items.len() * dim);
+        // Grown as the vectors check out rather than sized from the count: a body of many
+        // empty lists must not reserve count × dim floats.
+        let mut flat = Vec::new();
         for q in items {
             let q = floats(
                 q.as_array().ok_or_else(|| ApiError::bad_request("vector: mixed lists and numbers"))?,
@@ -203,37 +208,126 @@ fn fts_query(v: &serde_json::Value) -> ApiResult<FullTextSearchQuery> {
     }
 }
 
-/// Largest `k + offset` of a vector or full-text search: the search keeps that many
-/// candidates in memory.
+/// Largest `k + offset` of a vector or full-text search, and largest `k` times the number
+/// of query vectors of a batch: the search keeps that many candidates in memory.
 pub const MAX_TOP_K: u64 = 100_000;
 
-fn check_top_k(q: &QueryRequest) -> ApiResult<()> {
-    let k = q.k.filter(|&k| k < i64::MAX as u64).unwrap_or(10);
-    let wanted = k.checked_add(q.offset.unwrap_or(0));
-    if !matches!(kind(q), "scan") && wanted.is_none_or(|w| w > MAX_TOP_K) {
-        return Err(ApiError::bad_request(format!(
-            "k + offset may be at most {MAX_TOP_K} for vector and full-text search"
-        )));
+/// Largest `(k + offset) × refine_factor × query vectors`: lance holds that many candidates
+/// (with their distances) to re-rank.
+pub const MAX_REFINE_CANDIDATES: u64 = 1_000_000;
+
+/// Largest `ef` (HNSW's search list, allocated up front) and `nprobes` (IVF partitions
+/// visited; no index has more).
+pub const MAX_EF: u64 = 100_000;
+pub const MAX_NPROBES: u64 = 100_000;
+
+/// LanceDB sends i64::MAX as "no limit" for plain scans.
+fn explicit_k(q: &QueryRequest) -> Option<u64> {
+    q.k.filter(|&k| k < i64::MAX as u64)
+}
+
+/// How many query vectors the body holds (a list of lists is a batch).
+fn query_count(q: &QueryRequest) -> u64 {
+    match q.vector.as_array() {
+        Some(items) if items.first().is_some_and(|v| v.is_array()) => items.len() as u64,
+        Some(items) if !items.is_empty() => 1,
+        _ => 0,
     }
+}
+
+/// Refuses, before lance allocates anything, every size of a request lance would allocate
+/// from: each product is computed without overflow and named in the message.
+fn check_sizes(q: &QueryRequest, limits: &ResultLimits) -> ApiResult<()> {
+    let bad = |m: String| Err(ApiError::bad_request(m));
     if q.offset.is_some_and(|o| o > i64::MAX as u64) {
-        return Err(ApiError::bad_request("offset is too large"));
+        return bad("offset is too large".into());
+    }
+    let offset = q.offset.unwrap_or(0);
+    if kind(q) == "scan" {
+        if let Some(k) = explicit_k(q)
+            && k > limits.max_rows
+        {
+            return bad(format!(
+                "k may be at most {} for a plain scan (limits.max_result_rows); page with offset",
+                limits.max_rows
+            ));
+        }
+        return Ok(());
+    }
+    let k = explicit_k(q).unwrap_or(10);
+    let wanted = k.checked_add(offset);
+    if wanted.is_none_or(|w| w > MAX_TOP_K) {
+        return bad(format!("k + offset may be at most {MAX_TOP_K} for vector and full-text search"));
+    }
+    let wanted = wanted.unwrap_or(u64::MAX);
+    let queries = query_count(q).max(1);
+    if queries > MAX_TOP_K {
+        return bad(format!("A query may hold at most {MAX_TOP_K} query vectors"));
+    }
+    if k.checked_mul(queries).is_none_or(|n| n > MAX_TOP_K) {
+        return bad(format!("k times the number of query vectors ({queries}) may be at most {MAX_TOP_K}"));
+    }
+    if let Some(r) = q.refine_factor {
+        let candidates = wanted.checked_mul(u64::from(r.max(1))).and_then(|n| n.checked_mul(queries));
+        if candidates.is_none_or(|n| n > MAX_REFINE_CANDIDATES) {
+            return bad(format!(
+                "(k + offset) times refine_factor times the number of query vectors may be at most \
+                 {MAX_REFINE_CANDIDATES}"
+            ));
+        }
+    }
+    if q.ef.is_some_and(|ef| ef as u64 > MAX_EF) {
+        return bad(format!("ef may be at most {MAX_EF}"));
+    }
+    for (name, n) in [
+        ("nprobes", q.nprobes),
+        ("minimum_nprobes", q.minimum_nprobes),
+        ("maximum_nprobes", q.maximum_nprobes),
+    ] {
+        if n.is_some_and(|n| n as u64 > MAX_NPROBES) {
+            return bad(format!("{name} may be at most {MAX_NPROBES}"));
+        }
     }
     Ok(())
 }
 
-/// Runs a query; returns the result rows.
-pub async fn run(ds: Arc<Dataset>, q: &QueryRequest, table: &str) -> ApiResult<RecordBatch> {
-    check_top_k(q)?;
+/// Runs a query; returns its answer, encoded as the request asks (see `results`).
+pub async fn run(
+    ds: Arc<Dataset>,
+    q: &QueryRequest,
+    table: &str,
+    h: &HeaderMap,
+    limits: ResultLimits,
+) -> ApiResult<ResultWriter> {
+    check_sizes(q, &limits)?;
     match kind(q) {
-        "hybrid" => hybrid(ds, q, table).await,
-        mode => scanner(ds, q, table, mode)?.try_into_batch().await.map_err(|e| from_lance(e, table)),
+        "hybrid" => {
+            let batch = hybrid(ds, q, table, &limits).await?;
+            let mut out = ResultWriter::new(h, &batch.schema(), limits)?;
+            out.push(&batch)?;
+            Ok(out)
+        }
+        mode => {
+            let stream = scanner(ds, q, table, mode, &limits)?
+                .try_into_stream()
+                .await
+                .map_err(|e| from_lance(e, table))?;
+            let mut out = ResultWriter::new(h, &stream.schema(), limits)?;
+            out.push_stream(stream, |e| from_lance(e, table)).await?;
+            Ok(out)
+        }
     }
 }
 
 /// Vector and full-text search of one body, fused by reciprocal rank (each result's score
 /// is the sum over both lists of 1 / (rrf_k + rank), rrf_k = 60 unless given), answered
 /// with `_relevance_score` (LanceDB clients fuse on their side; this is for everyone else).
-async fn hybrid(ds: Arc<Dataset>, q: &QueryRequest, table: &str) -> ApiResult<RecordBatch> {
+async fn hybrid(
+    ds: Arc<Dataset>,
+    q: &QueryRequest,
+    table: &str,
+    limits: &ResultLimits,
+) -> ApiResult<RecordBatch> {
     use arrow_array::UInt64Array;
     let k = q.k.filter(|&k| k < i64::MAX as u64).unwrap_or(10);
     let offset = q.offset.unwrap_or(0);
@@ -247,8 +341,8 @@ async fn hybrid(ds: Arc<Dataset>, q: &QueryRequest, table: &str) -> ApiResult<Re
     sub.with_row_id = true;
     let le = |e: lance::Error| from_lance(e, table);
     let (v, f) = futures::try_join!(
-        async { scanner(ds.clone(), &sub, table, "vector")?.try_into_batch().await.map_err(le) },
-        async { scanner(ds.clone(), &sub, table, "fts")?.try_into_batch().await.map_err(le) },
+        async { scanner(ds.clone(), &sub, table, "vector", limits)?.try_into_batch().await.map_err(le) },
+        async { scanner(ds.clone(), &sub, table, "fts", limits)?.try_into_batch().await.map_err(le) },
     )?;
     // Both answers without their own score, in the same column order, one after the other.
     let strip = |b: &RecordBatch, names: &[String]| -> ApiResult<RecordBatch> {
@@ -309,14 +403,14 @@ fn scanner(
     q: &QueryRequest,
     table: &str,
     kind: &str,
+    limits: &ResultLimits,
 ) -> ApiResult<lance::dataset::scanner::Scanner> {
     let le = |e: lance::Error| from_lance(e, table);
     if !(q.vector.is_null() || q.vector.is_array()) {
         return Err(ApiError::bad_request("vector: expected a list of numbers (or a list of such lists)"));
     }
     let mut s = ds.scan();
-    // LanceDB sends i64::MAX as "no limit" for plain scans.
-    let k = q.k.filter(|&k| k < i64::MAX as u64);
+    let k = explicit_k(q);
     let offset = q.offset.unwrap_or(0);
 
     let scored = match kind {
@@ -342,6 +436,7 @@ fn scanner(
                 let pair: (String, String) = serde_json::from_value(p.clone()).map_err(|_| {
                     ApiError::bad_request("columns: expected names or [alias, expression] pairs")
                 })?;
+                check_projection(&ds, &pair.0, &pair.1)?;
                 t.push(pair);
             }
             let refs: Vec<(&str, &str)> = t.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
@@ -353,6 +448,7 @@ fn scanner(
                 let e = expr
                     .as_str()
                     .ok_or_else(|| ApiError::bad_request("columns: expressions must be strings"))?;
+                check_projection(&ds, alias, e)?;
                 t.push((alias.clone(), e.to_string()));
             }
             let refs: Vec<(&str, &str)> = t.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
@@ -364,6 +460,7 @@ fn scanner(
     }
 
     if let Some(f) = q.filter.as_deref().filter(|f| !f.trim().is_empty()) {
+        crate::expr::check_expression("filter", f)?;
         s.filter(f).map_err(le)?;
     }
 
@@ -427,6 +524,16 @@ fn scanner(
         }
         "fts" => {
             let fq = fts_query(q.full_text_query.as_ref().unwrap_or(&serde_json::Value::Null))?;
+            // lance finds a missing column only while planning, and calls it an index error.
+            let mut missing: Vec<String> =
+                fq.columns().into_iter().filter(|c| ds.schema().field(c).is_none()).collect();
+            if !missing.is_empty() {
+                missing.sort();
+                return Err(ApiError::bad_request(format!(
+                    "full_text_query: column '{}' does not exist in the table",
+                    missing.join("', '")
+                )));
+            }
             s.full_text_search(fq).map_err(le)?;
             if q.fast_search {
                 s.fast_search();
@@ -435,9 +542,9 @@ fn scanner(
             s.limit(Some(k.unwrap_or(10) as i64), (offset > 0).then_some(offset as i64)).map_err(le)?;
         }
         _ => {
-            if k.is_some() || offset > 0 {
-                s.limit(k.map(|k| k as i64), (offset > 0).then_some(offset as i64)).map_err(le)?;
-            }
+            // Without a k, one row past the answer limit is enough to know it is too large.
+            let k = k.unwrap_or(limits.max_rows + 1);
+            s.limit(Some(k as i64), (offset > 0).then_some(offset as i64)).map_err(le)?;
             if let Some(order) = &q.order_by {
                 let o = order
                     .iter()
@@ -458,8 +565,24 @@ fn scanner(
     Ok(s)
 }
 
+/// A projection expression, unless it names a column as it is (lance takes those as names,
+/// whatever characters they hold, without parsing them).
+fn check_projection(ds: &Dataset, alias: &str, expr: &str) -> ApiResult<()> {
+    if ds.schema().fields.iter().any(|f| f.name.eq_ignore_ascii_case(expr)) {
+        return Ok(());
+    }
+    Ok(crate::expr::check_expression(&format!("column expression '{alias}'"), expr)?)
+}
+
 /// The plan a query would run.
-pub async fn explain(ds: Arc<Dataset>, q: &QueryRequest, table: &str, verbose: bool) -> ApiResult<String> {
+pub async fn explain(
+    ds: Arc<Dataset>,
+    q: &QueryRequest,
+    table: &str,
+    verbose: bool,
+    limits: &ResultLimits,
+) -> ApiResult<String> {
+    check_sizes(q, limits)?;
     let modes: &[&str] = match kind(q) {
         "hybrid" => &["vector", "fts"],
         "vector" => &["vector"],
@@ -468,7 +591,7 @@ pub async fn explain(ds: Arc<Dataset>, q: &QueryRequest, table: &str, verbose: b
     };
     let mut plans = Vec::new();
     for m in modes {
-        let s = scanner(ds.clone(), q, table, m)?;
+        let s = scanner(ds.clone(), q, table, m, limits)?;
         plans.push(s.explain_plan(verbose).await.map_err(|e| from_lance(e, table))?);
     }
     Ok(plans.join("\n"))

@@ -2,6 +2,8 @@
 //! GROUP BY, ORDER BY, LIMIT and joins between tables. Every table of the namespace is
 //! registered under its name at its current version; filters and projections are pushed
 //! into lance scans (and so use scalar indexes). Read-only: DDL and DML are refused.
+//! Statements are bounded in size and depth before they are planned (see `expr`), answers
+//! in rows and bytes as they stream (see `results`), and memory by one pool for all SQL.
 
 use std::sync::Arc;
 
@@ -9,12 +11,21 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
+use datafusion::common::config::Dialect;
+use datafusion::error::DataFusionError;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DFStatement;
 use lance::datafusion::LanceTableProvider;
 use serde::Deserialize;
 
-use crate::api::{AppState, batch_response};
+use crate::api::AppState;
+use crate::config::LimitsConfig;
 use crate::error::{ApiError, ApiResult, from_datafusion};
+use crate::results::{ResultLimits, ResultWriter};
 
 pub const SQL_QUERIES: &str = "searchnode_sql_requests_total";
 pub const SQL_LATENCY: &str = "searchnode_sql_duration_milliseconds";
@@ -26,12 +37,37 @@ struct SqlBody {
     namespace: String,
 }
 
+/// The DataFusion runtime every SQL request shares: one memory pool of `[limits]
+/// sql_memory`, and no disk to spill to (a query that needs more memory is refused rather
+/// than filling the node's disk).
+pub fn runtime(limits: &LimitsConfig) -> datafusion::error::Result<Arc<RuntimeEnv>> {
+    let pool = GreedyMemoryPool::new(limits.sql_memory.as_u64() as usize);
+    RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(pool))
+        .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+        .build_arc()
+}
+
 pub async fn sql(State(st): State<Arc<AppState>>, h: HeaderMap, b: Bytes) -> ApiResult<Response> {
     let body: SqlBody = serde_json::from_slice(&b).map_err(|e| {
         ApiError::bad_request(format!("Invalid body: expected {{\"sql\": \"SELECT ...\"}} ({e})"))
     })?;
     let started = std::time::Instant::now();
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(false));
+    let res = run(&st, &body, &h).await;
+    metrics::counter!(SQL_QUERIES, "outcome" => if res.is_ok() { "ok" } else { "error" }).increment(1);
+    metrics::histogram!(SQL_LATENCY).record(lakecache_cache_node::metrics::ms_since(started));
+    res
+}
+
+async fn run(st: &AppState, body: &SqlBody, h: &HeaderMap) -> ApiResult<Response> {
+    // Bounded before DataFusion parses it, and once parsed before it plans it: both walk
+    // the statement recursively.
+    crate::expr::check_sql_size(&body.sql)?;
+    let config = SessionConfig::new().with_information_schema(false);
+    let ctx = SessionContext::new_with_config_rt(config, st.sql_runtime.clone());
+    let state = ctx.state();
+    let statement = state.sql_to_statement(&body.sql, &Dialect::Generic).map_err(sql_error(st))?;
+    check_statement(&statement)?;
     for (name, ds) in st.tables.all(&body.namespace).await? {
         let provider = LanceTableProvider::new_with_ordering(ds, false, false, false);
         ctx.register_table(name.as_str(), Arc::new(provider)).map_err(from_datafusion)?;
@@ -40,16 +76,46 @@ pub async fn sql(State(st): State<Arc<AppState>>, h: HeaderMap, b: Bytes) -> Api
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    let res = async {
-        let plan = ctx.state().create_logical_plan(&body.sql).await?;
-        opts.verify_plan(&plan)?;
-        let df = ctx.execute_logical_plan(plan).await?;
-        let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await?;
-        Ok::<_, datafusion::error::DataFusionError>(arrow::compute::concat_batches(&schema, &batches)?)
+    let limits = ResultLimits::from(&st.limits);
+    let plan = ctx.state().statement_to_plan(statement).await.map_err(sql_error(st))?;
+    opts.verify_plan(&plan).map_err(sql_error(st))?;
+    // One row past the limit is enough to know the answer is too large; DataFusion stops
+    // reading there.
+    // (EXPLAIN must stay the root of its plan; its answer is a few rows anyway.)
+    let explain = matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
+    let mut df = ctx.execute_logical_plan(plan).await.map_err(sql_error(st))?;
+    if !explain {
+        df = df.limit(0, Some(limits.max_rows as usize + 1)).map_err(sql_error(st))?;
     }
-    .await;
-    metrics::counter!(SQL_QUERIES, "outcome" => if res.is_ok() { "ok" } else { "error" }).increment(1);
-    metrics::histogram!(SQL_LATENCY).record(lakecache_cache_node::metrics::ms_since(started));
-    batch_response(&res.map_err(from_datafusion)?, &h)
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let stream = df.execute_stream().await.map_err(sql_error(st))?;
+    let mut out = ResultWriter::new(h, &schema, limits)?;
+    out.push_stream(stream, sql_error(st)).await?;
+    out.finish()
+}
+
+/// Every expression and subquery of the statement within the depth limit.
+fn check_statement(statement: &DFStatement) -> ApiResult<()> {
+    match statement {
+        DFStatement::Statement(s) => Ok(crate::expr::check_sql_tree(s.as_ref())?),
+        DFStatement::Explain(e) => check_statement(&e.statement),
+        // COPY, CREATE EXTERNAL TABLE, RESET: never allowed here, and refused before any
+        // of them is planned.
+        _ => Err(ApiError::bad_request("Only queries are allowed: SQL here is read-only")),
+    }
+}
+
+/// DataFusion's error as the API answers it; running out of the shared memory pool names
+/// the limit.
+fn sql_error(st: &AppState) -> impl Fn(DataFusionError) -> ApiError + '_ {
+    move |e| {
+        if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) {
+            return ApiError::bad_request(format!(
+                "The query needs more memory than SQL may use ({}, limits.sql_memory): {}",
+                st.limits.sql_memory,
+                e.find_root()
+            ));
+        }
+        from_datafusion(e)
+    }
 }

@@ -813,3 +813,282 @@ async fn version_checks_run_ahead_in_the_background() {
     // ...so before the interval is over (2.8 s of 4 s) the new rows are visible.
     assert_eq!(reader.json("/v1/table/items/count_rows/", json!({})).await, (200, json!(150)));
 }
+
+fn message(v: &Value) -> String {
+    v["message"].as_str().unwrap_or("").to_string()
+}
+
+/// Requests that overflowed a worker's stack or asked for a 68 GB allocation (either aborts
+/// the process, and with it this test) are refused with a 400 naming the limit; expressions
+/// deep but within the limit are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safety_deep_expressions_and_huge_sizes_are_refused() {
+    let s = stack().await;
+    assert_eq!(s.create("items", &rows(0, 300)).await, 200);
+    let (st, b) = s
+        .json(
+            "/v1/table/items/create_index/",
+            json!({"column": "vector", "index_type": "IVF_PQ", "num_partitions": 2, "num_sub_vectors": 2}),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    // A scalar index too: lance plans the index part of a filter by walking it once more.
+    let (st, b) =
+        s.json("/v1/table/items/create_index/", json!({"column": "id", "index_type": "BTREE"})).await;
+    assert_eq!(st, 200, "{b}");
+    let chain = |term: &str, op: &str, n: usize| vec![term; n].join(op);
+    let ctes = |n: usize| {
+        let chain: Vec<String> = (1..n).map(|i| format!("a{i} AS (SELECT x FROM a{})", i - 1)).collect();
+        format!("WITH a0 AS (SELECT 1 AS x), {} SELECT x FROM a{}", chain.join(", "), n - 1)
+    };
+    let joins = |n: usize| {
+        let j: Vec<String> =
+            (1..n).map(|i| format!("JOIN generate_series(1, 2) t{i} ON t{i}.value = t0.value")).collect();
+        format!("SELECT count(*) AS n FROM generate_series(1, 2) t0 {}", j.join(" "))
+    };
+    let refused = [
+        ("/v1/sql", json!({"sql": format!("SELECT {}", chain("1", "+", 1000))}), "256 levels"),
+        ("/v1/sql", json!({"sql": ctes(1300)}), "128 SELECTs and table references"),
+        ("/v1/sql", json!({"sql": joins(400)}), "128 SELECTs and table references"),
+        (
+            "/v1/table/items/count_rows/",
+            json!({"predicate": chain("id = 1", " OR ", 60_000)}),
+            "4096 operators",
+        ),
+        (
+            "/v1/table/items/query/",
+            json!({"vector": [], "k": 3, "filter": chain("id = 1", " OR ", 1000)}),
+            "256 levels",
+        ),
+        ("/v1/table/items/delete/", json!({"predicate": chain("id = 1", " OR ", 1000)}), "256 levels"),
+        (
+            "/v1/table/items/query/",
+            json!({"vector": [], "k": 3, "columns": {"x": chain("id", " + ", 1000)}}),
+            "256 levels",
+        ),
+        (
+            "/v1/table/items/query/",
+            json!({"vector": vec![1.0f32; 8], "k": 1, "refine_factor": u32::MAX}),
+            "refine_factor",
+        ),
+        (
+            "/v1/table/items/query/",
+            json!({"vector": vec![1.0f32; 8], "k": 100_000, "refine_factor": 100_000}),
+            "refine_factor",
+        ),
+        ("/v1/table/items/query/", json!({"vector": vec![1.0f32; 8], "k": 5, "ef": 1u64 << 62}), "ef"),
+        (
+            "/v1/table/items/query/",
+            json!({"vector": vec![1.0f32; 8], "k": 5, "nprobes": 1u64 << 62}),
+            "nprobes",
+        ),
+        (
+            "/v1/table/items/query/",
+            json!({"vector": [vec![1.0f32; 8], vec![1.0f32; 8]], "k": 60_000}),
+            "query vectors",
+        ),
+        (
+            "/v1/table/items/query/",
+            json!({"vector": vec![Vec::<f32>::new(); 200_000], "k": 1}),
+            "query vectors",
+        ),
+        (
+            "/v1/table/items/create_index/",
+            json!({"column": "vector", "index_type": "IVF_PQ", "num_partitions": 1u64 << 40}),
+            "num_partitions may be at most",
+        ),
+        (
+            "/v1/table/items/create_index/",
+            json!({"column": "vector", "index_type": "IVF_PQ", "num_partitions": 2, "num_bits": 40}),
+            "num_bits may be at most",
+        ),
+        (
+            "/v1/table/items/create_index/",
+            json!({"column": "vector", "index_type": "IVF_HNSW_SQ", "num_partitions": 2, "m": 1u64 << 40}),
+            "m may be at most",
+        ),
+    ];
+    for (path, body, limit) in refused {
+        let (st, b) = s.json(path, body).await;
+        assert_eq!(st, 400, "{path}: {b}");
+        assert!(message(&b).contains(limit), "{path}: {b} should name {limit}");
+    }
+    assert_eq!(s.json("/v1/table/items/count_rows/", json!({})).await, (200, json!(300)));
+    // Deep, but within the limit, on a test thread's 2 MiB stack.
+    let (st, n) =
+        s.json("/v1/table/items/count_rows/", json!({"predicate": chain("id = 7", " OR ", 250)})).await;
+    assert_eq!((st, n), (200, json!(1)));
+    let got = s
+        .query("items", json!({"vector": vec![1.0f32; 8], "k": 3, "filter": chain("id < 50", " AND ", 250)}))
+        .await;
+    assert!(ids(&got).iter().all(|i| *i < 50), "{:?}", ids(&got));
+    let deep_or = (0..250).map(|i| format!("id = {i}")).collect::<Vec<_>>().join(" OR ");
+    let got = s.query("items", json!({"vector": [], "k": 300, "filter": deep_or, "columns": ["id"]})).await;
+    assert_eq!(got.num_rows(), 250);
+    let nested = format!("{}id >= 0{}", "(".repeat(40), ")".repeat(40));
+    assert_eq!(s.json("/v1/table/items/count_rows/", json!({"predicate": nested})).await, (200, json!(300)));
+    let r = s
+        .http
+        .post(format!("{}/v1/sql", s.url))
+        .header("x-api-key", KEY)
+        .header("accept", "application/json")
+        .json(&json!({"sql": format!("SELECT {} AS s", chain("1", "+", 250))}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!([{"s": 250}]));
+    for (sql, want) in [(ctes(60), json!([{"x": 1}])), (joins(100), json!([{"n": 2}]))] {
+        let r = s
+            .http
+            .post(format!("{}/v1/sql", s.url))
+            .header("x-api-key", KEY)
+            .header("accept", "application/json")
+            .json(&json!({ "sql": sql }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.json::<Value>().await.unwrap(), want);
+    }
+}
+
+/// lance parses a filter as the prefix that parses: `id >= 0) AND (id > 100` deleted every
+/// row. Every expression must parse to its end, or nothing happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safety_expressions_with_trailing_text_are_refused_and_change_nothing() {
+    let s = stack().await;
+    assert_eq!(s.create("items", &rows(0, 300)).await, 200);
+    let refused = [
+        ("/v1/table/items/delete/", json!({"predicate": "id >= 0) AND (id > 100"})),
+        ("/v1/table/items/delete/", json!({"predicate": "id < 10 garbage"})),
+        ("/v1/table/items/count_rows/", json!({"predicate": "id < 10 garbage"})),
+        ("/v1/table/items/count_rows/", json!({"predicate": "id < 10) OR (id >= 0"})),
+        ("/v1/table/items/query/", json!({"vector": [], "k": 400, "filter": "id < 10) OR (id >= 0"})),
+        ("/v1/table/items/query/", json!({"vector": vec![1.0f32; 8], "k": 3, "filter": "id < 10 garbage"})),
+        ("/v1/table/items/query/", json!({"vector": [], "k": 3, "columns": [["x", "id + 1 garbage"]]})),
+        ("/v1/table/items/query/", json!({"vector": [], "k": 3, "columns": {"x": "id + 1) AS y, (id"}})),
+    ];
+    for (path, body) in refused {
+        let (st, b) = s.json(path, body.clone()).await;
+        assert_eq!(st, 400, "{path} {body}: {b}");
+        assert!(message(&b).contains("Expected: EOF"), "{path} {body}: {b}");
+    }
+    let (_, v) = s.json("/v1/table/items/version/list/", json!(null)).await;
+    assert_eq!(v["versions"].as_array().unwrap().len(), 1, "nothing was written: {v}");
+    assert_eq!(s.json("/v1/table/items/count_rows/", json!({})).await, (200, json!(300)));
+    // Whole expressions (lance's `==` too, and odd column names) still work.
+    assert_eq!(
+        s.json("/v1/table/items/count_rows/", json!({"predicate": "id == 3 OR (id > 297)"})).await.1,
+        json!(3)
+    );
+    let got = s
+        .query(
+            "items",
+            json!({"vector": [], "k": 2, "filter": "id < 2", "columns": {"twice": "id * 2", "id": "id"}}),
+        )
+        .await;
+    assert_eq!(ids(&got), [0, 1]);
+    let (st, b) = s.json("/v1/table/items/delete/", json!({"predicate": "id >= 0 AND (id > 100)"})).await;
+    assert_eq!((st, &b["num_deleted_rows"]), (200, &json!(199)), "{b}");
+}
+
+/// Answers are bounded in rows and bytes as they stream, SQL in memory; a plain scan's k is
+/// bounded like the vector path's, and "no limit" still works within the limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safety_answers_are_bounded_in_rows_bytes_and_memory() {
+    let s = stack().await;
+    let mut cfg = search_config(&s.nodes);
+    cfg.limits.max_result_rows = 500;
+    cfg.limits.max_result_bytes = bytesize::ByteSize::kib(256);
+    cfg.limits.sql_memory = bytesize::ByteSize::mib(16);
+    let (url, _stop) = serve(cfg).await;
+    let l = Api { url, http: reqwest::Client::new() };
+    assert_eq!(l.create("items", &rows(0, 400)).await, 200);
+    assert_eq!(l.create("wide", &rows(0, 501)).await, 200);
+    let started = std::time::Instant::now();
+    let (st, b) =
+        l.json("/v1/sql", json!({"sql": "SELECT value AS v FROM generate_series(1, 20000000)"})).await;
+    assert_eq!(st, 400, "{b}");
+    assert!(message(&b).contains("limits.max_result_rows"), "{b}");
+    assert!(started.elapsed() < Duration::from_secs(10), "refused once past the limit, not at the end");
+    let (st, b) =
+        l.json("/v1/sql", json!({"sql": "SELECT repeat('x', 1000) AS s FROM generate_series(1, 400)"})).await;
+    assert_eq!(st, 400, "{b}");
+    assert!(message(&b).contains("limits.max_result_bytes"), "{b}");
+    let (st, b) = l
+        .json(
+            "/v1/sql",
+            json!({"sql": "SELECT count(*) AS n FROM generate_series(1, 2000000) a JOIN generate_series(1, 2000000) b ON a.value = b.value"}),
+        )
+        .await;
+    assert_eq!(st, 400, "{b}");
+    assert!(message(&b).contains("limits.sql_memory"), "{b}");
+    let (st, b) = l.json("/v1/sql", json!({"sql": "EXPLAIN SELECT id FROM items WHERE id < 3"})).await;
+    assert_eq!(st, 200, "{b}");
+    let r = l.post("/v1/sql", json!({"sql": "SELECT id FROM items ORDER BY id DESC LIMIT 500"})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(read_ipc_file(&r.bytes().await.unwrap()).num_rows(), 400);
+
+    let (st, b) = l.json("/v1/table/items/query/", json!({"vector": [], "k": 1_000_000_000u64})).await;
+    assert_eq!(st, 400, "{b}");
+    assert!(message(&b).contains("limits.max_result_rows"), "{b}");
+    let all = l.query("items", json!({"vector": [], "k": i64::MAX, "columns": ["id"]})).await;
+    assert_eq!(all.num_rows(), 400);
+    let all = l.query("items", json!({"vector": [], "columns": ["id"]})).await;
+    assert_eq!(all.num_rows(), 400);
+    let (st, b) =
+        l.json("/v1/table/wide/query/", json!({"vector": [], "k": i64::MAX, "columns": ["id"]})).await;
+    assert_eq!(st, 400, "{b}");
+    assert!(message(&b).contains("limits.max_result_rows"), "{b}");
+    let page = l.query("wide", json!({"vector": [], "k": 500, "offset": 1, "columns": ["id"]})).await;
+    assert_eq!(page.num_rows(), 500);
+    // Bytes: 400 rows of 1.5 KiB of text are more than 256 KiB.
+    let r = l
+        .http
+        .post(format!("{}/v1/table/items/query/", l.url))
+        .header("x-api-key", KEY)
+        .header("accept", "application/json")
+        .json(&json!({"vector": [], "k": i64::MAX, "columns": {"t": "repeat(text, 100)"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(message(&r.json().await.unwrap()).contains("limits.max_result_bytes"));
+}
+
+/// Errors are the caller's 400 where the caller is at fault (full-text search on a column
+/// that does not exist answered 500), and no message holds a path of the build machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safety_errors_are_400_without_internal_paths() {
+    let s = stack().await;
+    assert_eq!(s.create("items", &rows(0, 300)).await, 200);
+    let (st, b) =
+        s.json("/v1/table/items/create_index/", json!({"column": "text", "index_type": "FTS"})).await;
+    assert_eq!(st, 200, "{b}");
+    let cases = [
+        (
+            "/v1/table/items/query/",
+            json!({"vector": [], "k": 5, "full_text_query": {"columns": ["nope"], "query": "harbor"}}),
+        ),
+        (
+            "/v1/table/items/query/",
+            json!({"vector": [], "k": 5, "full_text_query": {"query": {"match": {"column": "nope", "terms": "harbor"}}}}),
+        ),
+        ("/v1/table/items/query/", json!({"vector": [], "k": 5, "filter": "nope = 1"})),
+        ("/v1/table/items/query/", json!({"vector": [], "k": 5, "filter": "id >>> 2"})),
+        ("/v1/table/items/query/", json!({"vector": [], "k": 5, "columns": ["nope"]})),
+        ("/v1/table/items/query/", json!({"vector": [], "k": 5, "order_by": [{"column_name": "nope"}]})),
+        ("/v1/table/items/count_rows/", json!({"predicate": "no_such_column = 1"})),
+        ("/v1/table/items/delete/", json!({"predicate": "nope = 1"})),
+        ("/v1/sql", json!({"sql": "SELECT nope FROM items"})),
+        ("/v1/table/items/create_index/", json!({"column": "nope", "index_type": "BTREE"})),
+    ];
+    for (path, body) in cases {
+        let (st, b) = s.json(path, body.clone()).await;
+        assert_eq!(st, 400, "{path} {body}: {b}");
+        let m = message(&b);
+        assert!(!m.is_empty(), "{path} {body}: {b}");
+        for internal in [".rs:", "/src/", ".cargo", "/root/"] {
+            assert!(!m.contains(internal), "{path} {body}: {m}");
+        }
+    }
+}

@@ -18,6 +18,9 @@ fn search_config_parses_validates_and_matches_defaults() {
     assert_eq!(cfg.cache.index_cache, d.cache.index_cache);
     assert_eq!(cfg.cache.metadata_cache, d.cache.metadata_cache);
     assert_eq!(cfg.region, d.region);
+    assert_eq!(cfg.limits.max_result_rows, d.limits.max_result_rows);
+    assert_eq!(cfg.limits.max_result_bytes, d.limits.max_result_bytes);
+    assert_eq!(cfg.limits.sql_memory, d.limits.sql_memory);
     assert_eq!(cfg.fleet.failover_attempts, d.fleet.failover_attempts);
     assert_eq!(cfg.nodes.len(), 2);
     assert_eq!(cfg.namespaces[0].bucket_prefix().unwrap(), ("lakecache-sample".to_string(), String::new()));
@@ -45,4 +48,7 @@ fn bad_search_configs_are_refused() {
     refused(&ok.replace("http://127.0.0.1:9000", "127.0.0.1:9000"), "router.url");
     refused(&format!("{ok}[[namespaces]]\nuri = \"s3://c\"\n"), "twice");
     refused(&format!("{ok}[cache]\nbogus = 1\n"), "bogus");
+    refused(&format!("{ok}[limits]\nmax_result_rows = 0\n"), "limits.max_result_rows");
+    refused(&format!("{ok}[limits]\nsql_memory = \"1 KiB\"\n"), "limits.sql_memory");
+    refused(&format!("{ok}[limits]\nmax_result_bytes = \"1 KiB\"\n"), "limits.max_result_bytes");
 }
