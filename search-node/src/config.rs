@@ -45,6 +45,29 @@ pub struct ServerConfig {
     /// newer one explicitly (`x-lancedb-min-version`-style min version in the body).
     #[serde(with = "humantime_serde")]
     pub read_consistency_interval: Duration,
+    /// A connection must send a complete request head within this long after it opens or
+    /// after its previous response (also how long an idle keep-alive connection stays).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Longest pause between two pieces of a request body.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Longest a response may wait for the client to take bytes.
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
+    /// Open connections at most; one more is answered 503 and closed.
+    pub max_connections: usize,
+}
+
+impl ServerConfig {
+    pub fn conn_limits(&self) -> lakecache_cache_node::listener::ConnLimits {
+        lakecache_cache_node::listener::ConnLimits {
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            send_timeout: self.send_timeout,
+            max_connections: self.max_connections,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -54,6 +77,10 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             max_body: ByteSize::mib(256),
             read_consistency_interval: Duration::from_secs(5),
+            header_timeout: lakecache_cache_node::listener::ConnLimits::default().header_timeout,
+            body_timeout: lakecache_cache_node::listener::ConnLimits::default().body_timeout,
+            send_timeout: lakecache_cache_node::listener::ConnLimits::default().send_timeout,
+            max_connections: lakecache_cache_node::listener::ConnLimits::default().max_connections,
         }
     }
 }
@@ -169,6 +196,18 @@ impl Default for SearchConfig {
 impl Validate for SearchConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        for (name, d) in [
+            ("header_timeout", self.server.header_timeout),
+            ("body_timeout", self.server.body_timeout),
+            ("send_timeout", self.server.send_timeout),
+        ] {
+            if d < Duration::from_millis(100) {
+                return bad(format!("server.{name} must be at least 100ms"));
+            }
+        }
+        if self.server.max_connections == 0 {
+            return bad("server.max_connections must be at least 1".into());
+        }
         if self.namespaces.is_empty() {
             return bad("at least one [[namespaces]] entry is needed".into());
         }

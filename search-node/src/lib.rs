@@ -49,6 +49,7 @@ fn register_metrics() {
 pub struct SearchNode {
     pub tables: Arc<tables::Tables>,
     pub app: Router,
+    limits: lakecache_cache_node::listener::ConnLimits,
 }
 
 impl SearchNode {
@@ -77,15 +78,29 @@ impl SearchNode {
                 }),
             );
         let app = ops.merge(api::router(state, cfg.server.max_body.as_u64() as usize));
-        Ok(SearchNode { tables, app })
+        Ok(SearchNode { tables, app, limits: cfg.server.conn_limits() })
     }
 
-    /// Serves until `shutdown` resolves; in-flight requests finish first.
+    /// Serves until `shutdown` resolves (in-flight requests then get 10 s to finish), with
+    /// the fleet's connection limits (`[server]` header/body/send timeouts, max connections).
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.app).with_graceful_shutdown(shutdown).await
+        let app = self.app;
+        let handler = move |req: axum::http::Request<lakecache_cache_node::listener::TimedBody>| {
+            let app = app.clone();
+            async move {
+                let req = req.map(axum::body::Body::new);
+                match tower::ServiceExt::oneshot(app, req).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                }
+            }
+        };
+        lakecache_cache_node::listener::serve_http(listener, self.limits, "searchnode", handler, shutdown)
+            .await;
+        Ok(())
     }
 }

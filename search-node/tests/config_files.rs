@@ -15,6 +15,10 @@ fn search_config_parses_validates_and_matches_defaults() {
     assert_eq!(cfg.server.request_timeout, d.server.request_timeout);
     assert_eq!(cfg.server.read_consistency_interval, d.server.read_consistency_interval);
     assert_eq!(cfg.server.max_body, d.server.max_body);
+    assert_eq!(d.server.header_timeout, std::time::Duration::from_secs(60));
+    assert_eq!(d.server.body_timeout, std::time::Duration::from_secs(60));
+    assert_eq!(d.server.send_timeout, std::time::Duration::from_secs(60));
+    assert_eq!(d.server.max_connections, 4096);
     assert_eq!(cfg.cache.index_cache, d.cache.index_cache);
     assert_eq!(cfg.cache.metadata_cache, d.cache.metadata_cache);
     assert_eq!(cfg.region, d.region);
