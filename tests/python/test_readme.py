@@ -23,6 +23,8 @@ PORTS = [9000, 9001, 9002, 9100]
 
 def _free(port: int) -> bool:
     with socket.socket() as s:
+        # As the servers bind: connections of an earlier run in TIME_WAIT do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True
@@ -59,7 +61,7 @@ def stack(tmp_path_factory):
     node = _binary("LAKECACHE_CACHE_NODE_BIN", "cache-node")
     for i in (1, 2):
         start([node, "--config", str(ROOT / "config/cache-node.toml"), "--listen", f"127.0.0.1:900{i}",
-               "--state-dir", f".lakecache/node-{i}", "--disk-capacity", "256 MiB"],
+               "--state-dir", f".lakecache/node-{i}", "--disk-capacity", "2 GiB"],
               f"http://127.0.0.1:900{i}", f"node-{i}")
     start([_binary("LAKECACHE_ROUTER_BIN", "router"), "--config", str(ROOT / "config/router.toml")],
           "http://127.0.0.1:9000", "router")
