@@ -52,19 +52,7 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// The connection limits must leave a server usable.
     pub fn validate_limits(&self) -> Result<(), ConfigError> {
-        for (name, d) in [
-            ("header_timeout", self.header_timeout),
-            ("body_timeout", self.body_timeout),
-            ("send_timeout", self.send_timeout),
-        ] {
-            if d < Duration::from_millis(100) {
-                return Err(ConfigError::Invalid(format!("server.{name} must be at least 100ms")));
-            }
-        }
-        if self.max_connections == 0 {
-            return Err(ConfigError::Invalid("server.max_connections must be at least 1".into()));
-        }
-        Ok(())
+        self.conn_limits().validate().map_err(ConfigError::Invalid)
     }
 
     pub fn conn_limits(&self) -> crate::listener::ConnLimits {

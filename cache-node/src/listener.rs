@@ -38,6 +38,25 @@ pub struct ConnLimits {
     pub max_connections: usize,
 }
 
+impl ConnLimits {
+    /// Limits that leave a server usable; the message names the `[server]` key.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, d) in [
+            ("header_timeout", self.header_timeout),
+            ("body_timeout", self.body_timeout),
+            ("send_timeout", self.send_timeout),
+        ] {
+            if d < Duration::from_millis(100) {
+                return Err(format!("server.{name} must be at least 100ms"));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err("server.max_connections must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for ConnLimits {
     fn default() -> Self {
         Self {

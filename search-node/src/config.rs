@@ -196,18 +196,7 @@ impl Default for SearchConfig {
 impl Validate for SearchConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        for (name, d) in [
-            ("header_timeout", self.server.header_timeout),
-            ("body_timeout", self.server.body_timeout),
-            ("send_timeout", self.server.send_timeout),
-        ] {
-            if d < Duration::from_millis(100) {
-                return bad(format!("server.{name} must be at least 100ms"));
-            }
-        }
-        if self.server.max_connections == 0 {
-            return bad("server.max_connections must be at least 1".into());
-        }
+        self.server.conn_limits().validate().map_err(ConfigError::Invalid)?;
         if self.namespaces.is_empty() {
             return bad("at least one [[namespaces]] entry is needed".into());
         }
