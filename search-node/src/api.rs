@@ -166,6 +166,7 @@ async fn guard(State(st): St, req: Request, next: Next) -> Response {
             }
         }
     };
+    let mut resp = json_error(resp).await;
     let h = resp.headers_mut();
     h.insert("phalanx-version", HeaderValue::from_static(PROTOCOL_VERSION));
     if let Some(id) = request_id {
@@ -175,6 +176,26 @@ async fn guard(State(st): St, req: Request, next: Next) -> Response {
     metrics::counter!(SEARCH_REQUESTS, "route" => route, "status" => status).increment(1);
     metrics::histogram!(SEARCH_REQUEST_LATENCY, "route" => route).record(ms_since(started));
     resp
+}
+
+/// Errors axum answers on its own (a body over `max_body`, a body that stalled, a bad path
+/// parameter) are plain text; every error of this API is JSON `{"message"}`.
+async fn json_error(resp: Response) -> Response {
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(resp.status().is_client_error() || resp.status().is_server_error()) || is_json {
+        return resp;
+    }
+    let status = resp.status();
+    let text = match axum::body::to_bytes(resp.into_body(), 16 * 1024).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let message =
+        if text.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { text };
+    ApiError::new(status, message).into_response()
 }
 
 /// A fixed label per endpoint (the path holds table names).

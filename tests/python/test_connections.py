@@ -85,6 +85,7 @@ def search_node(tmp: Path, node: Server) -> Server:
     return Server(tmp, "search-node", _binary("LAKECACHE_SEARCH_NODE_BIN", "search-node"), f"""
 [server]
 listen = "127.0.0.1:{port}"
+max_body = "4 KiB"
 {LIMITS}
 [auth]
 api_keys = ["k"]
@@ -224,7 +225,26 @@ def test_a_stalled_body_is_cut(servers, name):
     if answer:
         status = int(answer.split(b" ")[1])
         assert 400 <= status < 500, answer[:300]
+        if name == "search node":
+            # The search API answers every error as JSON {"message"}.
+            body = answer.split(b"\r\n\r\n", 1)[1]
+            assert b'"message"' in body, answer[:300]
     assert healthz(srv.port) == 200
+
+
+def test_the_search_apis_own_refusals_are_json(servers):
+    import json
+    import urllib.error
+    import urllib.request
+
+    srv = servers["search node"]
+    req = urllib.request.Request(f"{srv.url}/v1/table/t/insert/", data=b"x" * 10_000, method="POST",
+                                 headers={"x-api-key": "k"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 413
+    assert e.value.headers["content-type"].startswith("application/json")
+    assert json.loads(e.value.read())["message"]
 
 
 @pytest.mark.parametrize("name", NAMES)
