@@ -141,7 +141,7 @@ async fn guard(State(st): St, req: Request, next: Next) -> Response {
         Some(_) => Some("Invalid API key"),
         None => Some("Missing API key: send it in the x-api-key header"),
     };
-    let mut resp = match refused {
+    let resp = match refused {
         Some(message) => ApiError::new(StatusCode::UNAUTHORIZED, message).into_response(),
         None => {
             let limit = client_deadline.map_or(st.request_timeout, |c| c.min(st.request_timeout));
