@@ -75,7 +75,7 @@ done
 ELAPSED=$(( $(date +%s) - START ))
 
 {
-    echo "commit: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo none)$(cd "$ROOT" && git diff --quiet HEAD -- cache-node/src/tier/disk bench/src/pagestore.rs 2>/dev/null || echo ' (with uncommitted changes to the page store)')"
+    echo "commit: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo none)$(cd "$ROOT" && git diff --quiet HEAD -- pagestore bench/src/pagestore.rs 2>/dev/null || echo ' (with uncommitted changes to the page store)')"
     echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "kernel: $(uname -r)"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"

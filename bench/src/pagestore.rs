@@ -18,7 +18,7 @@ use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use lakecache_cache_node::tier::disk::{DiskTier, DiskTierConfig, IoEngineChoice, ObjectId, PageKey};
+use lakecache_pagestore::{DiskTier, DiskTierConfig, IoEngineChoice, ObjectId, PageKey};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;

@@ -22,23 +22,12 @@ pub const MEMORY_USED_BYTES: &str = "cachenode_memory_used_bytes";
 pub const MEMORY_CAPACITY_BYTES: &str = "cachenode_memory_capacity_bytes";
 pub const MEMORY_EVICTIONS: &str = "cachenode_memory_evictions_total";
 
-// Disk tier (page store).
-pub const DISK_READS: &str = "cachenode_pagestore_reads_total";
-pub const DISK_READ_BYTES: &str = "cachenode_pagestore_read_bytes_total";
-pub const DISK_READ_LATENCY: &str = "cachenode_pagestore_read_duration_microseconds";
-pub const DISK_WRITE_LATENCY: &str = "cachenode_pagestore_write_duration_microseconds";
-pub const DISK_WRITES: &str = "cachenode_pagestore_writes_total";
-pub const DISK_WRITE_BYTES: &str = "cachenode_pagestore_write_bytes_total";
-pub const DISK_WRITES_DROPPED: &str = "cachenode_pagestore_writes_dropped_total";
-pub const DISK_ERRORS: &str = "cachenode_pagestore_errors_total";
-pub const DISK_EVICTIONS: &str = "cachenode_pagestore_evictions_total";
-pub const DISK_CHECKSUM_FAILURES: &str = "cachenode_pagestore_checksum_failures_total";
-pub const DISK_USED_BYTES: &str = "cachenode_pagestore_used_bytes";
-pub const DISK_CAPACITY_BYTES: &str = "cachenode_pagestore_capacity_bytes";
-pub const DISK_PINNED_BYTES: &str = "cachenode_pagestore_pinned_bytes";
-pub const DISK_RECOVERED_PAGES: &str = "cachenode_pagestore_recovered_pages";
-/// Gauge set to 1 with label `engine` = uring | pread.
-pub const DISK_IO_ENGINE: &str = "cachenode_pagestore_io_engine";
+// Disk tier (page store): its names live with it.
+pub use lakecache_pagestore::metrics::{
+    DISK_CAPACITY_BYTES, DISK_CHECKSUM_FAILURES, DISK_ERRORS, DISK_EVICTIONS, DISK_IO_ENGINE,
+    DISK_PINNED_BYTES, DISK_READ_BYTES, DISK_READ_LATENCY, DISK_READS, DISK_RECOVERED_PAGES, DISK_USED_BYTES,
+    DISK_WRITE_BYTES, DISK_WRITE_LATENCY, DISK_WRITES, DISK_WRITES_DROPPED,
+};
 
 // Origin (label `op` = get | head | put | list | delete | copy).
 pub const ORIGIN_REQUESTS: &str = "cachenode_origin_requests_total";
@@ -79,6 +68,7 @@ pub const ORIGIN_OPS: [&str; 6] = ["get", "head", "put", "list", "delete", "copy
 /// series to read before the first event (a node that never saw a checksum failure still
 /// reports `0`, not nothing).
 pub fn register_cache_node() {
+    lakecache_pagestore::metrics::register();
     for tier in ["memory", "disk"] {
         metrics::counter!(CACHE_HITS, "tier" => tier).absolute(0);
         metrics::counter!(CACHE_MISSES, "tier" => tier).absolute(0);
@@ -90,19 +80,7 @@ pub fn register_cache_node() {
         metrics::counter!(ORIGIN_REQUESTS, "op" => op).absolute(0);
         metrics::counter!(ORIGIN_ERRORS, "op" => op).absolute(0);
     }
-    for c in [
-        CACHE_SINGLEFLIGHT_JOINS,
-        MEMORY_EVICTIONS,
-        DISK_READS,
-        DISK_READ_BYTES,
-        DISK_WRITES,
-        DISK_WRITE_BYTES,
-        DISK_WRITES_DROPPED,
-        DISK_ERRORS,
-        DISK_EVICTIONS,
-        DISK_CHECKSUM_FAILURES,
-        ORIGIN_BYTES,
-    ] {
+    for c in [CACHE_SINGLEFLIGHT_JOINS, MEMORY_EVICTIONS, ORIGIN_BYTES] {
         metrics::counter!(c).absolute(0);
     }
 }

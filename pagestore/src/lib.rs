@@ -19,6 +19,7 @@ mod device;
 mod engine;
 mod index;
 mod layout;
+pub mod metrics;
 mod pread;
 mod store;
 mod uring;
