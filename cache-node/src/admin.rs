@@ -12,6 +12,7 @@
 //! Owns request parsing and the budget check; pin state is `policy::PinRules`, pinned
 //! pages are the disk tier's.
 
+use lakecache_common::auth::constant_time_eq;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -352,9 +353,4 @@ async fn prewarm_one(cache: Arc<Cache>, bucket: String, key: String) -> Result<u
         n += c.map_err(|e| format!("{key}: {e}"))?.len() as u64;
     }
     Ok(n)
-}
-
-/// Compares secrets without leaking where they differ through timing.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -147,21 +147,7 @@ impl Default for CacheConfig {
     }
 }
 
-/// Lance files that are written once and never change.
-pub fn default_immutable() -> Vec<String> {
-    ["**/data/*.lance", "**/_indices/**", "**/_deletions/*", "**/_versions/*.manifest", "**/_transactions/*"]
-        .into_iter()
-        .map(String::from)
-        .collect()
-}
-
-/// Lance's mutable pointers to the latest version.
-pub fn default_never_cache() -> Vec<String> {
-    ["**/_latest.manifest", "**/_versions/*version_hint*", "**/_versions/*.json"]
-        .into_iter()
-        .map(String::from)
-        .collect()
-}
+pub use lakecache_common::keys::{default_immutable, default_never_cache};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

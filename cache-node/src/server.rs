@@ -28,7 +28,7 @@ use crate::listener::{ConnLimits, TimedBody};
 use crate::metrics as m;
 use crate::origin::Origins;
 use crate::origin::multipart::Staging;
-use crate::policy::{KeyRules, PinRules};
+use crate::policy::PinRules;
 use crate::s3::LakeS3;
 use crate::tier::disk::{DiskTier, DiskTierConfig};
 use crate::tier::memory::MemoryTier;
@@ -77,7 +77,7 @@ impl Node {
             None
         };
         let origins = Arc::new(Origins::new(cfg.origins.clone(), cfg.cache.origin_timeout));
-        let rules = KeyRules::new(&cfg.cache).map_err(anyhow::Error::msg)?;
+        let rules = crate::policy::key_rules(&cfg.cache).map_err(anyhow::Error::msg)?;
         let pins = Arc::new(PinRules::load(&cfg.pins.rules, &cfg.pins.state_file)?);
         let ps = geometry.page_size_bytes();
         let cache = Cache::new(

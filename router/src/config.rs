@@ -114,7 +114,7 @@ impl Validate for RouterConfig {
             return bad("fleet.replicas must be at least 1".into());
         }
         for g in &self.fleet.replicate {
-            lakecache_cache_node::policy::compile_glob(g).map_err(ConfigError::Invalid)?;
+            lakecache_common::keys::compile_glob(g).map_err(ConfigError::Invalid)?;
         }
         if self.fleet.failover_attempts == 0
             || self.fleet.fail_threshold == 0

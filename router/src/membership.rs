@@ -98,22 +98,19 @@ impl RetryBudget {
 /// this router, other keys for `metadata_ttl`, version pointers never (the same rules as
 /// a cache node's).
 pub struct MetaCache {
-    rules: lakecache_cache_node::policy::KeyRules,
+    rules: lakecache_common::keys::KeyRules,
     ttl: std::time::Duration,
     map: moka::sync::Cache<String, (std::time::Instant, Arc<ObjectInfo>)>,
 }
 
 impl MetaCache {
     fn new(ttl: std::time::Duration) -> anyhow::Result<Self> {
-        let rules = lakecache_cache_node::policy::KeyRules::new(
-            &lakecache_cache_node::config::CacheConfig::default(),
-        )
-        .map_err(anyhow::Error::msg)?;
+        let rules = lakecache_common::keys::KeyRules::lance_defaults();
         Ok(Self { rules, ttl, map: moka::sync::Cache::builder().max_capacity(1_000_000).build() })
     }
 
     pub fn get(&self, bucket: &str, key: &str) -> Option<Arc<ObjectInfo>> {
-        use lakecache_cache_node::policy::KeyClass;
+        use lakecache_common::keys::KeyClass;
         let (at, m) = self.map.get(&format!("{bucket}/{key}"))?;
         match self.rules.classify(key) {
             KeyClass::Immutable => Some(m),
@@ -123,7 +120,7 @@ impl MetaCache {
     }
 
     pub fn put(&self, bucket: &str, key: &str, m: Arc<ObjectInfo>) {
-        if self.rules.classify(key) != lakecache_cache_node::policy::KeyClass::NeverCache {
+        if self.rules.classify(key) != lakecache_common::keys::KeyClass::NeverCache {
             self.map.insert(format!("{bucket}/{key}"), (std::time::Instant::now(), m));
         }
     }
@@ -156,7 +153,7 @@ impl Fleet {
         let replicate = cfg
             .replicate
             .iter()
-            .map(|g| lakecache_cache_node::policy::compile_glob(g))
+            .map(|g| lakecache_common::keys::compile_glob(g))
             .collect::<Result<Vec<_>, _>>()
             .map_err(anyhow::Error::msg)?;
         let retry_budget = RetryBudget::new(cfg.retry_budget_percent, cfg.retry_budget_min);

@@ -54,7 +54,7 @@ impl Fleet {
     async fn prewarm(self: &Arc<Self>, rule: &serde_json::Value) -> Result<(usize, u64), String> {
         let bucket = rule.get("bucket").and_then(|b| b.as_str()).ok_or("bucket missing")?;
         let key = rule.get("key").and_then(|k| k.as_str()).ok_or("key missing")?;
-        let glob = lakecache_cache_node::policy::compile_glob(key)?;
+        let glob = lakecache_common::keys::compile_glob(key)?;
         let literal = &key[..key.find(['*', '?', '[', '{']).unwrap_or(key.len())];
         self.prewarm_matching(bucket, literal, |k| glob.is_match(k)).await
     }

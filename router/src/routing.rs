@@ -192,7 +192,7 @@ async fn send_run(
         }
         let m = &served_by;
         metrics::histogram!(ROUTER_UPSTREAM_LATENCY, "node" => m.cfg.id.clone())
-            .record(lakecache_cache_node::metrics::ms_since(started));
+            .record(lakecache_common::metrics::ms_since(started));
         let mut body: BodyStream = match res {
             Ok(b) => b,
             Err(e) if e.is_node_fault() => {

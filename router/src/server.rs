@@ -30,7 +30,7 @@ pub struct RouterNode {
 impl RouterNode {
     pub fn build(cfg: RouterConfig) -> anyhow::Result<Arc<Self>> {
         cfg.validate()?;
-        let metrics = lakecache_cache_node::metrics::install();
+        let metrics = lakecache_common::metrics::install();
         let fleet = Fleet::new(cfg.nodes.clone(), cfg.fleet.clone(), cfg.server.region.clone())?;
         fleet.spawn_health_checks();
         let mut b = S3ServiceBuilder::new(Router::new(fleet.clone())?);
@@ -75,7 +75,7 @@ impl RouterNode {
                 metrics::counter!(ROUTER_S3_REQUESTS, "method" => method, "status" => r.status().as_str().to_string())
                     .increment(1);
                 metrics::histogram!(ROUTER_S3_LATENCY, "method" => method)
-                    .record(lakecache_cache_node::metrics::ms_since(started));
+                    .record(lakecache_common::metrics::ms_since(started));
                 r
             }
             Err(e) => {
@@ -99,7 +99,7 @@ impl RouterNode {
         let presented = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let ok = presented
             .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| lakecache_cache_node::admin::constant_time_eq(t.as_bytes(), token.as_bytes()));
+            .is_some_and(|t| lakecache_common::auth::constant_time_eq(t.as_bytes(), token.as_bytes()));
         if ok {
             Ok(())
         } else {

@@ -26,7 +26,7 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    lakecache_cache_node::origin::multipart::hex(bytes)
+    lakecache_common::auth::hex(bytes)
 }
 
 /// URI-encodes `s` as SigV4 wants: everything but `A-Z a-z 0-9 - _ . ~` is escaped, and

@@ -26,7 +26,7 @@ use crate::tables::{TableRef, Tables};
 
 /// The LanceDB server protocol level this API implements (batched vector queries, the
 /// structured full-text query form).
-use lakecache_cache_node::metrics::ms_since;
+use lakecache_common::metrics::ms_since;
 
 pub const PROTOCOL_VERSION: &str = "0.3.0";
 pub const SEARCH_REQUESTS: &str = "searchnode_http_requests_total";
@@ -110,7 +110,7 @@ async fn not_found(req: Request) -> ApiError {
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    lakecache_cache_node::admin::constant_time_eq(a, b)
+    lakecache_common::auth::constant_time_eq(a, b)
 }
 
 /// API key check, request deadline, protocol headers and request metrics.

@@ -55,7 +55,7 @@ pub struct SearchNode {
 impl SearchNode {
     pub fn build(cfg: SearchConfig) -> anyhow::Result<SearchNode> {
         cfg.validate()?;
-        let metrics = lakecache_cache_node::metrics::install();
+        let metrics = lakecache_common::metrics::install();
         register_metrics();
         let tables = tables::Tables::new(&cfg)?;
         let state = Arc::new(api::AppState {

@@ -55,7 +55,7 @@ pub async fn sql(State(st): State<Arc<AppState>>, h: HeaderMap, b: Bytes) -> Api
     let started = std::time::Instant::now();
     let res = run(&st, &body, &h).await;
     metrics::counter!(SQL_QUERIES, "outcome" => if res.is_ok() { "ok" } else { "error" }).increment(1);
-    metrics::histogram!(SQL_LATENCY).record(lakecache_cache_node::metrics::ms_since(started));
+    metrics::histogram!(SQL_LATENCY).record(lakecache_common::metrics::ms_since(started));
     res
 }
 

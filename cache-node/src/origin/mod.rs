@@ -208,7 +208,7 @@ pub fn object_path(key: &str) -> Result<Path, OriginError> {
     match key_path(key) {
         Ok(p) if p.parts().next().is_none_or(|first| first.as_ref() != ESCAPED) => Ok(p),
         Err(e) if key.is_empty() => Err(e),
-        _ => Path::parse(format!("{ESCAPED}/{}", multipart::hex(key.as_bytes())))
+        _ => Path::parse(format!("{ESCAPED}/{}", lakecache_common::auth::hex(key.as_bytes())))
             .map_err(|e| OriginError::InvalidKey(e.to_string())),
     }
 }

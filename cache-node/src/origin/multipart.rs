@@ -6,6 +6,7 @@
 //! read whole and verified (`write_part` then `commit_part`). Owns the staging directory; does
 //! not invalidate the cache (the caller does).
 
+use lakecache_common::auth::hex;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -334,14 +335,6 @@ async fn read_file_chunks(path: PathBuf) -> impl Stream<Item = std::io::Result<B
         }
         buf.truncate(filled);
         Some((Ok(Bytes::from(buf)), Some(Ok(f))))
-    })
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
     })
 }
 

@@ -1,54 +1,19 @@
-//! What the cache does with a key: how its identity is checked (immutable, revalidated,
-//! never cached) and whether it is pinned. Owns the pin rules (config + admin API, persisted
+//! What the cache does with a key: how its identity is checked (the fleet's key rules,
+//! `lakecache_common::keys`, from `[cache]`) and whether it is pinned. Owns the pin rules (config + admin API, persisted
 //! to a state file); does not own pages or the pinned-bytes accounting (the disk tier does).
 
 use std::path::{Path, PathBuf};
 
-use globset::{Glob, GlobMatcher};
+use globset::GlobMatcher;
 use parking_lot::RwLock;
 
 use crate::config::{CacheConfig, PinRule};
 
-/// Compiles a glob where `*` stays inside one path segment and `**` crosses `/`.
-pub fn compile_glob(pattern: &str) -> Result<GlobMatcher, String> {
-    globset::GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .build()
-        .map(|g: Glob| g.compile_matcher())
-        .map_err(|e| format!("invalid glob {pattern:?}: {e}"))
-}
+pub use lakecache_common::keys::{KeyClass, KeyRules, compile_glob};
 
-/// How the identity of an object's content is established.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyClass {
-    /// Written once, never changed: metadata is cached until a write through this node.
-    Immutable,
-    /// May change: keyed by ETag, metadata revalidated with HEAD after the TTL.
-    Revalidated,
-    /// A mutable pointer: every read goes to the origin.
-    NeverCache,
-}
-
-pub struct KeyRules {
-    immutable: Vec<GlobMatcher>,
-    never_cache: Vec<GlobMatcher>,
-}
-
-impl KeyRules {
-    pub fn new(cfg: &CacheConfig) -> Result<Self, String> {
-        let compile = |v: &[String]| v.iter().map(|g| compile_glob(g)).collect::<Result<Vec<_>, _>>();
-        Ok(Self { immutable: compile(&cfg.immutable)?, never_cache: compile(&cfg.never_cache)? })
-    }
-
-    pub fn classify(&self, key: &str) -> KeyClass {
-        if self.never_cache.iter().any(|g| g.is_match(key)) {
-            KeyClass::NeverCache
-        } else if self.immutable.iter().any(|g| g.is_match(key)) {
-            KeyClass::Immutable
-        } else {
-            KeyClass::Revalidated
-        }
-    }
+/// The key rules a node's `[cache]` section configures.
+pub fn key_rules(cfg: &CacheConfig) -> Result<KeyRules, String> {
+    KeyRules::new(&cfg.immutable, &cfg.never_cache)
 }
 
 struct CompiledRule {
@@ -162,18 +127,6 @@ fn compile_rule(rule: PinRule, from_config: bool) -> Result<CompiledRule, PinErr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lance_layout_is_classified() {
-        let rules = KeyRules::new(&CacheConfig::default()).unwrap();
-        assert_eq!(rules.classify("t.lance/data/0a1b.lance"), KeyClass::Immutable);
-        assert_eq!(rules.classify("a/b/t.lance/_indices/uuid/index.idx"), KeyClass::Immutable);
-        assert_eq!(rules.classify("t.lance/_versions/18446744073709551614.manifest"), KeyClass::Immutable);
-        assert_eq!(rules.classify("t.lance/_latest.manifest"), KeyClass::NeverCache);
-        assert_eq!(rules.classify("t.lance/_versions/latest_version_hint.json"), KeyClass::NeverCache);
-        assert_eq!(rules.classify("photos/cat.jpg"), KeyClass::Revalidated);
-        assert_eq!(rules.classify("data/x.lance.tmp"), KeyClass::Revalidated);
-    }
 
     #[test]
     fn pin_rules_persist_and_protect_config_rules() {

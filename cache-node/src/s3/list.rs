@@ -218,7 +218,7 @@ fn url_encode(s: &str) -> String {
 }
 
 fn token_encode(key: &str) -> String {
-    format!("lc1{}", crate::origin::multipart::hex(key.as_bytes()))
+    format!("lc1{}", lakecache_common::auth::hex(key.as_bytes()))
 }
 
 fn token_decode(t: &str) -> S3Result<String> {
