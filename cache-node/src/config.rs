@@ -88,12 +88,7 @@ pub struct AuthConfig {
     pub keys: Vec<AccessKey>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccessKey {
-    pub access_key: String,
-    pub secret_key: String,
-}
+pub use lakecache_common::config::AccessKey;
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]

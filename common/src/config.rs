@@ -15,6 +15,14 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// A SigV4 key pair (a node's accepted keys, the key fleet members sign with).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKey {
+    pub access_key: String,
+    pub secret_key: String,
+}
+
 /// A config struct that can check itself after loading.
 pub trait Validate {
     fn validate(&self) -> Result<(), ConfigError>;

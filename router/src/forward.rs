@@ -17,9 +17,9 @@ use lakecache_cache_node::server::{HeaderConditions, host_bucket, percent_decode
 use s3s::route::S3Route;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
-use crate::membership::{Fleet, Member};
-use crate::proxy::ROUTER_REQUESTS;
-use crate::sign::{Signer, s3_encode};
+use lakecache_fleet::membership::{Fleet, Member};
+use lakecache_fleet::metrics::ROUTER_REQUESTS;
+use lakecache_fleet::sign::{Signer, s3_encode};
 
 /// What a request is about, as far as forwarding cares.
 #[derive(Debug, PartialEq, Eq)]

@@ -1,24 +1,10 @@
-//! The lakecache router: the cache node's S3 surface in front of a fleet of cache nodes,
-//! placing every page on its owner by the shared ring (`lakecache_common::ring`).
-//!
-//! Built so far: GET/HEAD with per-page placement, in-order streaming across nodes and
-//! failover; DELETE and DeleteObjects to the key's owner, and PUT, CopyObject, multipart,
-//! ListObjects v1, ListBuckets and bucket calls passed through to a node as they came
-//! (`forward`), with invalidation on every node after writes; ListObjectsV2; active health checks,
-//! ejection and rejoin; membership replaced through the admin API or SIGHUP; the
-//! in-process ObjectStore client (`client::FleetStore`); /healthz, /readyz, /metrics.
-//! Replicas for hot keys (reads spread over the first R owners) and hedged reads.
-//! Pin rules and prewarm fanned out to the owners (`/_lakecache/admin/pins`).
-//! Failover retries draw on a retry budget (a share of requests plus a floor).
-//! Metadata reads are hedged and budgeted like page reads.
+//! The lakecache router: the S3 surface in front of a fleet of cache nodes. Reads are
+//! placed page by page on the ring and streamed back in order (`proxy`, over
+//! `lakecache_fleet`'s routing and node client); the calls it does not model are passed to
+//! a node as they came (`forward`); `server` wires S3, health, metrics and the admin API
+//! (membership, pins, fleet-wide stats and prewarm).
 
-pub mod client;
 pub mod config;
 pub mod forward;
-pub mod membership;
-pub mod pins;
 pub mod proxy;
-pub mod routing;
 pub mod server;
-pub mod sign;
-pub mod upstream;

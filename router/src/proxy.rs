@@ -18,12 +18,10 @@ use lakecache_common::page::{ByteRange, PageGeometry};
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
-use crate::membership::{Fleet, Member};
-use crate::routing;
-use crate::upstream::{ObjectInfo, ReadVersion, UpstreamError};
-
-pub const ROUTER_REQUESTS: &str = "router_upstream_requests_total";
-pub const ROUTER_FAILOVERS: &str = "router_upstream_failovers_total";
+use lakecache_fleet::membership::{Fleet, Member};
+use lakecache_fleet::metrics::ROUTER_REQUESTS;
+use lakecache_fleet::routing;
+use lakecache_fleet::upstream::{ObjectInfo, ReadVersion, UpstreamError};
 
 pub struct Router {
     pub fleet: Arc<Fleet>,
@@ -81,7 +79,7 @@ impl Router {
         let mut again = true;
         loop {
             let info = self.head(bucket, key).await?;
-            conditions.check(&info.meta())?;
+            conditions.check(&meta_of(&info))?;
             let (range, partial) = resolve_range(range, info.size)?;
             let version = ReadVersion { etag: info.etag.clone() };
             let mut rx = routing::stream(&self.fleet, self.geometry, bucket, key, version, range);
@@ -124,7 +122,56 @@ pub fn upstream_err(e: &UpstreamError) -> S3Error {
     if e.is_node_fault() {
         tracing::warn!(error = %e, "cache node request failed");
     }
-    e.to_s3()
+    s3_error(e)
+}
+
+/// The error as the router answers it: a node's answer is passed on with its code,
+/// message and status; no answer is a 503 the client may retry.
+pub fn s3_error(e: &UpstreamError) -> S3Error {
+    match e {
+        UpstreamError::NoAnswer { .. } => S3Error::with_message(
+            S3ErrorCode::ServiceUnavailable,
+            "No cache node could serve the request; please retry.",
+        ),
+        UpstreamError::Answer { status, code, message, origin, .. } => {
+            let code = S3ErrorCode::from_bytes(code.as_bytes()).unwrap_or(S3ErrorCode::InternalError);
+            let mut err = match message {
+                Some(m) => S3Error::with_message(code, m.clone()),
+                // A HEAD answer has no body to carry the node's words.
+                None if *origin => S3Error::with_message(
+                    code,
+                    "The origin behind the cache fleet failed or did not answer in time; please retry.",
+                ),
+                None => S3Error::new(code),
+            };
+            err.set_status_code(*status);
+            if *origin {
+                let mut h = http::HeaderMap::new();
+                h.insert(
+                    lakecache_common::wire::ERROR_SOURCE,
+                    http::HeaderValue::from_static(lakecache_common::wire::ERROR_SOURCE_ORIGIN),
+                );
+                err.set_headers(h);
+            }
+            err
+        }
+    }
+}
+
+/// The object in the form the cache node's conditional checks take.
+pub fn meta_of(info: &ObjectInfo) -> lakecache_cache_node::cache::ObjectMeta {
+    let meta = object_store::ObjectMeta {
+        location: object_store::path::Path::default(),
+        last_modified: chrono::DateTime::<chrono::Utc>::from(info.last_modified),
+        size: info.size,
+        e_tag: info.etag.clone(),
+        version: None,
+    };
+    let attrs = lakecache_cache_node::cache::meta::ObjectAttrs {
+        content_type: info.content_type.clone(),
+        ..Default::default()
+    };
+    lakecache_cache_node::cache::ObjectMeta::from_store(&meta, attrs)
 }
 
 /// The object's own headers (Content-Encoding, `x-amz-meta-*`, …) for an answer.
@@ -165,7 +212,7 @@ impl S3 for Router {
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = &req.input;
         let info = self.head(&i.bucket, &i.key).await?;
-        Conditions::of(i).check(&info.meta())?;
+        Conditions::of(i).check(&meta_of(&info))?;
         let (range, partial) = resolve_range(i.range.as_ref(), info.size)?;
         let content_type = i.response_content_type.clone().or_else(|| info.content_type.clone());
         let mut out = S3Response::new(HeadObjectOutput {
@@ -244,7 +291,7 @@ impl Router {
         self.fleet.invalidate_everywhere(bucket, key).await;
         match res {
             Ok(()) => Ok(()),
-            Err(e) if e.is_not_found() && e.to_s3().code() == &S3ErrorCode::NoSuchKey => Ok(()),
+            Err(e) if e.is_not_found() && s3_error(&e).code() == &S3ErrorCode::NoSuchKey => Ok(()),
             Err(e) => {
                 if e.is_node_fault() {
                     self.fleet.report_failure(&owner);
@@ -252,5 +299,31 @@ impl Router {
                 Err(upstream_err(&e))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+    use s3s::S3ErrorCode;
+
+    use super::*;
+
+    #[test]
+    fn passed_on_errors_keep_code_status_and_origin_mark() {
+        let e = UpstreamError::Answer {
+            node: "n".into(),
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "ServiceUnavailable".into(),
+            message: Some("The origin did not answer in time".into()),
+            origin: true,
+        };
+        let e = s3_error(&e);
+        assert_eq!(e.code(), &S3ErrorCode::ServiceUnavailable);
+        assert_eq!(e.status_code(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(
+            e.headers().and_then(|h| h.get(lakecache_common::wire::ERROR_SOURCE)).map(|v| v.as_bytes()),
+            Some(lakecache_common::wire::ERROR_SOURCE_ORIGIN.as_bytes())
+        );
     }
 }

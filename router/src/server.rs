@@ -13,8 +13,8 @@ use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 
 use crate::config::RouterConfig;
-use crate::membership::Fleet;
 use crate::proxy::Router;
+use lakecache_fleet::membership::Fleet;
 
 pub const ROUTER_S3_REQUESTS: &str = "router_s3_requests_total";
 pub const ROUTER_S3_LATENCY: &str = "router_s3_request_duration_milliseconds";

@@ -277,9 +277,9 @@ async fn the_in_process_client_reads_the_fleet_without_the_router() {
         .enumerate()
         .map(|(i, n)| NodeConfig { id: format!("cache-{i}"), url: n.as_ref().unwrap().url(), weight: 1.0 })
         .collect();
-    let fleet = lakecache_router::membership::Fleet::new(nodes, cfg, "us-east-1".into()).unwrap();
+    let fleet = lakecache_fleet::membership::Fleet::new(nodes, cfg, "us-east-1".into()).unwrap();
     fleet.spawn_health_checks();
-    let store = lakecache_router::client::FleetStore::new(fleet.clone(), "bkt").unwrap();
+    let store = lakecache_fleet::client::FleetStore::new(fleet.clone(), "bkt").unwrap();
 
     let data = pattern(99, 1_500_000);
     let path = Path::from("t.lance/data/client.lance");

@@ -76,7 +76,7 @@ fn signed_head(
     extra: &[(&str, String)],
     payload: &str,
 ) -> String {
-    let signer = lakecache_router::sign::Signer::new(ACCESS_KEY, SECRET_KEY, "us-east-1");
+    let signer = lakecache_fleet::sign::Signer::new(ACCESS_KEY, SECRET_KEY, "us-east-1");
     let mut h = http::HeaderMap::new();
     for (k, v) in extra {
         h.insert(

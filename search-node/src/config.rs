@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use lakecache_common::config::{ConfigError, Validate};
-use lakecache_router::config::{FleetConfig, NodeConfig};
+use lakecache_fleet::config::{FleetConfig, NodeConfig};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]

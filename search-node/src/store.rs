@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use lakecache_router::client::FleetStore;
-use lakecache_router::membership::Fleet;
+use lakecache_fleet::client::FleetStore;
+use lakecache_fleet::membership::Fleet;
 use lance_io::object_store::{
     DEFAULT_CLOUD_IO_PARALLELISM, DEFAULT_DOWNLOAD_RETRY_COUNT, ObjectStore as LanceStore, ObjectStoreParams,
     ObjectStoreProvider,

@@ -16,12 +16,10 @@ use lakecache_common::page::{ByteRange, PageGeometry};
 use tokio::sync::mpsc;
 
 use crate::membership::{Fleet, Member};
-use crate::proxy::{ROUTER_FAILOVERS, ROUTER_REQUESTS};
+use crate::metrics::{
+    ROUTER_FAILOVERS, ROUTER_HEDGES, ROUTER_REQUESTS, ROUTER_UPSTREAM_BYTES, ROUTER_UPSTREAM_LATENCY,
+};
 use crate::upstream::{BodyStream, ObjectInfo, ReadVersion, UpstreamError};
-
-pub const ROUTER_UPSTREAM_BYTES: &str = "router_upstream_bytes_total";
-pub const ROUTER_UPSTREAM_LATENCY: &str = "router_upstream_first_byte_milliseconds";
-pub const ROUTER_HEDGES: &str = "router_upstream_hedges_total";
 
 static READ_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 

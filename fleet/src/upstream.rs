@@ -20,7 +20,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 use lakecache_common::page::ByteRange;
 use lakecache_common::wire;
-use s3s::{S3Error, S3ErrorCode};
 
 use crate::membership::Member;
 use crate::sign::{Signer, s3_encode};
@@ -39,28 +38,6 @@ pub struct ObjectInfo {
     /// The object's own headers to hand back to clients unchanged (Content-Encoding,
     /// Cache-Control, Content-Disposition, Content-Language, Expires, `x-amz-meta-*`, …).
     pub headers: Vec<(HeaderName, HeaderValue)>,
-}
-
-impl ObjectInfo {
-    /// The object in the form the cache node's conditional checks take.
-    pub fn meta(&self) -> lakecache_cache_node::cache::ObjectMeta {
-        let meta = object_store::ObjectMeta {
-            location: object_store::path::Path::default(),
-            last_modified: chrono_from(self.last_modified),
-            size: self.size,
-            e_tag: self.etag.clone(),
-            version: None,
-        };
-        let attrs = lakecache_cache_node::cache::meta::ObjectAttrs {
-            content_type: self.content_type.clone(),
-            ..Default::default()
-        };
-        lakecache_cache_node::cache::ObjectMeta::from_store(&meta, attrs)
-    }
-}
-
-fn chrono_from(t: SystemTime) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::<chrono::Utc>::from(t)
 }
 
 /// Response headers that describe the object itself and go back to clients as they came.
@@ -126,36 +103,6 @@ impl UpstreamError {
 
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(StatusCode::NOT_FOUND)
-    }
-
-    /// The error as the router answers it: a node's answer is passed on with its code,
-    /// message and status; no answer is a 503 the client may retry.
-    pub fn to_s3(&self) -> S3Error {
-        match self {
-            UpstreamError::NoAnswer { .. } => S3Error::with_message(
-                S3ErrorCode::ServiceUnavailable,
-                "No cache node could serve the request; please retry.",
-            ),
-            UpstreamError::Answer { status, code, message, origin, .. } => {
-                let code = S3ErrorCode::from_bytes(code.as_bytes()).unwrap_or(S3ErrorCode::InternalError);
-                let mut e = match message {
-                    Some(m) => S3Error::with_message(code, m.clone()),
-                    // A HEAD answer has no body to carry the node's words.
-                    None if *origin => S3Error::with_message(
-                        code,
-                        "The origin behind the cache fleet failed or did not answer in time; please retry.",
-                    ),
-                    None => S3Error::new(code),
-                };
-                e.set_status_code(*status);
-                if *origin {
-                    let mut h = HeaderMap::new();
-                    h.insert(wire::ERROR_SOURCE, HeaderValue::from_static(wire::ERROR_SOURCE_ORIGIN));
-                    e.set_headers(h);
-                }
-                e
-            }
-        }
     }
 
     /// The error for an `object_store` caller (the in-process client), with the kinds
@@ -381,8 +328,7 @@ fn info_of(h: &HeaderMap) -> Option<ObjectInfo> {
     let size = text(&http::header::CONTENT_LENGTH)?.trim().parse::<u64>().ok()?;
     let etag = text(&http::header::ETAG).map(|e| e.trim().trim_matches('"').to_string());
     let last_modified = text(&http::header::LAST_MODIFIED)
-        .and_then(|t| s3s::dto::Timestamp::parse(s3s::dto::TimestampFormat::HttpDate, t).ok())
-        .map(|t| SystemTime::from(time::OffsetDateTime::from(t)))
+        .and_then(|t| httpdate::parse_http_date(t).ok())
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let content_type = text(&http::header::CONTENT_TYPE).map(str::to_string);
     let headers =
@@ -421,23 +367,5 @@ mod tests {
         for s in [400, 403, 404, 412, 416] {
             assert!(!answer(s, false).is_node_fault(), "{s} is the client's");
         }
-    }
-
-    #[test]
-    fn passed_on_errors_keep_code_status_and_origin_mark() {
-        let e = UpstreamError::Answer {
-            node: "n".into(),
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "ServiceUnavailable".into(),
-            message: Some("The origin did not answer in time".into()),
-            origin: true,
-        }
-        .to_s3();
-        assert_eq!(e.code(), &S3ErrorCode::ServiceUnavailable);
-        assert_eq!(e.status_code(), Some(StatusCode::SERVICE_UNAVAILABLE));
-        assert_eq!(
-            e.headers().and_then(|h| h.get(wire::ERROR_SOURCE)).map(|v| v.as_bytes()),
-            Some(wire::ERROR_SOURCE_ORIGIN.as_bytes())
-        );
     }
 }

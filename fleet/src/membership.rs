@@ -12,12 +12,9 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use parking_lot::RwLock;
 
 use crate::config::{FleetConfig, NodeConfig};
+use crate::metrics::*;
 use crate::sign::Signer;
 use crate::upstream::{NodeClient, ObjectInfo};
-
-pub const ROUTER_EJECTIONS: &str = "router_ring_ejections_total";
-pub const ROUTER_RING_NODES: &str = "router_ring_live_nodes";
-pub const ROUTER_NODE_UP: &str = "router_ring_node_up";
 
 /// One cache node as the router sees it.
 pub struct Member {
@@ -56,8 +53,6 @@ pub struct RetryBudget {
     min: i64,
     cap: i64,
 }
-
-pub const ROUTER_RETRIES_REFUSED: &str = "router_upstream_retries_refused_total";
 
 impl RetryBudget {
     pub fn new(percent: u32, min_retries: u32) -> Self {
@@ -181,15 +176,14 @@ impl Fleet {
 
     /// Creates the fleet's counters at zero (see ops/METRICS.md).
     fn register_metrics(&self) {
-        for c in [ROUTER_RETRIES_REFUSED, crate::proxy::ROUTER_FAILOVERS, crate::routing::ROUTER_HEDGES] {
+        for c in [ROUTER_RETRIES_REFUSED, ROUTER_FAILOVERS, ROUTER_HEDGES] {
             metrics::counter!(c).absolute(0);
         }
         for m in self.members().iter() {
             metrics::counter!(ROUTER_EJECTIONS, "node" => m.cfg.id.clone()).absolute(0);
-            metrics::counter!(crate::routing::ROUTER_UPSTREAM_BYTES, "node" => m.cfg.id.clone()).absolute(0);
+            metrics::counter!(ROUTER_UPSTREAM_BYTES, "node" => m.cfg.id.clone()).absolute(0);
             for op in ["get", "head"] {
-                metrics::counter!(crate::proxy::ROUTER_REQUESTS, "node" => m.cfg.id.clone(), "op" => op)
-                    .absolute(0);
+                metrics::counter!(ROUTER_REQUESTS, "node" => m.cfg.id.clone(), "op" => op).absolute(0);
             }
         }
     }
