@@ -5,13 +5,14 @@
 pub mod admin;
 pub mod cache;
 pub mod config;
-pub mod listener;
 pub mod metrics;
+pub mod node;
 pub mod origin;
 pub mod policy;
 pub mod s3;
-pub mod server;
 pub mod tier;
 
 pub use config::Config;
-pub use server::{Node, serve};
+/// The accept loop and its limits live in the shared S3 crate.
+pub use lakecache_s3::listener;
+pub use node::{Node, serve};

@@ -8,10 +8,10 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields, default)]
 pub struct RouterConfig {
     /// The same keys as a cache node's [server].
-    pub server: lakecache_cache_node::config::ServerConfig,
-    pub auth: lakecache_cache_node::config::AuthConfig,
+    pub server: lakecache_s3::config::ServerConfig,
+    pub auth: lakecache_s3::config::AuthConfig,
     /// Bearer token of the router's admin API (`/_lakecache/admin/nodes`); off when unset.
-    pub admin: lakecache_cache_node::config::AdminConfig,
+    pub admin: lakecache_s3::config::AdminConfig,
     pub fleet: FleetConfig,
     pub nodes: Vec<NodeConfig>,
 }

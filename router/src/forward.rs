@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use http::{HeaderMap, Method, Uri};
-use lakecache_cache_node::server::{HeaderConditions, host_bucket, percent_decode, range_is_ignored};
+use lakecache_s3::request::{HeaderConditions, host_bucket, percent_decode, range_is_ignored};
 use s3s::route::S3Route;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
@@ -362,7 +362,7 @@ impl Passthrough {
         let conditions = HeaderConditions::parse(headers)?;
         let r = self.reads.start_read(bucket, key, None, conditions.as_conditions()).await?;
         let info = &r.info;
-        let mut h = lakecache_cache_node::server::whole_object_headers(
+        let mut h = lakecache_s3::response::whole_object_headers(
             info.size,
             info.etag.as_deref(),
             info.last_modified,

@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use http::HeaderMap;
-use lakecache_cache_node::s3::conditional::Conditions;
-use lakecache_cache_node::s3::resolve_range;
 use lakecache_common::page::{ByteRange, PageGeometry};
+use lakecache_s3::conditional::Conditions;
+use lakecache_s3::request::resolve_range;
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
@@ -33,7 +33,7 @@ pub struct StartedRead {
     pub info: Arc<ObjectInfo>,
     pub range: ByteRange,
     pub partial: bool,
-    pub body: lakecache_cache_node::cache::ByteStream,
+    pub body: lakecache_common::object::ByteStream,
 }
 
 impl Router {
@@ -110,7 +110,7 @@ impl Router {
             };
             let rest = tokio_stream::wrappers::ReceiverStream::new(rx)
                 .map(|r| r.map_err(|e| std::io::Error::other(e.to_string())));
-            let body: lakecache_cache_node::cache::ByteStream =
+            let body: lakecache_common::object::ByteStream =
                 Box::pin(futures::stream::iter(first.map(Ok)).chain(rest));
             return Ok(StartedRead { info, range, partial, body });
         }
@@ -159,7 +159,7 @@ pub fn s3_error(e: &UpstreamError) -> S3Error {
 }
 
 /// The object in the form the cache node's conditional checks take.
-pub fn meta_of(info: &ObjectInfo) -> lakecache_cache_node::cache::ObjectMeta {
+pub fn meta_of(info: &ObjectInfo) -> lakecache_common::object::ObjectMeta {
     let meta = object_store::ObjectMeta {
         location: object_store::path::Path::default(),
         last_modified: chrono::DateTime::<chrono::Utc>::from(info.last_modified),
@@ -167,11 +167,11 @@ pub fn meta_of(info: &ObjectInfo) -> lakecache_cache_node::cache::ObjectMeta {
         e_tag: info.etag.clone(),
         version: None,
     };
-    let attrs = lakecache_cache_node::cache::meta::ObjectAttrs {
+    let attrs = lakecache_common::object::ObjectAttrs {
         content_type: info.content_type.clone(),
         ..Default::default()
     };
-    lakecache_cache_node::cache::ObjectMeta::from_store(&meta, attrs)
+    lakecache_common::object::ObjectMeta::from_store(&meta, attrs)
 }
 
 /// The object's own headers (Content-Encoding, `x-amz-meta-*`, …) for an answer.

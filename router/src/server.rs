@@ -5,9 +5,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
-use lakecache_cache_node::listener::{ConnLimits, TimedBody};
-use lakecache_cache_node::server::{configure_s3, method_label, text};
 use lakecache_common::config::Validate;
+use lakecache_s3::listener::{ConnLimits, TimedBody};
+use lakecache_s3::response::text;
+use lakecache_s3::service::{configure_s3, method_label};
 use metrics_exporter_prometheus::PrometheusHandle;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
@@ -233,7 +234,7 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response<s3s::Body> {
 
 pub async fn serve(listener: TcpListener, node: Arc<RouterNode>, shutdown: impl Future<Output = ()>) {
     let limits = node.limits;
-    lakecache_cache_node::listener::serve_http(
+    lakecache_s3::listener::serve_http(
         listener,
         limits,
         "router",

@@ -60,8 +60,8 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    pub fn conn_limits(&self) -> lakecache_cache_node::listener::ConnLimits {
-        lakecache_cache_node::listener::ConnLimits {
+    pub fn conn_limits(&self) -> lakecache_s3::listener::ConnLimits {
+        lakecache_s3::listener::ConnLimits {
             header_timeout: self.header_timeout,
             body_timeout: self.body_timeout,
             send_timeout: self.send_timeout,
@@ -77,10 +77,10 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             max_body: ByteSize::mib(256),
             read_consistency_interval: Duration::from_secs(5),
-            header_timeout: lakecache_cache_node::listener::ConnLimits::default().header_timeout,
-            body_timeout: lakecache_cache_node::listener::ConnLimits::default().body_timeout,
-            send_timeout: lakecache_cache_node::listener::ConnLimits::default().send_timeout,
-            max_connections: lakecache_cache_node::listener::ConnLimits::default().max_connections,
+            header_timeout: lakecache_s3::listener::ConnLimits::default().header_timeout,
+            body_timeout: lakecache_s3::listener::ConnLimits::default().body_timeout,
+            send_timeout: lakecache_s3::listener::ConnLimits::default().send_timeout,
+            max_connections: lakecache_s3::listener::ConnLimits::default().max_connections,
         }
     }
 }

@@ -49,7 +49,7 @@ fn register_metrics() {
 pub struct SearchNode {
     pub tables: Arc<tables::Tables>,
     pub app: Router,
-    limits: lakecache_cache_node::listener::ConnLimits,
+    limits: lakecache_s3::listener::ConnLimits,
 }
 
 impl SearchNode {
@@ -89,7 +89,7 @@ impl SearchNode {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let app = self.app;
-        let handler = move |req: axum::http::Request<lakecache_cache_node::listener::TimedBody>| {
+        let handler = move |req: axum::http::Request<lakecache_s3::listener::TimedBody>| {
             let app = app.clone();
             async move {
                 let req = req.map(axum::body::Body::new);
@@ -99,8 +99,7 @@ impl SearchNode {
                 }
             }
         };
-        lakecache_cache_node::listener::serve_http(listener, self.limits, "searchnode", handler, shutdown)
-            .await;
+        lakecache_s3::listener::serve_http(listener, self.limits, "searchnode", handler, shutdown).await;
         Ok(())
     }
 }

@@ -72,9 +72,7 @@ pub struct ObjectHandle {
 
 type PageResult = Result<Bytes, CacheError>;
 
-/// A response body in the making.
-pub type ByteStream =
-    std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static>>;
+pub use lakecache_common::object::ByteStream;
 type PageFuture = futures::future::Shared<futures::future::BoxFuture<'static, PageResult>>;
 
 pub struct Cache {

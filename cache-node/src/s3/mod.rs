@@ -5,9 +5,9 @@
 //! DELETE, COPY). No caching logic lives here.
 
 mod body;
-pub mod conditional;
 pub mod list;
 mod read;
+pub(crate) mod route;
 mod write;
 
 use std::sync::Arc;
@@ -19,7 +19,8 @@ use crate::cache::{Cache, CacheError};
 use crate::origin::OriginError;
 use crate::origin::multipart::{MultipartError, Staging};
 
-pub use read::{attr_headers, resolve_range};
+pub use lakecache_s3::conditional;
+pub use lakecache_s3::request::resolve_range;
 
 /// The S3 implementation handed to `s3s`.
 pub struct LakeS3 {

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use lakecache_common::page::{ByteRange, RequestedRange};
+use lakecache_common::page::ByteRange;
+use lakecache_s3::request::resolve_range;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
@@ -12,25 +13,6 @@ use super::conditional::Conditions;
 use super::{LakeS3, cache_err};
 use crate::cache::meta::ObjectAttrs;
 use crate::cache::{Cache, ObjectHandle};
-
-fn requested(r: &Range) -> RequestedRange {
-    match *r {
-        Range::Int { first, last } => RequestedRange::FromTo { first, last },
-        Range::Suffix { length } => RequestedRange::Suffix { len: length },
-    }
-}
-
-/// The byte range a GET or HEAD asked for, resolved against the object's size; `true` when
-/// a range was asked for (a 206 answer).
-pub fn resolve_range(range: Option<&Range>, size: u64) -> S3Result<(ByteRange, bool)> {
-    match range {
-        None => Ok((ByteRange { start: 0, end: size }, false)),
-        Some(r) => requested(r)
-            .resolve(size)
-            .map(|br| (br, true))
-            .map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable")),
-    }
-}
 
 fn timestamp(obj: &ObjectHandle) -> Timestamp {
     Timestamp::from(obj.meta.last_modified)
@@ -147,27 +129,6 @@ async fn object_output(
         last_modified,
         ..Default::default()
     })
-}
-
-/// The stored attributes as response headers, for answers built outside s3s (a GET whose
-/// Range header is ignored).
-pub fn attr_headers(a: &ObjectAttrs, headers: &mut http::HeaderMap) {
-    let mut put = |name: &str, v: &Option<String>| {
-        if let (Some(v), Ok(name)) = (v, http::HeaderName::from_bytes(name.as_bytes()))
-            && let Ok(v) = http::HeaderValue::from_str(v)
-        {
-            headers.insert(name, v);
-        }
-    };
-    put("content-type", &Some(a.content_type.clone().unwrap_or_else(|| "application/octet-stream".into())));
-    put("content-encoding", &a.content_encoding);
-    put("content-disposition", &a.content_disposition);
-    put("content-language", &a.content_language);
-    put("cache-control", &a.cache_control);
-    put("expires", &a.expires);
-    for (k, v) in &a.user {
-        put(&format!("x-amz-meta-{k}"), &Some(v.clone()));
-    }
 }
 
 pub async fn head_object(

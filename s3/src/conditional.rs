@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use s3s::dto::{ETagCondition, Timestamp};
 use s3s::{S3Error, s3_error};
 
-use crate::cache::ObjectMeta;
+use lakecache_common::object::ObjectMeta;
 
 pub struct Conditions<'a> {
     pub if_match: Option<&'a ETagCondition>,
