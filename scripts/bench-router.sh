@@ -50,6 +50,7 @@ DISK_CAPACITY="2 GiB"
 # requests (direct reads, HAProxy, nginx).
 NODE_ACCESS_KEY=bench-router
 NODE_SECRET_KEY=bench-router-secret
+FLEET_SECRET=bench-router-fleet-secret
 ADMIN_TOKEN=bench-admin-token
 COMMAND_LINE="scripts/bench-router.sh${*:+ $*}"
 # The four targets, in the order each round runs them; the router is the numerator.
@@ -145,6 +146,9 @@ secret_key = "$NODE_SECRET_KEY"
 
 [admin]
 token = "$ADMIN_TOKEN"
+
+[fleet]
+secret = "$FLEET_SECRET"
 
 [cache]
 page_size = "$PAGE_SIZE"
@@ -282,6 +286,7 @@ anonymous = true
 
 [fleet]
 page_size = "$PAGE_SIZE"
+secret = "$FLEET_SECRET"
 node_admin_token = "$ADMIN_TOKEN"
 
 [fleet.node_key]

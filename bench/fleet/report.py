@@ -38,6 +38,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 ADMIN = "fleet-report-admin"
 NODE_KEY = ("fleet-report", "fleet-report-secret")
+FLEET_SECRET = "fleet-report-fleet-secret"
 
 
 def log(msg: str):
@@ -187,6 +188,8 @@ access_key = "{NODE_KEY[0]}"
 secret_key = "{NODE_KEY[1]}"
 [admin]
 token = "{ADMIN}"
+[fleet]
+secret = "{FLEET_SECRET}"
 [cache]
 page_size = "{a.page_size}"
 memory_capacity = "{a.memory}"
@@ -215,6 +218,7 @@ listen = "127.0.0.1:{rport}"
 anonymous = true
 [fleet]
 page_size = "{a.page_size}"
+secret = "{FLEET_SECRET}"
 node_admin_token = "{ADMIN}"
 [fleet.node_key]
 access_key = "{NODE_KEY[0]}"

@@ -54,6 +54,7 @@ REPO = Path(__file__).resolve().parents[2]
 NAME = "bench-search"
 NODE_ACCESS_KEY = "bench-search"
 NODE_SECRET_KEY = "bench-search-secret"
+FLEET_SECRET = "bench-search-fleet-secret"
 ADMIN_TOKEN = "bench-search-admin-token"
 API_KEY = "bench-search-key"
 REGION = "us-east-1"
@@ -285,6 +286,9 @@ secret_key = "{NODE_SECRET_KEY}"
 [admin]
 token = "{ADMIN_TOKEN}"
 
+[fleet]
+secret = "{FLEET_SECRET}"
+
 [cache]
 page_size = "{a.page_size}"
 memory_capacity = "{a.memory_capacity}"
@@ -340,6 +344,7 @@ uri = "s3://{bucket}"
 
 [fleet]
 page_size = "{a.page_size}"
+secret = "{FLEET_SECRET}"
 node_key = {{ access_key = "{NODE_ACCESS_KEY}", secret_key = "{NODE_SECRET_KEY}" }}
 node_admin_token = "{ADMIN_TOKEN}"
 

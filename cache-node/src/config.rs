@@ -2,6 +2,7 @@
 //! key), then environment variables and flags on top (see `main.rs`), then `validate()`.
 //! Defaults live in the `Default` impls here and nowhere else.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub auth: AuthConfig,
     pub admin: AdminConfig,
+    pub fleet: NodeFleetConfig,
     pub cache: CacheConfig,
     pub disk: DiskConfig,
     pub pins: PinConfig,
@@ -24,6 +26,18 @@ pub struct Config {
 }
 
 pub use lakecache_s3::config::{AccessKey, AdminConfig, AuthConfig, ServerConfig};
+
+/// The internal page protocol other fleet members (routers, search nodes) read through.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeFleetConfig {
+    /// The fleet secret (the same on every member) that signs internal page reads; the
+    /// internal endpoint answers 403 to everything while it is unset.
+    pub secret: Option<String>,
+    /// A second listener that serves only the internal endpoint (and /healthz), for
+    /// operators who keep it on the cluster network; the S3 port serves it too.
+    pub listen: Option<SocketAddr>,
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -225,6 +239,22 @@ impl Validate for Config {
             if k.access_key.is_empty() || k.secret_key.is_empty() {
                 return bad("auth.keys: access_key and secret_key must not be empty".into());
             }
+        }
+        if self
+            .fleet
+            .secret
+            .as_deref()
+            .is_some_and(|s| s.len() < lakecache_common::wire::FLEET_SECRET_MIN_LEN)
+        {
+            return bad(format!(
+                "fleet.secret must be at least {} characters",
+                lakecache_common::wire::FLEET_SECRET_MIN_LEN
+            ));
+        }
+        if self.fleet.listen.is_some() && self.fleet.secret.is_none() {
+            return bad(
+                "fleet.listen is set but fleet.secret is not: the endpoint would refuse everyone".into()
+            );
         }
         if self.admin.token.as_deref().is_some_and(|t| t.len() < 8) {
             return bad("admin.token must be at least 8 characters".into());

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod cache;
 pub mod config;
+pub mod fleet_api;
 pub mod metrics;
 pub mod node;
 pub mod origin;
@@ -15,4 +16,4 @@ pub mod tier;
 pub use config::Config;
 /// The accept loop and its limits live in the shared S3 crate.
 pub use lakecache_s3::listener;
-pub use node::{Node, serve};
+pub use node::{Node, serve, serve_fleet};

@@ -58,6 +58,9 @@ struct Args {
     /// Bearer token of the admin API ([admin] token).
     #[arg(long, env = "LAKECACHE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// The fleet secret of the internal page protocol (`fleet.secret`).
+    #[arg(long, env = "LAKECACHE_FLEET_SECRET", hide_env_values = true)]
+    fleet_secret: Option<String>,
     /// Check the config, print it and exit.
     #[arg(long)]
     check_config: bool,
@@ -113,6 +116,9 @@ fn apply(args: &Args, cfg: &mut Config) -> anyhow::Result<()> {
     if let Some(t) = &args.admin_token {
         cfg.admin.token = Some(t.clone());
     }
+    if let Some(s) = &args.fleet_secret {
+        cfg.fleet.secret = Some(s.clone());
+    }
     Ok(())
 }
 
@@ -131,10 +137,18 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let listen = cfg.server.listen;
+    let fleet_listen = cfg.fleet.listen;
     let node = lakecache_cache_node::Node::build(cfg).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "cache node listening");
-    lakecache_cache_node::serve(listener, node, lakecache_common::shutdown::signal()).await?;
+    let shutdown = futures::FutureExt::shared(Box::pin(lakecache_common::shutdown::signal()));
+    if let Some(addr) = fleet_listen {
+        let l =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind fleet.listen {addr}"))?;
+        tracing::info!(addr = %l.local_addr()?, "fleet endpoint listening");
+        tokio::spawn(lakecache_cache_node::serve_fleet(l, node.clone(), shutdown.clone()));
+    }
+    lakecache_cache_node::serve(listener, node, shutdown).await?;
     tracing::info!("cache node stopped");
     Ok(())
 }

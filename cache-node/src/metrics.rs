@@ -35,6 +35,12 @@ pub const ORIGIN_LATENCY: &str = "cachenode_origin_request_duration_milliseconds
 pub const S3_REQUESTS: &str = "cachenode_s3_requests_total";
 pub const S3_LATENCY: &str = "cachenode_s3_request_duration_milliseconds";
 
+// Internal page protocol (label `op` = get | head, `status`; refusals by `reason` =
+// missing | wrong | expired | off).
+pub const FLEET_REQUESTS: &str = "cachenode_fleet_requests_total";
+pub const FLEET_LATENCY: &str = "cachenode_fleet_request_duration_milliseconds";
+pub const FLEET_AUTH_REFUSED: &str = "cachenode_fleet_auth_refused_total";
+
 // The file systems under the node's state (label `role` = pagestore | multipart).
 pub const FS_AVAIL_BYTES: &str = "cachenode_filesystem_avail_bytes";
 pub const FS_SIZE_BYTES: &str = "cachenode_filesystem_size_bytes";
@@ -61,6 +67,9 @@ pub fn register_cache_node() {
     for op in ORIGIN_OPS {
         metrics::counter!(ORIGIN_REQUESTS, "op" => op).absolute(0);
         metrics::counter!(ORIGIN_ERRORS, "op" => op).absolute(0);
+    }
+    for reason in ["missing", "wrong", "expired", "off"] {
+        metrics::counter!(FLEET_AUTH_REFUSED, "reason" => reason).absolute(0);
     }
     for c in [CACHE_SINGLEFLIGHT_JOINS, MEMORY_EVICTIONS, ORIGIN_BYTES] {
         metrics::counter!(c).absolute(0);

@@ -36,6 +36,7 @@ pub struct Node {
     pub cache: Arc<Cache>,
     s3: S3Service,
     admin: Admin,
+    fleet: crate::fleet_api::FleetApi,
     metrics: PrometheusHandle,
     ready: AtomicBool,
     limits: ConnLimits,
@@ -125,6 +126,7 @@ impl Node {
             cache: cache.clone(),
             s3: b.build(),
             admin: Admin::new(cache.clone(), cfg.admin.token.clone()),
+            fleet: crate::fleet_api::FleetApi::new(cache.clone(), cfg.fleet.secret.clone()),
             metrics,
             // With pins to prewarm, the node is ready (`/readyz`) once they are on disk, so a
             // rollout waits for a warm node.
@@ -177,6 +179,9 @@ impl Node {
                 http::HeaderValue::from_static("text/plain; version=0.0.4"),
             );
             return r;
+        }
+        if crate::fleet_api::is_fleet_path(path) {
+            return self.fleet.handle(req).await;
         }
         if path.starts_with("/_lakecache/") {
             return self.admin.handle(req).await;
@@ -234,4 +239,30 @@ pub async fn serve(
         d.close().await;
     }
     Ok(())
+}
+
+/// Serves only the internal page endpoint (and `/healthz`) on a listener of its own
+/// (`[fleet] listen`), until `shutdown` resolves.
+pub async fn serve_fleet(listener: TcpListener, node: Arc<Node>, shutdown: impl Future<Output = ()>) {
+    let limits = node.limits;
+    crate::listener::serve_http(
+        listener,
+        limits,
+        "cachenode_fleet",
+        move |req: Request<TimedBody>| {
+            let n = node.clone();
+            async move {
+                let path = req.uri().path();
+                if crate::fleet_api::is_fleet_path(path) {
+                    n.fleet.handle(req).await
+                } else if path == "/healthz" && req.method() == Method::GET {
+                    text(StatusCode::OK, "ok\n")
+                } else {
+                    text(StatusCode::NOT_FOUND, "this listener serves only the fleet endpoint\n")
+                }
+            }
+        },
+        shutdown,
+    )
+    .await;
 }

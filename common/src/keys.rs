@@ -55,18 +55,49 @@ pub enum KeyClass {
 pub struct KeyRules {
     immutable: GlobSet,
     never_cache: GlobSet,
+    spec: KeyRuleSpec,
+}
+
+/// Key rules as configured: what a node publishes to fleet members and what they compare.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyRuleSpec {
+    pub immutable: Vec<String>,
+    pub never_cache: Vec<String>,
+}
+
+impl KeyRuleSpec {
+    /// Equal as rule sets: the order of globs and repeats do not matter.
+    pub fn same_as(&self, other: &KeyRuleSpec) -> bool {
+        let norm = |v: &[String]| v.iter().cloned().collect::<std::collections::BTreeSet<_>>();
+        norm(&self.immutable) == norm(&other.immutable) && norm(&self.never_cache) == norm(&other.never_cache)
+    }
 }
 
 impl KeyRules {
     pub fn new(immutable: &[String], never_cache: &[String]) -> Result<Self, String> {
-        Ok(Self { immutable: glob_set(immutable)?, never_cache: glob_set(never_cache)? })
+        Ok(Self {
+            immutable: glob_set(immutable)?,
+            never_cache: glob_set(never_cache)?,
+            spec: KeyRuleSpec { immutable: immutable.to_vec(), never_cache: never_cache.to_vec() },
+        })
+    }
+
+    pub fn from_spec(spec: &KeyRuleSpec) -> Result<Self, String> {
+        Self::new(&spec.immutable, &spec.never_cache)
     }
 
     /// The rules a fleet runs with unless configured otherwise.
     pub fn lance_defaults() -> Self {
         // The default globs are fixed and valid; an empty set can only come from a bug.
-        Self::new(&default_immutable(), &default_never_cache())
-            .unwrap_or(Self { immutable: GlobSet::empty(), never_cache: GlobSet::empty() })
+        Self::new(&default_immutable(), &default_never_cache()).unwrap_or(Self {
+            immutable: GlobSet::empty(),
+            never_cache: GlobSet::empty(),
+            spec: KeyRuleSpec { immutable: Vec::new(), never_cache: Vec::new() },
+        })
+    }
+
+    pub fn spec(&self) -> &KeyRuleSpec {
+        &self.spec
     }
 
     pub fn classify(&self, key: &str) -> KeyClass {

@@ -1,4 +1,5 @@
-//! Headers fleet members use between themselves on top of S3, so that each side can tell
+//! Headers and paths fleet members use between themselves (on top of S3, and the internal
+//! page protocol below), so that each side can tell
 //! who is at fault for an error and which version of an object a read is about. A client
 //! may send or see these too; they never widen what a request may do.
 
@@ -15,3 +16,192 @@ pub const ERROR_SOURCE_ORIGIN: &str = "origin";
 /// replaced — so a read that spans several nodes completes with the version it started on —
 /// and answers 412 when it can neither find that version's pages nor read it from the origin.
 pub const READ_VERSION: &str = "x-lakecache-read-version";
+
+// ---- The internal page protocol (fleet members -> cache nodes) -------------------------
+//
+// `GET|HEAD {PAGE_PATH}{bucket}/{key}` (both percent-encoded as S3 paths are) on a node's
+// S3 port or its `[fleet] listen` address, authenticated by [`FLEET_AUTH`] instead of
+// SigV4. GET names the bytes in [`RANGES`] (absent: the whole object) and optionally the
+// version in [`READ_VERSION`]; the answer carries the object's metadata in headers
+// ([`OBJECT_SIZE`], [`OBJECT_VERSION`], ETag, Last-Modified, Content-Type and the stored
+// attributes) and the bytes of the ranges, concatenated in the order asked. A version the
+// node cannot serve is 412, never other bytes. Errors carry [`ERROR_CODE`] (an S3 error
+// code), [`ERROR_SOURCE`] where the origin is at fault, and a short plain-text message.
+
+/// Path prefix of object reads on the internal protocol.
+pub const PAGE_PATH: &str = "/_lakecache/fleet/v1/o/";
+/// The fleet's key rules as a node applies them (JSON), for members to adopt or check.
+pub const RULES_PATH: &str = "/_lakecache/fleet/v1/rules";
+/// `v1 <unix seconds> <hex HMAC-SHA256>`; see [`fleet_signature`].
+pub const FLEET_AUTH: &str = "x-lakecache-fleet-auth";
+/// Comma-separated inclusive byte ranges `first-last`, resolved by the reader.
+pub const RANGES: &str = "x-lakecache-ranges";
+/// The object's size, on every successful answer (Content-Length is the bytes sent).
+pub const OBJECT_SIZE: &str = "x-lakecache-object-size";
+/// The identity pages are kept under: the ETag, else size and modification time.
+pub const OBJECT_VERSION: &str = "x-lakecache-object-version";
+/// The S3 error code of an error answer.
+pub const ERROR_CODE: &str = "x-lakecache-error-code";
+/// Most ranges one request may name.
+pub const MAX_RANGES: usize = 256;
+/// How far a signature's time may be from the node's clock.
+pub const FLEET_AUTH_WINDOW_SECS: u64 = 300;
+/// A fleet secret shorter than this is refused at start.
+pub const FLEET_SECRET_MIN_LEN: usize = 16;
+
+/// The signature of one request: HMAC-SHA256 under the fleet secret over the method, the
+/// path as sent, the time, the ranges and the version asked for — everything that decides
+/// which bytes come back.
+pub fn fleet_signature(
+    secret: &str,
+    method: &str,
+    path: &str,
+    secs: u64,
+    ranges: &str,
+    version: &str,
+) -> String {
+    use hmac::Mac;
+    // HMAC accepts keys of any length: `new_from_slice` cannot fail for it.
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    for part in [method, path, &secs.to_string(), ranges, version] {
+        mac.update(part.as_bytes());
+        mac.update(b"\n");
+    }
+    crate::auth::hex(&mac.finalize().into_bytes())
+}
+
+/// The [`FLEET_AUTH`] value for a request signed now.
+pub fn fleet_auth_value(secret: &str, method: &str, path: &str, ranges: &str, version: &str) -> String {
+    let secs = unix_now();
+    format!("v1 {secs} {}", fleet_signature(secret, method, path, secs, ranges, version))
+}
+
+/// Why a request's fleet credentials were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetAuthError {
+    /// No [`FLEET_AUTH`] header, or one that is not `v1 <secs> <hex>` (401).
+    Missing,
+    /// The signature does not match (403).
+    Wrong,
+    /// Signed too long ago or too far ahead (403).
+    Expired,
+}
+
+impl FleetAuthError {
+    pub fn label(self) -> &'static str {
+        match self {
+            FleetAuthError::Missing => "missing",
+            FleetAuthError::Wrong => "wrong",
+            FleetAuthError::Expired => "expired",
+        }
+    }
+}
+
+/// Checks a request's [`FLEET_AUTH`] header against the fleet secret.
+pub fn verify_fleet_auth(
+    secret: &str,
+    header: Option<&[u8]>,
+    method: &str,
+    path: &str,
+    ranges: &str,
+    version: &str,
+) -> Result<(), FleetAuthError> {
+    let h = header.and_then(|h| std::str::from_utf8(h).ok()).ok_or(FleetAuthError::Missing)?;
+    let mut parts = h.split(' ');
+    let (Some("v1"), Some(secs), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(FleetAuthError::Missing);
+    };
+    let secs: u64 = secs.parse().map_err(|_| FleetAuthError::Missing)?;
+    let expected = fleet_signature(secret, method, path, secs, ranges, version);
+    if !crate::auth::constant_time_eq(expected.as_bytes(), sig.as_bytes()) {
+        return Err(FleetAuthError::Wrong);
+    }
+    if unix_now().abs_diff(secs) > FLEET_AUTH_WINDOW_SECS {
+        return Err(FleetAuthError::Expired);
+    }
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Parses [`RANGES`]: at most [`MAX_RANGES`] inclusive `first-last` ranges, each
+/// `first <= last`, as half-open `(start, end)`.
+pub fn parse_ranges(s: &str) -> Option<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    for r in s.split(',') {
+        let (a, b) = r.trim().split_once('-')?;
+        let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+        if a > b || out.len() == MAX_RANGES {
+            return None;
+        }
+        out.push((a, b.checked_add(1)?));
+    }
+    Some(out)
+}
+
+/// Writes half-open ranges as [`RANGES`] expects them.
+pub fn format_ranges(ranges: &[(u64, u64)]) -> String {
+    let mut s = String::new();
+    for (i, (a, b)) in ranges.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&format!("{a}-{}", b - 1));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_covers_what_decides_the_bytes() {
+        let v = fleet_auth_value("0123456789abcdef", "GET", "/_lakecache/fleet/v1/o/b/k", "0-9", "e1");
+        let ok = |m, p, r, ver| verify_fleet_auth("0123456789abcdef", Some(v.as_bytes()), m, p, r, ver);
+        assert_eq!(ok("GET", "/_lakecache/fleet/v1/o/b/k", "0-9", "e1"), Ok(()));
+        assert_eq!(ok("GET", "/_lakecache/fleet/v1/o/b/k2", "0-9", "e1"), Err(FleetAuthError::Wrong));
+        assert_eq!(ok("GET", "/_lakecache/fleet/v1/o/b/k", "0-10", "e1"), Err(FleetAuthError::Wrong));
+        assert_eq!(ok("GET", "/_lakecache/fleet/v1/o/b/k", "0-9", "e2"), Err(FleetAuthError::Wrong));
+        assert_eq!(ok("HEAD", "/_lakecache/fleet/v1/o/b/k", "0-9", "e1"), Err(FleetAuthError::Wrong));
+        let other = verify_fleet_auth(
+            "another-secret-16",
+            Some(v.as_bytes()),
+            "GET",
+            "/_lakecache/fleet/v1/o/b/k",
+            "0-9",
+            "e1",
+        );
+        assert_eq!(other, Err(FleetAuthError::Wrong));
+        assert_eq!(
+            verify_fleet_auth("0123456789abcdef", None, "GET", "/", "", ""),
+            Err(FleetAuthError::Missing)
+        );
+        assert_eq!(
+            verify_fleet_auth("0123456789abcdef", Some(b"v2 1 ab"), "GET", "/", "", ""),
+            Err(FleetAuthError::Missing)
+        );
+        let old = unix_now() - FLEET_AUTH_WINDOW_SECS - 5;
+        let stale = format!("v1 {old} {}", fleet_signature("0123456789abcdef", "GET", "/", old, "", ""));
+        assert_eq!(
+            verify_fleet_auth("0123456789abcdef", Some(stale.as_bytes()), "GET", "/", "", ""),
+            Err(FleetAuthError::Expired)
+        );
+    }
+
+    #[test]
+    fn ranges_are_bounded_and_round_trip() {
+        assert_eq!(parse_ranges("0-4095,8192-8192"), Some(vec![(0, 4096), (8192, 8193)]));
+        assert_eq!(format_ranges(&[(0, 4096), (8192, 8193)]), "0-4095,8192-8192");
+        for bad in ["", "5-2", "a-b", "1-", "-5", "0-18446744073709551615", "1-2-3"] {
+            assert_eq!(parse_ranges(bad), None, "{bad}");
+        }
+        let many = vec!["0-0"; MAX_RANGES + 1].join(",");
+        assert_eq!(parse_ranges(&many), None);
+        assert!(parse_ranges(&vec!["0-0"; MAX_RANGES].join(",")).is_some());
+    }
+}

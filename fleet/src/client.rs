@@ -154,7 +154,7 @@ impl ObjectStore for FleetStore {
             self.geometry,
             &self.bucket,
             key,
-            ReadVersion { etag: info.etag.clone() },
+            ReadVersion::of(&info),
             ByteRange { start: range.start, end: range.end },
         );
         let path = key.to_string();

@@ -13,7 +13,10 @@ use serde::Deserialize;
 pub struct FleetConfig {
     /// Must equal the cache nodes' `cache.page_size`: the unit of placement.
     pub page_size: ByteSize,
-    /// The access key the router signs its requests to cache nodes with.
+    /// The fleet secret, the same as the cache nodes' `[fleet] secret`: page reads go to
+    /// them over the internal protocol, signed with it. Required.
+    pub secret: String,
+    /// The access key the router signs the S3 calls it passes to cache nodes with.
     pub node_key: AccessKey,
     /// The cache nodes' admin token (for invalidation after writes).
     pub node_admin_token: String,
@@ -50,12 +53,21 @@ pub struct FleetConfig {
     /// Keys (globs, `**` crosses `/`) whose pages are replicated; default: Lance indices
     /// and manifests, which every query reads.
     pub replicate: Vec<String>,
+    /// The fleet's key rules, if this member states them (`immutable`, `never_cache`, the
+    /// same globs as the cache nodes' `[cache]` lists). Unset: the rules the nodes apply
+    /// are adopted at start. Set: they must equal the nodes' or the member refuses to start.
+    pub immutable: Option<Vec<String>>,
+    pub never_cache: Option<Vec<String>>,
+    /// How long a starting member waits for a cache node to tell it the fleet's rules.
+    #[serde(with = "humantime_serde")]
+    pub startup_wait: Duration,
 }
 
 impl Default for FleetConfig {
     fn default() -> Self {
         Self {
             page_size: ByteSize::mib(1),
+            secret: String::new(),
             node_key: AccessKey { access_key: "lakecache".into(), secret_key: "lakecache-secret".into() },
             node_admin_token: "change-me-admin-token".into(),
             failover_attempts: 3,
@@ -70,6 +82,9 @@ impl Default for FleetConfig {
             retry_budget_min: 10,
             replicas: 2,
             replicate: vec!["**/_indices/**".into(), "**/_versions/*.manifest".into()],
+            immutable: None,
+            never_cache: None,
+            startup_wait: Duration::from_secs(30),
         }
     }
 }
@@ -96,12 +111,24 @@ impl FleetConfig {
         if nodes.is_empty() {
             return bad("at least one [[nodes]] entry is needed".into());
         }
+        if self.secret.len() < lakecache_common::wire::FLEET_SECRET_MIN_LEN {
+            return bad(format!(
+                "fleet.secret must be set to the cache nodes' [fleet] secret (at least {} characters)",
+                lakecache_common::wire::FLEET_SECRET_MIN_LEN
+            ));
+        }
         let ps = self.page_size.as_u64();
         if ps == 0 || !ps.is_multiple_of(4096) {
             return bad("fleet.page_size must be a multiple of 4 KiB".into());
         }
         if self.replicas == 0 {
             return bad("fleet.replicas must be at least 1".into());
+        }
+        if self.immutable.is_some() != self.never_cache.is_some() {
+            return bad("fleet.immutable and fleet.never_cache are stated together or not at all".into());
+        }
+        for g in self.immutable.iter().flatten().chain(self.never_cache.iter().flatten()) {
+            lakecache_common::keys::compile_glob(g).map_err(ConfigError::Invalid)?;
         }
         for g in &self.replicate {
             lakecache_common::keys::compile_glob(g).map_err(ConfigError::Invalid)?;

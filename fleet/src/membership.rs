@@ -93,21 +93,21 @@ impl RetryBudget {
 /// this router, other keys for `metadata_ttl`, version pointers never (the same rules as
 /// a cache node's).
 pub struct MetaCache {
-    rules: lakecache_common::keys::KeyRules,
+    rules: RwLock<Arc<lakecache_common::keys::KeyRules>>,
     ttl: std::time::Duration,
     map: moka::sync::Cache<String, (std::time::Instant, Arc<ObjectInfo>)>,
 }
 
 impl MetaCache {
     fn new(ttl: std::time::Duration) -> anyhow::Result<Self> {
-        let rules = lakecache_common::keys::KeyRules::lance_defaults();
+        let rules = RwLock::new(Arc::new(lakecache_common::keys::KeyRules::lance_defaults()));
         Ok(Self { rules, ttl, map: moka::sync::Cache::builder().max_capacity(1_000_000).build() })
     }
 
     pub fn get(&self, bucket: &str, key: &str) -> Option<Arc<ObjectInfo>> {
         use lakecache_common::keys::KeyClass;
         let (at, m) = self.map.get(&format!("{bucket}/{key}"))?;
-        match self.rules.classify(key) {
+        match self.rules.read().classify(key) {
             KeyClass::Immutable => Some(m),
             KeyClass::Revalidated if at.elapsed() < self.ttl => Some(m),
             _ => None,
@@ -115,13 +115,18 @@ impl MetaCache {
     }
 
     pub fn put(&self, bucket: &str, key: &str, m: Arc<ObjectInfo>) {
-        if self.rules.classify(key) != lakecache_common::keys::KeyClass::NeverCache {
+        if self.rules.read().classify(key) != lakecache_common::keys::KeyClass::NeverCache {
             self.map.insert(format!("{bucket}/{key}"), (std::time::Instant::now(), m));
         }
     }
 
     pub fn forget(&self, bucket: &str, key: &str) {
         self.map.invalidate(&format!("{bucket}/{key}"));
+    }
+
+    /// The key rules in force (the fleet's, once learned from the nodes).
+    pub fn rules(&self) -> Arc<lakecache_common::keys::KeyRules> {
+        self.rules.read().clone()
     }
 }
 
@@ -155,6 +160,7 @@ impl Fleet {
         let meta = MetaCache::new(cfg.metadata_ttl)?;
         let nodes = NodeClient::new(
             Signer::new(&cfg.node_key.access_key, &cfg.node_key.secret_key, &region),
+            cfg.secret.clone(),
             cfg.health_timeout,
             cfg.request_timeout,
         )?;
@@ -204,6 +210,78 @@ impl Fleet {
             });
         }
         *self.live.write() = lakecache_common::ring::Ring::new(nodes)?;
+        Ok(())
+    }
+
+    /// Learns the fleet's key rules from the cache nodes and applies them: every node that
+    /// answers within `startup_wait` must apply the same rules and page size, equal to this
+    /// member's `page_size` and — where this member states rules — to those. Otherwise an
+    /// error saying who differs and how: a member never runs with other rules than the
+    /// nodes'.
+    pub async fn adopt_node_rules(&self) -> anyhow::Result<()> {
+        use lakecache_common::keys::{KeyRuleSpec, KeyRules};
+        let deadline = tokio::time::Instant::now() + self.cfg.startup_wait;
+        let answers = loop {
+            let members = self.members();
+            let asked = futures::future::join_all(
+                members.iter().map(|m| async move { (m.cfg.id.clone(), self.nodes.rules(m).await) }),
+            )
+            .await;
+            let mut got = Vec::new();
+            let mut last_err = None;
+            for (id, r) in asked {
+                match r {
+                    Ok(r) => got.push((id, r)),
+                    // A node that refuses the fleet secret is misconfigured, not slow.
+                    Err(e @ crate::upstream::UpstreamError::Answer { .. }) => {
+                        anyhow::bail!("cache node {id} refused to tell its key rules: {e}")
+                    }
+                    Err(e) => last_err = Some(e),
+                }
+            }
+            if !got.is_empty() {
+                break got;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!(
+                    "no cache node told its key rules within {:?} (fleet.startup_wait): {}",
+                    self.cfg.startup_wait,
+                    last_err.map(|e| e.to_string()).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        };
+        let (first_id, first) = &answers[0];
+        for (id, r) in &answers {
+            if !r.rules.same_as(&first.rules) {
+                anyhow::bail!(
+                    "cache nodes {first_id} and {id} apply different key rules ({:?} vs {:?}); \
+                     configure the same [cache] immutable/never_cache on every node",
+                    first.rules,
+                    r.rules
+                );
+            }
+            if r.page_size != self.cfg.page_size.as_u64() {
+                anyhow::bail!(
+                    "cache node {id} has cache.page_size {} but fleet.page_size is {}; they must be equal",
+                    r.page_size,
+                    self.cfg.page_size.as_u64()
+                );
+            }
+        }
+        if let (Some(imm), Some(never)) = (&self.cfg.immutable, &self.cfg.never_cache) {
+            let mine = KeyRuleSpec { immutable: imm.clone(), never_cache: never.clone() };
+            if !mine.same_as(&first.rules) {
+                anyhow::bail!(
+                    "fleet.immutable/never_cache ({mine:?}) differ from the key rules cache node {first_id} \
+                     applies ({:?}); state the nodes' rules or leave both keys unset to adopt them",
+                    first.rules
+                );
+            }
+        }
+        let rules = KeyRules::from_spec(&first.rules).map_err(anyhow::Error::msg)?;
+        *self.meta.rules.write() = Arc::new(rules);
+        tracing::info!(nodes = answers.len(), rules = ?first.rules, "adopted the fleet's key rules");
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! How the router (and the in-process client) asks one cache node for an object's
-//! metadata or a range of its bytes: a HEAD or a ranged GET, signed with the fleet's node
-//! key, and every failure sorted by whose fault it is. That sorting is what keeps a
+//! metadata or ranges of its bytes: over the internal page protocol (`wire`: one pooled
+//! hyper client, requests signed with the fleet secret, metadata in the answer's headers,
+//! no XML), and every failure sorted by whose fault it is. That sorting is what keeps a
 //! client's mistakes and a slow origin from ejecting healthy nodes:
 //!
 //! - no answer (refused, reset, timed out) or a node's own 5xx: the node's fault — count
@@ -35,6 +36,9 @@ pub struct ObjectInfo {
     pub etag: Option<String>,
     pub last_modified: SystemTime,
     pub content_type: Option<String>,
+    /// What the node keys the object's pages by (`x-lakecache-object-version`): the
+    /// version a later read names.
+    pub version: Option<String>,
     /// The object's own headers to hand back to clients unchanged (Content-Encoding,
     /// Cache-Control, Content-Disposition, Content-Language, Expires, `x-amz-meta-*`, …).
     pub headers: Vec<(HeaderName, HeaderValue)>,
@@ -159,6 +163,13 @@ fn xml_text(doc: &str, tag: &str) -> Option<String> {
 /// A successful GET: the answer's body, as it arrives.
 pub type BodyStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, UpstreamError>> + Send>>;
 
+/// What a node says it applies (`GET /_lakecache/fleet/v1/rules`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct NodeRules {
+    pub page_size: u64,
+    pub rules: lakecache_common::keys::KeyRuleSpec,
+}
+
 /// What a page read asks for besides the range.
 #[derive(Debug, Clone, Default)]
 pub struct ReadVersion {
@@ -166,23 +177,114 @@ pub struct ReadVersion {
     pub etag: Option<String>,
 }
 
+impl ReadVersion {
+    /// The version `info` describes: what the node keys its pages by, else the ETag.
+    pub fn of(info: &ObjectInfo) -> Self {
+        Self { etag: info.version.clone().or_else(|| info.etag.clone()) }
+    }
+}
+
+type PageClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<Bytes>,
+>;
+
 pub struct NodeClient {
+    /// S3 calls (deletes), signed with the node key.
     http: reqwest::Client,
     signer: Signer,
+    /// Page reads and metadata over the internal protocol.
+    pages: PageClient,
+    secret: String,
     timeout: Duration,
 }
 
 impl NodeClient {
     /// `connect_timeout` bounds connection setup; `timeout` the wait for an answer's head
     /// and for each piece of its body.
-    pub fn new(signer: Signer, connect_timeout: Duration, timeout: Duration) -> anyhow::Result<Self> {
+    pub fn new(
+        signer: Signer,
+        secret: String,
+        connect_timeout: Duration,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(connect_timeout)
             .read_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(50))
             .build()?;
-        Ok(Self { http, signer, timeout })
+        let mut conn = hyper_util::client::legacy::connect::HttpConnector::new();
+        conn.set_connect_timeout(Some(connect_timeout));
+        conn.set_nodelay(true);
+        let pages = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(50))
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(conn);
+        Ok(Self { http, signer, pages, secret, timeout })
+    }
+
+    /// A signed request of the internal protocol.
+    fn page_request(
+        &self,
+        member: &Member,
+        method: Method,
+        bucket: &str,
+        key: &str,
+        ranges: &str,
+        version: &str,
+    ) -> Result<http::Request<http_body_util::Empty<Bytes>>, UpstreamError> {
+        let path = format!("{}{}/{}", wire::PAGE_PATH, s3_encode(bucket, false), s3_encode(key, false));
+        let base = member.cfg.url.trim_end_matches('/');
+        let auth = wire::fleet_auth_value(&self.secret, method.as_str(), &path, ranges, version);
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(format!("{base}{path}"))
+            .header(wire::FLEET_AUTH, auth);
+        if !ranges.is_empty() {
+            b = b.header(wire::RANGES, ranges);
+        }
+        if !version.is_empty() {
+            b = b.header(wire::READ_VERSION, version);
+        }
+        b.body(http_body_util::Empty::new()).map_err(|e| UpstreamError::NoAnswer {
+            node: member.cfg.id.clone(),
+            reason: format!("cannot build a request to {base}: {e}"),
+        })
+    }
+
+    /// Sends a page-protocol request and waits for the answer's head; an error answer is
+    /// read (bounded) and classified.
+    async fn send_page(
+        &self,
+        member: &Member,
+        req: http::Request<http_body_util::Empty<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        let node = || member.cfg.id.clone();
+        let resp = match tokio::time::timeout(self.timeout, self.pages.request(req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(UpstreamError::NoAnswer { node: node(), reason: error_chain(&e) }),
+            Err(_) => {
+                return Err(UpstreamError::NoAnswer {
+                    node: node(),
+                    reason: format!("no answer within {:?}", self.timeout),
+                });
+            }
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let h = resp.headers();
+        let origin =
+            h.get(wire::ERROR_SOURCE).is_some_and(|v| v.as_bytes() == wire::ERROR_SOURCE_ORIGIN.as_bytes());
+        let code = h
+            .get(wire::ERROR_CODE)
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(|| code_of_status(status).to_string(), str::to_string);
+        let body = read_bounded_body(resp.into_body(), ERROR_BODY_MAX_BYTES, self.timeout).await;
+        let message = Some(String::from_utf8_lossy(&body).into_owned()).filter(|m| !m.is_empty());
+        Err(UpstreamError::Answer { node: node(), status, code, message, origin })
     }
 
     fn request(
@@ -238,13 +340,30 @@ impl NodeClient {
         Err(UpstreamError::Answer { node, status, code, message, origin })
     }
 
-    /// The object's metadata (a HEAD).
+    /// The key rules and page size `member` applies (the internal `rules` endpoint).
+    pub async fn rules(&self, member: &Member) -> Result<NodeRules, UpstreamError> {
+        let base = member.cfg.url.trim_end_matches('/');
+        let auth = wire::fleet_auth_value(&self.secret, "GET", wire::RULES_PATH, "", "");
+        let req = http::Request::builder()
+            .uri(format!("{base}{}", wire::RULES_PATH))
+            .header(wire::FLEET_AUTH, auth)
+            .body(http_body_util::Empty::new())
+            .map_err(|e| UpstreamError::NoAnswer { node: member.cfg.id.clone(), reason: e.to_string() })?;
+        let resp = self.send_page(member, req).await?;
+        let body = read_bounded_body(resp.into_body(), 1 << 20, self.timeout).await;
+        serde_json::from_slice(&body).map_err(|e| UpstreamError::NoAnswer {
+            node: member.cfg.id.clone(),
+            reason: format!("its rules are not readable: {e}"),
+        })
+    }
+
+    /// The object's metadata.
     pub async fn head(&self, member: &Member, bucket: &str, key: &str) -> Result<ObjectInfo, UpstreamError> {
-        let req = self.request(member, Method::HEAD, bucket, key, HeaderMap::new())?;
-        let resp = self.send(member, req).await?;
+        let req = self.page_request(member, Method::HEAD, bucket, key, "", "")?;
+        let resp = self.send_page(member, req).await?;
         info_of(resp.headers()).ok_or_else(|| UpstreamError::NoAnswer {
             node: member.cfg.id.clone(),
-            reason: "a HEAD answer without Content-Length".into(),
+            reason: "an answer without the object's size".into(),
         })
     }
 
@@ -263,37 +382,74 @@ impl NodeClient {
         range: ByteRange,
         version: &ReadVersion,
     ) -> Result<BodyStream, UpstreamError> {
-        let mut h = HeaderMap::new();
         if range.is_empty() {
             return Ok(Box::pin(futures::stream::empty()));
         }
-        if let Ok(v) = HeaderValue::from_str(&format!("bytes={}-{}", range.start, range.end - 1)) {
-            h.insert(http::header::RANGE, v);
-        }
-        if let Some(e) = &version.etag
-            && let Ok(v) = HeaderValue::from_str(&format!("\"{e}\""))
-        {
-            h.insert(http::header::IF_MATCH, v.clone());
-            h.insert(wire::READ_VERSION, v);
-        }
-        let req = self.request(member, Method::GET, bucket, key, h)?;
-        let resp = self.send(member, req).await?;
+        self.get_ranges(member, bucket, key, &[range], version).await.map(|(_, body)| body)
+    }
+
+    /// Several ranges of the object in one request (at most `wire::MAX_RANGES`): the
+    /// object's description from the answer's headers, and the ranges' bytes in order.
+    /// Without a version the node serves its current one, which the description names.
+    pub async fn get_ranges(
+        &self,
+        member: &Member,
+        bucket: &str,
+        key: &str,
+        ranges: &[ByteRange],
+        version: &ReadVersion,
+    ) -> Result<(ObjectInfo, BodyStream), UpstreamError> {
+        let spans: Vec<(u64, u64)> =
+            ranges.iter().filter(|r| !r.is_empty()).map(|r| (r.start, r.end)).collect();
+        let text = wire::format_ranges(&spans);
+        let req = self.page_request(
+            member,
+            Method::GET,
+            bucket,
+            key,
+            &text,
+            version.etag.as_deref().unwrap_or(""),
+        )?;
+        let resp = self.send_page(member, req).await?;
+        let info = info_of(resp.headers()).ok_or_else(|| UpstreamError::NoAnswer {
+            node: member.cfg.id.clone(),
+            reason: "an answer without the object's size".into(),
+        })?;
         let node = member.cfg.id.clone();
-        let body: http::Response<reqwest::Body> = resp.into();
-        let stream = body.into_body().into_data_stream();
-        Ok(Box::pin(futures::StreamExt::map(stream, move |r| {
-            r.map_err(|e| UpstreamError::NoAnswer {
-                node: node.clone(),
-                reason: format!("body broke off: {e}"),
-            })
-        })))
+        let timeout = self.timeout;
+        let body = resp.into_body();
+        let stream = futures::stream::unfold(Some(body), move |body| {
+            let node = node.clone();
+            async move {
+                let mut body = body?;
+                loop {
+                    match tokio::time::timeout(timeout, body.frame()).await {
+                        Ok(Some(Ok(f))) => match f.into_data() {
+                            Ok(d) if d.is_empty() => continue,
+                            Ok(d) => return Some((Ok(d), Some(body))),
+                            Err(_) => continue,
+                        },
+                        Ok(None) => return None,
+                        Ok(Some(Err(e))) => {
+                            let reason = format!("body broke off: {}", error_chain(&e));
+                            return Some((Err(UpstreamError::NoAnswer { node, reason }), None));
+                        }
+                        Err(_) => {
+                            let reason = format!("the body paused for longer than {timeout:?}");
+                            return Some((Err(UpstreamError::NoAnswer { node, reason }), None));
+                        }
+                    }
+                }
+            }
+        });
+        Ok((info, Box::pin(stream)))
     }
 }
 
-/// What went wrong on the way, in words that say where it broke.
-fn transport_reason(e: &reqwest::Error) -> String {
+/// An error and its sources, in words that say where it broke.
+fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
+    let mut src = e.source();
     while let Some(inner) = src {
         s.push_str(": ");
         s.push_str(&inner.to_string());
@@ -302,9 +458,10 @@ fn transport_reason(e: &reqwest::Error) -> String {
     s
 }
 
-async fn read_bounded(resp: reqwest::Response, max: usize, timeout: Duration) -> Vec<u8> {
-    let body: http::Response<reqwest::Body> = resp.into();
-    let mut body = body.into_body();
+async fn read_bounded_body<B>(mut body: B, max: usize, timeout: Duration) -> Vec<u8>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
     let mut out = Vec::new();
     let read = async {
         while let Some(frame) = body.frame().await {
@@ -322,10 +479,33 @@ async fn read_bounded(resp: reqwest::Response, max: usize, timeout: Duration) ->
     out
 }
 
+/// What went wrong on the way, in words that say where it broke.
+fn transport_reason(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+async fn read_bounded(resp: reqwest::Response, max: usize, timeout: Duration) -> Vec<u8> {
+    let body: http::Response<reqwest::Body> = resp.into();
+    read_bounded_body(body.into_body(), max, timeout).await
+}
+
 /// The object's description from the headers of a HEAD (or GET) answer.
 fn info_of(h: &HeaderMap) -> Option<ObjectInfo> {
     let text = |n: &HeaderName| h.get(n).and_then(|v| v.to_str().ok());
-    let size = text(&http::header::CONTENT_LENGTH)?.trim().parse::<u64>().ok()?;
+    let size = h
+        .get(wire::OBJECT_SIZE)
+        .or_else(|| h.get(http::header::CONTENT_LENGTH))
+        .and_then(|v| v.to_str().ok())?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
     let etag = text(&http::header::ETAG).map(|e| e.trim().trim_matches('"').to_string());
     let last_modified = text(&http::header::LAST_MODIFIED)
         .and_then(|t| httpdate::parse_http_date(t).ok())
@@ -333,7 +513,8 @@ fn info_of(h: &HeaderMap) -> Option<ObjectInfo> {
     let content_type = text(&http::header::CONTENT_TYPE).map(str::to_string);
     let headers =
         h.iter().filter(|(n, _)| object_header(n.as_str())).map(|(n, v)| (n.clone(), v.clone())).collect();
-    Some(ObjectInfo { size, etag, last_modified, content_type, headers })
+    let version = text(&HeaderName::from_static(wire::OBJECT_VERSION)).map(str::to_string);
+    Some(ObjectInfo { size, etag, last_modified, content_type, version, headers })
 }
 
 /// A shared client, as `Fleet` holds it.

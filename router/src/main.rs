@@ -37,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let listen = cfg.server.listen;
     let node = lakecache_router::server::RouterNode::build(cfg)?;
+    node.fleet.adopt_node_rules().await?;
     // SIGHUP: reread the config file and replace the membership.
     #[cfg(unix)]
     {

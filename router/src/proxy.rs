@@ -81,7 +81,7 @@ impl Router {
             let info = self.head(bucket, key).await?;
             conditions.check(&meta_of(&info))?;
             let (range, partial) = resolve_range(range, info.size)?;
-            let version = ReadVersion { etag: info.etag.clone() };
+            let version = ReadVersion::of(&info);
             let mut rx = routing::stream(&self.fleet, self.geometry, bucket, key, version, range);
             let first = if range.is_empty() { None } else { rx.recv().await };
             let first = match first {

@@ -30,7 +30,7 @@ fn router_config_parses_validates_and_matches_defaults() {
 
 #[test]
 fn bad_router_configs_are_refused() {
-    let base = "[auth]\nanonymous = true\n";
+    let base = "[auth]\nanonymous = true\n[fleet]\nsecret = \"a-fleet-secret-16\"\n";
     let dup = format!(
         "{base}[[nodes]]\nid = \"a\"\nurl = \"http://x:1\"\n[[nodes]]\nid = \"a\"\nurl = \"http://y:1\"\n"
     );
@@ -38,6 +38,9 @@ fn bad_router_configs_are_refused() {
     assert!(c.validate().unwrap_err().to_string().contains("twice"));
     let bad_url = format!("{base}[[nodes]]\nid = \"a\"\nurl = \"x:1\"\n");
     assert!(parse_toml::<RouterConfig>(&bad_url, "t").unwrap().validate().is_err());
+    let no_secret: RouterConfig =
+        parse_toml("[auth]\nanonymous = true\n[[nodes]]\nid = \"a\"\nurl = \"http://x:1\"\n", "t").unwrap();
+    assert!(no_secret.validate().unwrap_err().to_string().contains("fleet.secret"));
     let no_nodes: RouterConfig = parse_toml(base, "t").unwrap();
     assert!(no_nodes.validate().is_err());
     assert!(parse_toml::<RouterConfig>("[fleet]\nunknown = 1\n", "t").is_err());

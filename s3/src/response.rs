@@ -54,7 +54,8 @@ pub fn attr_headers(a: &ObjectAttrs, headers: &mut http::HeaderMap) {
     }
 }
 
-fn httpdate(t: std::time::SystemTime) -> String {
+/// `t` as an HTTP date (`Last-Modified`).
+pub fn httpdate(t: std::time::SystemTime) -> String {
     let ts = s3s::dto::Timestamp::from(t);
     let mut buf = Vec::new();
     let _ = ts.format(s3s::dto::TimestampFormat::HttpDate, &mut buf);

@@ -48,6 +48,8 @@ pub struct BlockCache {
     block_size: u64,
     /// The keys kept: see the module comment.
     unique: GlobSet,
+    /// The fleet's key rules: a name is kept here only if the fleet holds it immutable too.
+    rules: parking_lot::RwLock<Arc<lakecache_common::keys::KeyRules>>,
 }
 
 /// Lance files whose names are never reused.
@@ -70,7 +72,20 @@ impl BlockCache {
             .weigher(|k: &BlockKey, v: &Bytes| (v.len() + k.object.len() + 64).try_into().unwrap_or(u32::MAX))
             .build();
         let meta = moka::sync::Cache::builder().max_capacity(200_000).build();
-        Ok(Some(Arc::new(Self { blocks, meta, block_size, unique })))
+        let rules = parking_lot::RwLock::new(Arc::new(lakecache_common::keys::KeyRules::lance_defaults()));
+        Ok(Some(Arc::new(Self { blocks, meta, block_size, unique, rules })))
+    }
+
+    /// Applies the fleet's key rules (learned from the cache nodes).
+    pub fn set_rules(&self, rules: Arc<lakecache_common::keys::KeyRules>) {
+        *self.rules.write() = rules;
+    }
+
+    /// Whether `key` is kept here by name: a Lance file whose name is never reused and that
+    /// the fleet's rules hold immutable.
+    fn by_name(&self, key: &str) -> bool {
+        self.unique.is_match(key)
+            && self.rules.read().classify(key) == lakecache_common::keys::KeyClass::Immutable
     }
 
     /// Bytes held now (approximate: moka settles its accounting lazily).
@@ -262,7 +277,7 @@ impl ObjectStore for CachedStore {
             && options.if_modified_since.is_none()
             && options.if_unmodified_since.is_none()
             && options.version.is_none();
-        if !plain || !self.cache.unique.is_match(location.as_ref()) {
+        if !plain || !self.cache.by_name(location.as_ref()) {
             return self.inner.get_opts(location, options).await;
         }
         let meta = self.meta(location).await?;

@@ -81,6 +81,11 @@ impl SearchNode {
         Ok(SearchNode { tables, app, limits: cfg.server.conn_limits() })
     }
 
+    /// Joins the fleet: adopts (or checks) the cache nodes' key rules. Call before serving.
+    pub async fn join_fleet(&self) -> anyhow::Result<()> {
+        self.tables.stores.join_fleet().await
+    }
+
     /// Serves until `shutdown` resolves (in-flight requests then get 10 s to finish), with
     /// the fleet's connection limits (`[server]` header/body/send timeouts, max connections).
     pub async fn serve(

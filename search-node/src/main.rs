@@ -53,6 +53,7 @@ async fn run() -> anyhow::Result<()> {
     }
     let listen = cfg.server.listen;
     let node = lakecache_search_node::SearchNode::build(cfg)?;
+    node.join_fleet().await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "search node listening");
     node.serve(listener, lakecache_common::shutdown::signal()).await?;

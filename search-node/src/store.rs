@@ -75,6 +75,18 @@ impl FleetStores {
         Ok(Arc::new(Self { backend, stores: Mutex::new(HashMap::new()), pages, http }))
     }
 
+    /// Learns the fleet's key rules from the cache nodes (reading straight from them) and
+    /// applies them to the page cache; refuses a mismatch with this node's `[fleet]` rules.
+    pub async fn join_fleet(&self) -> anyhow::Result<()> {
+        if let Backend::Ring(fleet) = &self.backend {
+            fleet.adopt_node_rules().await?;
+            if let Some(p) = &self.pages {
+                p.set_rules(fleet.meta.rules());
+            }
+        }
+        Ok(())
+    }
+
     /// The object store of one bucket of the fleet.
     pub fn store(&self, bucket: &str) -> object_store::Result<Arc<dyn ObjectStore>> {
         if let Some(s) = self.stores.lock().get(bucket) {

@@ -52,6 +52,7 @@ fn search_config(nodes: &[Node]) -> SearchConfig {
         NamespaceConfig { name: "media".into(), uri: "s3://bkt/media".into() },
     ];
     cfg.fleet.page_size = bytesize::ByteSize::kib(64);
+    cfg.fleet.secret = FLEET_SECRET.into();
     cfg.fleet.node_key = lakecache_cache_node::config::AccessKey {
         access_key: ACCESS_KEY.into(),
         secret_key: SECRET_KEY.into(),
@@ -68,6 +69,7 @@ fn search_config(nodes: &[Node]) -> SearchConfig {
 
 async fn serve(cfg: SearchConfig) -> (String, tokio::sync::oneshot::Sender<()>) {
     let node = lakecache_search_node::SearchNode::build(cfg).unwrap();
+    node.join_fleet().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -705,6 +707,7 @@ async fn through_the_router() {
     rcfg.fleet = fleet.fleet.clone();
     rcfg.nodes = fleet.nodes.clone();
     let router = lakecache_router::server::RouterNode::build(rcfg).unwrap();
+    router.fleet.adopt_node_rules().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let router_url = format!("http://{}", listener.local_addr().unwrap());
     let (rtx, rrx) = tokio::sync::oneshot::channel::<()>();
@@ -1091,4 +1094,24 @@ async fn safety_errors_are_400_without_internal_paths() {
             assert!(!m.contains(internal), "{path} {body}: {m}");
         }
     }
+}
+
+/// The search node applies the cache nodes' key rules: it refuses to start with others
+/// stated in its `[fleet]`, and accepts the same ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rules_other_than_the_nodes_are_refused() {
+    let s = stack().await;
+    let mut cfg = search_config(&s.nodes);
+    cfg.fleet.immutable = Some(vec!["**/*.other".into()]);
+    cfg.fleet.never_cache = Some(vec![]);
+    cfg.fleet.startup_wait = Duration::from_secs(2);
+    let node = lakecache_search_node::SearchNode::build(cfg).unwrap();
+    let e = node.join_fleet().await.unwrap_err().to_string();
+    assert!(e.contains("differ from the key rules cache node"), "{e}");
+
+    let mut cfg = search_config(&s.nodes);
+    cfg.fleet.immutable = Some(lakecache_common::keys::default_immutable());
+    cfg.fleet.never_cache = Some(lakecache_common::keys::default_never_cache());
+    let node = lakecache_search_node::SearchNode::build(cfg).unwrap();
+    node.join_fleet().await.unwrap();
 }

@@ -14,9 +14,11 @@ ACCESS_KEY = "lakecache-py"
 SECRET_KEY = "lakecache-py-secret"
 BUCKET = "pybucket"
 ROUTER_TOKEN = "python-router-token"
+FLEET_SECRET = "python-fleet-secret"
 # The [fleet] section of the router's and the search node's configs: ring, node key, checks.
 FLEET_TOML = f"""[fleet]
 page_size = "64 KiB"
+secret = "{FLEET_SECRET}"
 node_admin_token = "python-admin-token"
 health_interval = "200ms"
 [fleet.node_key]
@@ -71,6 +73,8 @@ access_key = "{ACCESS_KEY}"
 secret_key = "{SECRET_KEY}"
 [admin]
 token = "python-admin-token"
+[fleet]
+secret = "{FLEET_SECRET}"
 [cache]
 page_size = "64 KiB"
 memory_capacity = "{memory}"

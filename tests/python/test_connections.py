@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ACCESS_KEY, BUCKET, FLEET_TOML, SECRET_KEY, _binary, _free_port, _wait_healthy
+from conftest import ACCESS_KEY, BUCKET, FLEET_SECRET, FLEET_TOML, SECRET_KEY, _binary, _free_port, _wait_healthy
 
 LIMITS = """header_timeout = "1s"
 body_timeout = "1s"
@@ -53,6 +53,8 @@ access_key = "{ACCESS_KEY}"
 secret_key = "{SECRET_KEY}"
 [admin]
 token = "python-admin-token"
+[fleet]
+secret = "{FLEET_SECRET}"
 [cache]
 page_size = "64 KiB"
 multipart_dir = "{tmp}/multipart"

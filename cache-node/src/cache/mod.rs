@@ -152,6 +152,10 @@ impl Cache {
         self.cfg.geometry
     }
 
+    pub fn key_rules(&self) -> &KeyRules {
+        &self.rules
+    }
+
     pub fn classify(&self, key: &str) -> KeyClass {
         self.rules.classify(key)
     }

@@ -21,6 +21,7 @@ pub const SECRET_KEY: &str = "lakecache-test-secret";
 pub const ORIGIN_KEY: &str = "origin-test";
 pub const ORIGIN_SECRET: &str = "origin-test-secret";
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
+pub const FLEET_SECRET: &str = "fleet-secret-for-tests";
 
 #[derive(Default)]
 pub struct Counts {
@@ -161,6 +162,7 @@ pub fn node_config(origin: &Origin, dir: &Path, engine: IoEngineChoice) -> Confi
     c.server.listen = "127.0.0.1:0".parse().unwrap();
     c.auth.keys = vec![AccessKey { access_key: ACCESS_KEY.into(), secret_key: SECRET_KEY.into() }];
     c.admin.token = Some(ADMIN_TOKEN.into());
+    c.fleet.secret = Some(FLEET_SECRET.into());
     c.cache.page_size = bytesize::ByteSize::kib(64);
     c.cache.memory_capacity = bytesize::ByteSize::mib(64);
     c.cache.multipart_dir = dir.join("multipart");

@@ -27,6 +27,7 @@ pub struct Fleet {
 pub fn test_fleet_config() -> FleetConfig {
     FleetConfig {
         page_size: bytesize::ByteSize::kib(64),
+        secret: FLEET_SECRET.into(),
         node_key: lakecache_cache_node::config::AccessKey {
             access_key: ACCESS_KEY.into(),
             secret_key: SECRET_KEY.into(),
@@ -80,6 +81,7 @@ pub async fn start_router(
     cfg: RouterConfig,
 ) -> (Arc<lakecache_router::server::RouterNode>, std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let router = lakecache_router::server::RouterNode::build(cfg).unwrap();
+    router.fleet.adopt_node_rules().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let router_addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

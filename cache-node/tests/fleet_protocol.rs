@@ -1,0 +1,245 @@
+//! The internal page protocol against a real node over a real S3 origin (s3s-fs): fleet
+//! credentials (missing, wrong, expired, none configured) are refused with 401/403 and
+//! counted; several ranges come back in one answer, byte-exact, with the object's metadata
+//! in headers; a read that names a version gets that version's bytes or 412 — never
+//! another version's; the separate `[fleet] listen` listener serves it too.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use lakecache_common::wire;
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+struct Ask<'a> {
+    method: &'a str,
+    ranges: &'a str,
+    version: &'a str,
+    secret: Option<&'a str>,
+}
+
+impl Default for Ask<'_> {
+    fn default() -> Self {
+        Ask { method: "GET", ranges: "", version: "", secret: Some(FLEET_SECRET) }
+    }
+}
+
+async fn ask(base: &str, key: &str, a: Ask<'_>) -> reqwest::Response {
+    let path = format!("{}bkt/{key}", wire::PAGE_PATH);
+    let method = reqwest::Method::from_bytes(a.method.as_bytes()).unwrap();
+    let mut r = reqwest::Client::new().request(method, format!("{base}{path}"));
+    if let Some(s) = a.secret {
+        r = r.header(wire::FLEET_AUTH, wire::fleet_auth_value(s, a.method, &path, a.ranges, a.version));
+    }
+    if !a.ranges.is_empty() {
+        r = r.header(wire::RANGES, a.ranges);
+    }
+    if !a.version.is_empty() {
+        r = r.header(wire::READ_VERSION, a.version);
+    }
+    r.send().await.unwrap()
+}
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers().get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
+}
+
+async fn metric(base: &str, line_prefix: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_prefix))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("no {line_prefix} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_fleet_credentials_are_refused_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start(&dir.path().join("origin")).await;
+    origin.put_file("bkt", "obj", &data(1000, 1));
+    let node = Node::start(node_config(&origin, &dir.path().join("n"), Default::default())).await;
+    let base = node.url();
+    let refused = |reason: &str| format!("cachenode_fleet_auth_refused_total{{reason=\"{reason}\"}} ");
+
+    let ok = ask(&base, "obj", Ask::default()).await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.bytes().await.unwrap(), data(1000, 1));
+
+    let missing = ask(&base, "obj", Ask { secret: None, ..Default::default() }).await;
+    assert_eq!(missing.status(), 401);
+    assert!(missing.text().await.unwrap().contains("x-lakecache-fleet-auth"));
+
+    let wrong = ask(&base, "obj", Ask { secret: Some("not-the-fleet-secret"), ..Default::default() }).await;
+    assert_eq!(wrong.status(), 403);
+    assert_eq!(header(&wrong, wire::ERROR_CODE), "SignatureDoesNotMatch");
+    assert!(wrong.bytes().await.unwrap().len() < 100, "no object bytes");
+
+    // A signature from 10 minutes ago, otherwise right.
+    let path = format!("{}bkt/obj", wire::PAGE_PATH);
+    let old = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 600;
+    let sig = wire::fleet_signature(FLEET_SECRET, "GET", &path, old, "", "");
+    let expired = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .header(wire::FLEET_AUTH, format!("v1 {old} {sig}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expired.status(), 403);
+    assert_eq!(header(&expired, wire::ERROR_CODE), "RequestTimeTooSkewed");
+
+    // A signature for other ranges than those sent.
+    let path_sig = wire::fleet_auth_value(FLEET_SECRET, "GET", &path, "0-9", "");
+    let swapped = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .header(wire::FLEET_AUTH, path_sig)
+        .header(wire::RANGES, "0-999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(swapped.status(), 403);
+
+    assert_eq!(metric(&base, &refused("missing")).await, 1.0);
+    assert_eq!(metric(&base, &refused("wrong")).await, 2.0);
+    assert_eq!(metric(&base, &refused("expired")).await, 1.0);
+    // The S3 port still speaks SigV4 only: the fleet secret is no S3 credential.
+    let s3 = node.client().get_object().bucket("bkt").key("obj").send().await.unwrap();
+    assert_eq!(s3.content_length(), Some(1000));
+    node.stop().await;
+
+    // A node without a fleet secret refuses every internal request.
+    let mut c = node_config(&origin, &dir.path().join("n2"), Default::default());
+    c.fleet.secret = None;
+    let off = Node::start(c).await;
+    let r = ask(&off.url(), "obj", Ask::default()).await;
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("fleet.secret"));
+    assert_eq!(metric(&off.url(), &refused("off")).await, 1.0);
+    off.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_ranges_come_back_in_one_answer_with_the_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start(&dir.path().join("origin")).await;
+    let body = data(300_000, 7);
+    origin.put_file("bkt", "a/b.lance", &body);
+    let node = Node::start(node_config(&origin, &dir.path().join("n"), Default::default())).await;
+    let base = node.url();
+
+    // Pages of 64 KiB: ranges inside one page, across pages, repeated, out of order.
+    let r = ask(
+        &base,
+        "a/b.lance",
+        Ask { ranges: "0-4095,65530-131080,10-19,299990-299999,10-19", ..Default::default() },
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, wire::OBJECT_SIZE), "300000");
+    let version = header(&r, wire::OBJECT_VERSION);
+    assert!(!version.is_empty());
+    assert_eq!(header(&r, "etag").trim_matches('"'), version);
+    assert!(!header(&r, "last-modified").is_empty());
+    let mut want = Vec::new();
+    for (a, b) in [(0, 4096), (65530, 131081), (10, 20), (299990, 300000), (10, 20)] {
+        want.extend_from_slice(&body[a..b]);
+    }
+    assert_eq!(header(&r, "content-length"), want.len().to_string());
+    assert_eq!(r.bytes().await.unwrap(), want);
+
+    // HEAD: metadata only.
+    let h = ask(&base, "a/b.lance", Ask { method: "HEAD", ..Default::default() }).await;
+    assert_eq!(h.status(), 200);
+    assert_eq!(header(&h, wire::OBJECT_SIZE), "300000");
+
+    // Bad requests are the reader's: 416 past the end, 400 for a malformed or too long list,
+    // 404 for a missing key — with the S3 code in a header.
+    let past = ask(&base, "a/b.lance", Ask { ranges: "299999-300000", ..Default::default() }).await;
+    assert_eq!(past.status(), 416);
+    assert_eq!(header(&past, wire::ERROR_CODE), "InvalidRange");
+    for bad in ["5-2", "x", &vec!["0-0"; wire::MAX_RANGES + 1].join(",")] {
+        let r = ask(&base, "a/b.lance", Ask { ranges: bad, ..Default::default() }).await;
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    let missing = ask(&base, "nope", Ask::default()).await;
+    assert_eq!(missing.status(), 404);
+    assert_eq!(header(&missing, wire::ERROR_CODE), "NoSuchKey");
+    assert!(header(&missing, wire::ERROR_SOURCE).is_empty(), "a missing key is nobody's fault");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_version_gets_its_own_bytes_or_412() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start(&dir.path().join("origin")).await;
+    let v1 = data(100_000, 1);
+    origin.put_file("bkt", "ptr.json", &v1);
+    let mut c = node_config(&origin, &dir.path().join("n"), Default::default());
+    c.cache.metadata_ttl = std::time::Duration::from_millis(100);
+    let node = Node::start(c).await;
+    let base = node.url();
+
+    let first = ask(&base, "ptr.json", Ask { ranges: "0-99", ..Default::default() }).await;
+    let version1 = header(&first, wire::OBJECT_VERSION);
+    assert_eq!(first.bytes().await.unwrap(), &v1[..100]);
+
+    // Replaced behind the node's back, with other bytes of the same size.
+    let v2 = data(100_000, 2);
+    origin.put_file("bkt", "ptr.json", &v2);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // Naming version 1: version 1's bytes (held here) or 412 — never version 2's.
+    for ranges in ["0-99", "70000-70099"] {
+        let r = ask(&base, "ptr.json", Ask { ranges, version: &version1, ..Default::default() }).await;
+        let status = r.status().as_u16();
+        let (a, b) = wire::parse_ranges(ranges).unwrap()[0];
+        match status {
+            200 => {
+                assert_eq!(header(&r, wire::OBJECT_VERSION), version1);
+                assert_eq!(r.bytes().await.unwrap(), &v1[a as usize..b as usize]);
+            }
+            412 => assert_eq!(header(&r, wire::ERROR_CODE), "PreconditionFailed"),
+            s => panic!("unexpected {s}"),
+        }
+    }
+    // No version named: the current one, and its description says so.
+    let now = ask(&base, "ptr.json", Ask { ranges: "0-99", ..Default::default() }).await;
+    let version2 = header(&now, wire::OBJECT_VERSION);
+    assert_ne!(version2, version1);
+    assert_eq!(now.bytes().await.unwrap(), &v2[..100]);
+    // A version that never existed is 412 with no bytes of any version.
+    let bogus =
+        ask(&base, "ptr.json", Ask { ranges: "0-99", version: "\"no-such-version\"", ..Default::default() })
+            .await;
+    assert_eq!(bogus.status(), 412);
+    let b = bogus.bytes().await.unwrap();
+    assert!(!b.windows(100).any(|w| w == &v1[..100] || w == &v2[..100]));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_listener_serves_only_the_internal_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start(&dir.path().join("origin")).await;
+    origin.put_file("bkt", "obj", &data(5000, 3));
+    let node = Node::start(node_config(&origin, &dir.path().join("n"), Default::default())).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fleet_base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(lakecache_cache_node::serve_fleet(listener, node.node.clone(), async {
+        let _ = rx.await;
+    }));
+    let r = ask(&fleet_base, "obj", Ask { ranges: "100-199", ..Default::default() }).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), &data(5000, 3)[100..200]);
+    assert_eq!(reqwest::get(format!("{fleet_base}/healthz")).await.unwrap().status(), 200);
+    // No S3 and no admin API there.
+    assert_eq!(reqwest::get(format!("{fleet_base}/bkt/obj")).await.unwrap().status(), 404);
+    assert_eq!(reqwest::get(format!("{fleet_base}/_lakecache/admin/stats")).await.unwrap().status(), 404);
+    let _ = tx.send(());
+    task.await.unwrap();
+    node.stop().await;
+}

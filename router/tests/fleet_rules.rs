@@ -1,0 +1,153 @@
+//! One set of key rules for the whole fleet: a router that states none adopts what the
+//! cache nodes apply (and treats keys by it); one that states others, nodes that disagree
+//! among themselves, a page size other than the nodes', or a wrong fleet secret are refused
+//! at start with a message that says what differs. The real router binary refuses to
+//! start the same way.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../cache-node/tests/common/mod.rs"]
+mod common;
+mod support;
+
+use aws_sdk_s3::primitives::ByteStream;
+use lakecache_common::keys::KeyClass;
+use support::*;
+
+fn custom_rules(c: &mut lakecache_cache_node::config::Config) {
+    c.cache.immutable = vec!["**/*.frozen".into()];
+    c.cache.never_cache = vec!["**/live.json".into()];
+}
+
+async fn adopt(
+    f: &Fleet,
+    adjust: impl FnOnce(&mut lakecache_router::config::RouterConfig),
+) -> anyhow::Result<()> {
+    let mut cfg = f.router_cfg.clone();
+    cfg.fleet.startup_wait = std::time::Duration::from_secs(2);
+    adjust(&mut cfg);
+    let r = lakecache_router::server::RouterNode::build(cfg)?;
+    r.fleet.adopt_node_rules().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_applies_the_nodes_rules_not_its_defaults() {
+    let f = fleet_custom(custom_rules, |_| {}).await;
+    let rules = f.router.fleet.meta.rules();
+    assert_eq!(rules.classify("t/x.frozen"), KeyClass::Immutable);
+    assert_eq!(rules.classify("t/live.json"), KeyClass::NeverCache);
+    // A Lance default the nodes do not apply here.
+    assert_eq!(rules.classify("t/_versions/1.manifest"), KeyClass::Revalidated);
+    assert_eq!(rules.classify("t/data/a.lance"), KeyClass::Revalidated);
+
+    // Behaviour follows: a never-cached key is read afresh after a change behind the fleet.
+    let c = f.client();
+    c.put_object()
+        .bucket("bkt")
+        .key("t/live.json")
+        .body(ByteStream::from_static(b"one"))
+        .send()
+        .await
+        .unwrap();
+    let get = |k: &'static str| {
+        let c = c.clone();
+        async move {
+            c.get_object()
+                .bucket("bkt")
+                .key(k)
+                .send()
+                .await
+                .unwrap()
+                .body
+                .collect()
+                .await
+                .unwrap()
+                .into_bytes()
+        }
+    };
+    assert_eq!(get("t/live.json").await, "one");
+    f.origin.put_file("bkt", "t/live.json", b"two");
+    assert_eq!(get("t/live.json").await, "two");
+
+    // Stating the same rules (in another order) is accepted.
+    adopt(&f, |c| {
+        c.fleet.immutable = Some(vec!["**/*.frozen".into(), "**/*.frozen".into()]);
+        c.fleet.never_cache = Some(vec!["**/live.json".into()]);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_or_page_size_other_than_the_nodes_are_refused() {
+    let f = fleet_custom(custom_rules, |_| {}).await;
+    let e = adopt(&f, |c| {
+        c.fleet.immutable = Some(lakecache_common::keys::default_immutable());
+        c.fleet.never_cache = Some(lakecache_common::keys::default_never_cache());
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("differ from the key rules cache node"), "{e}");
+    assert!(e.contains("*.frozen"), "the message shows the nodes' rules: {e}");
+
+    let e = adopt(&f, |c| c.fleet.page_size = bytesize::ByteSize::mib(1)).await.unwrap_err().to_string();
+    assert!(e.contains("cache.page_size 65536 but fleet.page_size is 1048576"), "{e}");
+
+    let e = adopt(&f, |c| c.fleet.secret = "another-fleet-secret".into()).await.unwrap_err().to_string();
+    assert!(e.contains("refused") && e.contains("403"), "{e}");
+
+    // The real binary: refuses to start, says why, and exits non-zero.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = f.router_cfg.clone();
+    cfg.fleet.immutable = Some(vec!["**/*.other".into()]);
+    cfg.fleet.never_cache = Some(vec![]);
+    let nodes: String =
+        cfg.nodes.iter().map(|n| format!("[[nodes]]\nid = \"{}\"\nurl = \"{}\"\n", n.id, n.url)).collect();
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[auth]\nanonymous = true\n[fleet]\npage_size = \"64 KiB\"\nsecret = \"{}\"\nimmutable = [\"**/*.other\"]\nnever_cache = []\nstartup_wait = \"2s\"\n{nodes}",
+        common::FLEET_SECRET
+    );
+    let p = dir.path().join("router.toml");
+    std::fs::write(&p, toml).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_router"))
+        .arg("--config")
+        .arg(&p)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("differ from the key rules cache node"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_different_rules_are_refused() {
+    let f = fleet().await;
+    // A fourth node with other rules joins the configured membership.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = common::node_config(&f.origin, dir.path(), Default::default());
+    custom_rules(&mut c);
+    let odd = common::Node::start(c).await;
+    let e = adopt(&f, |c| {
+        c.nodes.push(lakecache_router::config::NodeConfig { id: "odd".into(), url: odd.url(), weight: 1.0 })
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("apply different key rules"), "{e}");
+    odd.stop().await;
+
+    // With no node answering, a router does not start on rules of its own.
+    let e = adopt(&f, |c| {
+        c.nodes = vec![lakecache_router::config::NodeConfig {
+            id: "gone".into(),
+            url: "http://127.0.0.1:9".into(),
+            weight: 1.0,
+        }]
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("no cache node told its key rules"), "{e}");
+}
