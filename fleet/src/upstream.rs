@@ -317,7 +317,7 @@ impl NodeClient {
         let sent = tokio::time::timeout(self.timeout, self.http.execute(req)).await;
         let resp = match sent {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Err(UpstreamError::NoAnswer { node, reason: transport_reason(&e) }),
+            Ok(Err(e)) => return Err(UpstreamError::NoAnswer { node, reason: error_chain(&e) }),
             Err(_) => {
                 return Err(UpstreamError::NoAnswer {
                     node,
@@ -477,18 +477,6 @@ where
     };
     let _ = tokio::time::timeout(timeout, read).await;
     out
-}
-
-/// What went wrong on the way, in words that say where it broke.
-fn transport_reason(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 async fn read_bounded(resp: reqwest::Response, max: usize, timeout: Duration) -> Vec<u8> {
