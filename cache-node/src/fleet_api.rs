@@ -17,17 +17,23 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use lakecache_common::page::ByteRange;
 use lakecache_common::wire;
 use lakecache_s3::request::percent_decode;
-use lakecache_s3::response::{attr_headers, httpdate};
+use lakecache_s3::response::object_headers;
 
-use crate::cache::{Cache, CacheError, ObjectHandle};
+use crate::cache::{Cache, CacheError};
 use crate::metrics as m;
 
 type Reply = Response<s3s::Body>;
 
 pub struct FleetApi {
     cache: Arc<Cache>,
-    secret: Option<String>,
+    key: Option<wire::FleetKey>,
     page_size: u64,
+    /// The series every successful read lands in, registered once (a lookup by label
+    /// per request costs more than the rest of a memory hit's bookkeeping).
+    get_ok: metrics::Counter,
+    head_ok: metrics::Counter,
+    get_latency: metrics::Histogram,
+    head_latency: metrics::Histogram,
 }
 
 /// Whether `path` belongs to the internal endpoint.
@@ -36,20 +42,34 @@ pub fn is_fleet_path(path: &str) -> bool {
 }
 
 impl FleetApi {
-    pub fn new(cache: Arc<Cache>, secret: Option<String>) -> Self {
+    /// Call after the metrics recorder is installed: the series are registered here.
+    pub fn new(cache: Arc<Cache>, secret: Option<&str>) -> Self {
         let page_size = cache.geometry().page_size_bytes();
-        Self { cache, secret, page_size }
+        Self {
+            cache,
+            key: secret.map(wire::FleetKey::new),
+            page_size,
+            get_ok: metrics::counter!(m::FLEET_REQUESTS, "op" => "get", "status" => "200"),
+            head_ok: metrics::counter!(m::FLEET_REQUESTS, "op" => "head", "status" => "200"),
+            get_latency: metrics::histogram!(m::FLEET_LATENCY, "op" => "get"),
+            head_latency: metrics::histogram!(m::FLEET_LATENCY, "op" => "head"),
+        }
     }
 
     pub async fn handle<B>(&self, req: Request<B>) -> Reply {
         let started = std::time::Instant::now();
-        let method = req.method().clone();
-        let op = if method == Method::HEAD { "head" } else { "get" };
+        let head = req.method() == Method::HEAD;
         let reply = self.answer(&req).await;
-        metrics::counter!(m::FLEET_REQUESTS, "op" => op, "status" => reply.status().as_str().to_string())
-            .increment(1);
-        metrics::histogram!(m::FLEET_LATENCY, "op" => op)
-            .record(lakecache_common::metrics::ms_since(started));
+        let (ok, latency) =
+            if head { (&self.head_ok, &self.head_latency) } else { (&self.get_ok, &self.get_latency) };
+        if reply.status() == StatusCode::OK {
+            ok.increment(1);
+        } else {
+            let op = if head { "head" } else { "get" };
+            metrics::counter!(m::FLEET_REQUESTS, "op" => op, "status" => reply.status().as_str().to_string())
+                .increment(1);
+        }
+        latency.record(lakecache_common::metrics::ms_since(started));
         reply
     }
 
@@ -59,7 +79,7 @@ impl FleetApi {
         let ranges_text = text(wire::RANGES);
         let version_text = text(wire::READ_VERSION);
         let path = req.uri().path();
-        let Some(secret) = &self.secret else {
+        let Some(fleet_key) = &self.key else {
             metrics::counter!(m::FLEET_AUTH_REFUSED, "reason" => "off").increment(1);
             return error(
                 StatusCode::FORBIDDEN,
@@ -67,8 +87,7 @@ impl FleetApi {
                 "The fleet endpoint is off on this node (no fleet.secret)",
             );
         };
-        if let Err(e) = wire::verify_fleet_auth(
-            secret,
+        if let Err(e) = fleet_key.verify(
             h.get(wire::FLEET_AUTH).map(|v| v.as_bytes()),
             req.method().as_str(),
             path,
@@ -163,17 +182,18 @@ impl FleetApi {
             );
         }
         let total: u64 = wanted.iter().map(|r| r.len()).sum();
-        let headers = meta_headers(&obj, total);
+        let mut headers = object_headers(&obj.meta).clone();
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(total));
         if is_head {
             return with_headers(Response::new(s3s::Body::empty()), headers);
         }
         // The answer's head leaves once the first range has started (its first bytes are
         // here): a read that cannot start is an error status, not a short 200.
-        let mut streams = Vec::with_capacity(wanted.len());
         let mut iter = wanted.into_iter().filter(|r| !r.is_empty());
-        if let Some(first) = iter.next() {
-            match self.cache.read_started(obj.clone(), first).await {
-                Ok(s) => streams.push(s),
+        let first = match iter.next() {
+            None => None,
+            Some(first) => match self.cache.read_started(obj.clone(), first).await {
+                Ok(s) => Some(s),
                 Err(CacheError::Changed) if !version.is_empty() => {
                     return error(
                         StatusCode::PRECONDITION_FAILED,
@@ -182,24 +202,30 @@ impl FleetApi {
                     );
                 }
                 Err(e) => return cache_error(e),
-            }
-        }
-        let cache = self.cache.clone();
+            },
+        };
         let later: Vec<ByteRange> = iter.collect();
-        let rest = futures::stream::iter(later)
-            .then(move |r| {
-                let (cache, obj) = (cache.clone(), obj.clone());
-                async move {
-                    match cache.read_started(obj, r).await {
-                        Ok(s) => s,
-                        Err(e) => Box::pin(futures::stream::once(async move {
-                            Err(std::io::Error::other(e.to_string()))
-                        })),
-                    }
-                }
-            })
-            .flatten();
-        let body = futures::stream::iter(streams).flatten().chain(rest);
+        let body: lakecache_common::object::ByteStream = match first {
+            None => Box::pin(futures::stream::empty()),
+            Some(first) if later.is_empty() => first,
+            Some(first) => {
+                let cache = self.cache.clone();
+                let rest = futures::stream::iter(later)
+                    .then(move |r| {
+                        let (cache, obj) = (cache.clone(), obj.clone());
+                        async move {
+                            match cache.read_started(obj, r).await {
+                                Ok(s) => s,
+                                Err(e) => Box::pin(futures::stream::once(async move {
+                                    Err(std::io::Error::other(e.to_string()))
+                                })),
+                            }
+                        }
+                    })
+                    .flatten();
+                Box::pin(first.chain(rest))
+            }
+        };
         let body = s3s::Body::http_body(http_body_util::StreamBody::new(
             body.map(|r: std::io::Result<Bytes>| r.map(hyper::body::Frame::data)),
         ));
@@ -217,27 +243,8 @@ impl FleetApi {
     }
 }
 
-fn meta_headers(obj: &ObjectHandle, content_length: u64) -> http::HeaderMap {
-    let meta = &obj.meta;
-    let mut h = http::HeaderMap::new();
-    attr_headers(&meta.attrs, &mut h);
-    let mut put = |name: &'static str, v: String| {
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            h.insert(HeaderName::from_static(name), v);
-        }
-    };
-    put("content-length", content_length.to_string());
-    put(wire::OBJECT_SIZE, meta.size.to_string());
-    put(wire::OBJECT_VERSION, meta.version.clone());
-    put("last-modified", httpdate(meta.last_modified));
-    if let Some(e) = &meta.etag {
-        put("etag", format!("\"{e}\""));
-    }
-    h
-}
-
 fn with_headers(mut r: Reply, headers: http::HeaderMap) -> Reply {
-    r.headers_mut().extend(headers);
+    *r.headers_mut() = headers;
     r
 }
 

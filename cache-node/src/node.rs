@@ -126,7 +126,7 @@ impl Node {
             cache: cache.clone(),
             s3: b.build(),
             admin: Admin::new(cache.clone(), cfg.admin.token.clone()),
-            fleet: crate::fleet_api::FleetApi::new(cache.clone(), cfg.fleet.secret.clone()),
+            fleet: crate::fleet_api::FleetApi::new(cache.clone(), cfg.fleet.secret.as_deref()),
             metrics,
             // With pins to prewarm, the node is ready (`/readyz`) once they are on disk, so a
             // rollout waits for a warm node.

@@ -33,7 +33,10 @@ async fn ask(base: &str, key: &str, a: Ask<'_>) -> reqwest::Response {
     let method = reqwest::Method::from_bytes(a.method.as_bytes()).unwrap();
     let mut r = reqwest::Client::new().request(method, format!("{base}{path}"));
     if let Some(s) = a.secret {
-        r = r.header(wire::FLEET_AUTH, wire::fleet_auth_value(s, a.method, &path, a.ranges, a.version));
+        r = r.header(
+            wire::FLEET_AUTH,
+            wire::FleetKey::new(s).auth_value(a.method, &path, a.ranges, a.version),
+        );
     }
     if !a.ranges.is_empty() {
         r = r.header(wire::RANGES, a.ranges);
@@ -81,7 +84,7 @@ async fn bad_fleet_credentials_are_refused_and_counted() {
     // A signature from 10 minutes ago, otherwise right.
     let path = format!("{}bkt/obj", wire::PAGE_PATH);
     let old = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 600;
-    let sig = wire::fleet_signature(FLEET_SECRET, "GET", &path, old, "", "");
+    let sig = wire::FleetKey::new(FLEET_SECRET).signature("GET", &path, old, "", "");
     let expired = reqwest::Client::new()
         .get(format!("{base}{path}"))
         .header(wire::FLEET_AUTH, format!("v1 {old} {sig}"))
@@ -92,7 +95,7 @@ async fn bad_fleet_credentials_are_refused_and_counted() {
     assert_eq!(header(&expired, wire::ERROR_CODE), "RequestTimeTooSkewed");
 
     // A signature for other ranges than those sent.
-    let path_sig = wire::fleet_auth_value(FLEET_SECRET, "GET", &path, "0-9", "");
+    let path_sig = wire::FleetKey::new(FLEET_SECRET).auth_value("GET", &path, "0-9", "");
     let swapped = reqwest::Client::new()
         .get(format!("{base}{path}"))
         .header(wire::FLEET_AUTH, path_sig)

@@ -3,6 +3,7 @@
 //! (Content-Type and friends, `x-amz-meta-*`). Shared by cache nodes (which persist it with
 //! the page store), the router and search nodes (which read it from nodes' answers).
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use object_store::{Attribute, Attributes};
@@ -92,6 +93,10 @@ pub struct ObjectMeta {
     /// What identifies this content: the ETag, else size and modification time.
     pub version: String,
     pub checked_at: Instant,
+    /// The headers that describe this version on every answer about it (ETag,
+    /// Last-Modified, the attributes, …), rendered once on first use by the S3 layer
+    /// (`lakecache_s3::response::object_headers`).
+    pub rendered: OnceLock<http::HeaderMap>,
 }
 
 impl ObjectMeta {
@@ -116,6 +121,7 @@ impl ObjectMeta {
             attrs,
             version,
             checked_at: Instant::now(),
+            rendered: OnceLock::new(),
         }
     }
 }

@@ -32,7 +32,7 @@ pub const READ_VERSION: &str = "x-lakecache-read-version";
 pub const PAGE_PATH: &str = "/_lakecache/fleet/v1/o/";
 /// The fleet's key rules as a node applies them (JSON), for members to adopt or check.
 pub const RULES_PATH: &str = "/_lakecache/fleet/v1/rules";
-/// `v1 <unix seconds> <hex HMAC-SHA256>`; see [`fleet_signature`].
+/// `v1 <unix seconds> <hex HMAC-SHA256>`; see [`FleetKey`].
 pub const FLEET_AUTH: &str = "x-lakecache-fleet-auth";
 /// Comma-separated inclusive byte ranges `first-last`, resolved by the reader.
 pub const RANGES: &str = "x-lakecache-ranges";
@@ -49,32 +49,104 @@ pub const FLEET_AUTH_WINDOW_SECS: u64 = 300;
 /// A fleet secret shorter than this is refused at start.
 pub const FLEET_SECRET_MIN_LEN: usize = 16;
 
-/// The signature of one request: HMAC-SHA256 under the fleet secret over the method, the
-/// path as sent, the time, the ranges and the version asked for — everything that decides
-/// which bytes come back.
-pub fn fleet_signature(
-    secret: &str,
-    method: &str,
-    path: &str,
-    secs: u64,
-    ranges: &str,
-    version: &str,
-) -> String {
-    use hmac::Mac;
-    // HMAC accepts keys of any length: `new_from_slice` cannot fail for it.
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-    for part in [method, path, &secs.to_string(), ranges, version] {
-        mac.update(part.as_bytes());
-        mac.update(b"\n");
-    }
-    crate::auth::hex(&mac.finalize().into_bytes())
+/// The fleet secret, keyed once. A request's signature is HMAC-SHA256 under the secret
+/// over the method, the path as sent, the time, the ranges and the version asked for —
+/// everything that decides which bytes come back — each followed by a newline. Keying here
+/// (the secret's two padding blocks) leaves only the message to hash per request.
+#[derive(Clone)]
+pub struct FleetKey {
+    mac: hmac::Hmac<sha2::Sha256>,
 }
 
-/// The [`FLEET_AUTH`] value for a request signed now.
-pub fn fleet_auth_value(secret: &str, method: &str, path: &str, ranges: &str, version: &str) -> String {
-    let secs = unix_now();
-    format!("v1 {secs} {}", fleet_signature(secret, method, path, secs, ranges, version))
+impl std::fmt::Debug for FleetKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FleetKey(..)")
+    }
+}
+
+impl FleetKey {
+    pub fn new(secret: &str) -> Self {
+        use hmac::Mac;
+        // HMAC accepts keys of any length: `new_from_slice` cannot fail for it.
+        let mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        Self { mac }
+    }
+
+    fn mac(&self, method: &str, path: &str, secs: u64, ranges: &str, version: &str) -> [u8; 32] {
+        use hmac::Mac;
+        let mut mac = self.mac.clone();
+        let mut digits = [0u8; 20];
+        for part in [
+            method.as_bytes(),
+            path.as_bytes(),
+            decimal(secs, &mut digits),
+            ranges.as_bytes(),
+            version.as_bytes(),
+        ] {
+            mac.update(part);
+            mac.update(b"\n");
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The signature of one request signed at `secs`, in hex.
+    pub fn signature(&self, method: &str, path: &str, secs: u64, ranges: &str, version: &str) -> String {
+        crate::auth::hex(&self.mac(method, path, secs, ranges, version))
+    }
+
+    /// The [`FLEET_AUTH`] value for a request signed now.
+    pub fn auth_value(&self, method: &str, path: &str, ranges: &str, version: &str) -> String {
+        let secs = unix_now();
+        let mut digits = [0u8; 20];
+        let mut out = String::with_capacity(3 + 20 + 1 + 64);
+        out.push_str("v1 ");
+        out.push_str(std::str::from_utf8(decimal(secs, &mut digits)).unwrap_or("0"));
+        out.push(' ');
+        out.push_str(&crate::auth::hex(&self.mac(method, path, secs, ranges, version)));
+        out
+    }
+
+    /// Checks a request's [`FLEET_AUTH`] header.
+    pub fn verify(
+        &self,
+        header: Option<&[u8]>,
+        method: &str,
+        path: &str,
+        ranges: &str,
+        version: &str,
+    ) -> Result<(), FleetAuthError> {
+        let h = header.and_then(|h| std::str::from_utf8(h).ok()).ok_or(FleetAuthError::Missing)?;
+        let mut parts = h.split(' ');
+        let (Some("v1"), Some(secs), Some(sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(FleetAuthError::Missing);
+        };
+        let secs: u64 = secs.parse().map_err(|_| FleetAuthError::Missing)?;
+        let presented = crate::auth::unhex::<32>(sig.as_bytes()).ok_or(FleetAuthError::Wrong)?;
+        let expected = self.mac(method, path, secs, ranges, version);
+        if !crate::auth::constant_time_eq(&expected, &presented) {
+            return Err(FleetAuthError::Wrong);
+        }
+        if unix_now().abs_diff(secs) > FLEET_AUTH_WINDOW_SECS {
+            return Err(FleetAuthError::Expired);
+        }
+        Ok(())
+    }
+}
+
+/// `n` in decimal, written into the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
 }
 
 /// Why a request's fleet credentials were refused.
@@ -96,32 +168,6 @@ impl FleetAuthError {
             FleetAuthError::Expired => "expired",
         }
     }
-}
-
-/// Checks a request's [`FLEET_AUTH`] header against the fleet secret.
-pub fn verify_fleet_auth(
-    secret: &str,
-    header: Option<&[u8]>,
-    method: &str,
-    path: &str,
-    ranges: &str,
-    version: &str,
-) -> Result<(), FleetAuthError> {
-    let h = header.and_then(|h| std::str::from_utf8(h).ok()).ok_or(FleetAuthError::Missing)?;
-    let mut parts = h.split(' ');
-    let (Some("v1"), Some(secs), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(FleetAuthError::Missing);
-    };
-    let secs: u64 = secs.parse().map_err(|_| FleetAuthError::Missing)?;
-    let expected = fleet_signature(secret, method, path, secs, ranges, version);
-    if !crate::auth::constant_time_eq(expected.as_bytes(), sig.as_bytes()) {
-        return Err(FleetAuthError::Wrong);
-    }
-    if unix_now().abs_diff(secs) > FLEET_AUTH_WINDOW_SECS {
-        return Err(FleetAuthError::Expired);
-    }
-    Ok(())
 }
 
 fn unix_now() -> u64 {
@@ -161,15 +207,15 @@ mod tests {
 
     #[test]
     fn a_signature_covers_what_decides_the_bytes() {
-        let v = fleet_auth_value("0123456789abcdef", "GET", "/_lakecache/fleet/v1/o/b/k", "0-9", "e1");
-        let ok = |m, p, r, ver| verify_fleet_auth("0123456789abcdef", Some(v.as_bytes()), m, p, r, ver);
+        let key = FleetKey::new("0123456789abcdef");
+        let v = key.auth_value("GET", "/_lakecache/fleet/v1/o/b/k", "0-9", "e1");
+        let ok = |m, p, r, ver| key.verify(Some(v.as_bytes()), m, p, r, ver);
         assert_eq!(ok("GET", "/_lakecache/fleet/v1/o/b/k", "0-9", "e1"), Ok(()));
         assert_eq!(ok("GET", "/_lakecache/fleet/v1/o/b/k2", "0-9", "e1"), Err(FleetAuthError::Wrong));
         assert_eq!(ok("GET", "/_lakecache/fleet/v1/o/b/k", "0-10", "e1"), Err(FleetAuthError::Wrong));
         assert_eq!(ok("GET", "/_lakecache/fleet/v1/o/b/k", "0-9", "e2"), Err(FleetAuthError::Wrong));
         assert_eq!(ok("HEAD", "/_lakecache/fleet/v1/o/b/k", "0-9", "e1"), Err(FleetAuthError::Wrong));
-        let other = verify_fleet_auth(
-            "another-secret-16",
+        let other = FleetKey::new("another-secret-16").verify(
             Some(v.as_bytes()),
             "GET",
             "/_lakecache/fleet/v1/o/b/k",
@@ -177,20 +223,24 @@ mod tests {
             "e1",
         );
         assert_eq!(other, Err(FleetAuthError::Wrong));
-        assert_eq!(
-            verify_fleet_auth("0123456789abcdef", None, "GET", "/", "", ""),
-            Err(FleetAuthError::Missing)
-        );
-        assert_eq!(
-            verify_fleet_auth("0123456789abcdef", Some(b"v2 1 ab"), "GET", "/", "", ""),
-            Err(FleetAuthError::Missing)
-        );
-        let old = unix_now() - FLEET_AUTH_WINDOW_SECS - 5;
-        let stale = format!("v1 {old} {}", fleet_signature("0123456789abcdef", "GET", "/", old, "", ""));
-        assert_eq!(
-            verify_fleet_auth("0123456789abcdef", Some(stale.as_bytes()), "GET", "/", "", ""),
-            Err(FleetAuthError::Expired)
-        );
+        assert_eq!(key.verify(None, "GET", "/", "", ""), Err(FleetAuthError::Missing));
+        assert_eq!(key.verify(Some(b"v2 1 ab"), "GET", "/", "", ""), Err(FleetAuthError::Missing));
+        let now = unix_now();
+        let short = format!("v1 {now} {}", &key.signature("GET", "/", now, "", "")[..63]);
+        assert_eq!(key.verify(Some(short.as_bytes()), "GET", "/", "", ""), Err(FleetAuthError::Wrong));
+        let upper = format!("v1 {now} {}", key.signature("GET", "/", now, "", "").to_uppercase());
+        assert_eq!(key.verify(Some(upper.as_bytes()), "GET", "/", "", ""), Ok(()));
+        let old = now - FLEET_AUTH_WINDOW_SECS - 5;
+        let stale = format!("v1 {old} {}", key.signature("GET", "/", old, "", ""));
+        assert_eq!(key.verify(Some(stale.as_bytes()), "GET", "/", "", ""), Err(FleetAuthError::Expired));
+    }
+
+    #[test]
+    fn decimals_are_written_as_to_string_writes_them() {
+        let mut buf = [0u8; 20];
+        for n in [0, 7, 10, 1_764_590_000, u64::MAX] {
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
+        }
     }
 
     #[test]

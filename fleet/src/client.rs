@@ -149,7 +149,7 @@ impl ObjectStore for FleetStore {
                 extensions: Default::default(),
             });
         }
-        let rx = routing::stream(
+        let read = routing::stream(
             &self.fleet,
             self.geometry,
             &self.bucket,
@@ -158,9 +158,7 @@ impl ObjectStore for FleetStore {
             ByteRange { start: range.start, end: range.end },
         );
         let path = key.to_string();
-        let body = tokio_stream::wrappers::ReceiverStream::new(rx)
-            .map(move |r| r.map_err(|e| e.to_object_store(&path)))
-            .boxed();
+        let body = read.map(move |r| r.map_err(|e| e.to_object_store(&path))).boxed();
         Ok(GetResult {
             payload: GetResultPayload::Stream(body),
             meta,

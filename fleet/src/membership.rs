@@ -24,16 +24,44 @@ pub struct Member {
     rises: AtomicU32,
     /// object_store clients for this node, one per bucket (S3 clients are per bucket).
     stores: RwLock<HashMap<String, Arc<AmazonS3>>>,
+    pub stats: MemberStats,
+}
+
+/// This node's series of the `router_*` metrics, registered when it joins (a lookup by
+/// label on every request and every body chunk cost more than the routing itself).
+pub struct MemberStats {
+    pub get: metrics::Counter,
+    pub head: metrics::Counter,
+    pub hedge: metrics::Counter,
+    pub delete: metrics::Counter,
+    pub upstream_bytes: metrics::Counter,
+    pub upstream_latency: metrics::Histogram,
+}
+
+impl MemberStats {
+    fn new(id: &str) -> Self {
+        use crate::metrics::{ROUTER_REQUESTS, ROUTER_UPSTREAM_BYTES, ROUTER_UPSTREAM_LATENCY};
+        let op = |op: &'static str| metrics::counter!(ROUTER_REQUESTS, "node" => id.to_string(), "op" => op);
+        Self {
+            get: op("get"),
+            head: op("head"),
+            hedge: op("hedge"),
+            delete: op("delete"),
+            upstream_bytes: metrics::counter!(ROUTER_UPSTREAM_BYTES, "node" => id.to_string()),
+            upstream_latency: metrics::histogram!(ROUTER_UPSTREAM_LATENCY, "node" => id.to_string()),
+        }
+    }
 }
 
 impl Member {
     fn new(cfg: NodeConfig) -> Arc<Member> {
         Arc::new(Member {
-            cfg,
             healthy: AtomicBool::new(true),
             fails: AtomicU32::new(0),
             rises: AtomicU32::new(0),
             stores: RwLock::new(HashMap::new()),
+            stats: MemberStats::new(&cfg.id),
+            cfg,
         })
     }
 

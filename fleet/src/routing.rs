@@ -13,12 +13,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use lakecache_common::page::{ByteRange, PageGeometry};
-use tokio::sync::mpsc;
 
 use crate::membership::{Fleet, Member};
-use crate::metrics::{
-    ROUTER_FAILOVERS, ROUTER_HEDGES, ROUTER_REQUESTS, ROUTER_UPSTREAM_BYTES, ROUTER_UPSTREAM_LATENCY,
-};
+use crate::metrics::{ROUTER_FAILOVERS, ROUTER_HEDGES};
 use crate::upstream::{BodyStream, ObjectInfo, ReadVersion, UpstreamError};
 
 static READ_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -48,7 +45,7 @@ where
         () = tokio::time::sleep(delay) => {}
     }
     metrics::counter!(ROUTER_HEDGES).increment(1);
-    metrics::counter!(ROUTER_REQUESTS, "node" => alt.cfg.id.clone(), "op" => "hedge").increment(1);
+    alt.stats.hedge.increment(1);
     let secondary = call(alt.clone());
     tokio::select! {
         r = primary => (r, m.clone()),
@@ -70,7 +67,7 @@ pub async fn head(fleet: &Fleet, bucket: &str, key: &str) -> Result<Arc<ObjectIn
         if i > 0 && !fleet.retry_budget.withdraw() {
             break;
         }
-        metrics::counter!(ROUTER_REQUESTS, "node" => m.cfg.id.clone(), "op" => "head").increment(1);
+        m.stats.head.increment(1);
         let (res, served_by) =
             first_answer(
                 fleet,
@@ -104,7 +101,13 @@ fn no_node() -> UpstreamError {
     UpstreamError::NoAnswer { node: "-".into(), reason: "no cache node is available".into() }
 }
 
+/// A read's bytes as its consumer pulls them: no task and no channel between the node's
+/// answer and whoever sends the bytes on.
+pub type ReadStream = std::pin::Pin<Box<dyn futures::Stream<Item = ReadItem> + Send + Sync>>;
+
 /// Streams `range` of the object at `version`, one run of same-owner pages after another.
+/// A run is asked of its owner when the previous one has been sent; a node that fails
+/// before or during a run is replaced by the next owner from where it stopped.
 pub fn stream(
     fleet: &Arc<Fleet>,
     geometry: PageGeometry,
@@ -112,8 +115,7 @@ pub fn stream(
     key: &str,
     version: ReadVersion,
     range: ByteRange,
-) -> mpsc::Receiver<ReadItem> {
-    let (tx, rx) = mpsc::channel(4);
+) -> ReadStream {
     fleet.retry_budget.deposit();
     let replicas = fleet.replicas_for(key);
     // Which replica this read starts at: spreads a hot key's reads over its replicas.
@@ -137,110 +139,136 @@ pub fn stream(
             _ => runs.push((ByteRange { start, end }, owners)),
         }
     }
-    let fleet = fleet.clone();
-    let (bucket, key) = (bucket.to_string(), key.to_string());
-    tokio::spawn(async move {
-        for (r, owners) in runs {
-            match send_run(&fleet, &bucket, &key, &version, r, &owners, &tx).await {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(e) => {
-                    if e.is_version_mismatch() {
-                        // The object changed behind this router (a write elsewhere) and no
-                        // node still holds the version the read started on.
-                        fleet.meta.forget(&bucket, &key);
-                    }
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-            }
-        }
-    });
-    rx
+    let reader = Reader {
+        fleet: fleet.clone(),
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        version,
+        runs: runs.into_iter(),
+        run: None,
+        done: false,
+    };
+    Box::pin(futures::stream::unfold(reader, |mut r| async move {
+        let item = r.next().await?;
+        Some((item, r))
+    }))
 }
 
-/// Sends one run, failing over between owners on node faults and resuming where the last
-/// one stopped. `Ok(false)`: the reader went away.
-async fn send_run(
-    fleet: &Fleet,
-    bucket: &str,
-    key: &str,
-    version: &ReadVersion,
-    run: ByteRange,
-    owners: &[Arc<Member>],
-    tx: &mpsc::Sender<ReadItem>,
-) -> Result<bool, UpstreamError> {
-    let mut pos = run.start;
-    let mut last: Option<UpstreamError> = None;
-    let mut i = 0;
-    while pos < run.end {
-        let Some(m) = owners.get(i) else {
-            return Err(last.unwrap_or_else(no_node));
-        };
-        metrics::counter!(ROUTER_REQUESTS, "node" => m.cfg.id.clone(), "op" => "get").increment(1);
-        let started = std::time::Instant::now();
-        let want = ByteRange { start: pos, end: run.end };
-        let (res, served_by) = first_answer(fleet, m, owners.get(i + 1), |n| async move {
-            fleet.nodes.get(&n, bucket, key, want, version).await
-        })
-        .await;
-        if !Arc::ptr_eq(&served_by, m) {
-            // The hedge answered: continue (and fail over) from its position.
-            i += 1;
+/// Where a read stands: the runs still to send and the one being sent.
+struct Reader {
+    fleet: Arc<Fleet>,
+    bucket: String,
+    key: String,
+    version: ReadVersion,
+    runs: std::vec::IntoIter<(ByteRange, Vec<Arc<Member>>)>,
+    run: Option<Run>,
+    done: bool,
+}
+
+/// One run of same-owner pages: its owners in order, how far it has been sent, who is
+/// sending it now.
+struct Run {
+    end: u64,
+    owners: Vec<Arc<Member>>,
+    pos: u64,
+    /// The owner asked next.
+    next: usize,
+    last: Option<UpstreamError>,
+    body: Option<(BodyStream, Arc<Member>)>,
+}
+
+impl Reader {
+    /// The read's next piece; after an error, nothing more.
+    async fn next(&mut self) -> Option<ReadItem> {
+        if self.done {
+            return None;
         }
-        let m = &served_by;
-        metrics::histogram!(ROUTER_UPSTREAM_LATENCY, "node" => m.cfg.id.clone())
-            .record(lakecache_common::metrics::ms_since(started));
-        let mut body: BodyStream = match res {
-            Ok(b) => b,
-            Err(e) if e.is_node_fault() => {
-                fleet.report_failure(m);
-                if !fleet.retry_budget.withdraw() {
-                    return Err(e);
-                }
-                metrics::counter!(ROUTER_FAILOVERS).increment(1);
-                last = Some(e);
-                i += 1;
-                continue;
+        let res = self.advance().await;
+        match res {
+            Some(Ok(b)) => Some(Ok(b)),
+            None => {
+                self.done = true;
+                None
             }
-            Err(e) => return Err(e),
-        };
-        let mut cut = None;
-        while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(c) => {
-                    let take = c.len().min((run.end - pos) as usize);
-                    pos += take as u64;
-                    metrics::counter!(ROUTER_UPSTREAM_BYTES, "node" => m.cfg.id.clone())
-                        .increment(take as u64);
-                    if tx.send(Ok(c.slice(..take))).await.is_err() {
-                        return Ok(false);
-                    }
-                    if pos >= run.end {
-                        break;
-                    }
+            Some(Err(e)) => {
+                self.done = true;
+                if e.is_version_mismatch() {
+                    // The object changed behind this reader (a write elsewhere) and no
+                    // node still holds the version the read started on.
+                    self.fleet.meta.forget(&self.bucket, &self.key);
                 }
-                Err(e) => {
-                    cut = Some(e);
-                    break;
-                }
+                Some(Err(e))
             }
-        }
-        if pos < run.end {
-            // A body that broke off is not held against the node: a node cuts a body when
-            // its own origin fails mid-read, which another owner may get past. A dead node
-            // is found by the health checks.
-            let e = cut.unwrap_or_else(|| UpstreamError::NoAnswer {
-                node: m.cfg.id.clone(),
-                reason: format!("the body ended {} bytes early", run.end - pos),
-            });
-            if !fleet.retry_budget.withdraw() {
-                return Err(e);
-            }
-            metrics::counter!(ROUTER_FAILOVERS).increment(1);
-            last = Some(e);
-            i += 1;
         }
     }
-    Ok(true)
+
+    async fn advance(&mut self) -> Option<ReadItem> {
+        let Reader { fleet, bucket, key, version, runs, run, .. } = self;
+        loop {
+            let Some(r) = run else {
+                let (range, owners) = runs.next()?;
+                *run =
+                    Some(Run { end: range.end, owners, pos: range.start, next: 0, last: None, body: None });
+                continue;
+            };
+            if r.pos >= r.end {
+                *run = None;
+                continue;
+            }
+            if let Some((body, m)) = &mut r.body {
+                let cut = match body.next().await {
+                    Some(Ok(c)) => {
+                        let take = c.len().min((r.end - r.pos) as usize);
+                        r.pos += take as u64;
+                        m.stats.upstream_bytes.increment(take as u64);
+                        if r.pos >= r.end {
+                            r.body = None;
+                        }
+                        return Some(Ok(c.slice(..take)));
+                    }
+                    Some(Err(e)) => e,
+                    None => UpstreamError::NoAnswer {
+                        node: m.cfg.id.clone(),
+                        reason: format!("the body ended {} bytes early", r.end - r.pos),
+                    },
+                };
+                // A body that broke off is not held against the node: a node cuts a body
+                // when its own origin fails mid-read, which another owner may get past. A
+                // dead node is found by the health checks.
+                r.body = None;
+                if !fleet.retry_budget.withdraw() {
+                    return Some(Err(cut));
+                }
+                metrics::counter!(ROUTER_FAILOVERS).increment(1);
+                r.last = Some(cut);
+                continue;
+            }
+            let Some(m) = r.owners.get(r.next).cloned() else {
+                return Some(Err(r.last.take().unwrap_or_else(no_node)));
+            };
+            m.stats.get.increment(1);
+            let started = std::time::Instant::now();
+            let want = ByteRange { start: r.pos, end: r.end };
+            let (fleet_ref, bucket_ref, key_ref, version_ref) = (&**fleet, &**bucket, &**key, &*version);
+            let (res, served_by) = first_answer(fleet_ref, &m, r.owners.get(r.next + 1), |n| async move {
+                fleet_ref.nodes.get(&n, bucket_ref, key_ref, want, version_ref).await
+            })
+            .await;
+            // The next owner to ask if this answer fails: after the hedge if it answered.
+            r.next += if Arc::ptr_eq(&served_by, &m) { 1 } else { 2 };
+            served_by.stats.upstream_latency.record(lakecache_common::metrics::ms_since(started));
+            match res {
+                Ok(b) => r.body = Some((b, served_by)),
+                Err(e) if e.is_node_fault() => {
+                    fleet.report_failure(&served_by);
+                    if !fleet.retry_budget.withdraw() {
+                        return Some(Err(e));
+                    }
+                    metrics::counter!(ROUTER_FAILOVERS).increment(1);
+                    r.last = Some(e);
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
 }

@@ -161,7 +161,7 @@ fn xml_text(doc: &str, tag: &str) -> Option<String> {
 }
 
 /// A successful GET: the answer's body, as it arrives.
-pub type BodyStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, UpstreamError>> + Send>>;
+pub type BodyStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, UpstreamError>> + Send + Sync>>;
 
 /// What a node says it applies (`GET /_lakecache/fleet/v1/rules`).
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -195,7 +195,7 @@ pub struct NodeClient {
     signer: Signer,
     /// Page reads and metadata over the internal protocol.
     pages: PageClient,
-    secret: String,
+    key: wire::FleetKey,
     timeout: Duration,
 }
 
@@ -221,7 +221,7 @@ impl NodeClient {
             .pool_idle_timeout(Duration::from_secs(50))
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(conn);
-        Ok(Self { http, signer, pages, secret, timeout })
+        Ok(Self { http, signer, pages, key: wire::FleetKey::new(&secret), timeout })
     }
 
     /// A signed request of the internal protocol.
@@ -236,7 +236,7 @@ impl NodeClient {
     ) -> Result<http::Request<http_body_util::Empty<Bytes>>, UpstreamError> {
         let path = format!("{}{}/{}", wire::PAGE_PATH, s3_encode(bucket, false), s3_encode(key, false));
         let base = member.cfg.url.trim_end_matches('/');
-        let auth = wire::fleet_auth_value(&self.secret, method.as_str(), &path, ranges, version);
+        let auth = self.key.auth_value(method.as_str(), &path, ranges, version);
         let mut b = http::Request::builder()
             .method(method)
             .uri(format!("{base}{path}"))
@@ -343,7 +343,7 @@ impl NodeClient {
     /// The key rules and page size `member` applies (the internal `rules` endpoint).
     pub async fn rules(&self, member: &Member) -> Result<NodeRules, UpstreamError> {
         let base = member.cfg.url.trim_end_matches('/');
-        let auth = wire::fleet_auth_value(&self.secret, "GET", wire::RULES_PATH, "", "");
+        let auth = self.key.auth_value("GET", wire::RULES_PATH, "", "");
         let req = http::Request::builder()
             .uri(format!("{base}{}", wire::RULES_PATH))
             .header(wire::FLEET_AUTH, auth)

@@ -19,7 +19,6 @@ use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use lakecache_fleet::membership::{Fleet, Member};
-use lakecache_fleet::metrics::ROUTER_REQUESTS;
 use lakecache_fleet::routing;
 use lakecache_fleet::upstream::{ObjectInfo, ReadVersion, UpstreamError};
 
@@ -82,8 +81,8 @@ impl Router {
             conditions.check(&meta_of(&info))?;
             let (range, partial) = resolve_range(range, info.size)?;
             let version = ReadVersion::of(&info);
-            let mut rx = routing::stream(&self.fleet, self.geometry, bucket, key, version, range);
-            let first = if range.is_empty() { None } else { rx.recv().await };
+            let mut read = routing::stream(&self.fleet, self.geometry, bucket, key, version, range);
+            let first = if range.is_empty() { None } else { read.next().await };
             let first = match first {
                 None if !range.is_empty() => {
                     return Err(s3_error!(
@@ -108,8 +107,7 @@ impl Router {
                 }
                 Some(Err(e)) => return Err(upstream_err(&e)),
             };
-            let rest = tokio_stream::wrappers::ReceiverStream::new(rx)
-                .map(|r| r.map_err(|e| std::io::Error::other(e.to_string())));
+            let rest = read.map(|r| r.map_err(|e| std::io::Error::other(e.to_string())));
             let body: lakecache_common::object::ByteStream =
                 Box::pin(futures::stream::iter(first.map(Ok)).chain(rest));
             return Ok(StartedRead { info, range, partial, body });
@@ -286,7 +284,7 @@ impl Router {
     async fn delete_key(&self, bucket: &str, key: &str) -> S3Result<()> {
         Self::check_key(key)?;
         let owner = self.key_owner(bucket, key)?;
-        metrics::counter!(ROUTER_REQUESTS, "node" => owner.cfg.id.clone(), "op" => "delete").increment(1);
+        owner.stats.delete.increment(1);
         let res = self.fleet.nodes.delete(&owner, bucket, key).await;
         self.fleet.invalidate_everywhere(bucket, key).await;
         match res {

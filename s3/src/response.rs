@@ -2,7 +2,7 @@
 //! own answers): plain text, the headers of a whole-object 200, the stored attributes.
 
 use http::{Response, StatusCode};
-use lakecache_common::object::ObjectAttrs;
+use lakecache_common::object::{ObjectAttrs, ObjectMeta};
 
 pub fn text(status: StatusCode, body: impl Into<String>) -> Response<s3s::Body> {
     let mut r = Response::new(s3s::Body::from(body.into()));
@@ -52,6 +52,33 @@ pub fn attr_headers(a: &ObjectAttrs, headers: &mut http::HeaderMap) {
     for (k, v) in &a.user {
         put(&format!("x-amz-meta-{k}"), &Some(v.clone()));
     }
+}
+
+/// What describes this version of the object on every answer of the internal page
+/// protocol: the stored attributes, ETag, Last-Modified, [`wire::OBJECT_SIZE`] and
+/// [`wire::OBJECT_VERSION`] (not Content-Length, which depends on the ranges). Rendered once
+/// per version and kept with its metadata.
+///
+/// [`wire::OBJECT_SIZE`]: lakecache_common::wire::OBJECT_SIZE
+/// [`wire::OBJECT_VERSION`]: lakecache_common::wire::OBJECT_VERSION
+pub fn object_headers(meta: &ObjectMeta) -> &http::HeaderMap {
+    use lakecache_common::wire;
+    meta.rendered.get_or_init(|| {
+        let mut h = http::HeaderMap::new();
+        attr_headers(&meta.attrs, &mut h);
+        let mut put = |name: &'static str, v: String| {
+            if let Ok(v) = http::HeaderValue::from_str(&v) {
+                h.insert(http::HeaderName::from_static(name), v);
+            }
+        };
+        put(wire::OBJECT_SIZE, meta.size.to_string());
+        put(wire::OBJECT_VERSION, meta.version.clone());
+        put("last-modified", httpdate(meta.last_modified));
+        if let Some(e) = &meta.etag {
+            put("etag", format!("\"{e}\""));
+        }
+        h
+    })
 }
 
 /// `t` as an HTTP date (`Last-Modified`).

@@ -69,6 +69,7 @@ impl Record {
             attrs: self.attrs.clone(),
             version: self.version.clone(),
             checked_at: Instant::now(),
+            rendered: Default::default(),
         }
     }
 }
@@ -163,6 +164,7 @@ mod tests {
             },
             version: etag.into(),
             checked_at: Instant::now(),
+            rendered: Default::default(),
         }
     }
 

@@ -259,6 +259,9 @@ impl Cache {
         range: ByteRange,
     ) -> Result<ByteStream, CacheError> {
         use futures::StreamExt;
+        if let Some(pages) = self.memory_slices(&obj, range) {
+            return Ok(Box::pin(futures::stream::iter(pages.into_iter().map(Ok))));
+        }
         let mut rx = self.read_pages(obj, range);
         let first = match rx.recv().await {
             Some(Ok(b)) => Some(b),
@@ -268,6 +271,38 @@ impl Cache {
         };
         let rest = ReceiverStream::new(rx).map(|r| r.map_err(|e| std::io::Error::other(e.to_string())));
         Ok(Box::pin(futures::stream::iter(first.map(Ok)).chain(rest)))
+    }
+
+    /// Most pages a read answers inline from memory; a longer one streams (one task that
+    /// keeps `readahead` pages ahead of what is sent).
+    const INLINE_PAGES: u64 = 4;
+
+    /// The slices of `range` when every page of it is in memory (and the read spans at most
+    /// [`INLINE_PAGES`](Self::INLINE_PAGES)): answered without a task, a channel, the
+    /// fetch planner or its lock. `None`: some page is elsewhere, or the key is never cached.
+    fn memory_slices(&self, obj: &ObjectHandle, range: ByteRange) -> Option<Vec<Bytes>> {
+        if obj.class == KeyClass::NeverCache || range.is_empty() {
+            return None;
+        }
+        let g = self.cfg.geometry;
+        let first = range.start / g.page_size_bytes();
+        let last = (range.end - 1) / g.page_size_bytes();
+        if last - first >= Self::INLINE_PAGES {
+            return None;
+        }
+        let mut out = Vec::with_capacity((last - first + 1) as usize);
+        for s in g.slices(range.start..range.end) {
+            let page = self.memory.get(&PageKey { object: obj.id.hash(), index: s.index })?;
+            let b = g.page_bytes(s.index, obj.meta.size);
+            if page.len() as u64 != b.end - b.start || s.offset_in_page + s.len > page.len() {
+                return None;
+            }
+            out.push(page.slice(s.offset_in_page..s.offset_in_page + s.len));
+        }
+        let sent: u64 = out.iter().map(|b| b.len() as u64).sum();
+        metrics::counter!(m::CACHE_HITS, "tier" => "memory").increment(out.len() as u64);
+        metrics::counter!(m::CACHE_SERVED_BYTES, "tier" => "memory").increment(sent);
+        Some(out)
     }
 
     fn read_pages(self: &Arc<Self>, obj: Arc<ObjectHandle>, range: ByteRange) -> mpsc::Receiver<PageResult> {
