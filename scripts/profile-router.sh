@@ -93,19 +93,25 @@ id = "cache-1"
 url = "http://127.0.0.1:$NODE_PORT"
 EOF
 
-mkdir -p "$WORK/node"
-(cd "$WORK/node" && exec valgrind --tool=callgrind --callgrind-out-file="$WORK/node.callgrind" \
-    "$CACHE_NODE_BIN" --config "$WORK/node.toml") >"$WORK/node.log" 2>&1 &
-NODE_PID=$!
-PIDS+=("$NODE_PID")
+# start_servers WRAPPER...: the node and the router, each run under WRAPPER (none: natively).
+start_servers() {
+    mkdir -p "$WORK/node"
+    local tag=${1:-native}
+    (cd "$WORK/node" && exec "${WRAP[@]}" "$CACHE_NODE_BIN" --config "$WORK/node.toml") >"$WORK/node-$tag.log" 2>&1 &
+    NODE_PID=$!
+    PIDS+=("$NODE_PID")
+    wait_ready node "$NODE_PID" "$NODE_URL/$BUCKET/obj-00000"
+    "${WRAP_ROUTER[@]}" "$ROUTER_BIN" --config "$WORK/router.toml" >"$WORK/router-$tag.log" 2>&1 &
+    ROUTER_PID=$!
+    PIDS+=("$ROUTER_PID")
+    wait_ready router "$ROUTER_PID" "$ROUTER_URL/$BUCKET/obj-00000"
+}
+stop_servers() {
+    kill -TERM "$NODE_PID" "$ROUTER_PID" 2>/dev/null || true
+    wait "$NODE_PID" "$ROUTER_PID" 2>/dev/null || true
+}
 NODE_URL=http://127.0.0.1:$NODE_PORT
-wait_ready node "$NODE_PID" "$NODE_URL/$BUCKET/obj-00000"
-valgrind --tool=callgrind --callgrind-out-file="$WORK/router.callgrind" \
-    "$ROUTER_BIN" --config "$WORK/router.toml" >"$WORK/router.log" 2>&1 &
-ROUTER_PID=$!
-PIDS+=("$ROUTER_PID")
 ROUTER_URL=http://127.0.0.1:$ROUTER_PORT
-wait_ready router "$ROUTER_PID" "$ROUTER_URL/$BUCKET/obj-00000"
 
 run() { # TARGET N LABEL
     "$BENCH_BIN" http-range --target "$1" --bucket "$BUCKET" --objects "$OBJECTS" --object-size "$OBJECT_SIZE" \
@@ -114,14 +120,20 @@ run() { # TARGET N LABEL
         || die "$3 run failed: $(tail -n 3 "$WORK/http-range.log")"
     grep -q "\"ok\":$2," <(tail -n 1 "$WORK/runs.jsonl") || die "$3 run had errors: $(tail -n 1 "$WORK/runs.jsonl")"
 }
+warm() {
+    log "warming: every object through the router and straight to the node"
+    "$BENCH_BIN" http-range --target "$ROUTER_URL" --bucket "$BUCKET" --objects "$OBJECTS" --object-size "$OBJECT_SIZE" \
+        --seed "$SEED" --read-size 1048576 --pattern sweep --concurrency 2 --seconds 600 --label warm --phase warm \
+        --round 0 >>"$WORK/runs.jsonl" 2>>"$WORK/http-range.log"
+    run "$ROUTER_URL" 500 router-warm
+    run "$NODE_URL" 500 direct-warm
+}
 
-log "warming: every object through the router and straight to the node"
-"$BENCH_BIN" http-range --target "$ROUTER_URL" --bucket "$BUCKET" --objects "$OBJECTS" --object-size "$OBJECT_SIZE" \
-    --seed "$SEED" --read-size 1048576 --pattern sweep --concurrency 2 --seconds 600 --label warm --phase warm \
-    --round 0 >>"$WORK/runs.jsonl" 2>>"$WORK/http-range.log"
-run "$ROUTER_URL" 500 router-warm
-run "$NODE_URL" 500 direct-warm
-
+# --- instructions (callgrind) ---------------------------------------------------------------
+WRAP=(valgrind --tool=callgrind "--callgrind-out-file=$WORK/node.callgrind")
+WRAP_ROUTER=(valgrind --tool=callgrind "--callgrind-out-file=$WORK/router.callgrind")
+start_servers callgrind
+warm
 # Counters from here on belong to the measured phase; `-d` writes them and starts afresh.
 callgrind_control -z "$NODE_PID" "$ROUTER_PID" >/dev/null
 log "phase router: $REQUESTS GETs of $READ_SIZE bytes through the router"
@@ -131,6 +143,39 @@ log "phase direct: $REQUESTS GETs of $READ_SIZE bytes straight to the node"
 run "$NODE_URL" "$REQUESTS" direct
 callgrind_control -d direct-phase "$NODE_PID" >/dev/null
 sleep 1
+stop_servers
+
+# --- system calls (strace -c), natively -----------------------------------------------------
+command -v strace >/dev/null || {
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace
+}
+WRAP=(env)
+WRAP_ROUTER=(env)
+start_servers native
+warm
+# strace_phase NAME TARGET PID...: syscalls of each PID (all its threads) over one phase.
+strace_phase() {
+    local name=$1 target=$2 tracers=() pid
+    shift 2
+    for pid in "$@"; do
+        strace -c -f -q -o "$WORK/strace-$name-$pid.txt" -p "$pid" &
+        tracers+=($!)
+    done
+    sleep 1
+    run "$target" "$REQUESTS" "strace-$name"
+    kill -INT "${tracers[@]}" 2>/dev/null || true
+    wait "${tracers[@]}" 2>/dev/null || true
+}
+log "system calls: phase router, then direct"
+strace_phase router "$ROUTER_URL" "$ROUTER_PID" "$NODE_PID"
+strace_phase direct "$NODE_URL" "$NODE_PID"
+stop_servers
+# syscalls FILE: "calls per request  name" for the busiest calls of one strace -c table.
+syscalls() {
+    awk -v n="$REQUESTS" '$1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" {
+        printf "%7.2f  %s\n", $4 / n, $NF }' "$1" | sort -rn | head -n 8
+}
 
 # file_of BASE PHASE: the dump callgrind_control -d wrote for that phase.
 file_of() { grep -l "^desc: Trigger: dump $2\$" "$WORK"/"$1".callgrind.* 2>/dev/null | head -n 1; }
@@ -170,6 +215,20 @@ total_ir() { awk '/^summary:/ {print $2; exit}' "$1"; }
         f=$(file_of "$2" "$1-phase")
         [[ -n $f ]] || die "no callgrind dump for $2 in phase $1 (see $WORK)"
         echo "| $1 | $2 | $(( $(total_ir "$f") / REQUESTS )) |"
+    done
+    echo
+    echo "System calls per request (\`strace -c -f\` attached for the same $REQUESTS GETs, servers run"
+    echo "natively; strace slows them, so only the counts mean anything):"
+    echo
+    echo "| phase | process | calls per request | busiest |"
+    echo "|---|---|---:|---|"
+    for spec in "router router $ROUTER_PID" "router node $NODE_PID" "direct node $NODE_PID"; do
+        set -- $spec
+        f=$WORK/strace-$1-$3.txt
+        [[ -s $f ]] || die "no strace table for $2 in phase $1 (see $WORK)"
+        total=$(awk '$1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" {s += $4} END {print s + 0}' "$f")
+        busiest=$(syscalls "$f" | head -n 4 | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $2, $1}')
+        echo "| $1 | $2 | $(awk -v t="$total" -v n="$REQUESTS" 'BEGIN {printf "%.1f", t / n}') | $busiest |"
     done
     for spec in "router router" "router node" "direct node"; do
         set -- $spec

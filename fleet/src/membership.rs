@@ -123,7 +123,9 @@ impl RetryBudget {
 pub struct MetaCache {
     rules: RwLock<Arc<lakecache_common::keys::KeyRules>>,
     ttl: std::time::Duration,
-    map: moka::sync::Cache<String, (std::time::Instant, Arc<ObjectInfo>)>,
+    /// By `bucket/key`: when it was learned, how the key is treated (classified once, when
+    /// stored), what it is.
+    map: moka::sync::Cache<String, (std::time::Instant, lakecache_common::keys::KeyClass, Arc<ObjectInfo>)>,
 }
 
 impl MetaCache {
@@ -132,10 +134,18 @@ impl MetaCache {
         Ok(Self { rules, ttl, map: moka::sync::Cache::builder().max_capacity(1_000_000).build() })
     }
 
+    fn map_key(bucket: &str, key: &str) -> String {
+        let mut k = String::with_capacity(bucket.len() + 1 + key.len());
+        k.push_str(bucket);
+        k.push('/');
+        k.push_str(key);
+        k
+    }
+
     pub fn get(&self, bucket: &str, key: &str) -> Option<Arc<ObjectInfo>> {
         use lakecache_common::keys::KeyClass;
-        let (at, m) = self.map.get(&format!("{bucket}/{key}"))?;
-        match self.rules.read().classify(key) {
+        let (at, class, m) = self.map.get(&Self::map_key(bucket, key))?;
+        match class {
             KeyClass::Immutable => Some(m),
             KeyClass::Revalidated if at.elapsed() < self.ttl => Some(m),
             _ => None,
@@ -143,13 +153,20 @@ impl MetaCache {
     }
 
     pub fn put(&self, bucket: &str, key: &str, m: Arc<ObjectInfo>) {
-        if self.rules.read().classify(key) != lakecache_common::keys::KeyClass::NeverCache {
-            self.map.insert(format!("{bucket}/{key}"), (std::time::Instant::now(), m));
+        let class = self.rules.read().classify(key);
+        if class != lakecache_common::keys::KeyClass::NeverCache {
+            self.map.insert(Self::map_key(bucket, key), (std::time::Instant::now(), class, m));
         }
     }
 
     pub fn forget(&self, bucket: &str, key: &str) {
-        self.map.invalidate(&format!("{bucket}/{key}"));
+        self.map.invalidate(&Self::map_key(bucket, key));
+    }
+
+    /// Applies `rules` from now on; what was stored under other rules is dropped.
+    fn set_rules(&self, rules: lakecache_common::keys::KeyRules) {
+        *self.rules.write() = Arc::new(rules);
+        self.map.invalidate_all();
     }
 
     /// The key rules in force (the fleet's, once learned from the nodes).
@@ -308,7 +325,7 @@ impl Fleet {
             }
         }
         let rules = KeyRules::from_spec(&first.rules).map_err(anyhow::Error::msg)?;
-        *self.meta.rules.write() = Arc::new(rules);
+        self.meta.set_rules(rules);
         tracing::info!(nodes = answers.len(), rules = ?first.rules, "adopted the fleet's key rules");
         Ok(())
     }

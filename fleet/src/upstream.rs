@@ -42,6 +42,10 @@ pub struct ObjectInfo {
     /// The object's own headers to hand back to clients unchanged (Content-Encoding,
     /// Cache-Control, Content-Disposition, Content-Language, Expires, `x-amz-meta-*`, …).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// What every answer about this version carries, as the node sent it: ETag,
+    /// Last-Modified, Content-Type (`application/octet-stream` if none), Accept-Ranges and
+    /// [`headers`](Self::headers) — an answer adds only its length and range.
+    pub answer: HeaderMap,
 }
 
 /// Response headers that describe the object itself and go back to clients as they came.
@@ -234,23 +238,33 @@ impl NodeClient {
         ranges: &str,
         version: &str,
     ) -> Result<http::Request<http_body_util::Empty<Bytes>>, UpstreamError> {
-        let path = format!("{}{}/{}", wire::PAGE_PATH, s3_encode(bucket, false), s3_encode(key, false));
         let base = member.cfg.url.trim_end_matches('/');
-        let auth = self.key.auth_value(method.as_str(), &path, ranges, version);
-        let mut b = http::Request::builder()
-            .method(method)
-            .uri(format!("{base}{path}"))
-            .header(wire::FLEET_AUTH, auth);
-        if !ranges.is_empty() {
-            b = b.header(wire::RANGES, ranges);
-        }
-        if !version.is_empty() {
-            b = b.header(wire::READ_VERSION, version);
-        }
-        b.body(http_body_util::Empty::new()).map_err(|e| UpstreamError::NoAnswer {
+        let (bucket, key) = (s3_encode(bucket, false), s3_encode(key, false));
+        let mut uri =
+            String::with_capacity(base.len() + wire::PAGE_PATH.len() + bucket.len() + 1 + key.len());
+        uri.push_str(base);
+        uri.push_str(wire::PAGE_PATH);
+        uri.push_str(&bucket);
+        uri.push('/');
+        uri.push_str(&key);
+        let auth = self.key.auth_value(method.as_str(), &uri[base.len()..], ranges, version);
+        let bad = |e: String| UpstreamError::NoAnswer {
             node: member.cfg.id.clone(),
             reason: format!("cannot build a request to {base}: {e}"),
-        })
+        };
+        let mut req = http::Request::new(http_body_util::Empty::new());
+        *req.method_mut() = method;
+        *req.uri_mut() = uri.parse().map_err(|e: http::uri::InvalidUri| bad(e.to_string()))?;
+        let h = req.headers_mut();
+        let value = |v: &str| HeaderValue::from_str(v).map_err(|e| bad(e.to_string()));
+        h.insert(HeaderName::from_static(wire::FLEET_AUTH), value(&auth)?);
+        if !ranges.is_empty() {
+            h.insert(HeaderName::from_static(wire::RANGES), value(ranges)?);
+        }
+        if !version.is_empty() {
+            h.insert(HeaderName::from_static(wire::READ_VERSION), value(version)?);
+        }
+        Ok(req)
     }
 
     /// Sends a page-protocol request and waits for the answer's head; an error answer is
@@ -385,7 +399,8 @@ impl NodeClient {
         if range.is_empty() {
             return Ok(Box::pin(futures::stream::empty()));
         }
-        self.get_ranges(member, bucket, key, &[range], version).await.map(|(_, body)| body)
+        let resp = self.send_ranges(member, bucket, key, &[range], version).await?;
+        Ok(self.body_stream(member, resp))
     }
 
     /// Several ranges of the object in one request (at most `wire::MAX_RANGES`): the
@@ -399,6 +414,22 @@ impl NodeClient {
         ranges: &[ByteRange],
         version: &ReadVersion,
     ) -> Result<(ObjectInfo, BodyStream), UpstreamError> {
+        let resp = self.send_ranges(member, bucket, key, ranges, version).await?;
+        let info = info_of(resp.headers()).ok_or_else(|| UpstreamError::NoAnswer {
+            node: member.cfg.id.clone(),
+            reason: "an answer without the object's size".into(),
+        })?;
+        Ok((info, self.body_stream(member, resp)))
+    }
+
+    async fn send_ranges(
+        &self,
+        member: &Member,
+        bucket: &str,
+        key: &str,
+        ranges: &[ByteRange],
+        version: &ReadVersion,
+    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
         let spans: Vec<(u64, u64)> =
             ranges.iter().filter(|r| !r.is_empty()).map(|r| (r.start, r.end)).collect();
         let text = wire::format_ranges(&spans);
@@ -410,12 +441,12 @@ impl NodeClient {
             &text,
             version.etag.as_deref().unwrap_or(""),
         )?;
-        let resp = self.send_page(member, req).await?;
-        let info = info_of(resp.headers()).ok_or_else(|| UpstreamError::NoAnswer {
-            node: member.cfg.id.clone(),
-            reason: "an answer without the object's size".into(),
-        })?;
-        let node = member.cfg.id.clone();
+        self.send_page(member, req).await
+    }
+
+    /// An answer's body as it arrives, each piece within the timeout.
+    fn body_stream(&self, member: &Member, resp: http::Response<hyper::body::Incoming>) -> BodyStream {
+        let node: Arc<str> = Arc::from(member.cfg.id.as_str());
         let timeout = self.timeout;
         let body = resp.into_body();
         let stream = futures::stream::unfold(Some(body), move |body| {
@@ -432,17 +463,23 @@ impl NodeClient {
                         Ok(None) => return None,
                         Ok(Some(Err(e))) => {
                             let reason = format!("body broke off: {}", error_chain(&e));
-                            return Some((Err(UpstreamError::NoAnswer { node, reason }), None));
+                            return Some((
+                                Err(UpstreamError::NoAnswer { node: node.to_string(), reason }),
+                                None,
+                            ));
                         }
                         Err(_) => {
                             let reason = format!("the body paused for longer than {timeout:?}");
-                            return Some((Err(UpstreamError::NoAnswer { node, reason }), None));
+                            return Some((
+                                Err(UpstreamError::NoAnswer { node: node.to_string(), reason }),
+                                None,
+                            ));
                         }
                     }
                 }
             }
         });
-        Ok((info, Box::pin(stream)))
+        Box::pin(stream)
     }
 }
 
@@ -499,10 +536,27 @@ fn info_of(h: &HeaderMap) -> Option<ObjectInfo> {
         .and_then(|t| httpdate::parse_http_date(t).ok())
         .unwrap_or(SystemTime::UNIX_EPOCH);
     let content_type = text(&http::header::CONTENT_TYPE).map(str::to_string);
-    let headers =
+    let headers: Vec<(HeaderName, HeaderValue)> =
         h.iter().filter(|(n, _)| object_header(n.as_str())).map(|(n, v)| (n.clone(), v.clone())).collect();
     let version = text(&HeaderName::from_static(wire::OBJECT_VERSION)).map(str::to_string);
-    Some(ObjectInfo { size, etag, last_modified, content_type, version, headers })
+    let mut answer = HeaderMap::new();
+    // Copied: a value parsed from an answer shares (and would keep alive) its read buffer.
+    let own = |v: &HeaderValue| HeaderValue::from_bytes(v.as_bytes()).ok();
+    for name in [http::header::ETAG, http::header::LAST_MODIFIED, http::header::CONTENT_TYPE] {
+        if let Some(v) = h.get(&name).and_then(own) {
+            answer.insert(name, v);
+        }
+    }
+    if !answer.contains_key(http::header::CONTENT_TYPE) {
+        answer.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    }
+    answer.insert(http::header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let headers: Vec<(HeaderName, HeaderValue)> =
+        headers.into_iter().filter_map(|(n, v)| Some((n, own(&v)?))).collect();
+    for (n, v) in &headers {
+        answer.append(n.clone(), v.clone());
+    }
+    Some(ObjectInfo { size, etag, last_modified, content_type, version, headers, answer })
 }
 
 /// A shared client, as `Fleet` holds it.

@@ -361,14 +361,7 @@ impl Passthrough {
     ) -> S3Result<S3Response<s3s::Body>> {
         let conditions = HeaderConditions::parse(headers)?;
         let r = self.reads.start_read(bucket, key, None, conditions.as_conditions()).await?;
-        let info = &r.info;
-        let mut h = lakecache_s3::response::whole_object_headers(
-            info.size,
-            info.etag.as_deref(),
-            info.last_modified,
-            info.content_type.as_deref(),
-        );
-        h.extend(crate::proxy::object_headers(info));
+        let h = crate::proxy::read_headers(&r.info, r.range, false);
         let body =
             s3s::Body::http_body(http_body_util::StreamBody::new(futures::StreamExt::map(r.body, |c| {
                 c.map(hyper::body::Frame::data)

@@ -14,7 +14,7 @@ use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 
 use crate::config::RouterConfig;
-use crate::proxy::Router;
+use crate::proxy::{PlainRead, Router};
 use lakecache_fleet::membership::Fleet;
 
 pub const ROUTER_S3_REQUESTS: &str = "router_s3_requests_total";
@@ -24,8 +24,51 @@ pub struct RouterNode {
     pub fleet: Arc<Fleet>,
     admin_token: Option<String>,
     s3: S3Service,
+    /// Plain object reads, answered without s3s (`PlainRead`).
+    reads: Router,
+    domains: Vec<String>,
+    anonymous: bool,
+    stats: S3Stats,
     metrics: PrometheusHandle,
     limits: ConnLimits,
+}
+
+/// The series of the commonest answers, registered at start.
+struct S3Stats {
+    get_200: metrics::Counter,
+    get_206: metrics::Counter,
+    head_200: metrics::Counter,
+    get_latency: metrics::Histogram,
+    head_latency: metrics::Histogram,
+}
+
+impl S3Stats {
+    fn new() -> Self {
+        let count = |m: &'static str, s: &'static str| metrics::counter!(ROUTER_S3_REQUESTS, "method" => m, "status" => s);
+        Self {
+            get_200: count("GET", "200"),
+            get_206: count("GET", "206"),
+            head_200: count("HEAD", "200"),
+            get_latency: metrics::histogram!(ROUTER_S3_LATENCY, "method" => "GET"),
+            head_latency: metrics::histogram!(ROUTER_S3_LATENCY, "method" => "HEAD"),
+        }
+    }
+
+    fn record(&self, method: &'static str, status: StatusCode, started: std::time::Instant) {
+        let ms = lakecache_common::metrics::ms_since(started);
+        match (method, status.as_u16()) {
+            ("GET", 200) => self.get_200.increment(1),
+            ("GET", 206) => self.get_206.increment(1),
+            ("HEAD", 200) => self.head_200.increment(1),
+            _ => metrics::counter!(ROUTER_S3_REQUESTS, "method" => method, "status" => status.as_str().to_string())
+                .increment(1),
+        }
+        match method {
+            "GET" => self.get_latency.record(ms),
+            "HEAD" => self.head_latency.record(ms),
+            _ => metrics::histogram!(ROUTER_S3_LATENCY, "method" => method).record(ms),
+        }
+    }
 }
 
 impl RouterNode {
@@ -43,6 +86,10 @@ impl RouterNode {
             cfg.auth.anonymous,
         )?);
         Ok(Arc::new(RouterNode {
+            reads: Router::new(fleet.clone())?,
+            domains: cfg.server.virtual_host_domains.clone(),
+            anonymous: cfg.auth.allows_anonymous(),
+            stats: S3Stats::new(),
             fleet,
             admin_token: cfg.admin.token.clone(),
             s3: b.build(),
@@ -71,19 +118,19 @@ impl RouterNode {
         }
         let method = method_label(req.method());
         let started = std::time::Instant::now();
-        match self.s3.call(req.map(s3s::Body::http_body)).await {
-            Ok(r) => {
-                metrics::counter!(ROUTER_S3_REQUESTS, "method" => method, "status" => r.status().as_str().to_string())
-                    .increment(1);
-                metrics::histogram!(ROUTER_S3_LATENCY, "method" => method)
-                    .record(lakecache_common::metrics::ms_since(started));
-                r
+        let answer = if let Some(plain) = PlainRead::of(&req, &self.domains, self.anonymous) {
+            self.reads.plain_read(&plain).await
+        } else {
+            match self.s3.call(req.map(s3s::Body::http_body)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = ?e, "S3 service failed");
+                    return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+                }
             }
-            Err(e) => {
-                tracing::error!(error = ?e, "S3 service failed");
-                text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
-            }
-        }
+        };
+        self.stats.record(method, answer.status(), started);
+        answer
     }
 }
 

@@ -451,3 +451,101 @@ async fn the_routers_admin_api_has_fleet_wide_stats_and_prewarm() {
     let r = http.post(url("prewarm")).bearer_auth("router-admin-token").body("{").send().await.unwrap();
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_reads_are_answered_as_the_s3_layer_answers_them() {
+    // Unsigned reads take the router's own path (no s3s); signed ones go through s3s. Both
+    // must give the same answer for every read a client can send.
+    let f = fleet_with(|r| r.auth.anonymous = true).await;
+    let data = pattern(31, 100_000);
+    f.origin.put_file("bkt", "plain/p.bin", &data);
+    f.origin.put_file("bkt", "plain/a b.bin", b"spaced out");
+    let etag = f.client().head_object().bucket("bkt").key("plain/p.bin").send().await.unwrap();
+    let etag = etag.e_tag().unwrap().to_string();
+    let later = lakecache_s3::response::httpdate(std::time::SystemTime::now() + Duration::from_secs(3600));
+    let earlier =
+        lakecache_s3::response::httpdate(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1000));
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, String)>);
+    let cases: Vec<Case> = vec![
+        ("GET", "/bkt/plain/p.bin", vec![]),
+        ("GET", "/bkt/plain/p.bin", vec![("range", "bytes=10-19".into())]),
+        ("GET", "/bkt/plain/p.bin", vec![("range", "bytes=-5".into())]),
+        ("GET", "/bkt/plain/p.bin", vec![("range", "bytes=99990-".into())]),
+        ("GET", "/bkt/plain/p.bin", vec![("range", "bytes=0-99999999".into())]),
+        ("GET", "/bkt/plain/p.bin", vec![("range", "bytes=200000-".into())]),
+        ("GET", "/bkt/plain/p.bin", vec![("if-none-match", etag.clone())]),
+        ("GET", "/bkt/plain/p.bin", vec![("if-match", "\"other\"".into())]),
+        ("GET", "/bkt/plain/p.bin", vec![("if-match", etag.clone()), ("range", "bytes=5-9".into())]),
+        ("GET", "/bkt/plain/p.bin", vec![("if-modified-since", later.clone())]),
+        ("GET", "/bkt/plain/p.bin", vec![("if-unmodified-since", earlier.clone())]),
+        ("GET", "/bkt/plain/a%20b.bin", vec![("range", "bytes=3-4".into())]),
+        ("GET", "/bkt/plain/missing.bin", vec![]),
+        ("GET", "/no-such-bucket-here/k", vec![]),
+        ("HEAD", "/bkt/plain/p.bin", vec![]),
+        ("HEAD", "/bkt/plain/p.bin", vec![("range", "bytes=0-9".into())]),
+        ("HEAD", "/bkt/plain/p.bin", vec![("if-none-match", etag.clone())]),
+        ("HEAD", "/bkt/plain/missing.bin", vec![]),
+    ];
+    let compared =
+        ["content-length", "content-range", "content-type", "etag", "last-modified", "accept-ranges"];
+    let header = |head: &str, name: &str| {
+        head.lines().find_map(|l| {
+            l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string())
+        })
+    };
+    let code = |body: &[u8]| {
+        let t = String::from_utf8_lossy(body);
+        t.split("<Code>").nth(1).and_then(|r| r.split("</Code>").next()).map(str::to_string)
+    };
+    for (method, path, extra) in &cases {
+        let mut unsigned = format!("{method} {path} HTTP/1.1\r\nhost: {}\r\n", f.router_addr);
+        for (k, v) in extra {
+            unsigned.push_str(&format!("{k}: {v}\r\n"));
+        }
+        unsigned.push_str("\r\n");
+        let signed = signed_head(f.router_addr, method, path, extra, &sha256_hex(b""));
+        let (plain, s3) = if *method == "HEAD" {
+            // A HEAD answer has a Content-Length but no body: read the head only.
+            let head_only = |h: String| async move {
+                let mut s = tokio::net::TcpStream::connect(f.router_addr).await.unwrap();
+                s.write_all(h.as_bytes()).await.unwrap();
+                let mut out = Vec::new();
+                let mut buf = [0u8; 4096];
+                while find(&out, b"\r\n\r\n").is_none() {
+                    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    assert!(n > 0, "connection closed before the answer's head");
+                    out.extend_from_slice(&buf[..n]);
+                }
+                let head = String::from_utf8_lossy(&out[..find(&out, b"\r\n\r\n").unwrap()]).to_string();
+                let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+                RawAnswer { status, head, body: Vec::new() }
+            };
+            (head_only(unsigned).await, head_only(signed).await)
+        } else {
+            (raw(f.router_addr, unsigned, b"", false).await, raw(f.router_addr, signed, b"", false).await)
+        };
+        let what = format!("{method} {path} {extra:?}");
+        assert_eq!(plain.status, s3.status, "{what}: status (plain {} / s3s {})", plain.head, s3.head);
+        for h in compared {
+            assert_eq!(header(&plain.head, h), header(&s3.head, h), "{what}: {h}");
+        }
+        assert_eq!(code(&plain.body), code(&s3.body), "{what}: error code");
+        if plain.status < 300 {
+            assert!(plain.body == s3.body, "{what}: bodies differ");
+        }
+    }
+    // The bytes themselves, for the two read shapes.
+    let get = |range: Option<&str>| {
+        let mut h = format!("GET /bkt/plain/p.bin HTTP/1.1\r\nhost: {}\r\n", f.router_addr);
+        if let Some(r) = range {
+            h.push_str(&format!("range: {r}\r\n"));
+        }
+        h.push_str("\r\n");
+        raw(f.router_addr, h, b"", false)
+    };
+    assert!(get(None).await.body == data);
+    assert!(get(Some("bytes=1000-70000")).await.body == data[1000..=70000]);
+}

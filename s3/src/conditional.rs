@@ -103,6 +103,14 @@ fn not_modified(meta: &ObjectMeta) -> S3Error {
 }
 
 impl Conditions<'_> {
+    /// Whether the request has any condition at all.
+    pub fn any(&self) -> bool {
+        self.if_match.is_some()
+            || self.if_none_match.is_some()
+            || self.if_modified_since.is_some()
+            || self.if_unmodified_since.is_some()
+    }
+
     pub fn check(&self, meta: &ObjectMeta) -> Result<(), S3Error> {
         let etag = meta.etag.as_deref();
         let modified = secs(meta.last_modified);

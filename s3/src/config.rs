@@ -72,6 +72,14 @@ pub struct AuthConfig {
     pub keys: Vec<AccessKey>,
 }
 
+impl AuthConfig {
+    /// Whether an unsigned request is let in: `anonymous`, or no keys at all (then
+    /// nothing is checked; see `service::configure_s3`).
+    pub fn allows_anonymous(&self) -> bool {
+        self.anonymous || self.keys.is_empty()
+    }
+}
+
 pub use lakecache_common::config::AccessKey;
 
 #[derive(Debug, Clone, Deserialize, Default)]
