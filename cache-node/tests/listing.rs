@@ -4,11 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use aws_sdk_s3::primitives::ByteStream;
-use common::*;
 use lakecache_cache_node::tier::disk::IoEngineChoice;
+use lakecache_testkit::*;
 
 async fn setup() -> (tempfile::TempDir, Origin, Node) {
     let dir = tempfile::tempdir().unwrap();

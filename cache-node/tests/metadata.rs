@@ -6,13 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
-use common::*;
 use lakecache_cache_node::config::OriginConfig;
 use lakecache_cache_node::tier::disk::IoEngineChoice;
+use lakecache_testkit::*;
 
 async fn s3_origin_node() -> (tempfile::TempDir, Origin, Node) {
     let dir = tempfile::tempdir().unwrap();

@@ -4,14 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::Duration;
 
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use common::*;
 use lakecache_cache_node::tier::disk::IoEngineChoice;
+use lakecache_testkit::*;
 
 async fn setup_with(
     engine: IoEngineChoice,

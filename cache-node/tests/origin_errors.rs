@@ -6,15 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
-use common::*;
 use lakecache_cache_node::config::{OriginConfig, OriginKind};
 use lakecache_cache_node::tier::disk::IoEngineChoice;
 use lakecache_common::wire::{ERROR_SOURCE, ERROR_SOURCE_ORIGIN};
+use lakecache_testkit::*;
 
 fn source(r: &reqwest::Response) -> Option<String> {
     r.headers().get(ERROR_SOURCE).and_then(|v| v.to_str().ok()).map(String::from)

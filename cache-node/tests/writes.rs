@@ -5,15 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use base64::Engine as _;
-use common::*;
 use lakecache_cache_node::tier::disk::IoEngineChoice;
+use lakecache_testkit::*;
 
 const BODY_TIMEOUT: Duration = Duration::from_secs(2);
 

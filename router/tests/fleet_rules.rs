@@ -6,13 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../../cache-node/tests/common/mod.rs"]
-mod common;
-mod support;
-
 use aws_sdk_s3::primitives::ByteStream;
 use lakecache_common::keys::KeyClass;
-use support::*;
+use lakecache_testkit::fleet::*;
 
 fn custom_rules(c: &mut lakecache_cache_node::config::Config) {
     c.cache.immutable = vec!["**/*.frozen".into()];
@@ -106,7 +102,7 @@ async fn rules_or_page_size_other_than_the_nodes_are_refused() {
         cfg.nodes.iter().map(|n| format!("[[nodes]]\nid = \"{}\"\nurl = \"{}\"\n", n.id, n.url)).collect();
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[auth]\nanonymous = true\n[fleet]\npage_size = \"64 KiB\"\nsecret = \"{}\"\nimmutable = [\"**/*.other\"]\nnever_cache = []\nstartup_wait = \"2s\"\n{nodes}",
-        common::FLEET_SECRET
+        lakecache_testkit::FLEET_SECRET
     );
     let p = dir.path().join("router.toml");
     std::fs::write(&p, toml).unwrap();
@@ -126,9 +122,9 @@ async fn nodes_with_different_rules_are_refused() {
     let f = fleet().await;
     // A fourth node with other rules joins the configured membership.
     let dir = tempfile::tempdir().unwrap();
-    let mut c = common::node_config(&f.origin, dir.path(), Default::default());
+    let mut c = lakecache_testkit::node_config(&f.origin, dir.path(), Default::default());
     custom_rules(&mut c);
-    let odd = common::Node::start(c).await;
+    let odd = lakecache_testkit::Node::start(c).await;
     let e = adopt(&f, |c| {
         c.nodes.push(lakecache_router::config::NodeConfig { id: "odd".into(), url: odd.url(), weight: 1.0 })
     })

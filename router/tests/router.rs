@@ -4,17 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../../cache-node/tests/common/mod.rs"]
-mod common;
-mod support;
-
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use common::*;
 use lakecache_cache_node::tier::disk::IoEngineChoice;
 use lakecache_router::config::NodeConfig;
-use support::*;
+use lakecache_testkit::fleet::*;
+use lakecache_testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ranges_across_nodes_are_byte_exact_and_pages_live_on_their_owners() {

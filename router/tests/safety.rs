@@ -6,17 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../../cache-node/tests/common/mod.rs"]
-mod common;
-mod support;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
-use common::*;
 use lakecache_cache_node::config::{OriginConfig, OriginKind};
-use support::*;
+use lakecache_testkit::fleet::*;
+use lakecache_testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The answer to a raw HTTP/1.1 request: status, header block, body.

@@ -4,18 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../../cache-node/tests/common/mod.rs"]
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::{Array, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
-use common::*;
 use lakecache_cache_node::tier::disk::IoEngineChoice;
 use lakecache_router::config::NodeConfig;
 use lakecache_search_node::config::{NamespaceConfig, SearchConfig};
+use lakecache_testkit::*;
 use serde_json::{Value, json};
 
 const KEY: &str = "search-test-key";

@@ -1,8 +1,14 @@
-//! Test harness: a real S3 origin (s3s-fs over HTTP on loopback) that counts the requests
-//! it serves, a real cache node in-process, and the real aws-sdk-s3 client.
+//! The integration tests' harness: a real S3 origin (s3s-fs over HTTP on loopback, or an
+//! in-memory S3 server) that counts the requests it serves and fails on demand, real cache
+//! nodes in-process on 127.0.0.1:0, routers in front of them (`fleet`), and real
+//! aws-sdk-s3 clients. Search nodes are started by the search node's own tests (this crate
+//! stays free of lance).
+//!
+//! Test code: it panics on any setup failure, which is what a test wants.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod fleet;
 pub mod mem_s3;
 
 use std::net::SocketAddr;

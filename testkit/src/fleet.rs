@@ -1,8 +1,6 @@
 //! The router in front of three real cache nodes in front of a real S3 server (s3s-fs),
 //! all on 127.0.0.1, shared by the router's integration tests.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +8,7 @@ use lakecache_cache_node::config::Config;
 use lakecache_cache_node::tier::disk::IoEngineChoice;
 use lakecache_router::config::{FleetConfig, NodeConfig, RouterConfig};
 
-use crate::common::*;
+use crate::*;
 
 pub struct Fleet {
     pub _dir: tempfile::TempDir,
