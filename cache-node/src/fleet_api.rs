@@ -170,11 +170,13 @@ impl FleetApi {
             Err(e) => return cache_error(e),
         };
         let size = obj.meta.size;
+        // A range that runs past the object's end is cut at it (as S3 cuts a Range header);
+        // one that starts there or later cannot be served.
         let wanted: Vec<ByteRange> = match ranges {
             None => vec![ByteRange { start: 0, end: size }],
-            Some(r) => r.into_iter().map(|(start, end)| ByteRange { start, end }).collect(),
+            Some(r) => r.into_iter().map(|(start, end)| ByteRange { start, end: end.min(size) }).collect(),
         };
-        if wanted.iter().any(|r| r.end > size) {
+        if !ranges_text.is_empty() && wanted.iter().any(|r| r.start >= size) {
             return error(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "InvalidRange",

@@ -156,9 +156,15 @@ async fn several_ranges_come_back_in_one_answer_with_the_metadata() {
     assert_eq!(h.status(), 200);
     assert_eq!(header(&h, wire::OBJECT_SIZE), "300000");
 
-    // Bad requests are the reader's: 416 past the end, 400 for a malformed or too long list,
-    // 404 for a missing key — with the S3 code in a header.
-    let past = ask(&base, "a/b.lance", Ask { ranges: "299999-300000", ..Default::default() }).await;
+    // A range past the end is cut at it, as S3 cuts a Range.
+    let cut = ask(&base, "a/b.lance", Ask { ranges: "299990-400000", ..Default::default() }).await;
+    assert_eq!(cut.status(), 200);
+    assert_eq!(header(&cut, "content-length"), "10");
+    assert_eq!(cut.bytes().await.unwrap(), body[299990..]);
+
+    // Bad requests are the reader's: 416 from the end on, 400 for a malformed or too long
+    // list, 404 for a missing key — with the S3 code in a header.
+    let past = ask(&base, "a/b.lance", Ask { ranges: "0-9,300000-300001", ..Default::default() }).await;
     assert_eq!(past.status(), 416);
     assert_eq!(header(&past, wire::ERROR_CODE), "InvalidRange");
     for bad in ["5-2", "x", &vec!["0-0"; wire::MAX_RANGES + 1].join(",")] {

@@ -34,7 +34,9 @@ pub const PAGE_PATH: &str = "/_lakecache/fleet/v1/o/";
 pub const RULES_PATH: &str = "/_lakecache/fleet/v1/rules";
 /// `v1 <unix seconds> <hex HMAC-SHA256>`; see [`FleetKey`].
 pub const FLEET_AUTH: &str = "x-lakecache-fleet-auth";
-/// Comma-separated inclusive byte ranges `first-last`, resolved by the reader.
+/// Comma-separated inclusive byte ranges `first-last`. A range running past the object's
+/// end is cut at it; one starting at or past the end is 416. (A reader that knows the size
+/// asks exactly; one that does not yet — its first read — learns it from the answer.)
 pub const RANGES: &str = "x-lakecache-ranges";
 /// The object's size, on every successful answer (Content-Length is the bytes sent).
 pub const OBJECT_SIZE: &str = "x-lakecache-object-size";

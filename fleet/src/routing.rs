@@ -97,6 +97,53 @@ pub async fn head(fleet: &Fleet, bucket: &str, key: &str) -> Result<Arc<ObjectIn
     Err(last.unwrap_or_else(no_node))
 }
 
+/// The first read of an object this member knows nothing about: `want` (inside one page)
+/// is asked of that page's owners without a version — failover and hedging as for any page
+/// read — and the answer's headers describe the object (remembered, as a HEAD's would be),
+/// so the read needs no HEAD first. Returns the description, the answer's body (the bytes
+/// of `want` up to the object's end) and who gives it.
+pub async fn first_read(
+    fleet: &Fleet,
+    bucket: &str,
+    key: &str,
+    page: u64,
+    want: ByteRange,
+) -> Result<(Arc<ObjectInfo>, BodyStream, Arc<Member>), UpstreamError> {
+    let owners = fleet.owners(bucket, key, page, fleet.cfg.failover_attempts);
+    let mut last = None;
+    fleet.retry_budget.deposit();
+    let mut i = 0;
+    let current = ReadVersion::default();
+    while let Some(m) = owners.get(i) {
+        if i > 0 && !fleet.retry_budget.withdraw() {
+            break;
+        }
+        m.stats.get.increment(1);
+        let started = std::time::Instant::now();
+        let (res, served_by) = first_answer(fleet, m, owners.get(i + 1), |n| {
+            let current = &current;
+            async move { fleet.nodes.get_ranges(&n, bucket, key, &[want], current).await }
+        })
+        .await;
+        served_by.stats.upstream_latency.record(lakecache_common::metrics::ms_since(started));
+        i += if Arc::ptr_eq(&served_by, m) { 1 } else { 2 };
+        match res {
+            Ok((info, body)) => {
+                let info = Arc::new(info);
+                fleet.meta.put(bucket, key, info.clone());
+                return Ok((info, body, served_by));
+            }
+            Err(e) if e.is_node_fault() => {
+                fleet.report_failure(&served_by);
+                metrics::counter!(ROUTER_FAILOVERS).increment(1);
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(no_node))
+}
+
 fn no_node() -> UpstreamError {
     UpstreamError::NoAnswer { node: "-".into(), reason: "no cache node is available".into() }
 }
@@ -115,6 +162,20 @@ pub fn stream(
     key: &str,
     version: ReadVersion,
     range: ByteRange,
+) -> ReadStream {
+    stream_from(fleet, geometry, bucket, key, version, range, None)
+}
+
+/// [`stream`], with the first run's bytes up to `first.1` already being answered by the
+/// body `first.0` (a [`first_read`]'s); the rest of the run is asked for when it is spent.
+pub fn stream_from(
+    fleet: &Arc<Fleet>,
+    geometry: PageGeometry,
+    bucket: &str,
+    key: &str,
+    version: ReadVersion,
+    range: ByteRange,
+    first: Option<(BodyStream, u64, Arc<Member>)>,
 ) -> ReadStream {
     fleet.retry_budget.deposit();
     let replicas = fleet.replicas_for(key);
@@ -139,13 +200,18 @@ pub fn stream(
             _ => runs.push((ByteRange { start, end }, owners)),
         }
     }
+    let mut runs = runs.into_iter();
+    let run = first.and_then(|(body, body_end, m)| {
+        let (r, owners) = runs.next()?;
+        Some(Run { end: r.end, owners, pos: r.start, next: 0, last: None, body: Some((body, m, body_end)) })
+    });
     let reader = Reader {
         fleet: fleet.clone(),
         bucket: bucket.to_string(),
         key: key.to_string(),
         version,
-        runs: runs.into_iter(),
-        run: None,
+        runs,
+        run,
         done: false,
     };
     Box::pin(futures::stream::unfold(reader, |mut r| async move {
@@ -174,7 +240,8 @@ struct Run {
     /// The owner asked next.
     next: usize,
     last: Option<UpstreamError>,
-    body: Option<(BodyStream, Arc<Member>)>,
+    /// The answer being sent, who gives it, and where its bytes end.
+    body: Option<(BodyStream, Arc<Member>, u64)>,
 }
 
 impl Reader {
@@ -215,13 +282,15 @@ impl Reader {
                 *run = None;
                 continue;
             }
-            if let Some((body, m)) = &mut r.body {
+            if let Some((body, m, body_end)) = &mut r.body {
                 let cut = match body.next().await {
                     Some(Ok(c)) => {
-                        let take = c.len().min((r.end - r.pos) as usize);
+                        let take = c.len().min((*body_end - r.pos) as usize);
                         r.pos += take as u64;
                         m.stats.upstream_bytes.increment(take as u64);
-                        if r.pos >= r.end {
+                        if r.pos >= *body_end {
+                            // Spent (a first read's answer may cover less than the run:
+                            // the rest is asked for next, of the same owners).
                             r.body = None;
                         }
                         return Some(Ok(c.slice(..take)));
@@ -229,7 +298,7 @@ impl Reader {
                     Some(Err(e)) => e,
                     None => UpstreamError::NoAnswer {
                         node: m.cfg.id.clone(),
-                        reason: format!("the body ended {} bytes early", r.end - r.pos),
+                        reason: format!("the body ended {} bytes early", *body_end - r.pos),
                     },
                 };
                 // A body that broke off is not held against the node: a node cuts a body
@@ -258,7 +327,7 @@ impl Reader {
             r.next += if Arc::ptr_eq(&served_by, &m) { 1 } else { 2 };
             served_by.stats.upstream_latency.record(lakecache_common::metrics::ms_since(started));
             match res {
-                Ok(b) => r.body = Some((b, served_by)),
+                Ok(b) => r.body = Some((b, served_by, r.end)),
                 Err(e) if e.is_node_fault() => {
                     fleet.report_failure(&served_by);
                     if !fleet.retry_budget.withdraw() {

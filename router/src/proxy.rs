@@ -75,6 +75,12 @@ impl Router {
         range: Option<&Range>,
         conditions: Conditions<'_>,
     ) -> S3Result<StartedRead> {
+        Self::check_key(key)?;
+        if self.fleet.meta.get(bucket, key).is_none()
+            && let Some(read) = self.first_read(bucket, key, range, &conditions).await
+        {
+            return read;
+        }
         let mut again = true;
         loop {
             let info = self.head(bucket, key).await?;
@@ -207,6 +213,90 @@ pub fn read_headers(info: &ObjectInfo, range: ByteRange, partial: bool) -> Heade
         }
     }
     h
+}
+
+impl Router {
+    /// A read of an object whose metadata this router does not hold, with no HEAD: the
+    /// owner of the page with the first byte asked is asked for the bytes of that page
+    /// the client wants, and its answer describes the object (size, version, ETag); the
+    /// read continues pinned to that version. `None`: take the HEAD path instead — a
+    /// suffix range (its first byte depends on the size), or a range the node found past
+    /// the object's end (resolved, and answered as S3 does, from the metadata).
+    async fn first_read(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<&Range>,
+        conditions: &Conditions<'_>,
+    ) -> Option<S3Result<StartedRead>> {
+        let (start, last) = match range {
+            None => (0, None),
+            Some(Range::Int { first, last }) => (*first, *last),
+            Some(Range::Suffix { .. }) => return None,
+        };
+        let ps = self.geometry.page_size_bytes();
+        let page = start / ps;
+        let mut want_end = (page + 1).saturating_mul(ps);
+        if let Some(l) = last {
+            want_end = want_end.min(l.saturating_add(1));
+        }
+        if want_end <= start {
+            return None;
+        }
+        let want = ByteRange { start, end: want_end };
+        let (info, body, served_by) = match routing::first_read(&self.fleet, bucket, key, page, want).await {
+            Ok(r) => r,
+            Err(e) if e.status() == Some(http::StatusCode::RANGE_NOT_SATISFIABLE) => return None,
+            Err(e) => return Some(Err(upstream_err(&e))),
+        };
+        Some(self.continue_first_read(bucket, key, range, conditions, info, body, served_by, want).await)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn continue_first_read(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<&Range>,
+        conditions: &Conditions<'_>,
+        info: Arc<ObjectInfo>,
+        body: lakecache_fleet::upstream::BodyStream,
+        served_by: Arc<Member>,
+        want: ByteRange,
+    ) -> S3Result<StartedRead> {
+        if conditions.any() {
+            conditions.check(&meta_of(&info))?;
+        }
+        let (resolved, partial) = resolve_range(range, info.size)?;
+        // The answer holds the bytes of `want` up to the object's end; the rest of the read
+        // (if any) is asked for at the version the answer named.
+        let answered_to = want.end.min(info.size).min(resolved.end);
+        let mut read = routing::stream_from(
+            &self.fleet,
+            self.geometry,
+            bucket,
+            key,
+            ReadVersion::of(&info),
+            resolved,
+            Some((body, answered_to, served_by)),
+        );
+        let first = if resolved.is_empty() { None } else { read.next().await };
+        let first = match first {
+            None if !resolved.is_empty() => {
+                return Err(s3_error!(
+                    ServiceUnavailable,
+                    "The read ended before its first byte; please retry."
+                ));
+            }
+            None => None,
+            Some(Ok(b)) => Some(b),
+            Some(Err(e)) => return Err(upstream_err(&e)),
+        };
+        let rest = read.map(|r| r.map_err(|e| std::io::Error::other(e.to_string())));
+        let body: lakecache_common::object::ByteStream =
+            Box::pin(futures::stream::iter(first.map(Ok)).chain(rest));
+        Ok(StartedRead { info, range: resolved, partial, body })
+    }
 }
 
 /// A node's error as the router answers it.

@@ -545,3 +545,73 @@ async fn plain_reads_are_answered_as_the_s3_layer_answers_them() {
     assert!(get(None).await.body == data);
     assert!(get(Some("bytes=1000-70000")).await.body == data[1000..=70000]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_reads_without_a_head_answer_as_a_node_does() {
+    // Every read here is the router's first of its object (a new key each time): the
+    // answer for the first page describes the object, with no HEAD — and what the client
+    // gets is what the node itself answers.
+    let f = fleet().await;
+    let node = f.nodes[0].as_ref().unwrap().client();
+    let router = f.client();
+    let big = pattern(32, 200_000); // pages are 64 KiB: four of them
+    let small = pattern(33, 10);
+    let cases: [(&[u8], Option<&str>, Option<&str>); 12] = [
+        (&big, None, None),
+        (&big, Some("bytes=100-70000"), None),
+        (&big, Some("bytes=199990-"), None),
+        (&big, Some("bytes=0-999999"), None),
+        (&big, Some("bytes=-5"), None),
+        (&big, Some("bytes=200000-"), None),
+        (&small, None, None),
+        (&small, Some("bytes=0-99999"), None),
+        (&small, Some("bytes=10-20"), None),
+        (&[], None, None),
+        (&big, Some("bytes=0-9"), Some("\"not-it\"")),
+        (&big, Some("bytes=5-9"), Some("*")),
+    ];
+    for (i, (data, range, if_match)) in cases.iter().enumerate() {
+        let key = format!("first/{i}.bin");
+        f.origin.put_file("bkt", &key, data);
+        let answer = |c: aws_sdk_s3::Client| {
+            let key = key.clone();
+            async move {
+                let mut g = c.get_object().bucket("bkt").key(&key);
+                if let Some(r) = range {
+                    g = g.range(*r);
+                }
+                if let Some(m) = if_match {
+                    g = g.if_match(*m);
+                }
+                match g.send().await {
+                    Ok(out) => {
+                        let cr = out.content_range().map(str::to_string);
+                        let status = cr.as_ref().map_or(200, |_| 206);
+                        (status, cr, out.e_tag().map(str::to_string), body(out).await)
+                    }
+                    Err(e) => (err_code(&e).1, None, None, Vec::new()),
+                }
+            }
+        };
+        // The router first (its metadata is cold), then the node.
+        let r = answer(router.clone()).await;
+        let n = answer(node.clone()).await;
+        let what = format!("case {i}: {} bytes, range {range:?}, if-match {if_match:?}", data.len());
+        assert_eq!(r.0, n.0, "{what}: status");
+        assert_eq!(r.1, n.1, "{what}: Content-Range");
+        assert_eq!(r.2, n.2, "{what}: ETag");
+        assert!(r.3 == n.3, "{what}: bodies differ");
+    }
+    let missing = router.get_object().bucket("bkt").key("first/none").send().await.unwrap_err();
+    assert_eq!(err_code(&missing), ("NoSuchKey".to_string(), 404));
+    let text = reqwest::get(format!("http://{}/metrics", f.router_addr)).await.unwrap().text().await.unwrap();
+    let heads: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("router_upstream_requests_total") && l.contains("op=\"head\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    // Only where the first byte depends on the size or lies past the end is the object
+    // resolved with a HEAD: the suffix (case 4), the starts at or past the end (5, 8) and
+    // the empty object (9), whose first read the node answers 416.
+    assert_eq!(heads, 4.0, "HEADs sent");
+}
