@@ -89,38 +89,47 @@ impl Router {
             }
             let (range, partial) = resolve_range(range, info.size)?;
             let version = ReadVersion::of(&info);
-            let mut read = routing::stream(&self.fleet, self.geometry, bucket, key, version, range);
-            let first = if range.is_empty() { None } else { read.next().await };
-            let first = match first {
-                None if !range.is_empty() => {
-                    return Err(s3_error!(
-                        ServiceUnavailable,
-                        "The read ended before its first byte; please retry."
-                    ));
-                }
-                None => None,
-                Some(Ok(b)) => Some(b),
-                Some(Err(e)) if e.is_version_mismatch() && again => {
+            let read = routing::stream(&self.fleet, self.geometry, bucket, key, version, range);
+            match started(read, range).await {
+                Ok(body) => return Ok(StartedRead { info, range, partial, body }),
+                Err(e) if e.is_version_mismatch() && again => {
                     // Replaced since this router resolved it (a write through another
                     // router): nothing has been sent yet, so read the new version.
                     again = false;
                     self.fleet.meta.forget(bucket, key);
-                    continue;
                 }
-                Some(Err(e)) if e.is_version_mismatch() => {
+                Err(e) if e.is_version_mismatch() => {
                     return Err(s3_error!(
                         ServiceUnavailable,
                         "The object changed while it was being read; please retry."
                     ));
                 }
-                Some(Err(e)) => return Err(upstream_err(&e)),
-            };
-            let rest = read.map(|r| r.map_err(|e| std::io::Error::other(e.to_string())));
-            let body: lakecache_common::object::ByteStream =
-                Box::pin(futures::stream::iter(first.map(Ok)).chain(rest));
-            return Ok(StartedRead { info, range, partial, body });
+                Err(e) => return Err(upstream_err(&e)),
+            }
         }
     }
+}
+
+/// The read's body once its first bytes are in hand (none for an empty range); a read
+/// that fails or ends before them is the error.
+async fn started(
+    mut read: routing::ReadStream,
+    range: ByteRange,
+) -> Result<lakecache_common::object::ByteStream, UpstreamError> {
+    let first = if range.is_empty() { None } else { read.next().await };
+    let first = match first {
+        None if !range.is_empty() => {
+            return Err(UpstreamError::NoAnswer {
+                node: "-".into(),
+                reason: "the read ended before its first byte".into(),
+            });
+        }
+        None => None,
+        Some(Ok(b)) => Some(b),
+        Some(Err(e)) => return Err(e),
+    };
+    let rest = read.map(|r| r.map_err(|e| std::io::Error::other(e.to_string())));
+    Ok(Box::pin(futures::stream::iter(first.map(Ok)).chain(rest)))
 }
 
 /// A GET or HEAD of one object that s3s would hand to `get_object`/`head_object` with
@@ -271,7 +280,7 @@ impl Router {
         // The answer holds the bytes of `want` up to the object's end; the rest of the read
         // (if any) is asked for at the version the answer named.
         let answered_to = want.end.min(info.size).min(resolved.end);
-        let mut read = routing::stream_from(
+        let read = routing::stream_from(
             &self.fleet,
             self.geometry,
             bucket,
@@ -280,21 +289,7 @@ impl Router {
             resolved,
             Some((body, answered_to, served_by)),
         );
-        let first = if resolved.is_empty() { None } else { read.next().await };
-        let first = match first {
-            None if !resolved.is_empty() => {
-                return Err(s3_error!(
-                    ServiceUnavailable,
-                    "The read ended before its first byte; please retry."
-                ));
-            }
-            None => None,
-            Some(Ok(b)) => Some(b),
-            Some(Err(e)) => return Err(upstream_err(&e)),
-        };
-        let rest = read.map(|r| r.map_err(|e| std::io::Error::other(e.to_string())));
-        let body: lakecache_common::object::ByteStream =
-            Box::pin(futures::stream::iter(first.map(Ok)).chain(rest));
+        let body = started(read, resolved).await.map_err(|e| upstream_err(&e))?;
         Ok(StartedRead { info, range: resolved, partial, body })
     }
 }
