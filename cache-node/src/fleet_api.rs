@@ -186,6 +186,10 @@ impl FleetApi {
         let total: u64 = wanted.iter().map(|r| r.len()).sum();
         let mut headers = object_headers(&obj.meta).clone();
         headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(total));
+        headers.insert(HeaderName::from_static(wire::OBJECT_SIZE), HeaderValue::from(size));
+        if let Ok(v) = HeaderValue::from_str(&obj.meta.version) {
+            headers.insert(HeaderName::from_static(wire::OBJECT_VERSION), v);
+        }
         if is_head {
             return with_headers(Response::new(s3s::Body::empty()), headers);
         }

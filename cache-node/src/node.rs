@@ -12,8 +12,9 @@ use std::time::Duration;
 use http::{Method, Request, Response, StatusCode};
 use lakecache_common::config::Validate;
 use lakecache_common::page::PageGeometry;
+use lakecache_s3::request::PlainRead;
 use lakecache_s3::response::text;
-use lakecache_s3::service::{configure_s3, method_label};
+use lakecache_s3::service::{RequestStats, configure_s3, method_label};
 use metrics_exporter_prometheus::PrometheusHandle;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
@@ -25,7 +26,7 @@ use crate::listener::{ConnLimits, TimedBody};
 use crate::metrics as m;
 use crate::origin::Origins;
 use crate::origin::multipart::Staging;
-use crate::policy::PinRules;
+use crate::policy::{KeyClass, PinRules};
 use crate::s3::LakeS3;
 use crate::s3::route::{IgnoredRangeRoute, SharedS3};
 use crate::tier::disk::{DiskTier, DiskTierConfig};
@@ -42,6 +43,10 @@ pub struct Node {
     limits: ConnLimits,
     /// Folders whose file systems /metrics reports free space of, by role.
     state_dirs: Vec<(&'static str, PathBuf)>,
+    /// Plain object reads, answered without s3s (`PlainRead`).
+    domains: Vec<String>,
+    anonymous: bool,
+    stats: RequestStats,
 }
 
 impl Node {
@@ -121,6 +126,9 @@ impl Node {
             state_dirs.push(("pagestore", dir.to_path_buf()));
         }
         let node = Arc::new(Node {
+            domains: cfg.server.virtual_host_domains.clone(),
+            anonymous: cfg.auth.allows_anonymous(),
+            stats: RequestStats::new(m::S3_REQUESTS, m::S3_LATENCY),
             limits: cfg.server.conn_limits(),
             state_dirs,
             cache: cache.clone(),
@@ -188,10 +196,18 @@ impl Node {
         }
         let op = method_label(req.method());
         let started = std::time::Instant::now();
+        // Never-cached keys (mutable pointers) go to s3s: a fallback from the plain path
+        // would cost them a second origin HEAD.
+        if let Some(plain) = PlainRead::of(&req, &self.domains, self.anonymous)
+            && self.cache.classify(&plain.key) != KeyClass::NeverCache
+            && let Some(resp) = crate::s3::read::plain_read(&self.cache, &plain).await
+        {
+            self.stats.record(op, resp.status(), started);
+            return resp;
+        }
         match self.s3.call(req.map(s3s::Body::http_body)).await {
             Ok(resp) => {
-                metrics::counter!(m::S3_REQUESTS, "method" => op, "status" => resp.status().as_str().to_string()).increment(1);
-                metrics::histogram!(m::S3_LATENCY, "method" => op).record(m::ms_since(started));
+                self.stats.record(op, resp.status(), started);
                 resp
             }
             Err(e) => {

@@ -777,3 +777,66 @@ async fn upload_part_copy_builds_an_object_from_ranges_of_another() {
     assert!(body(c.get_object().bucket("bkt").key("big/dst.bin").send().await.unwrap()).await == src);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_reads_are_answered_as_the_s3_layer_answers_them() {
+    // Unsigned reads take the node's own path (no s3s); signed ones go through s3s. Both
+    // must answer alike — attributes included, and for objects whose attributes only s3s
+    // renders (non-ASCII metadata, Expires), the plain path hands over to it.
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start(&dir.path().join("origin")).await;
+    std::fs::create_dir_all(origin.root.join("bkt")).unwrap();
+    let mut cfg = node_config(&origin, &dir.path().join("node"), IoEngineChoice::Auto);
+    cfg.auth.anonymous = true;
+    let node = Node::start(cfg).await;
+    let c = node.client();
+    let data = pattern(41, 150_000); // three pages of 64 KiB, the last one short
+    c.put_object()
+        .bucket("bkt")
+        .key("p/attrs.bin")
+        .body(ByteStream::from(data.clone()))
+        .content_type("image/webp")
+        .cache_control("max-age=60")
+        .content_disposition("inline")
+        .metadata("camera", "cam-7")
+        .send()
+        .await
+        .unwrap();
+    c.put_object()
+        .bucket("bkt")
+        .key("p/unicode.bin")
+        .body(ByteStream::from(data.clone()))
+        .metadata("caption", "café ☕")
+        .send()
+        .await
+        .unwrap();
+    origin.put_file("bkt", "p/plain.bin", &data);
+    let etag =
+        c.head_object().bucket("bkt").key("p/plain.bin").send().await.unwrap().e_tag().unwrap().to_string();
+    let cases: Vec<ReadCase> = vec![
+        ("GET", "/bkt/p/plain.bin", vec![]),
+        ("GET", "/bkt/p/plain.bin", vec![("range", "bytes=65530-131080".into())]),
+        ("GET", "/bkt/p/plain.bin", vec![("range", "bytes=-7".into())]),
+        ("GET", "/bkt/p/plain.bin", vec![("range", "bytes=149999-".into())]),
+        ("GET", "/bkt/p/plain.bin", vec![("range", "bytes=150000-".into())]),
+        ("GET", "/bkt/p/plain.bin", vec![("if-none-match", etag.clone())]),
+        ("GET", "/bkt/p/plain.bin", vec![("if-match", "\"nope\"".into())]),
+        ("GET", "/bkt/p/attrs.bin", vec![("range", "bytes=0-99".into())]),
+        ("GET", "/bkt/p/unicode.bin", vec![("range", "bytes=0-99".into())]),
+        ("GET", "/bkt/p/missing.bin", vec![]),
+        ("HEAD", "/bkt/p/attrs.bin", vec![]),
+        ("HEAD", "/bkt/p/unicode.bin", vec![]),
+        ("HEAD", "/bkt/p/plain.bin", vec![("range", "bytes=0-9".into())]),
+        ("HEAD", "/bkt/p/missing.bin", vec![]),
+    ];
+    let more = ["cache-control", "content-disposition", "x-amz-meta-camera", "x-amz-meta-caption"];
+    assert_unsigned_reads_answer_as_signed(node.addr, &cases, &more).await;
+    // A warm plain read is bytes exact and served from the cache.
+    let gets = origin.counts.gets();
+    let r =
+        raw(node.addr, format!("GET /bkt/p/plain.bin HTTP/1.1\r\nhost: {}\r\n\r\n", node.addr), b"", false)
+            .await;
+    assert!(r.status == 200 && r.body == data);
+    assert_eq!(origin.counts.gets(), gets, "served from the cache");
+    node.stop().await;
+}

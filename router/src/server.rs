@@ -8,14 +8,15 @@ use http::{Method, Request, Response, StatusCode};
 use lakecache_common::config::Validate;
 use lakecache_s3::listener::{ConnLimits, TimedBody};
 use lakecache_s3::response::text;
-use lakecache_s3::service::{configure_s3, method_label};
+use lakecache_s3::service::{RequestStats, configure_s3, method_label};
 use metrics_exporter_prometheus::PrometheusHandle;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 
 use crate::config::RouterConfig;
-use crate::proxy::{PlainRead, Router};
+use crate::proxy::Router;
 use lakecache_fleet::membership::Fleet;
+use lakecache_s3::request::PlainRead;
 
 pub const ROUTER_S3_REQUESTS: &str = "router_s3_requests_total";
 pub const ROUTER_S3_LATENCY: &str = "router_s3_request_duration_milliseconds";
@@ -28,47 +29,9 @@ pub struct RouterNode {
     reads: Router,
     domains: Vec<String>,
     anonymous: bool,
-    stats: S3Stats,
+    stats: RequestStats,
     metrics: PrometheusHandle,
     limits: ConnLimits,
-}
-
-/// The series of the commonest answers, registered at start.
-struct S3Stats {
-    get_200: metrics::Counter,
-    get_206: metrics::Counter,
-    head_200: metrics::Counter,
-    get_latency: metrics::Histogram,
-    head_latency: metrics::Histogram,
-}
-
-impl S3Stats {
-    fn new() -> Self {
-        let count = |m: &'static str, s: &'static str| metrics::counter!(ROUTER_S3_REQUESTS, "method" => m, "status" => s);
-        Self {
-            get_200: count("GET", "200"),
-            get_206: count("GET", "206"),
-            head_200: count("HEAD", "200"),
-            get_latency: metrics::histogram!(ROUTER_S3_LATENCY, "method" => "GET"),
-            head_latency: metrics::histogram!(ROUTER_S3_LATENCY, "method" => "HEAD"),
-        }
-    }
-
-    fn record(&self, method: &'static str, status: StatusCode, started: std::time::Instant) {
-        let ms = lakecache_common::metrics::ms_since(started);
-        match (method, status.as_u16()) {
-            ("GET", 200) => self.get_200.increment(1),
-            ("GET", 206) => self.get_206.increment(1),
-            ("HEAD", 200) => self.head_200.increment(1),
-            _ => metrics::counter!(ROUTER_S3_REQUESTS, "method" => method, "status" => status.as_str().to_string())
-                .increment(1),
-        }
-        match method {
-            "GET" => self.get_latency.record(ms),
-            "HEAD" => self.head_latency.record(ms),
-            _ => metrics::histogram!(ROUTER_S3_LATENCY, "method" => method).record(ms),
-        }
-    }
 }
 
 impl RouterNode {
@@ -89,7 +52,7 @@ impl RouterNode {
             reads: Router::new(fleet.clone())?,
             domains: cfg.server.virtual_host_domains.clone(),
             anonymous: cfg.auth.allows_anonymous(),
-            stats: S3Stats::new(),
+            stats: RequestStats::new(ROUTER_S3_REQUESTS, ROUTER_S3_LATENCY),
             fleet,
             admin_token: cfg.admin.token.clone(),
             s3: b.build(),

@@ -13,87 +13,6 @@ use aws_sdk_s3::primitives::ByteStream;
 use lakecache_cache_node::config::{OriginConfig, OriginKind};
 use lakecache_testkit::fleet::*;
 use lakecache_testkit::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// The answer to a raw HTTP/1.1 request: status, header block, body.
-struct RawAnswer {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-/// Sends `head` and `body` on a new connection (half-closing it after the body when
-/// `close_write`), then reads the answer for up to 10 s.
-async fn raw(addr: SocketAddr, head: String, body: &[u8], close_write: bool) -> RawAnswer {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(body).await.unwrap();
-    if close_write {
-        s.shutdown().await.unwrap();
-    }
-    let mut out = Vec::new();
-    let read = async {
-        let mut buf = [0u8; 8192];
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-            // One answer is enough: stop once its body is complete.
-            if let Some(end) = find(&out, b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
-                let len = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                if out.len() >= end + 4 + len {
-                    break;
-                }
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), read).await.expect("no answer within 10 s");
-    let end = find(&out, b"\r\n\r\n").unwrap_or(out.len());
-    let head = String::from_utf8_lossy(&out[..end]).to_string();
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    RawAnswer { status, head, body: out.get(end + 4..).unwrap_or_default().to_vec() }
-}
-
-fn find(h: &[u8], n: &[u8]) -> Option<usize> {
-    h.windows(n.len()).position(|w| w == n)
-}
-
-/// A request head signed with the test key; `extra` headers are signed too.
-fn signed_head(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    extra: &[(&str, String)],
-    payload: &str,
-) -> String {
-    let signer = lakecache_fleet::sign::Signer::new(ACCESS_KEY, SECRET_KEY, "us-east-1");
-    let mut h = http::HeaderMap::new();
-    for (k, v) in extra {
-        h.insert(
-            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            http::HeaderValue::from_str(v).unwrap(),
-        );
-    }
-    let host = addr.to_string();
-    signer.sign_with_payload(&method.parse().unwrap(), &host, path, &[], &mut h, payload);
-    let mut head = format!("{method} {path} HTTP/1.1\r\n");
-    for (k, v) in &h {
-        head.push_str(&format!("{}: {}\r\n", k, v.to_str().unwrap()));
-    }
-    head.push_str("\r\n");
-    head
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
-}
 
 /// Nodes whose origin is the fleet's origin directory read as a local directory (the
 /// origin kind that cannot represent every key).
@@ -461,8 +380,7 @@ async fn plain_reads_are_answered_as_the_s3_layer_answers_them() {
     let later = lakecache_s3::response::httpdate(std::time::SystemTime::now() + Duration::from_secs(3600));
     let earlier =
         lakecache_s3::response::httpdate(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1000));
-    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, String)>);
-    let cases: Vec<Case> = vec![
+    let cases: Vec<ReadCase> = vec![
         ("GET", "/bkt/plain/p.bin", vec![]),
         ("GET", "/bkt/plain/p.bin", vec![("range", "bytes=10-19".into())]),
         ("GET", "/bkt/plain/p.bin", vec![("range", "bytes=-5".into())]),
@@ -482,57 +400,7 @@ async fn plain_reads_are_answered_as_the_s3_layer_answers_them() {
         ("HEAD", "/bkt/plain/p.bin", vec![("if-none-match", etag.clone())]),
         ("HEAD", "/bkt/plain/missing.bin", vec![]),
     ];
-    let compared =
-        ["content-length", "content-range", "content-type", "etag", "last-modified", "accept-ranges"];
-    let header = |head: &str, name: &str| {
-        head.lines().find_map(|l| {
-            l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string())
-        })
-    };
-    let code = |body: &[u8]| {
-        let t = String::from_utf8_lossy(body);
-        t.split("<Code>").nth(1).and_then(|r| r.split("</Code>").next()).map(str::to_string)
-    };
-    for (method, path, extra) in &cases {
-        let mut unsigned = format!("{method} {path} HTTP/1.1\r\nhost: {}\r\n", f.router_addr);
-        for (k, v) in extra {
-            unsigned.push_str(&format!("{k}: {v}\r\n"));
-        }
-        unsigned.push_str("\r\n");
-        let signed = signed_head(f.router_addr, method, path, extra, &sha256_hex(b""));
-        let (plain, s3) = if *method == "HEAD" {
-            // A HEAD answer has a Content-Length but no body: read the head only.
-            let head_only = |h: String| async move {
-                let mut s = tokio::net::TcpStream::connect(f.router_addr).await.unwrap();
-                s.write_all(h.as_bytes()).await.unwrap();
-                let mut out = Vec::new();
-                let mut buf = [0u8; 4096];
-                while find(&out, b"\r\n\r\n").is_none() {
-                    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-                        .await
-                        .unwrap()
-                        .unwrap();
-                    assert!(n > 0, "connection closed before the answer's head");
-                    out.extend_from_slice(&buf[..n]);
-                }
-                let head = String::from_utf8_lossy(&out[..find(&out, b"\r\n\r\n").unwrap()]).to_string();
-                let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-                RawAnswer { status, head, body: Vec::new() }
-            };
-            (head_only(unsigned).await, head_only(signed).await)
-        } else {
-            (raw(f.router_addr, unsigned, b"", false).await, raw(f.router_addr, signed, b"", false).await)
-        };
-        let what = format!("{method} {path} {extra:?}");
-        assert_eq!(plain.status, s3.status, "{what}: status (plain {} / s3s {})", plain.head, s3.head);
-        for h in compared {
-            assert_eq!(header(&plain.head, h), header(&s3.head, h), "{what}: {h}");
-        }
-        assert_eq!(code(&plain.body), code(&s3.body), "{what}: error code");
-        if plain.status < 300 {
-            assert!(plain.body == s3.body, "{what}: bodies differ");
-        }
-    }
+    assert_unsigned_reads_answer_as_signed(f.router_addr, &cases, &[]).await;
     // The bytes themselves, for the two read shapes.
     let get = |range: Option<&str>| {
         let mut h = format!("GET /bkt/plain/p.bin HTTP/1.1\r\nhost: {}\r\n", f.router_addr);

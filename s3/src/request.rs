@@ -93,6 +93,53 @@ impl HeaderConditions {
     }
 }
 
+/// A GET or HEAD of one object that s3s would hand to `get_object`/`head_object` with
+/// nothing more to do: anonymous where anonymous access is allowed, no query string, a
+/// path (or virtual host) that names an object by S3's rules, a Range that parses and
+/// conditional headers that parse. The server answers it itself — the answer s3s would
+/// build — and skips the S3 layer's request parsing and response serialisation on the
+/// commonest request there is. Anything else (signed, a sub-resource, a header s3s
+/// refuses or S3 ignores, a fleet member's versioned read) goes through s3s.
+pub struct PlainRead {
+    pub head: bool,
+    pub bucket: String,
+    pub key: String,
+    pub range: Option<Range>,
+    pub conditions: HeaderConditions,
+}
+
+impl PlainRead {
+    pub fn of<B>(req: &http::Request<B>, domains: &[String], anonymous: bool) -> Option<Self> {
+        let head = match *req.method() {
+            http::Method::GET => false,
+            http::Method::HEAD => true,
+            _ => return None,
+        };
+        let h = req.headers();
+        if !anonymous
+            || req.uri().query().is_some()
+            || h.contains_key(http::header::AUTHORIZATION)
+            || h.contains_key(lakecache_common::wire::READ_VERSION)
+        {
+            return None;
+        }
+        let host = h.get(http::header::HOST)?.to_str().ok()?;
+        let decoded = percent_decode(req.uri().path())?;
+        let path = match host_bucket(domains, host) {
+            Some(b) => s3s::path::parse_virtual_hosted_style(Some(b), &decoded),
+            None => s3s::path::parse_path_style(&decoded),
+        }
+        .ok()?;
+        let (bucket, key) = path.as_object()?;
+        let range = match h.get(http::header::RANGE) {
+            None => None,
+            Some(v) => Some(Range::parse(v.to_str().ok()?).ok()?),
+        };
+        let conditions = HeaderConditions::parse(h).ok()?;
+        Some(Self { head, bucket: bucket.to_string(), key: key.to_string(), range, conditions })
+    }
+}
+
 fn requested(r: &Range) -> RequestedRange {
     match *r {
         Range::Int { first, last } => RequestedRange::FromTo { first, last },
@@ -115,6 +162,40 @@ pub fn resolve_range(range: Option<&Range>, size: u64) -> S3Result<(ByteRange, b
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plain(method: &str, uri: &str, headers: &[(&str, &str)], anonymous: bool) -> Option<PlainRead> {
+        let mut b = http::Request::builder().method(method).uri(uri).header("host", "127.0.0.1:9000");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        PlainRead::of(&b.body(()).unwrap(), &["s3.example".to_string()], anonymous)
+    }
+
+    #[test]
+    fn only_unsigned_object_reads_without_a_query_are_plain() {
+        let p = plain("GET", "/bkt/a/b%20c", &[("range", "bytes=1-2")], true).unwrap();
+        assert_eq!((p.bucket.as_str(), p.key.as_str(), p.head), ("bkt", "a/b c", false));
+        assert!(p.range.is_some());
+        assert!(plain("HEAD", "/bkt/k", &[], true).is_some_and(|p| p.head));
+        // Everything else is the S3 layer's.
+        assert!(plain("GET", "/bkt/k", &[], false).is_none(), "anonymous access is off");
+        assert!(plain("GET", "/bkt/k", &[("authorization", "AWS4-HMAC-SHA256 x")], true).is_none());
+        assert!(plain("GET", "/bkt/k?partNumber=1", &[], true).is_none());
+        assert!(plain("GET", "/bkt/k", &[("x-lakecache-read-version", "e1")], true).is_none(), "versioned");
+        assert!(plain("GET", "/bkt/k?X-Amz-Signature=00", &[], true).is_none());
+        assert!(plain("PUT", "/bkt/k", &[], true).is_none());
+        assert!(plain("GET", "/bkt", &[], true).is_none(), "a bucket");
+        assert!(plain("GET", "/bkt/", &[], true).is_none(), "a bucket");
+        assert!(plain("GET", "/", &[], true).is_none());
+        assert!(plain("GET", "/BadBucket/k", &[], true).is_none(), "not a bucket name");
+        assert!(plain("GET", "/bkt/k", &[("range", "bytes=0-1,4-5")], true).is_none(), "a Range S3 ignores");
+        assert!(plain("GET", "/bkt/k", &[("if-modified-since", "yesterday")], true).is_none());
+        assert!(plain("GET", "/bkt/%ff", &[], true).is_none(), "not UTF-8");
+        // Virtual-hosted style.
+        let b = http::Request::builder().uri("/dir/k").header("host", "pics.s3.example").body(()).unwrap();
+        let p = PlainRead::of(&b, &["s3.example".to_string()], true).unwrap();
+        assert_eq!((p.bucket.as_str(), p.key.as_str()), ("pics", "dir/k"));
+    }
 
     #[test]
     fn virtual_host_bucket_is_parsed_only_under_configured_domains() {

@@ -54,31 +54,43 @@ pub fn attr_headers(a: &ObjectAttrs, headers: &mut http::HeaderMap) {
     }
 }
 
-/// What describes this version of the object on every answer of the internal page
-/// protocol: the stored attributes, ETag, Last-Modified, [`wire::OBJECT_SIZE`] and
-/// [`wire::OBJECT_VERSION`] (not Content-Length, which depends on the ranges). Rendered once
-/// per version and kept with its metadata.
-///
-/// [`wire::OBJECT_SIZE`]: lakecache_common::wire::OBJECT_SIZE
-/// [`wire::OBJECT_VERSION`]: lakecache_common::wire::OBJECT_VERSION
+/// What describes this version of the object on every successful GET or HEAD answer —
+/// Content-Type (`application/octet-stream` if none), ETag, Last-Modified, Accept-Ranges
+/// and the stored attributes — rendered once per version and kept with its metadata. An
+/// answer adds its length (and range); the internal page protocol adds the object's size
+/// and version. Where [`plain_attrs`] holds, this is what s3s renders for the object.
 pub fn object_headers(meta: &ObjectMeta) -> &http::HeaderMap {
-    use lakecache_common::wire;
     meta.rendered.get_or_init(|| {
         let mut h = http::HeaderMap::new();
         attr_headers(&meta.attrs, &mut h);
-        let mut put = |name: &'static str, v: String| {
-            if let Ok(v) = http::HeaderValue::from_str(&v) {
-                h.insert(http::HeaderName::from_static(name), v);
-            }
-        };
-        put(wire::OBJECT_SIZE, meta.size.to_string());
-        put(wire::OBJECT_VERSION, meta.version.clone());
-        put("last-modified", httpdate(meta.last_modified));
-        if let Some(e) = &meta.etag {
-            put("etag", format!("\"{e}\""));
+        h.insert(http::header::ACCEPT_RANGES, http::HeaderValue::from_static("bytes"));
+        if let Ok(v) = http::HeaderValue::from_str(&httpdate(meta.last_modified)) {
+            h.insert(http::header::LAST_MODIFIED, v);
+        }
+        if let Some(e) = &meta.etag
+            && let Ok(v) = http::HeaderValue::from_str(&format!("\"{e}\""))
+        {
+            h.insert(http::header::ETAG, v);
         }
         h
     })
+}
+
+/// Whether the attributes render in [`object_headers`] exactly as s3s renders them: every
+/// value printable ASCII (s3s MIME-encodes others) and no Expires (which s3s re-formats).
+pub fn plain_attrs(a: &ObjectAttrs) -> bool {
+    let printable = |v: &str| v.bytes().all(|b| (0x20..0x7f).contains(&b));
+    a.expires.is_none()
+        && [
+            &a.content_type,
+            &a.content_encoding,
+            &a.content_disposition,
+            &a.content_language,
+            &a.cache_control,
+        ]
+        .into_iter()
+        .all(|v| v.as_deref().is_none_or(printable))
+        && a.user.iter().all(|(k, v)| printable(k) && printable(v))
 }
 
 /// `t` as an HTTP date (`Last-Modified`).

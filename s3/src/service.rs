@@ -64,3 +64,51 @@ pub fn method_label(m: &Method) -> &'static str {
         _ => "OTHER",
     }
 }
+
+/// A server's S3 requests counted by method and status, with the series of the commonest
+/// answers registered at start (a lookup by label costs more than a memory hit's reply).
+pub struct RequestStats {
+    requests: &'static str,
+    latency: &'static str,
+    get_200: metrics::Counter,
+    get_206: metrics::Counter,
+    head_200: metrics::Counter,
+    get_latency: metrics::Histogram,
+    head_latency: metrics::Histogram,
+}
+
+impl RequestStats {
+    /// `requests`: a counter labelled by method and status; `latency`: a histogram in
+    /// milliseconds labelled by method.
+    pub fn new(requests: &'static str, latency: &'static str) -> Self {
+        let count =
+            |m: &'static str, s: &'static str| metrics::counter!(requests, "method" => m, "status" => s);
+        Self {
+            requests,
+            latency,
+            get_200: count("GET", "200"),
+            get_206: count("GET", "206"),
+            head_200: count("HEAD", "200"),
+            get_latency: metrics::histogram!(latency, "method" => "GET"),
+            head_latency: metrics::histogram!(latency, "method" => "HEAD"),
+        }
+    }
+
+    pub fn record(&self, method: &'static str, status: http::StatusCode, started: std::time::Instant) {
+        let ms = lakecache_common::metrics::ms_since(started);
+        match (method, status.as_u16()) {
+            ("GET", 200) => self.get_200.increment(1),
+            ("GET", 206) => self.get_206.increment(1),
+            ("HEAD", 200) => self.head_200.increment(1),
+            _ => {
+                metrics::counter!(self.requests, "method" => method, "status" => status.as_str().to_string())
+                    .increment(1)
+            }
+        }
+        match method {
+            "GET" => self.get_latency.record(ms),
+            "HEAD" => self.head_latency.record(ms),
+            _ => metrics::histogram!(self.latency, "method" => method).record(ms),
+        }
+    }
+}

@@ -320,3 +320,151 @@ where
     let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
     (code, status)
 }
+
+/// The answer to a raw HTTP/1.1 request: status, header block, body.
+pub struct RawAnswer {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+/// Sends `head` and `body` on a new connection (half-closing it after the body when
+/// `close_write`), then reads the answer for up to 10 s.
+pub async fn raw(addr: SocketAddr, head: String, body: &[u8], close_write: bool) -> RawAnswer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    if close_write {
+        s.shutdown().await.unwrap();
+    }
+    let mut out = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+            // One answer is enough: stop once its body is complete.
+            if let Some(end) = find(&out, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if out.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read).await.expect("no answer within 10 s");
+    let end = find(&out, b"\r\n\r\n").unwrap_or(out.len());
+    let head = String::from_utf8_lossy(&out[..end]).to_string();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    RawAnswer { status, head, body: out.get(end + 4..).unwrap_or_default().to_vec() }
+}
+
+pub fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+/// A request head signed with the test key; `extra` headers are signed too.
+pub fn signed_head(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &[(&str, String)],
+    payload: &str,
+) -> String {
+    let signer = lakecache_fleet::sign::Signer::new(ACCESS_KEY, SECRET_KEY, "us-east-1");
+    let mut h = http::HeaderMap::new();
+    for (k, v) in extra {
+        h.insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    let host = addr.to_string();
+    signer.sign_with_payload(&method.parse().unwrap(), &host, path, &[], &mut h, payload);
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    for (k, v) in &h {
+        head.push_str(&format!("{}: {}\r\n", k, v.to_str().unwrap()));
+    }
+    head.push_str("\r\n");
+    head
+}
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// One read for [`assert_unsigned_reads_answer_as_signed`]: method, path, headers.
+pub type ReadCase<'a> = (&'a str, &'a str, Vec<(&'a str, String)>);
+
+/// Sends each read to `addr` twice — unsigned (a server's own plain-read path) and signed
+/// with the test key (through s3s) — and asserts the answers agree: status, error code,
+/// body, and the headers that describe the answer (plus `more_headers`).
+pub async fn assert_unsigned_reads_answer_as_signed(
+    addr: SocketAddr,
+    cases: &[ReadCase<'_>],
+    more_headers: &[&str],
+) {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut compared =
+        vec!["content-length", "content-range", "content-type", "etag", "last-modified", "accept-ranges"];
+    compared.extend_from_slice(more_headers);
+    let header = |head: &str, name: &str| {
+        head.lines().find_map(|l| {
+            l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string())
+        })
+    };
+    let code = |body: &[u8]| {
+        let t = String::from_utf8_lossy(body);
+        t.split("<Code>").nth(1).and_then(|r| r.split("</Code>").next()).map(str::to_string)
+    };
+    for (method, path, extra) in cases {
+        let mut unsigned = format!("{method} {path} HTTP/1.1\r\nhost: {}\r\n", addr);
+        for (k, v) in extra {
+            unsigned.push_str(&format!("{k}: {v}\r\n"));
+        }
+        unsigned.push_str("\r\n");
+        let signed = signed_head(addr, method, path, extra, &sha256_hex(b""));
+        let (plain, s3) = if *method == "HEAD" {
+            // A HEAD answer has a Content-Length but no body: read the head only.
+            let head_only = |h: String| async move {
+                let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                s.write_all(h.as_bytes()).await.unwrap();
+                let mut out = Vec::new();
+                let mut buf = [0u8; 4096];
+                while find(&out, b"\r\n\r\n").is_none() {
+                    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    assert!(n > 0, "connection closed before the answer's head");
+                    out.extend_from_slice(&buf[..n]);
+                }
+                let head = String::from_utf8_lossy(&out[..find(&out, b"\r\n\r\n").unwrap()]).to_string();
+                let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+                RawAnswer { status, head, body: Vec::new() }
+            };
+            (head_only(unsigned).await, head_only(signed).await)
+        } else {
+            (raw(addr, unsigned, b"", false).await, raw(addr, signed, b"", false).await)
+        };
+        let what = format!("{method} {path} {extra:?}");
+        assert_eq!(plain.status, s3.status, "{what}: status (plain {} / s3s {})", plain.head, s3.head);
+        for h in &compared {
+            assert_eq!(header(&plain.head, h), header(&s3.head, h), "{what}: {h}");
+        }
+        assert_eq!(code(&plain.body), code(&s3.body), "{what}: error code");
+        if plain.status < 300 {
+            assert!(plain.body == s3.body, "{what}: bodies differ");
+        }
+    }
+}

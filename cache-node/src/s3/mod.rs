@@ -6,7 +6,7 @@
 
 mod body;
 pub mod list;
-mod read;
+pub(crate) mod read;
 pub(crate) mod route;
 mod write;
 

@@ -149,3 +149,65 @@ pub async fn head_object(
     set_attrs!(out, i, &obj.meta.attrs);
     Ok(S3Response::new(out))
 }
+
+/// The answer to a [`PlainRead`] (an unsigned GET or HEAD s3s would only hand to
+/// `get_object`/`head_object`), built here: what those answer through s3s, without its
+/// request parsing and response serialisation. `None`: the object's attributes render
+/// differently in s3s (non-ASCII values, Expires) — then s3s answers, from the metadata
+/// resolved here.
+///
+/// [`PlainRead`]: lakecache_s3::request::PlainRead
+pub async fn plain_read(
+    cache: &Arc<Cache>,
+    p: &lakecache_s3::request::PlainRead,
+) -> Option<http::Response<s3s::Body>> {
+    let obj = match cache.object(&p.bucket, &p.key).await {
+        Ok(o) => o,
+        Err(e) => return Some(error_response(cache_err(e))),
+    };
+    if !lakecache_s3::response::plain_attrs(&obj.meta.attrs) {
+        return None;
+    }
+    let answer = async {
+        let conditions = p.conditions.as_conditions();
+        if conditions.any() {
+            conditions.check(&obj.meta)?;
+        }
+        let (range, partial) = resolve_range(p.range.as_ref(), obj.meta.size)?;
+        let mut headers = lakecache_s3::response::object_headers(&obj.meta).clone();
+        headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(range.len()));
+        if partial
+            && let Ok(v) = http::HeaderValue::from_str(&format!(
+                "bytes {}-{}/{}",
+                range.start,
+                range.end.saturating_sub(1),
+                obj.meta.size
+            ))
+        {
+            headers.insert(http::header::CONTENT_RANGE, v);
+        }
+        let mut r = if p.head {
+            // s3s answers a HEAD 200 with or without a Range.
+            http::Response::new(s3s::Body::empty())
+        } else {
+            let body = cache.read_started(obj.clone(), range).await.map_err(cache_err)?;
+            let mut r = http::Response::new(s3s::Body::http_body(http_body_util::StreamBody::new(
+                futures::StreamExt::map(body, |c| c.map(hyper::body::Frame::data)),
+            )));
+            if partial {
+                *r.status_mut() = http::StatusCode::PARTIAL_CONTENT;
+            }
+            r
+        };
+        *r.headers_mut() = headers;
+        S3Result::Ok(r)
+    };
+    Some(answer.await.unwrap_or_else(error_response))
+}
+
+/// An S3 error as s3s would send it.
+fn error_response(e: s3s::S3Error) -> http::Response<s3s::Body> {
+    e.to_http_response().unwrap_or_else(|_| {
+        lakecache_s3::response::text(http::StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+    })
+}
