@@ -330,6 +330,47 @@ impl Fleet {
         Ok(())
     }
 
+    /// Checks the nodes a membership change would add against the key rules and page size
+    /// this member applies: one that answers with others (or refuses the fleet secret) is
+    /// an error naming it, so a running fleet never takes in a node with other rules.
+    /// Returns the new nodes that did not answer (not checked: they are let in, and the
+    /// health checks keep them out while they are down).
+    pub async fn check_new_nodes(&self, nodes: &[NodeConfig]) -> anyhow::Result<Vec<String>> {
+        let current = self.members();
+        let new: Vec<Arc<Member>> = nodes
+            .iter()
+            .filter(|n| !current.iter().any(|m| m.cfg.id == n.id && m.cfg.url == n.url))
+            .map(|n| Member::new(n.clone()))
+            .collect();
+        let mine = self.meta.rules().spec().clone();
+        let answers = futures::future::join_all(new.iter().map(|m| self.nodes.rules(m))).await;
+        let mut unchecked = Vec::new();
+        for (m, r) in new.iter().zip(answers) {
+            let id = &m.cfg.id;
+            match r {
+                Ok(r) if !r.rules.same_as(&mine) => anyhow::bail!(
+                    "cache node {id} applies other key rules ({:?}) than the fleet ({mine:?}); \
+                     configure the same [cache] immutable/never_cache on it",
+                    r.rules
+                ),
+                Ok(r) if r.page_size != self.cfg.page_size.as_u64() => anyhow::bail!(
+                    "cache node {id} has cache.page_size {} but fleet.page_size is {}; they must be equal",
+                    r.page_size,
+                    self.cfg.page_size.as_u64()
+                ),
+                Ok(_) => {}
+                Err(e @ crate::upstream::UpstreamError::Answer { .. }) => {
+                    anyhow::bail!("cache node {id} refused to tell its key rules: {e}")
+                }
+                Err(e) => {
+                    tracing::warn!(node = %id, error = %e, "new cache node not reachable: its key rules are unchecked");
+                    unchecked.push(id.clone());
+                }
+            }
+        }
+        Ok(unchecked)
+    }
+
     pub fn member(&self, id: &str) -> Option<Arc<Member>> {
         self.members().iter().find(|m| m.cfg.id == id).cloned()
     }

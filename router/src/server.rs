@@ -210,8 +210,18 @@ impl RouterNode {
                         );
                     }
                 };
+                // A node with other key rules is refused before it joins.
+                let unchecked = match self.fleet.check_new_nodes(&nodes).await {
+                    Ok(u) => u,
+                    Err(e) => {
+                        return json(StatusCode::CONFLICT, serde_json::json!({"error": format!("{e:#}")}));
+                    }
+                };
                 match self.fleet.set_nodes(nodes) {
-                    Ok(()) => json(StatusCode::OK, serde_json::json!({"nodes": self.fleet.members().len()})),
+                    Ok(()) => json(
+                        StatusCode::OK,
+                        serde_json::json!({"nodes": self.fleet.members().len(), "unchecked": unchecked}),
+                    ),
                     Err(e) => json(StatusCode::BAD_REQUEST, serde_json::json!({"error": e.to_string()})),
                 }
             }

@@ -147,3 +147,52 @@ async fn nodes_with_different_rules_are_refused() {
     .to_string();
     assert!(e.contains("no cache node told its key rules"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_router_refuses_a_new_node_with_other_rules() {
+    let f = fleet_with(|cfg| cfg.admin.token = Some(lakecache_testkit::ADMIN_TOKEN.into())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = lakecache_testkit::node_config(&f.origin, &dir.path().join("odd"), Default::default());
+    custom_rules(&mut c);
+    let odd = lakecache_testkit::Node::start(c).await;
+    let same = lakecache_testkit::Node::start(lakecache_testkit::node_config(
+        &f.origin,
+        &dir.path().join("same"),
+        Default::default(),
+    ))
+    .await;
+    let put = |extra: Vec<(String, String)>| {
+        let mut nodes: Vec<serde_json::Value> = f
+            .router_cfg
+            .nodes
+            .iter()
+            .map(|n| serde_json::json!({"id": n.id, "url": n.url, "weight": 1.0}))
+            .collect();
+        for (id, url) in extra {
+            nodes.push(serde_json::json!({"id": id, "url": url, "weight": 1.0}));
+        }
+        let addr = f.router_addr;
+        async move {
+            let r = reqwest::Client::new()
+                .put(format!("http://{addr}/_lakecache/admin/nodes"))
+                .bearer_auth(lakecache_testkit::ADMIN_TOKEN)
+                .json(&nodes)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, body) = put(vec![("odd".into(), odd.url())]).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("cache node odd applies other key rules"), "{body}");
+    assert_eq!(f.router.fleet.members().len(), 3, "the membership is unchanged");
+    // A node with the fleet's rules joins; one that cannot be reached joins unchecked.
+    let (status, body) =
+        put(vec![("same".into(), same.url()), ("later".into(), "http://127.0.0.1:9".into())]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["nodes"], 5);
+    assert_eq!(body["unchecked"], serde_json::json!(["later"]));
+    odd.stop().await;
+    same.stop().await;
+}
