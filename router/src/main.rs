@@ -38,7 +38,8 @@ async fn main() -> anyhow::Result<()> {
     let listen = cfg.server.listen;
     let node = lakecache_router::server::RouterNode::build(cfg)?;
     node.fleet.adopt_node_rules().await?;
-    // SIGHUP: reread the config file and replace the membership.
+    // SIGHUP: reread the config file and replace the membership (new nodes with other key
+    // rules are refused, as through the admin API).
     #[cfg(unix)]
     {
         let fleet = node.fleet.clone();
@@ -46,10 +47,19 @@ async fn main() -> anyhow::Result<()> {
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                let loaded: Result<RouterConfig, _> = lakecache_common::config::load_toml(&path);
-                match loaded.map_err(anyhow::Error::from).and_then(|c| fleet.set_nodes(c.nodes)) {
-                    Ok(()) => tracing::info!(config = %path.display(), "membership reloaded"),
-                    Err(e) => tracing::error!(error = %e, "reload failed; membership unchanged"),
+                let reload = async {
+                    let c: RouterConfig = lakecache_common::config::load_toml(&path)?;
+                    let unchecked = fleet.check_new_nodes(&c.nodes).await?;
+                    fleet.set_nodes(c.nodes)?;
+                    anyhow::Ok(unchecked)
+                };
+                match reload.await {
+                    Ok(unchecked) => {
+                        tracing::info!(config = %path.display(), ?unchecked, "membership reloaded")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "reload failed; membership unchanged")
+                    }
                 }
             }
         });
