@@ -148,19 +148,28 @@ async fn nodes_with_different_rules_are_refused() {
     assert!(e.contains("no cache node told its key rules"), "{e}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_router_refuses_a_new_node_with_other_rules() {
-    let f = fleet_with(|cfg| cfg.admin.token = Some(lakecache_testkit::ADMIN_TOKEN.into())).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = lakecache_testkit::node_config(&f.origin, &dir.path().join("odd"), Default::default());
+/// Two nodes outside the fleet's membership: one with other key rules, one with the fleet's.
+async fn odd_and_same(
+    f: &Fleet,
+    dir: &std::path::Path,
+) -> (lakecache_testkit::Node, lakecache_testkit::Node) {
+    let mut c = lakecache_testkit::node_config(&f.origin, &dir.join("odd"), Default::default());
     custom_rules(&mut c);
     let odd = lakecache_testkit::Node::start(c).await;
     let same = lakecache_testkit::Node::start(lakecache_testkit::node_config(
         &f.origin,
-        &dir.path().join("same"),
+        &dir.join("same"),
         Default::default(),
     ))
     .await;
+    (odd, same)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_router_refuses_a_new_node_with_other_rules() {
+    let f = fleet_with(|cfg| cfg.admin.token = Some(lakecache_testkit::ADMIN_TOKEN.into())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (odd, same) = odd_and_same(&f, dir.path()).await;
     let put = |extra: Vec<(String, String)>| {
         let mut nodes: Vec<serde_json::Value> = f
             .router_cfg
@@ -193,6 +202,88 @@ async fn a_running_router_refuses_a_new_node_with_other_rules() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["nodes"], 5);
     assert_eq!(body["unchecked"], serde_json::json!(["later"]));
+    odd.stop().await;
+    same.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_reload_refuses_a_node_with_other_rules() {
+    let f = fleet().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (odd, same) = odd_and_same(&f, dir.path()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("router.toml");
+    let write = |extra: &[(&str, String)]| {
+        let mut nodes: Vec<(String, String)> =
+            f.router_cfg.nodes.iter().map(|n| (n.id.clone(), n.url.clone())).collect();
+        nodes.extend(extra.iter().map(|(id, url)| (id.to_string(), url.clone())));
+        let nodes: String =
+            nodes.iter().map(|(id, url)| format!("[[nodes]]\nid = \"{id}\"\nurl = \"{url}\"\n")).collect();
+        let toml = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[auth]\nanonymous = true\n[admin]\ntoken = \"{}\"\n[fleet]\npage_size = \"64 KiB\"\nsecret = \"{}\"\nstartup_wait = \"5s\"\n{nodes}",
+            lakecache_testkit::ADMIN_TOKEN,
+            lakecache_testkit::FLEET_SECRET
+        );
+        std::fs::write(&config, toml).unwrap();
+    };
+    write(&[]);
+    let log = dir.path().join("router.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut router = tokio::process::Command::new(env!("CARGO_BIN_EXE_router"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let members = || async {
+        let r = http
+            .get(format!("http://127.0.0.1:{port}/_lakecache/admin/nodes"))
+            .bearer_auth(lakecache_testkit::ADMIN_TOKEN)
+            .send()
+            .await
+            .ok()?;
+        let v: serde_json::Value = r.json().await.ok()?;
+        Some(v["nodes"].as_array()?.len())
+    };
+    // Whether the wait is over, from the membership size and the router's log so far.
+    type Done = Box<dyn Fn(Option<usize>, &str) -> bool + Send>;
+    let until = |what: &'static str, done: Done| {
+        let log = log.clone();
+        let members = &members;
+        async move {
+            for _ in 0..100 {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if done(members().await, &text) {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("{what}: not within 10 s; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+    };
+    until("router up", Box::new(|n, _| n == Some(3))).await;
+    let hup = || {
+        let pid = router.id().unwrap().to_string();
+        async move {
+            assert!(
+                tokio::process::Command::new("kill").args(["-HUP", &pid]).status().await.unwrap().success()
+            );
+        }
+    };
+    write(&[("odd", odd.url())]);
+    hup().await;
+    until(
+        "refused reload",
+        Box::new(|n, log| n == Some(3) && log.contains("cache node odd applies other key rules")),
+    )
+    .await;
+    write(&[("same", same.url())]);
+    hup().await;
+    until("accepted reload", Box::new(|n, _| n == Some(4))).await;
+    router.kill().await.unwrap();
     odd.stop().await;
     same.stop().await;
 }
