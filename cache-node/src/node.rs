@@ -199,8 +199,9 @@ impl Node {
         // Never-cached keys (mutable pointers) go to s3s: a fallback from the plain path
         // would cost them a second origin HEAD.
         if let Some(plain) = PlainRead::of(&req, &self.domains, self.anonymous)
-            && self.cache.classify(&plain.key) != KeyClass::NeverCache
-            && let Some(resp) = crate::s3::read::plain_read(&self.cache, &plain).await
+            && let class = self.cache.classify(&plain.key)
+            && class != KeyClass::NeverCache
+            && let Some(resp) = crate::s3::read::plain_read(&self.cache, &plain, class).await
         {
             self.stats.record(op, resp.status(), started);
             return resp;

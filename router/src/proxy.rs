@@ -76,14 +76,18 @@ impl Router {
         conditions: Conditions<'_>,
     ) -> S3Result<StartedRead> {
         Self::check_key(key)?;
-        if self.fleet.meta.get(bucket, key).is_none()
+        let mut known = self.fleet.meta.get(bucket, key);
+        if known.is_none()
             && let Some(read) = self.first_read(bucket, key, range, &conditions).await
         {
             return read;
         }
         let mut again = true;
         loop {
-            let info = self.head(bucket, key).await?;
+            let info = match known.take() {
+                Some(info) => info,
+                None => self.head(bucket, key).await?,
+            };
             if conditions.any() {
                 conditions.check(&meta_of(&info))?;
             }
@@ -159,26 +163,14 @@ impl Router {
                 out
             })
         };
-        answer.unwrap_or_else(|e| {
-            e.to_http_response().unwrap_or_else(|_| {
-                lakecache_s3::response::text(http::StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
-            })
-        })
+        answer.unwrap_or_else(lakecache_s3::response::s3_error_response)
     }
 }
 
 /// The headers of a read's answer: the object's (as its node described it), its length
 /// and, for a range, Content-Range.
 pub fn read_headers(info: &ObjectInfo, range: ByteRange, partial: bool) -> HeaderMap {
-    let mut h = info.answer.clone();
-    h.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(range.len()));
-    if partial {
-        let cr = format!("bytes {}-{}/{}", range.start, range.end.saturating_sub(1), info.size);
-        if let Ok(v) = http::HeaderValue::from_str(&cr) {
-            h.insert(http::header::CONTENT_RANGE, v);
-        }
-    }
-    h
+    lakecache_s3::response::read_headers(&info.answer, range, info.size, partial)
 }
 
 impl Router {
@@ -330,9 +322,7 @@ impl S3 for Router {
         let mut out = S3Response::new(GetObjectOutput {
             body: Some(StreamingBlob::wrap(r.body)),
             content_length: Some(r.range.len() as i64),
-            content_range: r
-                .partial
-                .then(|| format!("bytes {}-{}/{}", r.range.start, r.range.end - 1, info.size)),
+            content_range: r.partial.then(|| lakecache_s3::response::content_range(r.range, info.size)),
             accept_ranges: Some("bytes".into()),
             e_tag: info.etag.clone().map(ETag::Strong),
             last_modified: Some(Timestamp::from(info.last_modified)),
@@ -351,7 +341,7 @@ impl S3 for Router {
         let content_type = i.response_content_type.clone().or_else(|| info.content_type.clone());
         let mut out = S3Response::new(HeadObjectOutput {
             content_length: Some(range.len() as i64),
-            content_range: partial.then(|| format!("bytes {}-{}/{}", range.start, range.end - 1, info.size)),
+            content_range: partial.then(|| lakecache_s3::response::content_range(range, info.size)),
             accept_ranges: Some("bytes".into()),
             e_tag: info.etag.clone().map(ETag::Strong),
             last_modified: Some(Timestamp::from(info.last_modified)),

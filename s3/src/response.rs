@@ -1,5 +1,6 @@
-//! Answers built outside s3s (health endpoints, a GET whose Range S3 ignores, the router's
-//! own answers): plain text, the headers of a whole-object 200, the stored attributes.
+//! Answers built outside s3s (health endpoints, plain reads, a GET whose Range S3 ignores,
+//! the page protocol): plain text, an object version's headers rendered once, a read's
+//! length and range, S3 errors as s3s sends them.
 
 use http::{Response, StatusCode};
 use lakecache_common::object::{ObjectAttrs, ObjectMeta};
@@ -10,31 +11,7 @@ pub fn text(status: StatusCode, body: impl Into<String>) -> Response<s3s::Body> 
     r
 }
 
-/// The headers of a 200 answer with the whole object.
-pub fn whole_object_headers(
-    size: u64,
-    etag: Option<&str>,
-    last_modified: std::time::SystemTime,
-    content_type: Option<&str>,
-) -> http::HeaderMap {
-    let mut headers = http::HeaderMap::new();
-    let mut put = |k: http::header::HeaderName, v: String| {
-        if let Ok(v) = http::HeaderValue::from_str(&v) {
-            headers.insert(k, v);
-        }
-    };
-    put(http::header::CONTENT_LENGTH, size.to_string());
-    put(http::header::ACCEPT_RANGES, "bytes".into());
-    put(http::header::CONTENT_TYPE, content_type.unwrap_or("application/octet-stream").to_string());
-    if let Some(e) = etag {
-        put(http::header::ETAG, format!("\"{e}\""));
-    }
-    put(http::header::LAST_MODIFIED, httpdate(last_modified));
-    headers
-}
-
-/// The stored attributes as response headers, for answers built outside s3s (a GET whose
-/// Range header is ignored).
+/// The stored attributes as response headers (part of [`object_headers`]).
 pub fn attr_headers(a: &ObjectAttrs, headers: &mut http::HeaderMap) {
     let mut put = |name: &str, v: &Option<String>| {
         if let (Some(v), Ok(name)) = (v, http::HeaderName::from_bytes(name.as_bytes()))
@@ -74,6 +51,32 @@ pub fn object_headers(meta: &ObjectMeta) -> &http::HeaderMap {
         }
         h
     })
+}
+
+/// `Content-Range` of an answer with `range` of an object of `size` bytes.
+pub fn content_range(range: lakecache_common::page::ByteRange, size: u64) -> String {
+    format!("bytes {}-{}/{}", range.start, range.end.saturating_sub(1), size)
+}
+
+/// The headers of a read's answer: the object's `object` headers, the answer's length and,
+/// for a range (`partial`), its Content-Range.
+pub fn read_headers(
+    object: &http::HeaderMap,
+    range: lakecache_common::page::ByteRange,
+    size: u64,
+    partial: bool,
+) -> http::HeaderMap {
+    let mut h = object.clone();
+    h.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(range.len()));
+    if partial && let Ok(v) = http::HeaderValue::from_str(&content_range(range, size)) {
+        h.insert(http::header::CONTENT_RANGE, v);
+    }
+    h
+}
+
+/// An S3 error as s3s sends it (for answers built outside s3s).
+pub fn s3_error_response(e: s3s::S3Error) -> Response<s3s::Body> {
+    e.to_http_response().unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"))
 }
 
 /// Whether the attributes render in [`object_headers`] exactly as s3s renders them: every

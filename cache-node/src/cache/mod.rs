@@ -163,9 +163,18 @@ impl Cache {
     /// Resolves the current version of an object: cached metadata when it may be trusted,
     /// else one (shared) HEAD at the origin.
     pub async fn object(&self, bucket: &str, key: &str) -> Result<Arc<ObjectHandle>, CacheError> {
+        self.object_as(bucket, key, self.rules.classify(key)).await
+    }
+
+    /// [`object`](Self::object) for a key whose class the caller has already worked out.
+    pub async fn object_as(
+        &self,
+        bucket: &str,
+        key: &str,
+        class: KeyClass,
+    ) -> Result<Arc<ObjectHandle>, CacheError> {
         let store = self.origins.store(bucket)?;
         let path = crate::origin::object_path(key)?;
-        let class = self.rules.classify(key);
         let meta = self.meta.resolve(&self.origins, &store, bucket, key, &path, class).await?;
         Ok(self.handle(bucket, key, path, store, meta, class))
     }

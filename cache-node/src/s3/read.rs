@@ -123,7 +123,7 @@ async fn object_output(
     Ok(GetObjectOutput {
         body: Some(StreamingBlob::wrap(body)),
         content_length: Some(range.len() as i64),
-        content_range: partial.then(|| format!("bytes {}-{}/{}", range.start, range.end - 1, size)),
+        content_range: partial.then(|| lakecache_s3::response::content_range(range, size)),
         accept_ranges: Some("bytes".to_string()),
         e_tag: etag,
         last_modified,
@@ -140,7 +140,7 @@ pub async fn head_object(
         resolve(s3, &i.bucket, &i.key, i.part_number, i.range.as_ref(), Conditions::of(i)).await?;
     let mut out = HeadObjectOutput {
         content_length: Some(range.len() as i64),
-        content_range: partial.then(|| format!("bytes {}-{}/{}", range.start, range.end - 1, obj.meta.size)),
+        content_range: partial.then(|| lakecache_s3::response::content_range(range, obj.meta.size)),
         accept_ranges: Some("bytes".to_string()),
         e_tag: obj.meta.etag.clone().map(ETag::Strong),
         last_modified: Some(timestamp(&obj)),
@@ -160,8 +160,10 @@ pub async fn head_object(
 pub async fn plain_read(
     cache: &Arc<Cache>,
     p: &lakecache_s3::request::PlainRead,
+    class: crate::policy::KeyClass,
 ) -> Option<http::Response<s3s::Body>> {
-    let obj = match cache.object(&p.bucket, &p.key).await {
+    use lakecache_s3::response::s3_error_response as error_response;
+    let obj = match cache.object_as(&p.bucket, &p.key, class).await {
         Ok(o) => o,
         Err(e) => return Some(error_response(cache_err(e))),
     };
@@ -174,18 +176,12 @@ pub async fn plain_read(
             conditions.check(&obj.meta)?;
         }
         let (range, partial) = resolve_range(p.range.as_ref(), obj.meta.size)?;
-        let mut headers = lakecache_s3::response::object_headers(&obj.meta).clone();
-        headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(range.len()));
-        if partial
-            && let Ok(v) = http::HeaderValue::from_str(&format!(
-                "bytes {}-{}/{}",
-                range.start,
-                range.end.saturating_sub(1),
-                obj.meta.size
-            ))
-        {
-            headers.insert(http::header::CONTENT_RANGE, v);
-        }
+        let headers = lakecache_s3::response::read_headers(
+            lakecache_s3::response::object_headers(&obj.meta),
+            range,
+            obj.meta.size,
+            partial,
+        );
         let mut r = if p.head {
             // s3s answers a HEAD 200 with or without a Range.
             http::Response::new(s3s::Body::empty())
@@ -203,11 +199,4 @@ pub async fn plain_read(
         S3Result::Ok(r)
     };
     Some(answer.await.unwrap_or_else(error_response))
-}
-
-/// An S3 error as s3s would send it.
-fn error_response(e: s3s::S3Error) -> http::Response<s3s::Body> {
-    e.to_http_response().unwrap_or_else(|_| {
-        lakecache_s3::response::text(http::StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
-    })
 }

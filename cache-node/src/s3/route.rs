@@ -7,7 +7,7 @@ use futures::StreamExt;
 use http::{Method, StatusCode};
 use lakecache_common::page::ByteRange;
 use lakecache_s3::request::{HeaderConditions, host_bucket, percent_decode, range_is_ignored};
-use lakecache_s3::response::{attr_headers, whole_object_headers};
+use lakecache_s3::response::{object_headers, read_headers};
 use s3s::route::S3Route;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
@@ -171,19 +171,9 @@ impl S3Route for IgnoredRangeRoute {
         // The conditional headers still apply (s3s parses them only for its own operations).
         HeaderConditions::parse(&req.headers)?.as_conditions().check(&obj.meta)?;
         let size = obj.meta.size;
-        let mut headers = whole_object_headers(
-            size,
-            obj.meta.etag.as_deref(),
-            obj.meta.last_modified,
-            obj.meta.attrs.content_type.as_deref(),
-        );
-        attr_headers(&obj.meta.attrs, &mut headers);
-        let stream = self
-            .s3
-            .cache
-            .read_started(obj, ByteRange { start: 0, end: size })
-            .await
-            .map_err(super::cache_err)?;
+        let whole = ByteRange { start: 0, end: size };
+        let headers = read_headers(object_headers(&obj.meta), whole, size, false);
+        let stream = self.s3.cache.read_started(obj, whole).await.map_err(super::cache_err)?;
         let body = s3s::Body::http_body(http_body_util::StreamBody::new(
             stream.map(|r| r.map(hyper::body::Frame::data)),
         ));
