@@ -24,6 +24,8 @@ pub struct Member {
     rises: AtomicU32,
     /// object_store clients for this node, one per bucket (S3 clients are per bucket).
     stores: RwLock<HashMap<String, Arc<AmazonS3>>>,
+    /// Connections of the internal page protocol (made by the node client on first use).
+    pub(crate) conns: std::sync::OnceLock<Arc<crate::conn::Pool>>,
     pub stats: MemberStats,
 }
 
@@ -60,6 +62,7 @@ impl Member {
             fails: AtomicU32::new(0),
             rises: AtomicU32::new(0),
             stores: RwLock::new(HashMap::new()),
+            conns: std::sync::OnceLock::new(),
             stats: MemberStats::new(&cfg.id),
             cfg,
         })

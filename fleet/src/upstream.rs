@@ -1,7 +1,7 @@
 //! How the router (and the in-process client) asks one cache node for an object's
-//! metadata or ranges of its bytes: over the internal page protocol (`wire`: one pooled
-//! hyper client, requests signed with the fleet secret, metadata in the answer's headers,
-//! no XML), and every failure sorted by whose fault it is. That sorting is what keeps a
+//! metadata or ranges of its bytes: over the internal page protocol (`wire`: HTTP/1.1
+//! connections of its own, `conn`, requests signed with the fleet secret, metadata in the
+//! answer's headers, no XML), and every failure sorted by whose fault it is. That sorting is what keeps a
 //! client's mistakes and a slow origin from ejecting healthy nodes:
 //!
 //! - no answer (refused, reset, timed out) or a node's own 5xx: the node's fault — count
@@ -18,10 +18,10 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures::Stream;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use http_body_util::BodyExt;
 use lakecache_common::page::ByteRange;
 use lakecache_common::wire;
 
+use crate::conn;
 use crate::membership::Member;
 use crate::sign::{Signer, s3_encode};
 
@@ -188,18 +188,12 @@ impl ReadVersion {
     }
 }
 
-type PageClient = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    http_body_util::Empty<Bytes>,
->;
-
 pub struct NodeClient {
     /// S3 calls (deletes), signed with the node key.
     http: reqwest::Client,
     signer: Signer,
-    /// Page reads and metadata over the internal protocol.
-    pages: PageClient,
     key: wire::FleetKey,
+    connect_timeout: Duration,
     timeout: Duration,
 }
 
@@ -218,87 +212,64 @@ impl NodeClient {
             .read_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(50))
             .build()?;
-        let mut conn = hyper_util::client::legacy::connect::HttpConnector::new();
-        conn.set_connect_timeout(Some(connect_timeout));
-        conn.set_nodelay(true);
-        let pages = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(50))
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(conn);
-        Ok(Self { http, signer, pages, key: wire::FleetKey::new(&secret), timeout })
+        Ok(Self { http, signer, key: wire::FleetKey::new(&secret), connect_timeout, timeout })
     }
 
-    /// A signed request of the internal protocol.
-    fn page_request(
-        &self,
-        member: &Member,
-        method: Method,
-        bucket: &str,
-        key: &str,
-        ranges: &str,
-        version: &str,
-    ) -> Result<http::Request<http_body_util::Empty<Bytes>>, UpstreamError> {
-        let base = member.cfg.url.trim_end_matches('/');
-        let (bucket, key) = (s3_encode(bucket, false), s3_encode(key, false));
-        let mut uri =
-            String::with_capacity(base.len() + wire::PAGE_PATH.len() + bucket.len() + 1 + key.len());
-        uri.push_str(base);
-        uri.push_str(wire::PAGE_PATH);
-        uri.push_str(&bucket);
-        uri.push('/');
-        uri.push_str(&key);
-        let auth = self.key.auth_value(method.as_str(), &uri[base.len()..], ranges, version);
-        let bad = |e: String| UpstreamError::NoAnswer {
-            node: member.cfg.id.clone(),
-            reason: format!("cannot build a request to {base}: {e}"),
-        };
-        let mut req = http::Request::new(http_body_util::Empty::new());
-        *req.method_mut() = method;
-        *req.uri_mut() = uri.parse().map_err(|e: http::uri::InvalidUri| bad(e.to_string()))?;
-        let h = req.headers_mut();
-        let value = |v: &str| HeaderValue::from_str(v).map_err(|e| bad(e.to_string()));
-        h.insert(HeaderName::from_static(wire::FLEET_AUTH), value(&auth)?);
-        if !ranges.is_empty() {
-            h.insert(HeaderName::from_static(wire::RANGES), value(ranges)?);
-        }
-        if !version.is_empty() {
-            h.insert(HeaderName::from_static(wire::READ_VERSION), value(version)?);
-        }
-        Ok(req)
+    /// `member`'s page-protocol connections.
+    fn pool<'a>(&self, member: &'a Member) -> &'a Arc<conn::Pool> {
+        member.conns.get_or_init(|| {
+            Arc::new(conn::Pool::new(&member.cfg.id, &member.cfg.url, self.connect_timeout, self.timeout))
+        })
     }
 
-    /// Sends a page-protocol request and waits for the answer's head; an error answer is
-    /// read (bounded) and classified.
+    /// Sends a signed request of the internal protocol for `path` and waits for the
+    /// answer's head; an error answer is read (bounded) and classified.
     async fn send_page(
         &self,
         member: &Member,
-        req: http::Request<http_body_util::Empty<Bytes>>,
-    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
-        let node = || member.cfg.id.clone();
-        let resp = match tokio::time::timeout(self.timeout, self.pages.request(req)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Err(UpstreamError::NoAnswer { node: node(), reason: error_chain(&e) }),
-            Err(_) => {
-                return Err(UpstreamError::NoAnswer {
-                    node: node(),
-                    reason: format!("no answer within {:?}", self.timeout),
-                });
-            }
-        };
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
+        method: &str,
+        path: &str,
+        ranges: &str,
+        version: &str,
+    ) -> Result<conn::Answer, UpstreamError> {
+        let auth = self.key.auth_value(method, path, ranges, version);
+        let mut headers: [(&str, &str); 3] = [(wire::FLEET_AUTH, &auth), ("", ""), ("", "")];
+        let mut n = 1;
+        if !ranges.is_empty() {
+            headers[n] = (wire::RANGES, ranges);
+            n += 1;
         }
-        let h = resp.headers();
-        let origin =
-            h.get(wire::ERROR_SOURCE).is_some_and(|v| v.as_bytes() == wire::ERROR_SOURCE_ORIGIN.as_bytes());
-        let code = h
-            .get(wire::ERROR_CODE)
-            .and_then(|v| v.to_str().ok())
+        if !version.is_empty() {
+            headers[n] = (wire::READ_VERSION, version);
+            n += 1;
+        }
+        let answer = match self.pool(member).send(method, path, &headers[..n]).await {
+            Ok(a) => a,
+            Err(e) => return Err(UpstreamError::NoAnswer { node: member.cfg.id.clone(), reason: e.0 }),
+        };
+        let status = answer.status;
+        if status.is_success() {
+            return Ok(answer);
+        }
+        let origin = answer.header(wire::ERROR_SOURCE) == Some(wire::ERROR_SOURCE_ORIGIN.as_bytes());
+        let code = answer
+            .header(wire::ERROR_CODE)
+            .and_then(|v| std::str::from_utf8(v).ok())
             .map_or_else(|| code_of_status(status).to_string(), str::to_string);
-        let body = read_bounded_body(resp.into_body(), ERROR_BODY_MAX_BYTES, self.timeout).await;
+        let body = answer.body.read_to_end(ERROR_BODY_MAX_BYTES).await;
         let message = Some(String::from_utf8_lossy(&body).into_owned()).filter(|m| !m.is_empty());
-        Err(UpstreamError::Answer { node: node(), status, code, message, origin })
+        Err(UpstreamError::Answer { node: member.cfg.id.clone(), status, code, message, origin })
+    }
+
+    /// The path of the internal protocol's page endpoint for an object.
+    fn page_path(bucket: &str, key: &str) -> String {
+        let (bucket, key) = (s3_encode(bucket, false), s3_encode(key, false));
+        let mut path = String::with_capacity(wire::PAGE_PATH.len() + bucket.len() + 1 + key.len());
+        path.push_str(wire::PAGE_PATH);
+        path.push_str(&bucket);
+        path.push('/');
+        path.push_str(&key);
+        path
     }
 
     fn request(
@@ -356,15 +327,8 @@ impl NodeClient {
 
     /// The key rules and page size `member` applies (the internal `rules` endpoint).
     pub async fn rules(&self, member: &Member) -> Result<NodeRules, UpstreamError> {
-        let base = member.cfg.url.trim_end_matches('/');
-        let auth = self.key.auth_value("GET", wire::RULES_PATH, "", "");
-        let req = http::Request::builder()
-            .uri(format!("{base}{}", wire::RULES_PATH))
-            .header(wire::FLEET_AUTH, auth)
-            .body(http_body_util::Empty::new())
-            .map_err(|e| UpstreamError::NoAnswer { node: member.cfg.id.clone(), reason: e.to_string() })?;
-        let resp = self.send_page(member, req).await?;
-        let body = read_bounded_body(resp.into_body(), 1 << 20, self.timeout).await;
+        let answer = self.send_page(member, "GET", wire::RULES_PATH, "", "").await?;
+        let body = answer.body.read_to_end(1 << 20).await;
         serde_json::from_slice(&body).map_err(|e| UpstreamError::NoAnswer {
             node: member.cfg.id.clone(),
             reason: format!("its rules are not readable: {e}"),
@@ -373,9 +337,8 @@ impl NodeClient {
 
     /// The object's metadata.
     pub async fn head(&self, member: &Member, bucket: &str, key: &str) -> Result<ObjectInfo, UpstreamError> {
-        let req = self.page_request(member, Method::HEAD, bucket, key, "", "")?;
-        let resp = self.send_page(member, req).await?;
-        info_of(resp.headers()).ok_or_else(|| UpstreamError::NoAnswer {
+        let answer = self.send_page(member, "HEAD", &Self::page_path(bucket, key), "", "").await?;
+        info_of(&answer.headers()).ok_or_else(|| UpstreamError::NoAnswer {
             node: member.cfg.id.clone(),
             reason: "an answer without the object's size".into(),
         })
@@ -399,8 +362,8 @@ impl NodeClient {
         if range.is_empty() {
             return Ok(Box::pin(futures::stream::empty()));
         }
-        let resp = self.send_ranges(member, bucket, key, &[range], version).await?;
-        Ok(self.body_stream(member, resp))
+        let answer = self.send_ranges(member, bucket, key, &[range], version).await?;
+        Ok(Box::pin(NodeBody(answer.body)))
     }
 
     /// Several ranges of the object in one request (at most `wire::MAX_RANGES`): the
@@ -414,12 +377,12 @@ impl NodeClient {
         ranges: &[ByteRange],
         version: &ReadVersion,
     ) -> Result<(ObjectInfo, BodyStream), UpstreamError> {
-        let resp = self.send_ranges(member, bucket, key, ranges, version).await?;
-        let info = info_of(resp.headers()).ok_or_else(|| UpstreamError::NoAnswer {
+        let answer = self.send_ranges(member, bucket, key, ranges, version).await?;
+        let info = info_of(&answer.headers()).ok_or_else(|| UpstreamError::NoAnswer {
             node: member.cfg.id.clone(),
             reason: "an answer without the object's size".into(),
         })?;
-        Ok((info, self.body_stream(member, resp)))
+        Ok((info, Box::pin(NodeBody(answer.body))))
     }
 
     async fn send_ranges(
@@ -429,57 +392,35 @@ impl NodeClient {
         key: &str,
         ranges: &[ByteRange],
         version: &ReadVersion,
-    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+    ) -> Result<conn::Answer, UpstreamError> {
         let spans: Vec<(u64, u64)> =
             ranges.iter().filter(|r| !r.is_empty()).map(|r| (r.start, r.end)).collect();
         let text = wire::format_ranges(&spans);
-        let req = self.page_request(
-            member,
-            Method::GET,
-            bucket,
-            key,
-            &text,
-            version.etag.as_deref().unwrap_or(""),
-        )?;
-        self.send_page(member, req).await
+        let version = version.etag.as_deref().unwrap_or("");
+        self.send_page(member, "GET", &Self::page_path(bucket, key), &text, version).await
     }
+}
 
-    /// An answer's body as it arrives, each piece within the timeout.
-    fn body_stream(&self, member: &Member, resp: http::Response<hyper::body::Incoming>) -> BodyStream {
-        let node: Arc<str> = Arc::from(member.cfg.id.as_str());
-        let timeout = self.timeout;
-        let body = resp.into_body();
-        let stream = futures::stream::unfold(Some(body), move |body| {
-            let node = node.clone();
-            async move {
-                let mut body = body?;
-                loop {
-                    match tokio::time::timeout(timeout, body.frame()).await {
-                        Ok(Some(Ok(f))) => match f.into_data() {
-                            Ok(d) if d.is_empty() => continue,
-                            Ok(d) => return Some((Ok(d), Some(body))),
-                            Err(_) => continue,
-                        },
-                        Ok(None) => return None,
-                        Ok(Some(Err(e))) => {
-                            let reason = format!("body broke off: {}", error_chain(&e));
-                            return Some((
-                                Err(UpstreamError::NoAnswer { node: node.to_string(), reason }),
-                                None,
-                            ));
-                        }
-                        Err(_) => {
-                            let reason = format!("the body paused for longer than {timeout:?}");
-                            return Some((
-                                Err(UpstreamError::NoAnswer { node: node.to_string(), reason }),
-                                None,
-                            ));
-                        }
-                    }
-                }
-            }
-        });
-        Box::pin(stream)
+/// A page answer's body, its failures in the node client's terms.
+struct NodeBody(conn::Body);
+
+impl Stream for NodeBody {
+    type Item = Result<Bytes, UpstreamError>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let body = &mut this.0;
+        body.poll_piece(cx).map(|piece| {
+            piece.map(|r| {
+                r.map_err(|e| UpstreamError::NoAnswer {
+                    node: body.node().to_string(),
+                    reason: format!("body broke off: {}", e.0),
+                })
+            })
+        })
     }
 }
 
@@ -495,30 +436,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-async fn read_bounded_body<B>(mut body: B, max: usize, timeout: Duration) -> Vec<u8>
-where
-    B: hyper::body::Body<Data = Bytes> + Unpin,
-{
+async fn read_bounded(mut resp: reqwest::Response, max: usize, timeout: Duration) -> Vec<u8> {
     let mut out = Vec::new();
     let read = async {
-        while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else { break };
-            if let Ok(data) = frame.into_data() {
-                let room = max.saturating_sub(out.len());
-                out.extend_from_slice(&data[..data.len().min(room)]);
-                if out.len() >= max {
-                    break;
-                }
+        while let Ok(Some(piece)) = resp.chunk().await {
+            let room = max.saturating_sub(out.len());
+            out.extend_from_slice(&piece[..piece.len().min(room)]);
+            if out.len() >= max {
+                break;
             }
         }
     };
     let _ = tokio::time::timeout(timeout, read).await;
     out
-}
-
-async fn read_bounded(resp: reqwest::Response, max: usize, timeout: Duration) -> Vec<u8> {
-    let body: http::Response<reqwest::Body> = resp.into();
-    read_bounded_body(body.into_body(), max, timeout).await
 }
 
 /// The object's description from the headers of a HEAD (or GET) answer.
