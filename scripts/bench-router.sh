@@ -185,22 +185,26 @@ start_node() {
     log "$name on port $port (pid $STARTED_PID)"
 }
 
-# Node-side requests (by S3 operation) per client request through each front, and how the
-# nodes shared them: a short counted run per server and read size, after the measurements.
+# Node-side requests per client request through each front, and how the nodes shared them:
+# a short counted run per server and read size, after the measurements. node_requests URL
+# OP (get|head): the node's S3 requests of that method plus its page-protocol requests of
+# that op (the router's reads arrive on the internal endpoint, the other fronts' on S3).
 node_requests() {
-    local v
-    v=$(metric_sum "$1" cachenode_s3_requests_total "$2")
-    [[ $v =~ ^[0-9]+$ ]] || v=0
-    echo "$v"
+    local s f
+    s=$(metric_sum "$1" cachenode_s3_requests_total "method=\"${2^^}\"")
+    f=$(metric_sum "$1" cachenode_fleet_requests_total "op=\"$2\"")
+    [[ $s =~ ^[0-9]+$ ]] || s=0
+    [[ $f =~ ^[0-9]+$ ]] || f=0
+    echo $((s + f))
 }
 fanout_row() {
     local server=$1 read_size=$2 n=$3
     local before1 before2 head1 head2 after1 after2 ahead1 ahead2
-    before1=$(node_requests "$NODE1_URL" 'method="GET"'); before2=$(node_requests "$NODE2_URL" 'method="GET"')
-    head1=$(node_requests "$NODE1_URL" 'method="HEAD"'); head2=$(node_requests "$NODE2_URL" 'method="HEAD"')
+    before1=$(node_requests "$NODE1_URL" get); before2=$(node_requests "$NODE2_URL" get)
+    head1=$(node_requests "$NODE1_URL" head); head2=$(node_requests "$NODE2_URL" head)
     load "$server" fanout 0 "$read_size" --seconds 60 --max-requests "$n"
-    after1=$(node_requests "$NODE1_URL" 'method="GET"'); after2=$(node_requests "$NODE2_URL" 'method="GET"')
-    ahead1=$(node_requests "$NODE1_URL" 'method="HEAD"'); ahead2=$(node_requests "$NODE2_URL" 'method="HEAD"')
+    after1=$(node_requests "$NODE1_URL" get); after2=$(node_requests "$NODE2_URL" get)
+    ahead1=$(node_requests "$NODE1_URL" head); ahead2=$(node_requests "$NODE2_URL" head)
     awk -v s="$server" -v rs="$read_size" -v n="$n" \
         -v g1=$((after1 - before1)) -v g2=$((after2 - before2)) -v h1=$((ahead1 - head1)) -v h2=$((ahead2 - head2)) 'BEGIN {
         g = g1 + g2; h = h1 + h2
@@ -461,7 +465,7 @@ RAW_REL=${RAW_BASE#"$REPO"/}
     echo
     echo "### Node requests per client request"
     echo
-    echo "$FANOUT_REQUESTS random reads through each target after the measured runs; node-side S3 requests counted from the nodes' \`cachenode_s3_requests_total\`."
+    echo "$FANOUT_REQUESTS random reads through each target after the measured runs; node-side requests counted from the nodes' \`cachenode_s3_requests_total\` (S3 port) plus \`cachenode_fleet_requests_total\` (internal page endpoint, where the router's reads arrive)."
     echo
     echo "| read size | target | client requests | node GETs per request | node HEADs per request | GETs on cache-1 / cache-2 |"
     echo "|---|---|---|---|---|---|"

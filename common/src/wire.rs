@@ -193,14 +193,17 @@ pub fn parse_ranges(s: &str) -> Option<Vec<(u64, u64)>> {
 
 /// Writes half-open ranges as [`RANGES`] expects them.
 pub fn format_ranges(ranges: &[(u64, u64)]) -> String {
-    let mut s = String::new();
+    let mut s = Vec::with_capacity(ranges.len() * 16);
+    let mut buf = [0u8; 20];
     for (i, (a, b)) in ranges.iter().enumerate() {
         if i > 0 {
-            s.push(',');
+            s.push(b',');
         }
-        s.push_str(&format!("{a}-{}", b - 1));
+        s.extend_from_slice(decimal(*a, &mut buf));
+        s.push(b'-');
+        s.extend_from_slice(decimal(b - 1, &mut buf));
     }
-    s
+    String::from_utf8(s).unwrap_or_default()
 }
 
 #[cfg(test)]

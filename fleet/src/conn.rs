@@ -187,6 +187,12 @@ impl Pool {
         req: &[u8],
         head_only: bool,
     ) -> Result<Answer, (Broken, bool)> {
+        // The socket may still be marked readable from the last answer: forget that (no
+        // system call), so the first read waits for this answer instead of trying a read
+        // that finds nothing. A close by the node stays marked and is seen at once.
+        let _ = conn.io.try_io(tokio::io::Interest::READABLE, || {
+            Err::<(), _>(std::io::Error::from(std::io::ErrorKind::WouldBlock))
+        });
         if let Err(e) = conn.io.write_all(req).await {
             return Err((Broken(format!("cannot send the request: {e}")), true));
         }
@@ -387,11 +393,13 @@ impl futures::Stream for Body {
     }
 }
 
-/// Reads what the socket has into `buf` (at least one byte, or 0 at its end).
+/// Reads what the socket has into `buf` (at least one byte, or 0 at its end), once it is
+/// readable.
 async fn read_some(io: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
     loop {
+        io.readable().await?;
         match io.try_read_buf(buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => io.readable().await?,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             r => return r,
         }
     }

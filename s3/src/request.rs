@@ -16,6 +16,9 @@ pub fn host_bucket<'a>(domains: &[String], host: &'a str) -> Option<&'a str> {
 }
 
 pub fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_string());
+    }
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

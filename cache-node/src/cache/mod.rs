@@ -85,6 +85,29 @@ pub struct Cache {
     meta: meta::MetaCache,
     inflight: Mutex<HashMap<PageKey, PageFuture>>,
     disk_tx: Option<mpsc::Sender<fetch::DiskWrite>>,
+    tiers: TierStats,
+}
+
+/// The hit and served-bytes series of each tier, registered once (a lookup by label on
+/// every read cost more than the memory hit it counts).
+struct TierStats {
+    memory_hits: metrics::Counter,
+    memory_bytes: metrics::Counter,
+    memory_misses: metrics::Counter,
+    disk_hits: metrics::Counter,
+    disk_bytes: metrics::Counter,
+}
+
+impl TierStats {
+    fn new() -> Self {
+        Self {
+            memory_hits: metrics::counter!(m::CACHE_HITS, "tier" => "memory"),
+            memory_bytes: metrics::counter!(m::CACHE_SERVED_BYTES, "tier" => "memory"),
+            memory_misses: metrics::counter!(m::CACHE_MISSES, "tier" => "memory"),
+            disk_hits: metrics::counter!(m::CACHE_HITS, "tier" => "disk"),
+            disk_bytes: metrics::counter!(m::CACHE_SERVED_BYTES, "tier" => "disk"),
+        }
+    }
 }
 
 /// The disk tier with the journal of the objects its pages belong to.
@@ -130,6 +153,7 @@ impl Cache {
             origins,
             rules,
             pins,
+            tiers: TierStats::new(),
             inflight: Mutex::new(HashMap::new()),
             disk_tx,
         });
@@ -309,8 +333,8 @@ impl Cache {
             out.push(page.slice(s.offset_in_page..s.offset_in_page + s.len));
         }
         let sent: u64 = out.iter().map(|b| b.len() as u64).sum();
-        metrics::counter!(m::CACHE_HITS, "tier" => "memory").increment(out.len() as u64);
-        metrics::counter!(m::CACHE_SERVED_BYTES, "tier" => "memory").increment(sent);
+        self.tiers.memory_hits.increment(out.len() as u64);
+        self.tiers.memory_bytes.increment(sent);
         Some(out)
     }
 
@@ -379,18 +403,18 @@ impl Cache {
         }
         if let Some(page) = self.memory.get(&key) {
             if page.len() == page_len {
-                metrics::counter!(m::CACHE_HITS, "tier" => "memory").increment(1);
-                metrics::counter!(m::CACHE_SERVED_BYTES, "tier" => "memory").increment(s.len as u64);
+                self.tiers.memory_hits.increment(1);
+                self.tiers.memory_bytes.increment(s.len as u64);
                 return Ok(page.slice(s.offset_in_page..s.offset_in_page + s.len));
             }
             self.memory.remove(&key);
         }
-        metrics::counter!(m::CACHE_MISSES, "tier" => "memory").increment(1);
+        self.tiers.memory_misses.increment(1);
         if let Some(disk) = &self.disk {
             match disk.read(&key, s.offset_in_page, s.len).await {
                 Ok(Some(bytes)) if bytes.len() == s.len => {
-                    metrics::counter!(m::CACHE_HITS, "tier" => "disk").increment(1);
-                    metrics::counter!(m::CACHE_SERVED_BYTES, "tier" => "disk").increment(s.len as u64);
+                    self.tiers.disk_hits.increment(1);
+                    self.tiers.disk_bytes.increment(s.len as u64);
                     if s.len == page_len {
                         self.memory.insert(key, bytes.clone());
                     }
