@@ -140,8 +140,11 @@ impl FleetConfig {
         }
 
         for n in nodes {
-            if !(n.url.starts_with("http://") || n.url.starts_with("https://")) {
-                return bad(format!("nodes: {} has url {:?}; expected http(s)://host:port", n.id, n.url));
+            if !n.url.starts_with("http://") {
+                return bad(format!(
+                    "nodes: {} has url {:?}; expected http://host:port (fleet members speak plain HTTP/1.1 to the nodes; keep that traffic on the cluster network)",
+                    n.id, n.url
+                ));
             }
         }
         let ring: Vec<_> = nodes

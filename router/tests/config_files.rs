@@ -38,6 +38,10 @@ fn bad_router_configs_are_refused() {
     assert!(c.validate().unwrap_err().to_string().contains("twice"));
     let bad_url = format!("{base}[[nodes]]\nid = \"a\"\nurl = \"x:1\"\n");
     assert!(parse_toml::<RouterConfig>(&bad_url, "t").unwrap().validate().is_err());
+    // The page protocol has no TLS: an https node is refused at start, not at the first read.
+    let tls = format!("{base}[[nodes]]\nid = \"a\"\nurl = \"https://x:1\"\n");
+    let e = parse_toml::<RouterConfig>(&tls, "t").unwrap().validate().unwrap_err().to_string();
+    assert!(e.contains("expected http://host:port"), "{e}");
     let no_secret: RouterConfig =
         parse_toml("[auth]\nanonymous = true\n[[nodes]]\nid = \"a\"\nurl = \"http://x:1\"\n", "t").unwrap();
     assert!(no_secret.validate().unwrap_err().to_string().contains("fleet.secret"));

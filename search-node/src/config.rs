@@ -220,8 +220,11 @@ impl Validate for SearchConfig {
             _ => {}
         }
         for n in &self.nodes {
-            if !(n.url.starts_with("http://") || n.url.starts_with("https://")) {
-                return bad(format!("nodes: {} has url {:?}; expected http(s)://host:port", n.id, n.url));
+            if !n.url.starts_with("http://") {
+                return bad(format!(
+                    "nodes: {} has url {:?}; expected http://host:port (fleet members speak plain HTTP/1.1 to the nodes)",
+                    n.id, n.url
+                ));
             }
         }
         let ps = self.fleet.page_size.as_u64();
