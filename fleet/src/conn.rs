@@ -132,7 +132,8 @@ impl Pool {
             loop {
                 let conn = match self.checkout() {
                     Some(c) => c,
-                    None => self.connect(addr).await?,
+                    // Boxed: connecting is rare and its future large.
+                    None => Box::pin(self.connect(addr)).await?,
                 };
                 let reused = conn.reused;
                 match self.exchange(conn, &req, head_only).await {
@@ -209,67 +210,82 @@ impl Pool {
                 let before = conn.buf.is_empty();
                 return Err((Broken("the node closed the connection".into()), before));
             }
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut parsed = httparse::Response::new(&mut headers);
-            match parsed.parse(&conn.buf) {
-                Ok(httparse::Status::Partial) => {
+            match parse_head(&conn.buf, head_only) {
+                Ok(None) => {
                     if conn.buf.len() >= MAX_HEAD_BYTES {
                         return Err((Broken("the answer's head is too long".into()), false));
                     }
                     conn.buf.reserve(FIRST_READ);
                 }
-                Ok(httparse::Status::Complete(head_len)) => {
-                    let code = parsed.code.unwrap_or(0);
-                    let status = StatusCode::from_u16(code)
-                        .map_err(|_| (Broken(format!("the answer's status {code} is not valid")), false))?;
-                    if code < 200 {
-                        return Err((Broken(format!("an interim answer {code} was not asked for")), false));
-                    }
-                    let base = conn.buf.as_ptr() as usize;
-                    let span = |s: &[u8]| (s.as_ptr() as usize - base, s.as_ptr() as usize - base + s.len());
-                    let spans: Vec<_> =
-                        parsed.headers.iter().map(|h| (span(h.name.as_bytes()), span(h.value))).collect();
-                    let mut length = None;
-                    let mut keep_alive = parsed.version == Some(1);
-                    for h in parsed.headers.iter() {
-                        if h.name.eq_ignore_ascii_case("content-length") {
-                            let v =
-                                std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<u64>().ok());
-                            match (v, length) {
-                                (Some(v), None) => length = Some(v),
-                                (Some(v), Some(l)) if v == l => {}
-                                _ => {
-                                    return Err((
-                                        Broken("the answer's Content-Length is not valid".into()),
-                                        false,
-                                    ));
-                                }
-                            }
-                        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                            return Err((Broken("the answer is not length-delimited".into()), false));
-                        } else if h.name.eq_ignore_ascii_case("connection") {
-                            keep_alive &= !h.value.eq_ignore_ascii_case(b"close");
-                        }
-                    }
-                    let no_body =
-                        head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-                    let left = match (no_body, length) {
-                        (true, _) => 0,
-                        (false, Some(l)) => l,
-                        (false, None) => {
-                            return Err((Broken("the answer has no Content-Length".into()), false));
-                        }
+                Ok(Some(p)) => {
+                    let head = conn.buf.split_to(p.head_len).freeze();
+                    let mut body = Body {
+                        conn: Some(conn),
+                        pool: self.clone(),
+                        left: p.left,
+                        keep_alive: p.keep_alive,
+                        timer: None,
                     };
-                    let head = conn.buf.split_to(head_len).freeze();
-                    let mut body =
-                        Body { conn: Some(conn), pool: self.clone(), left, keep_alive, timer: None };
                     body.settle();
-                    return Ok(Answer { status, head, spans, body });
+                    return Ok(Answer { status: p.status, head, spans: p.spans, body });
                 }
-                Err(e) => return Err((Broken(format!("the answer is not HTTP/1.1: {e}")), false)),
+                Err(e) => return Err((e, false)),
             }
         }
     }
+}
+
+/// An answer's head, parsed: where it ends, its status and headers, and how long its body is.
+struct Head {
+    head_len: usize,
+    status: StatusCode,
+    spans: Vec<((usize, usize), (usize, usize))>,
+    left: u64,
+    keep_alive: bool,
+}
+
+/// The head at the start of `buf`, if it has all arrived. (Not async: the header array
+/// stays on this function's stack, out of every read's future.)
+fn parse_head(buf: &[u8], head_only: bool) -> Result<Option<Head>, Broken> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let head_len = match parsed.parse(buf) {
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Ok(httparse::Status::Complete(n)) => n,
+        Err(e) => return Err(Broken(format!("the answer is not HTTP/1.1: {e}"))),
+    };
+    let code = parsed.code.unwrap_or(0);
+    let status =
+        StatusCode::from_u16(code).map_err(|_| Broken(format!("the answer's status {code} is not valid")))?;
+    if code < 200 {
+        return Err(Broken(format!("an interim answer {code} was not asked for")));
+    }
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| (s.as_ptr() as usize - base, s.as_ptr() as usize - base + s.len());
+    let spans: Vec<_> = parsed.headers.iter().map(|h| (span(h.name.as_bytes()), span(h.value))).collect();
+    let mut length = None;
+    let mut keep_alive = parsed.version == Some(1);
+    for h in parsed.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<u64>().ok());
+            match (v, length) {
+                (Some(v), None) => length = Some(v),
+                (Some(v), Some(l)) if v == l => {}
+                _ => return Err(Broken("the answer's Content-Length is not valid".into())),
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(Broken("the answer is not length-delimited".into()));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            keep_alive &= !h.value.eq_ignore_ascii_case(b"close");
+        }
+    }
+    let no_body = head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let left = match (no_body, length) {
+        (true, _) => 0,
+        (false, Some(l)) => l,
+        (false, None) => return Err(Broken("the answer has no Content-Length".into())),
+    };
+    Ok(Some(Head { head_len, status, spans, left, keep_alive }))
 }
 
 impl Answer {
