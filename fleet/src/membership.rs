@@ -267,7 +267,6 @@ impl Fleet {
     /// error saying who differs and how: a member never runs with other rules than the
     /// nodes'.
     pub async fn adopt_node_rules(&self) -> anyhow::Result<()> {
-        use lakecache_common::keys::{KeyRuleSpec, KeyRules};
         let deadline = tokio::time::Instant::now() + self.cfg.startup_wait;
         let answers = loop {
             let members = self.members();
@@ -299,37 +298,9 @@ impl Fleet {
             }
             tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         };
-        let (first_id, first) = &answers[0];
-        for (id, r) in &answers {
-            if !r.rules.same_as(&first.rules) {
-                anyhow::bail!(
-                    "cache nodes {first_id} and {id} apply different key rules ({:?} vs {:?}); \
-                     configure the same [cache] immutable/never_cache on every node",
-                    first.rules,
-                    r.rules
-                );
-            }
-            if r.page_size != self.cfg.page_size.as_u64() {
-                anyhow::bail!(
-                    "cache node {id} has cache.page_size {} but fleet.page_size is {}; they must be equal",
-                    r.page_size,
-                    self.cfg.page_size.as_u64()
-                );
-            }
-        }
-        if let (Some(imm), Some(never)) = (&self.cfg.immutable, &self.cfg.never_cache) {
-            let mine = KeyRuleSpec { immutable: imm.clone(), never_cache: never.clone() };
-            if !mine.same_as(&first.rules) {
-                anyhow::bail!(
-                    "fleet.immutable/never_cache ({mine:?}) differ from the key rules cache node {first_id} \
-                     applies ({:?}); state the nodes' rules or leave both keys unset to adopt them",
-                    first.rules
-                );
-            }
-        }
-        let rules = KeyRules::from_spec(&first.rules).map_err(anyhow::Error::msg)?;
+        let rules = agreed_rules(&self.cfg, &answers)?;
+        tracing::info!(nodes = answers.len(), rules = ?rules.spec(), "adopted the fleet's key rules");
         self.meta.set_rules(rules);
-        tracing::info!(nodes = answers.len(), rules = ?first.rules, "adopted the fleet's key rules");
         Ok(())
     }
 
@@ -577,6 +548,48 @@ impl Fleet {
             .send()
             .await;
     }
+}
+
+/// The key rules a member applies, from what fleet members told it (`answers`: who, and
+/// their rules and page size): every answer must agree with the first and with `cfg`'s
+/// page size and — where `cfg` states rules — with those. Otherwise an error saying who
+/// differs and how: a member never runs with other rules than the nodes'.
+pub fn agreed_rules(
+    cfg: &FleetConfig,
+    answers: &[(String, crate::upstream::NodeRules)],
+) -> anyhow::Result<lakecache_common::keys::KeyRules> {
+    use lakecache_common::keys::{KeyRuleSpec, KeyRules};
+    let Some((first_id, first)) = answers.first() else {
+        anyhow::bail!("no fleet member told its key rules");
+    };
+    for (id, r) in answers {
+        if !r.rules.same_as(&first.rules) {
+            anyhow::bail!(
+                "cache nodes {first_id} and {id} apply different key rules ({:?} vs {:?}); \
+                 configure the same [cache] immutable/never_cache on every node",
+                first.rules,
+                r.rules
+            );
+        }
+        if r.page_size != cfg.page_size.as_u64() {
+            anyhow::bail!(
+                "cache node {id} has cache.page_size {} but fleet.page_size is {}; they must be equal",
+                r.page_size,
+                cfg.page_size.as_u64()
+            );
+        }
+    }
+    if let (Some(imm), Some(never)) = (&cfg.immutable, &cfg.never_cache) {
+        let mine = KeyRuleSpec { immutable: imm.clone(), never_cache: never.clone() };
+        if !mine.same_as(&first.rules) {
+            anyhow::bail!(
+                "fleet.immutable/never_cache ({mine:?}) differ from the key rules cache node {first_id} \
+                 applies ({:?}); state the nodes' rules or leave both keys unset to adopt them",
+                first.rules
+            );
+        }
+    }
+    KeyRules::from_spec(&first.rules).map_err(anyhow::Error::msg)
 }
 
 #[cfg(test)]

@@ -401,6 +401,30 @@ impl NodeClient {
     }
 }
 
+/// The key rules and page size the fleet member at `url` (a node, or a router, which
+/// answers with the rules it adopted from the nodes) applies, asked with the fleet secret.
+pub async fn fetch_rules(url: &str, secret: &str, timeout: Duration) -> Result<NodeRules, UpstreamError> {
+    let pool = Arc::new(conn::Pool::new(url, url, timeout, timeout));
+    let key = wire::FleetKey::new(secret);
+    let auth = key.auth_value("GET", wire::RULES_PATH, "", "");
+    let no_answer = |reason: String| UpstreamError::NoAnswer { node: url.to_string(), reason };
+    let answer =
+        pool.send("GET", wire::RULES_PATH, &[(wire::FLEET_AUTH, &auth)]).await.map_err(|e| no_answer(e.0))?;
+    let status = answer.status;
+    let body = answer.body.read_to_end(1 << 20).await;
+    if !status.is_success() {
+        let message = Some(String::from_utf8_lossy(&body).into_owned()).filter(|m| !m.is_empty());
+        return Err(UpstreamError::Answer {
+            node: url.to_string(),
+            status,
+            code: code_of_status(status).to_string(),
+            message,
+            origin: false,
+        });
+    }
+    serde_json::from_slice(&body).map_err(|e| no_answer(format!("its rules are not readable: {e}")))
+}
+
 /// A page answer's body, its failures in the node client's terms.
 struct NodeBody(conn::Body);
 

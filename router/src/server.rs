@@ -32,6 +32,8 @@ pub struct RouterNode {
     stats: RequestStats,
     metrics: PrometheusHandle,
     limits: ConnLimits,
+    /// Verifies fleet members' requests for the rules this router applies.
+    fleet_key: lakecache_common::wire::FleetKey,
 }
 
 impl RouterNode {
@@ -58,6 +60,7 @@ impl RouterNode {
             s3: b.build(),
             metrics,
             limits: cfg.server.conn_limits(),
+            fleet_key: lakecache_common::wire::FleetKey::new(&cfg.fleet.secret),
         }))
     }
 
@@ -73,6 +76,7 @@ impl RouterNode {
                 };
             }
             "/metrics" if plain => return text(StatusCode::OK, self.metrics.render()),
+            lakecache_common::wire::RULES_PATH => return self.fleet_rules(&req),
             "/_lakecache/admin/nodes" => return self.admin_nodes(req).await,
             "/_lakecache/admin/pins" => return self.admin_pins(req).await,
             "/_lakecache/admin/stats" => return self.admin_stats(req).await,
@@ -98,6 +102,33 @@ impl RouterNode {
 }
 
 impl RouterNode {
+    /// The key rules and page size this router applies (adopted from the nodes), for a
+    /// fleet member behind it — a search node in router mode — in the nodes' own answer
+    /// shape; asked with the fleet secret, as of a node.
+    fn fleet_rules(&self, req: &Request<TimedBody>) -> Response<s3s::Body> {
+        use lakecache_common::wire::FleetAuthError;
+        if req.method() != Method::GET {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+        }
+        let presented = req.headers().get(lakecache_common::wire::FLEET_AUTH).map(|v| v.as_bytes());
+        if let Err(e) = self.fleet_key.verify(presented, "GET", lakecache_common::wire::RULES_PATH, "", "") {
+            return match e {
+                FleetAuthError::Missing => {
+                    text(StatusCode::UNAUTHORIZED, "the rules need an x-lakecache-fleet-auth signature\n")
+                }
+                FleetAuthError::Wrong => text(StatusCode::FORBIDDEN, "the fleet signature does not match\n"),
+                FleetAuthError::Expired => text(StatusCode::FORBIDDEN, "the fleet signature has expired\n"),
+            };
+        }
+        json(
+            StatusCode::OK,
+            serde_json::json!({
+                "page_size": self.fleet.cfg.page_size.as_u64(),
+                "rules": self.fleet.meta.rules().spec(),
+            }),
+        )
+    }
+
     // The error is the response to send; it is built once per refused request.
     #[allow(clippy::result_large_err)]
     fn authorized(&self, req: &Request<TimedBody>) -> Result<(), Response<s3s::Body>> {

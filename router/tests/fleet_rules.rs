@@ -287,3 +287,47 @@ async fn a_sighup_reload_refuses_a_node_with_other_rules() {
     odd.stop().await;
     same.stop().await;
 }
+
+/// A member behind the router (a search node in router mode) learns the fleet's rules from
+/// the router, which answers with what it adopted from the nodes, in the nodes' own shape;
+/// only to a request signed with the fleet secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_tells_members_behind_it_the_rules_it_adopted() {
+    use lakecache_common::wire::{FLEET_AUTH, FleetKey, RULES_PATH};
+    let f = fleet_custom(custom_rules, |_| {}).await;
+    let url = format!("http://{}", f.router_addr);
+    let secret = f.router_cfg.fleet.secret.clone();
+    let timeout = std::time::Duration::from_secs(5);
+    let told = lakecache_fleet::upstream::fetch_rules(&url, &secret, timeout).await.unwrap();
+    assert_eq!(told.page_size, f.router_cfg.fleet.page_size.as_u64());
+    assert_eq!(told.rules.immutable, vec!["**/*.frozen".to_string()]);
+    assert_eq!(told.rules.never_cache, vec!["**/live.json".to_string()]);
+    let rules =
+        lakecache_fleet::membership::agreed_rules(&f.router_cfg.fleet, &[("router".into(), told)]).unwrap();
+    assert_eq!(rules.classify("t/live.json"), KeyClass::NeverCache);
+
+    // A member stating other rules than the router's is refused, saying what differs.
+    let mut other = f.router_cfg.fleet.clone();
+    other.immutable = Some(vec!["**".into()]);
+    other.never_cache = Some(vec![]);
+    let told = lakecache_fleet::upstream::fetch_rules(&url, &secret, timeout).await.unwrap();
+    let Err(e) = lakecache_fleet::membership::agreed_rules(&other, &[("router".into(), told)]) else {
+        panic!("other rules were taken");
+    };
+    assert!(e.to_string().contains("differ from the key rules"), "{e}");
+
+    let wrong =
+        lakecache_fleet::upstream::fetch_rules(&url, "not-the-fleet-secret", timeout).await.unwrap_err();
+    assert_eq!(wrong.status(), Some(http::StatusCode::FORBIDDEN), "{wrong}");
+    let http = reqwest::Client::new();
+    let missing = http.get(format!("{url}{RULES_PATH}")).send().await.unwrap();
+    assert_eq!(missing.status(), 401);
+    let stale = FleetKey::new(&secret).signature("GET", RULES_PATH, 1, "", "");
+    let old = http
+        .get(format!("{url}{RULES_PATH}"))
+        .header(FLEET_AUTH, format!("v1 1 {stale}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 403, "a signature from 1970 has expired");
+}

@@ -217,6 +217,13 @@ impl Validate for SearchConfig {
             (Some(r), _) if !(r.url.starts_with("http://") || r.url.starts_with("https://")) => {
                 return bad(format!("router.url {:?}: expected http(s)://host:port", r.url));
             }
+            (Some(_), true) if self.fleet.secret.len() < lakecache_common::wire::FLEET_SECRET_MIN_LEN => {
+                return bad(format!(
+                    "fleet.secret must be set to the fleet's [fleet] secret (at least {} characters): \
+                     the search node learns the fleet's key rules from the router with it",
+                    lakecache_common::wire::FLEET_SECRET_MIN_LEN
+                ));
+            }
             _ => {}
         }
         for n in &self.nodes {

@@ -30,6 +30,8 @@ pub enum Backend {
         secret_key: String,
         region: String,
         admin_token: Option<String>,
+        /// For learning the fleet's key rules from the router.
+        fleet: Box<lakecache_fleet::config::FleetConfig>,
     },
 }
 
@@ -67,6 +69,7 @@ impl FleetStores {
                 secret_key: cfg.fleet.node_key.secret_key.clone(),
                 region: cfg.region.clone(),
                 admin_token: r.admin_token.clone(),
+                fleet: Box::new(cfg.fleet.clone()),
             }
         };
         let http =
@@ -75,14 +78,19 @@ impl FleetStores {
         Ok(Arc::new(Self { backend, stores: Mutex::new(HashMap::new()), pages, http }))
     }
 
-    /// Learns the fleet's key rules from the cache nodes (reading straight from them) and
-    /// applies them to the page cache; refuses a mismatch with this node's `[fleet]` rules.
+    /// Learns the fleet's key rules — from the cache nodes when reading straight from them,
+    /// else from the router (the rules it adopted from the nodes) — and applies them to the
+    /// page cache; refuses a mismatch with this node's `[fleet]` rules or page size.
     pub async fn join_fleet(&self) -> anyhow::Result<()> {
-        if let Backend::Ring(fleet) = &self.backend {
-            fleet.adopt_node_rules().await?;
-            if let Some(p) = &self.pages {
-                p.set_rules(fleet.meta.rules());
+        let rules = match &self.backend {
+            Backend::Ring(fleet) => {
+                fleet.adopt_node_rules().await?;
+                fleet.meta.rules()
             }
+            Backend::Router { url, fleet, .. } => Arc::new(router_rules(url, fleet).await?),
+        };
+        if let Some(p) = &self.pages {
+            p.set_rules(rules);
         }
         Ok(())
     }
@@ -172,4 +180,34 @@ impl ObjectStoreProvider for FleetProvider {
         s.inner = raw;
         Ok(s)
     }
+}
+
+/// The key rules the router at `url` applies, asked (with the fleet secret) until it
+/// answers or `fleet.startup_wait` has passed, and checked against `fleet`.
+async fn router_rules(
+    url: &str,
+    fleet: &lakecache_fleet::config::FleetConfig,
+) -> anyhow::Result<lakecache_common::keys::KeyRules> {
+    use lakecache_fleet::upstream::{UpstreamError, fetch_rules};
+    let deadline = tokio::time::Instant::now() + fleet.startup_wait;
+    let answer = loop {
+        match fetch_rules(url, &fleet.secret, fleet.request_timeout.min(std::time::Duration::from_secs(5)))
+            .await
+        {
+            Ok(r) => break r,
+            // A router that refuses the fleet secret is misconfigured, not slow.
+            Err(e @ UpstreamError::Answer { .. }) => {
+                anyhow::bail!("the router {url} refused to tell the fleet's key rules: {e}")
+            }
+            Err(e) if tokio::time::Instant::now() >= deadline => anyhow::bail!(
+                "the router {url} did not tell the fleet's key rules within {:?} (fleet.startup_wait): {e}",
+                fleet.startup_wait
+            ),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    };
+    let rules =
+        lakecache_fleet::membership::agreed_rules(fleet, &[(format!("behind the router {url}"), answer)])?;
+    tracing::info!(router = %url, rules = ?rules.spec(), "adopted the fleet's key rules from the router");
+    Ok(rules)
 }

@@ -712,6 +712,7 @@ async fn through_the_router() {
         let _ = rrx.await;
     }));
 
+    let via_router = router_url.clone();
     let mut cfg = search_config(&s.nodes);
     cfg.nodes.clear();
     cfg.router = Some(lakecache_search_node::config::RouterAccess {
@@ -732,6 +733,27 @@ async fn through_the_router() {
     let (st, b) = via.json("/v1/table/routed/page_cache/prewarm/", json!(null)).await;
     assert_eq!(st, 200, "{b}");
     assert!(b["pinned_bytes"].as_u64().unwrap() > 0, "{b}");
+
+    // Through the router too, the search node applies the fleet's rules (learned from the
+    // router, which adopted the nodes'): other stated rules or a wrong secret stop it.
+    let router_cfg = |adjust: &dyn Fn(&mut SearchConfig)| {
+        let mut c = search_config(&via.nodes);
+        c.nodes.clear();
+        c.router =
+            Some(lakecache_search_node::config::RouterAccess { url: via_router.clone(), admin_token: None });
+        c.fleet.startup_wait = Duration::from_secs(2);
+        adjust(&mut c);
+        lakecache_search_node::SearchNode::build(c).unwrap()
+    };
+    let other = router_cfg(&|c| {
+        c.fleet.immutable = Some(vec!["**/*.other".into()]);
+        c.fleet.never_cache = Some(vec![]);
+    });
+    let e = other.join_fleet().await.unwrap_err().to_string();
+    assert!(e.contains("differ from the key rules") && e.contains("behind the router"), "{e}");
+    let wrong = router_cfg(&|c| c.fleet.secret = "not-the-fleet-secret".into());
+    let e = wrong.join_fleet().await.unwrap_err().to_string();
+    assert!(e.contains("refused to tell"), "{e}");
     drop(rtx);
 }
 

@@ -37,7 +37,7 @@ fn search_config_parses_validates_and_matches_defaults() {
 
 #[test]
 fn bad_search_configs_are_refused() {
-    let ok = "[auth]\napi_keys = [\"k\"]\n[[namespaces]]\nuri = \"s3://b/p\"\n[router]\nurl = \"http://127.0.0.1:9000\"\n";
+    let ok = "[auth]\napi_keys = [\"k\"]\n[[namespaces]]\nuri = \"s3://b/p\"\n[fleet]\nsecret = \"a-fleet-secret-16\"\n[router]\nurl = \"http://127.0.0.1:9000\"\n";
     parse_toml::<SearchConfig>(ok, "t").unwrap().validate().unwrap();
     let refused = |text: &str, needle: &str| {
         let err = match parse_toml::<SearchConfig>(text, "t") {
@@ -50,6 +50,10 @@ fn bad_search_configs_are_refused() {
     refused(&ok.replace("s3://b/p", "b/p"), "s3://");
     refused(&ok.replace("api_keys = [\"k\"]", "api_keys = []"), "api_keys");
     refused(&ok.replace("http://127.0.0.1:9000", "127.0.0.1:9000"), "router.url");
+    // Through a router too the search node must learn the fleet's key rules: no secret, no start.
+    refused(&ok.replace("[fleet]\nsecret = \"a-fleet-secret-16\"\n", ""), "fleet.secret");
+    let tls = "[auth]\napi_keys = [\"k\"]\n[[namespaces]]\nuri = \"s3://b/p\"\n[fleet]\nsecret = \"a-fleet-secret-16\"\n[[nodes]]\nid = \"a\"\nurl = \"https://x:1\"\n";
+    refused(tls, "expected http://host:port");
     refused(&format!("{ok}[[namespaces]]\nuri = \"s3://c\"\n"), "twice");
     refused(&format!("{ok}[cache]\nbogus = 1\n"), "bogus");
     refused(&format!("{ok}[limits]\nmax_result_rows = 0\n"), "limits.max_result_rows");
