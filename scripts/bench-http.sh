@@ -141,18 +141,7 @@ log "generating $OBJECTS objects of $OBJECT_SIZE bytes"
 "$BENCH_BIN" gen-objects --root "$WORK/origin" --bucket "$BUCKET" --count "$OBJECTS" --size "$OBJECT_SIZE" --seed "$SEED"
 
 # Origin: anonymous, no delay, on the load generator's core (it only works while warming).
-taskset -c "$CLIENT_CPU" "$BENCH_BIN" origin --root "$WORK/origin" --listen 127.0.0.1:0 \
-    >"$WORK/origin.out" 2>"$WORK/origin.log" &
-ORIGIN_PID=$!
-PIDS+=("$ORIGIN_PID")
-ORIGIN_PORT=""
-for _ in $(seq 1 100); do
-    ORIGIN_PORT=$(sed -n 's#^listening on http://127\.0\.0\.1:\([0-9]*\)$#\1#p' "$WORK/origin.out")
-    [[ -n $ORIGIN_PORT ]] && break
-    kill -0 "$ORIGIN_PID" 2>/dev/null || die "origin exited (see $WORK/origin.log)"
-    sleep 0.1
-done
-[[ -n $ORIGIN_PORT ]] || die "origin did not report its port"
+start_origin "$CLIENT_CPU"
 wait_ready origin "$ORIGIN_PID" "http://127.0.0.1:$ORIGIN_PORT/$BUCKET/obj-00000"
 log "origin on port $ORIGIN_PORT"
 

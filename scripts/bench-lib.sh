@@ -59,3 +59,22 @@ wait_ready() {
     done
     die "$name did not answer 206 at $url within 60 s (last status $code; see $WORK/$name.log)"
 }
+
+# start_origin [CPU]: the s3s-fs origin over $WORK/origin (anonymous, no delay, from
+# $BENCH_BIN), pinned to CPU if one is given; sets ORIGIN_PID and ORIGIN_PORT once it listens.
+start_origin() {
+    local pin=()
+    [[ -n ${1:-} ]] && pin=(taskset -c "$1")
+    "${pin[@]}" "$BENCH_BIN" origin --root "$WORK/origin" --listen 127.0.0.1:0 \
+        >"$WORK/origin.out" 2>"$WORK/origin.log" &
+    ORIGIN_PID=$!
+    PIDS+=("$ORIGIN_PID")
+    ORIGIN_PORT=""
+    for _ in $(seq 1 100); do
+        ORIGIN_PORT=$(sed -n 's#^listening on http://127\.0\.0\.1:\([0-9]*\)$#\1#p' "$WORK/origin.out")
+        [[ -n $ORIGIN_PORT ]] && return 0
+        kill -0 "$ORIGIN_PID" 2>/dev/null || die "origin exited (see $WORK/origin.log)"
+        sleep 0.1
+    done
+    die "origin did not report its port"
+}

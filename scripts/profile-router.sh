@@ -46,15 +46,7 @@ fi
 WORK=$(mktemp -d /tmp/lakecache-profile-router.XXXXXX)
 log "work dir $WORK"
 "$BENCH_BIN" gen-objects --root "$WORK/origin" --bucket "$BUCKET" --count "$OBJECTS" --size "$OBJECT_SIZE" --seed "$SEED"
-"$BENCH_BIN" origin --root "$WORK/origin" --listen 127.0.0.1:0 >"$WORK/origin.out" 2>"$WORK/origin.log" &
-PIDS+=($!)
-ORIGIN_PORT=""
-for _ in $(seq 1 100); do
-    ORIGIN_PORT=$(sed -n 's#^listening on http://127\.0\.0\.1:\([0-9]*\)$#\1#p' "$WORK/origin.out")
-    [[ -n $ORIGIN_PORT ]] && break
-    sleep 0.1
-done
-[[ -n $ORIGIN_PORT ]] || die "origin did not report its port"
+start_origin
 
 NODE_PORT=$(free_port)
 ROUTER_PORT=$(free_port)

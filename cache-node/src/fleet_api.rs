@@ -95,21 +95,8 @@ impl FleetApi {
             version_text,
         ) {
             metrics::counter!(m::FLEET_AUTH_REFUSED, "reason" => e.label()).increment(1);
-            return match e {
-                wire::FleetAuthError::Missing => error(
-                    StatusCode::UNAUTHORIZED,
-                    "AccessDenied",
-                    "The fleet endpoint needs an x-lakecache-fleet-auth signature",
-                ),
-                wire::FleetAuthError::Wrong => error(
-                    StatusCode::FORBIDDEN,
-                    "SignatureDoesNotMatch",
-                    "The fleet signature does not match",
-                ),
-                wire::FleetAuthError::Expired => {
-                    error(StatusCode::FORBIDDEN, "RequestTimeTooSkewed", "The fleet signature has expired")
-                }
-            };
+            let (status, code, message) = e.answer();
+            return error(status, code, message);
         }
         if path == wire::RULES_PATH {
             if req.method() != Method::GET {
@@ -256,13 +243,7 @@ fn with_headers(mut r: Reply, headers: http::HeaderMap) -> Reply {
 
 /// An error answer: status, S3 code in a header, a short message as the body.
 fn error(status: StatusCode, code: &str, message: &str) -> Reply {
-    let mut r = Response::new(s3s::Body::from(message.to_string()));
-    *r.status_mut() = status;
-    if let Ok(v) = HeaderValue::from_str(code) {
-        r.headers_mut().insert(HeaderName::from_static(wire::ERROR_CODE), v);
-    }
-    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    r
+    lakecache_s3::response::fleet_error(status, code, message)
 }
 
 /// A read-path error as the S3 surface would answer it (same code, status, message and

@@ -170,6 +170,23 @@ impl FleetAuthError {
             FleetAuthError::Expired => "expired",
         }
     }
+
+    /// The refusal every fleet member answers: status, S3-style code, message.
+    pub fn answer(self) -> (http::StatusCode, &'static str, &'static str) {
+        match self {
+            FleetAuthError::Missing => (
+                http::StatusCode::UNAUTHORIZED,
+                "AccessDenied",
+                "The fleet endpoint needs an x-lakecache-fleet-auth signature",
+            ),
+            FleetAuthError::Wrong => {
+                (http::StatusCode::FORBIDDEN, "SignatureDoesNotMatch", "The fleet signature does not match")
+            }
+            FleetAuthError::Expired => {
+                (http::StatusCode::FORBIDDEN, "RequestTimeTooSkewed", "The fleet signature has expired")
+            }
+        }
+    }
 }
 
 fn unix_now() -> u64 {

@@ -297,7 +297,7 @@ impl Answer {
             .map(|(_, (a, b))| &self.head[*a..*b])
     }
 
-    /// Every header, as a map.
+    /// Every header, as a map whose values are copies (they keep no read buffer alive).
     pub fn headers(&self) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(self.spans.len());
         for ((na, nb), (va, vb)) in &self.spans {

@@ -222,8 +222,7 @@ impl NodeClient {
         })
     }
 
-    /// Sends a signed request of the internal protocol for `path` and waits for the
-    /// answer's head; an error answer is read (bounded) and classified.
+    /// Sends a signed request of the internal protocol to `member`.
     async fn send_page(
         &self,
         member: &Member,
@@ -232,33 +231,7 @@ impl NodeClient {
         ranges: &str,
         version: &str,
     ) -> Result<conn::Answer, UpstreamError> {
-        let auth = self.key.auth_value(method, path, ranges, version);
-        let mut headers: [(&str, &str); 3] = [(wire::FLEET_AUTH, &auth), ("", ""), ("", "")];
-        let mut n = 1;
-        if !ranges.is_empty() {
-            headers[n] = (wire::RANGES, ranges);
-            n += 1;
-        }
-        if !version.is_empty() {
-            headers[n] = (wire::READ_VERSION, version);
-            n += 1;
-        }
-        let answer = match self.pool(member).send(method, path, &headers[..n]).await {
-            Ok(a) => a,
-            Err(e) => return Err(UpstreamError::NoAnswer { node: member.cfg.id.clone(), reason: e.0 }),
-        };
-        let status = answer.status;
-        if status.is_success() {
-            return Ok(answer);
-        }
-        let origin = answer.header(wire::ERROR_SOURCE) == Some(wire::ERROR_SOURCE_ORIGIN.as_bytes());
-        let code = answer
-            .header(wire::ERROR_CODE)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .map_or_else(|| code_of_status(status).to_string(), str::to_string);
-        let body = answer.body.read_to_end(ERROR_BODY_MAX_BYTES).await;
-        let message = Some(String::from_utf8_lossy(&body).into_owned()).filter(|m| !m.is_empty());
-        Err(UpstreamError::Answer { node: member.cfg.id.clone(), status, code, message, origin })
+        signed_exchange(self.pool(member), &self.key, &member.cfg.id, method, path, ranges, version).await
     }
 
     /// The path of the internal protocol's page endpoint for an object.
@@ -328,11 +301,7 @@ impl NodeClient {
     /// The key rules and page size `member` applies (the internal `rules` endpoint).
     pub async fn rules(&self, member: &Member) -> Result<NodeRules, UpstreamError> {
         let answer = self.send_page(member, "GET", wire::RULES_PATH, "", "").await?;
-        let body = answer.body.read_to_end(1 << 20).await;
-        serde_json::from_slice(&body).map_err(|e| UpstreamError::NoAnswer {
-            node: member.cfg.id.clone(),
-            reason: format!("its rules are not readable: {e}"),
-        })
+        read_rules(&member.cfg.id, answer).await
     }
 
     /// The object's metadata.
@@ -401,28 +370,62 @@ impl NodeClient {
     }
 }
 
+/// Sends a request of the internal protocol signed with `key` on `pool` and waits for the
+/// answer's head; an error answer is read (bounded) and classified.
+async fn signed_exchange(
+    pool: &Arc<conn::Pool>,
+    key: &wire::FleetKey,
+    node: &str,
+    method: &str,
+    path: &str,
+    ranges: &str,
+    version: &str,
+) -> Result<conn::Answer, UpstreamError> {
+    let auth = key.auth_value(method, path, ranges, version);
+    let mut headers: [(&str, &str); 3] = [(wire::FLEET_AUTH, &auth), ("", ""), ("", "")];
+    let mut n = 1;
+    if !ranges.is_empty() {
+        headers[n] = (wire::RANGES, ranges);
+        n += 1;
+    }
+    if !version.is_empty() {
+        headers[n] = (wire::READ_VERSION, version);
+        n += 1;
+    }
+    let answer = match pool.send(method, path, &headers[..n]).await {
+        Ok(a) => a,
+        Err(e) => return Err(UpstreamError::NoAnswer { node: node.to_string(), reason: e.0 }),
+    };
+    let status = answer.status;
+    if status.is_success() {
+        return Ok(answer);
+    }
+    let origin = answer.header(wire::ERROR_SOURCE) == Some(wire::ERROR_SOURCE_ORIGIN.as_bytes());
+    let code = answer
+        .header(wire::ERROR_CODE)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map_or_else(|| code_of_status(status).to_string(), str::to_string);
+    let body = answer.body.read_to_end(ERROR_BODY_MAX_BYTES).await;
+    let message = Some(String::from_utf8_lossy(&body).into_owned()).filter(|m| !m.is_empty());
+    Err(UpstreamError::Answer { node: node.to_string(), status, code, message, origin })
+}
+
+/// A rules answer's body (`GET` [`wire::RULES_PATH`]), read.
+async fn read_rules(node: &str, answer: conn::Answer) -> Result<NodeRules, UpstreamError> {
+    let body = answer.body.read_to_end(1 << 20).await;
+    serde_json::from_slice(&body).map_err(|e| UpstreamError::NoAnswer {
+        node: node.to_string(),
+        reason: format!("its rules are not readable: {e}"),
+    })
+}
+
 /// The key rules and page size the fleet member at `url` (a node, or a router, which
 /// answers with the rules it adopted from the nodes) applies, asked with the fleet secret.
 pub async fn fetch_rules(url: &str, secret: &str, timeout: Duration) -> Result<NodeRules, UpstreamError> {
     let pool = Arc::new(conn::Pool::new(url, url, timeout, timeout));
     let key = wire::FleetKey::new(secret);
-    let auth = key.auth_value("GET", wire::RULES_PATH, "", "");
-    let no_answer = |reason: String| UpstreamError::NoAnswer { node: url.to_string(), reason };
-    let answer =
-        pool.send("GET", wire::RULES_PATH, &[(wire::FLEET_AUTH, &auth)]).await.map_err(|e| no_answer(e.0))?;
-    let status = answer.status;
-    let body = answer.body.read_to_end(1 << 20).await;
-    if !status.is_success() {
-        let message = Some(String::from_utf8_lossy(&body).into_owned()).filter(|m| !m.is_empty());
-        return Err(UpstreamError::Answer {
-            node: url.to_string(),
-            status,
-            code: code_of_status(status).to_string(),
-            message,
-            origin: false,
-        });
-    }
-    serde_json::from_slice(&body).map_err(|e| no_answer(format!("its rules are not readable: {e}")))
+    let answer = signed_exchange(&pool, &key, url, "GET", wire::RULES_PATH, "", "").await?;
+    read_rules(url, answer).await
 }
 
 /// A page answer's body, its failures in the node client's terms.
@@ -493,20 +496,18 @@ fn info_of(h: &HeaderMap) -> Option<ObjectInfo> {
     let headers: Vec<(HeaderName, HeaderValue)> =
         h.iter().filter(|(n, _)| object_header(n.as_str())).map(|(n, v)| (n.clone(), v.clone())).collect();
     let version = text(&HeaderName::from_static(wire::OBJECT_VERSION)).map(str::to_string);
+    // The values are the map's own (`conn::Answer::headers` copies them out of the read
+    // buffer), so they can be kept for as long as the description is.
     let mut answer = HeaderMap::new();
-    // Copied: a value parsed from an answer shares (and would keep alive) its read buffer.
-    let own = |v: &HeaderValue| HeaderValue::from_bytes(v.as_bytes()).ok();
     for name in [http::header::ETAG, http::header::LAST_MODIFIED, http::header::CONTENT_TYPE] {
-        if let Some(v) = h.get(&name).and_then(own) {
-            answer.insert(name, v);
+        if let Some(v) = h.get(&name) {
+            answer.insert(name, v.clone());
         }
     }
     if !answer.contains_key(http::header::CONTENT_TYPE) {
         answer.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     }
     answer.insert(http::header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    let headers: Vec<(HeaderName, HeaderValue)> =
-        headers.into_iter().filter_map(|(n, v)| Some((n, own(&v)?))).collect();
     for (n, v) in &headers {
         answer.append(n.clone(), v.clone());
     }

@@ -106,19 +106,15 @@ impl RouterNode {
     /// fleet member behind it — a search node in router mode — in the nodes' own answer
     /// shape; asked with the fleet secret, as of a node.
     fn fleet_rules(&self, req: &Request<TimedBody>) -> Response<s3s::Body> {
-        use lakecache_common::wire::FleetAuthError;
+        use lakecache_common::wire::{FLEET_AUTH, RULES_PATH};
+        use lakecache_s3::response::fleet_error;
         if req.method() != Method::GET {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+            return fleet_error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "GET only");
         }
-        let presented = req.headers().get(lakecache_common::wire::FLEET_AUTH).map(|v| v.as_bytes());
-        if let Err(e) = self.fleet_key.verify(presented, "GET", lakecache_common::wire::RULES_PATH, "", "") {
-            return match e {
-                FleetAuthError::Missing => {
-                    text(StatusCode::UNAUTHORIZED, "the rules need an x-lakecache-fleet-auth signature\n")
-                }
-                FleetAuthError::Wrong => text(StatusCode::FORBIDDEN, "the fleet signature does not match\n"),
-                FleetAuthError::Expired => text(StatusCode::FORBIDDEN, "the fleet signature has expired\n"),
-            };
+        let presented = req.headers().get(FLEET_AUTH).map(|v| v.as_bytes());
+        if let Err(e) = self.fleet_key.verify(presented, "GET", RULES_PATH, "", "") {
+            let (status, code, message) = e.answer();
+            return fleet_error(status, code, message);
         }
         json(
             StatusCode::OK,

@@ -103,3 +103,15 @@ pub fn httpdate(t: std::time::SystemTime) -> String {
     let _ = ts.format(s3s::dto::TimestampFormat::HttpDate, &mut buf);
     String::from_utf8(buf).unwrap_or_default()
 }
+
+/// An error answer of the internal page protocol: the status, the S3 code in
+/// `x-lakecache-error-code` and a short message as a text body.
+pub fn fleet_error(status: http::StatusCode, code: &str, message: &str) -> http::Response<s3s::Body> {
+    let mut r = http::Response::new(s3s::Body::from(message.to_string()));
+    *r.status_mut() = status;
+    if let Ok(v) = http::HeaderValue::from_str(code) {
+        r.headers_mut().insert(http::HeaderName::from_static(lakecache_common::wire::ERROR_CODE), v);
+    }
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    r
+}
