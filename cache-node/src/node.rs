@@ -31,6 +31,7 @@ use crate::s3::LakeS3;
 use crate::s3::route::{IgnoredRangeRoute, SharedS3};
 use crate::tier::disk::{DiskTier, DiskTierConfig};
 use crate::tier::memory::MemoryTier;
+use lakecache_s3::fast::{FastFuture, FastHandler};
 
 /// A running cache node's shared state.
 pub struct Node {
@@ -160,6 +161,31 @@ impl Node {
         Ok(node)
     }
 
+    /// The HTTP/1.1 fast path's part of `handle`: the page endpoint and plain object reads
+    /// (a read the plain path gives up on goes to hyper and s3s as if never seen).
+    fn fast(self: &Arc<Self>, req: Request<()>) -> Option<FastFuture<s3s::Body>> {
+        let path = req.uri().path();
+        if crate::fleet_api::is_fleet_path(path) {
+            let node = Arc::clone(self);
+            return Some(Box::pin(async move { Some(node.fleet.handle(req).await) }));
+        }
+        if path.starts_with("/_lakecache/") {
+            return None;
+        }
+        let plain = PlainRead::of(&req, &self.domains, self.anonymous)?;
+        let class = self.cache.classify(&plain.key);
+        if class == KeyClass::NeverCache {
+            return None;
+        }
+        let node = Arc::clone(self);
+        Some(Box::pin(async move {
+            let started = std::time::Instant::now();
+            let resp = crate::s3::read::plain_read(&node.cache, &plain, class).await?;
+            node.stats.record(method_label(req.method()), resp.status(), started);
+            Some(resp)
+        }))
+    }
+
     async fn handle(self: Arc<Self>, req: Request<TimedBody>) -> Response<s3s::Body> {
         let path = req.uri().path();
         let plain = req.uri().query().is_none() && req.method() == Method::GET;
@@ -249,8 +275,17 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let n = node.clone();
     let limits = node.limits;
-    crate::listener::serve_http(listener, limits, "cachenode", move |req| n.clone().handle(req), shutdown)
-        .await;
+    let fast_node = node.clone();
+    let fast: FastHandler<s3s::Body> = Arc::new(move |req| fast_node.fast(req));
+    crate::listener::serve_http(
+        listener,
+        limits,
+        "cachenode",
+        move |req| n.clone().handle(req),
+        Some(fast),
+        shutdown,
+    )
+    .await;
     node.set_ready(false);
     if let Some(d) = &node.cache.disk {
         d.close().await;
@@ -262,6 +297,14 @@ pub async fn serve(
 /// (`[fleet] listen`), until `shutdown` resolves.
 pub async fn serve_fleet(listener: TcpListener, node: Arc<Node>, shutdown: impl Future<Output = ()>) {
     let limits = node.limits;
+    let fast_node = node.clone();
+    let fleet_fast: FastHandler<s3s::Body> = Arc::new(move |req: Request<()>| {
+        if !crate::fleet_api::is_fleet_path(req.uri().path()) {
+            return None;
+        }
+        let node = fast_node.clone();
+        Some(Box::pin(async move { Some(node.fleet.handle(req).await) }) as FastFuture<s3s::Body>)
+    });
     crate::listener::serve_http(
         listener,
         limits,
@@ -279,6 +322,7 @@ pub async fn serve_fleet(listener: TcpListener, node: Arc<Node>, shutdown: impl 
                 }
             }
         },
+        Some(fleet_fast),
         shutdown,
     )
     .await;

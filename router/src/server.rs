@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use lakecache_common::config::Validate;
+use lakecache_s3::fast::{FastFuture, FastHandler};
 use lakecache_s3::listener::{ConnLimits, TimedBody};
 use lakecache_s3::response::text;
 use lakecache_s3::service::{RequestStats, configure_s3, method_label};
@@ -85,7 +86,7 @@ impl RouterNode {
         }
         let method = method_label(req.method());
         let started = std::time::Instant::now();
-        let answer = if let Some(plain) = PlainRead::of(&req, &self.domains, self.anonymous) {
+        let answer = if let Some(plain) = self.plain_of(&req) {
             self.reads.plain_read(&plain).await
         } else {
             match self.s3.call(req.map(s3s::Body::http_body)).await {
@@ -102,6 +103,28 @@ impl RouterNode {
 }
 
 impl RouterNode {
+    /// A plain object read (`PlainRead`) this router answers without s3s; never one of the
+    /// router's own paths.
+    fn plain_of<B>(&self, req: &Request<B>) -> Option<PlainRead> {
+        let path = req.uri().path();
+        if path.starts_with("/_lakecache/") || matches!(path, "/healthz" | "/readyz" | "/metrics") {
+            return None;
+        }
+        PlainRead::of(req, &self.domains, self.anonymous)
+    }
+
+    /// The HTTP/1.1 fast path's part of `handle`: plain object reads.
+    fn fast(self: &Arc<Self>, req: Request<()>) -> Option<FastFuture<s3s::Body>> {
+        let plain = self.plain_of(&req)?;
+        let node = Arc::clone(self);
+        Some(Box::pin(async move {
+            let started = std::time::Instant::now();
+            let answer = node.reads.plain_read(&plain).await;
+            node.stats.record(method_label(req.method()), answer.status(), started);
+            Some(answer)
+        }))
+    }
+
     /// The key rules and page size this router applies (adopted from the nodes), for a
     /// fleet member behind it — a search node in router mode — in the nodes' own answer
     /// shape; asked with the fleet secret, as of a node.
@@ -281,11 +304,14 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response<s3s::Body> {
 
 pub async fn serve(listener: TcpListener, node: Arc<RouterNode>, shutdown: impl Future<Output = ()>) {
     let limits = node.limits;
+    let fast_node = node.clone();
+    let fast: FastHandler<s3s::Body> = Arc::new(move |req| fast_node.fast(req));
     lakecache_s3::listener::serve_http(
         listener,
         limits,
         "router",
         move |req| node.clone().handle(req),
+        Some(fast),
         shutdown,
     )
     .await;

@@ -483,3 +483,50 @@ async fn first_reads_without_a_head_answer_as_a_node_does() {
     // the empty object (9), whose first read the node answers 416.
     assert_eq!(heads, 4.0, "HEADs sent");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_mixes_fast_reads_with_requests_hyper_serves() {
+    // Plain reads are answered by the router's own HTTP/1.1 path; the first request it does not
+    // take (here /healthz, then a signed read) hands the connection to hyper, which answers it
+    // and every later request — pipelined ones included — and still closes the idle connection.
+    let f = fleet_with(|r| {
+        r.auth.anonymous = true;
+        r.server.header_timeout = Duration::from_millis(600);
+    })
+    .await;
+    let data = pattern(41, 150_000);
+    f.origin.put_file("bkt", "mix/m.bin", &data);
+    let host = f.router_addr;
+    let get =
+        |range: &str| format!("GET /bkt/mix/m.bin HTTP/1.1\r\nhost: {host}\r\nrange: bytes={range}\r\n\r\n");
+    let signed =
+        signed_head(host, "GET", "/bkt/mix/m.bin", &[("range", "bytes=7-9".to_string())], &sha256_hex(b""));
+    let batches = vec![
+        (get("0-99"), 1, false),
+        (format!("{}{}", get("100-199"), get("70000-140000")), 2, false),
+        (format!("HEAD /bkt/mix/m.bin HTTP/1.1\r\nhost: {host}\r\n\r\n"), 1, true),
+        (format!("GET /healthz HTTP/1.1\r\nhost: {host}\r\n\r\n"), 1, false),
+        (get("5-5"), 1, false),
+        (signed, 1, false),
+        (format!("{}{}", get("0-0"), get("149999-")), 2, false),
+    ];
+    let c = converse(host, &batches, Duration::from_secs(3)).await;
+    let a = &c.answers;
+    assert_eq!(a.len(), 9);
+    let expect = [(0, 99), (100, 199), (70000, 140000)];
+    for (answer, (s, e)) in a[..3].iter().zip(expect) {
+        assert_eq!(answer.status, 206, "{}", answer.head);
+        assert!(answer.body == data[s..=e], "bytes {s}-{e}");
+    }
+    assert_eq!(a[3].status, 200);
+    assert!(a[3].head.to_ascii_lowercase().contains("content-length: 150000"), "{}", a[3].head);
+    assert_eq!((a[4].status, a[4].body.as_slice()), (200, &b"ok\n"[..]));
+    assert!(a[5].status == 206 && a[5].body == data[5..=5]);
+    assert!(a[6].status == 206 && a[6].body == data[7..=9], "{}", a[6].head);
+    assert!(a[7].status == 206 && a[7].body == data[0..=0]);
+    assert!(a[8].status == 206 && a[8].body == data[149999..]);
+    assert!(c.closed_when_idle, "the idle keep-alive connection stayed open");
+    // Idle on the fast path alone: closed after the header timeout as well.
+    let c = converse(host, &[(get("1-2"), 1, false)], Duration::from_secs(3)).await;
+    assert!(c.answers[0].body == data[1..=2] && c.closed_when_idle);
+}

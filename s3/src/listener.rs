@@ -22,6 +22,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::time::Sleep;
 
+use crate::fast::{FastConn, FastHandler, Outcome, Rewind};
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Limits of one listener's connections.
@@ -243,16 +245,21 @@ const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nC
 /// Serves `handler` on `listener` until `shutdown` resolves; in-flight requests then get
 /// up to 10 s to finish. `component` prefixes the connection metrics
 /// (`<component>_http_connections_open`, …).
+///
+/// `fast`, when given, sees each connection's bodiless HTTP/1.1 GET and HEAD requests first and
+/// answers those it takes itself (see `fast.rs`); the first request it does not take hands the
+/// connection to hyper and `handler`.
 pub async fn serve_http<F, Fut, RB>(
     listener: TcpListener,
     limits: ConnLimits,
     component: &'static str,
     handler: F,
+    fast: Option<FastHandler<RB>>,
     shutdown: impl Future<Output = ()>,
 ) where
     F: Fn(Request<TimedBody>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<RB>> + Send + 'static,
-    RB: Body<Data = Bytes> + Send + 'static,
+    RB: Body<Data = Bytes> + Send + Unpin + 'static,
     RB::Error: Into<BoxError>,
 {
     let metrics = Arc::new(ConnMetrics::new(component));
@@ -263,6 +270,7 @@ pub async fn serve_http<F, Fut, RB>(
     let refused = metrics::counter!(metrics.refused.clone());
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     builder
@@ -271,6 +279,7 @@ pub async fn serve_http<F, Fut, RB>(
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(limits.header_timeout))
         .keep_alive_timeout(Duration::from_secs(20));
+    let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -312,25 +321,38 @@ pub async fn serve_http<F, Fut, RB>(
                     let fut = handler(req);
                     tracing::Instrument::instrument(async move { Ok::<_, std::convert::Infallible>(fut.await) }, span)
                 });
-                let io = SendTimeout {
+                let mut io = SendTimeout {
                     inner: stream,
                     timeout: limits.send_timeout,
                     stalled: None,
                     on_timeout: send_timeouts.clone(),
                 };
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc).into_owned();
-                let conn = graceful.watch(conn);
                 let (open, header_timeouts) = (open.clone(), header_timeouts.clone());
+                let (builder, watcher, fast, stop) = (builder.clone(), graceful.watcher(), fast.clone(), stop_rx.clone());
+                let header_timeout = limits.header_timeout;
                 open.increment(1.0);
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        let timed_out = e
-                            .downcast_ref::<hyper::Error>()
-                            .is_some_and(|h| h.is_timeout());
-                        if timed_out {
-                            header_timeouts.increment(1);
+                    let pre = match &fast {
+                        Some(handler) => {
+                            let mut conn = FastConn { handler, header_timeout, header_timeouts: &header_timeouts, shutdown: stop };
+                            match conn.serve(&mut io).await {
+                                Outcome::Closed => None,
+                                Outcome::HandOff(pre) => Some(pre),
+                            }
                         }
-                        tracing::debug!(error = %e, "connection ended with an error");
+                        None => Some(Bytes::new()),
+                    };
+                    if let Some(pre) = pre {
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(Rewind::new(pre, io)), svc);
+                        if let Err(e) = watcher.watch(conn.into_owned()).await {
+                            let timed_out = e
+                                .downcast_ref::<hyper::Error>()
+                                .is_some_and(|h| h.is_timeout());
+                            if timed_out {
+                                header_timeouts.increment(1);
+                            }
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
                     }
                     open.decrement(1.0);
                     drop(permit);
@@ -340,7 +362,13 @@ pub async fn serve_http<F, Fut, RB>(
         }
     }
     drop(listener);
-    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await.is_err() {
+    let _ = stop_tx.send(true);
+    let drained = async {
+        graceful.shutdown().await;
+        // Connections the fast path still holds end at their next request boundary.
+        let _ = permits.acquire_many(u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX)).await;
+    };
+    if tokio::time::timeout(Duration::from_secs(10), drained).await.is_err() {
         tracing::warn!("connections still open after 10 s; closing them");
     }
 }

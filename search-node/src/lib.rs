@@ -104,7 +104,8 @@ impl SearchNode {
                 }
             }
         };
-        lakecache_s3::listener::serve_http(listener, self.limits, "searchnode", handler, shutdown).await;
+        lakecache_s3::listener::serve_http(listener, self.limits, "searchnode", handler, None, shutdown)
+            .await;
         Ok(())
     }
 }

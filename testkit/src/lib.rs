@@ -367,6 +367,72 @@ pub async fn raw(addr: SocketAddr, head: String, body: &[u8], close_write: bool)
     RawAnswer { status, head, body: out.get(end + 4..).unwrap_or_default().to_vec() }
 }
 
+/// One keep-alive connection: sends `batches` one after the other (a batch may hold several
+/// pipelined requests) and reads `answers` answers (Content-Length framed; HEAD answers with
+/// `heads`) after each batch. Then waits up to `idle` for the server to close the idle
+/// connection: `true` if it did.
+pub struct Conversation {
+    pub answers: Vec<RawAnswer>,
+    pub closed_when_idle: bool,
+}
+
+pub async fn converse(
+    addr: SocketAddr,
+    batches: &[(String, usize, bool)],
+    idle: std::time::Duration,
+) -> Conversation {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut answers = Vec::new();
+    for (requests, count, head) in batches {
+        s.write_all(requests.as_bytes()).await.unwrap();
+        for _ in 0..*count {
+            let answer = async {
+                loop {
+                    if let Some(end) = find(&buf, b"\r\n\r\n") {
+                        let head_text = String::from_utf8_lossy(&buf[..end]).to_string();
+                        let len = if *head {
+                            0
+                        } else {
+                            head_text
+                                .to_ascii_lowercase()
+                                .lines()
+                                .find_map(|l| {
+                                    l.strip_prefix("content-length:")
+                                        .map(|v| v.trim().parse::<usize>().unwrap())
+                                })
+                                .expect("an answer without content-length")
+                        };
+                        if buf.len() >= end + 4 + len {
+                            let body = buf[end + 4..end + 4 + len].to_vec();
+                            buf.drain(..end + 4 + len);
+                            let status =
+                                head_text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+                            return RawAnswer { status, head: head_text, body };
+                        }
+                    }
+                    let mut chunk = [0u8; 16384];
+                    let n = s.read(&mut chunk).await.unwrap();
+                    assert!(
+                        n > 0,
+                        "the connection closed before an answer: {}",
+                        String::from_utf8_lossy(&buf)
+                    );
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+            };
+            answers.push(
+                tokio::time::timeout(std::time::Duration::from_secs(10), answer).await.expect("no answer"),
+            );
+        }
+    }
+    let mut rest = [0u8; 1024];
+    let closed_when_idle =
+        matches!(tokio::time::timeout(idle, s.read(&mut rest)).await, Ok(Ok(0)) | Ok(Err(_)));
+    Conversation { answers, closed_when_idle }
+}
+
 pub fn find(h: &[u8], n: &[u8]) -> Option<usize> {
     h.windows(n.len()).position(|w| w == n)
 }
