@@ -34,8 +34,9 @@ pub type FastFuture<RB> = Pin<Box<dyn Future<Output = Option<Response<RB>>> + Se
 /// returns `None`, handing the connection to hyper.
 pub type FastHandler<RB> = Arc<dyn Fn(Request<()>) -> Option<FastFuture<RB>> + Send + Sync>;
 
-/// Largest request head the fast path reads; a longer one goes to hyper, which applies its own
-/// limit and answers 431.
+/// Largest request head the fast path waits for (one read may bring up to `READ_CHUNK` more); a
+/// longer one goes to hyper, which applies its own limits (about 400 KiB and 100 headers, then
+/// 431) and its own header deadline from then on.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Most headers in a request the fast path parses; more go to hyper.
 const MAX_HEADERS: usize = 64;
@@ -96,8 +97,11 @@ where
     /// Reads until `buf` starts with a complete request head the fast path can parse.
     async fn read_head<IO: AsyncRead + Unpin>(&mut self, io: &mut IO, buf: &mut BytesMut) -> Head {
         let deadline = tokio::time::Instant::now() + self.header_timeout;
+        // Bytes already searched for a head's end: a head sent in small pieces is not parsed
+        // again from its start on every read.
+        let mut searched = 0;
         loop {
-            if !buf.is_empty() {
+            if !buf.is_empty() && may_end_head(buf, searched) {
                 match parse(buf) {
                     Parse::Complete(p) => return Head::Parsed(p),
                     Parse::NotOurs => return Head::HandOff,
@@ -105,6 +109,10 @@ where
                     Parse::Partial => {}
                 }
             }
+            if buf.len() >= MAX_HEAD {
+                return Head::HandOff;
+            }
+            searched = buf.len();
             if buf.capacity() - buf.len() < READ_CHUNK / 2 {
                 buf.reserve(READ_CHUNK);
             }
@@ -123,6 +131,18 @@ where
             }
         }
     }
+}
+
+/// Whether `buf` may hold a complete head: nothing searched yet, or an empty line (LF LF or
+/// LF CR LF, the endings httparse accepts) that ends among the bytes after `searched`.
+fn may_end_head(buf: &[u8], searched: usize) -> bool {
+    if searched == 0 {
+        return true;
+    }
+    let from = searched.saturating_sub(2);
+    buf[from..].windows(2).enumerate().any(|(i, w)| {
+        w[0] == b'\n' && (w[1] == b'\n' || (w[1] == b'\r' && buf.get(from + i + 2) == Some(&b'\n')))
+    })
 }
 
 /// Resolves once `rx` reads true (or its sender is gone).
@@ -235,8 +255,8 @@ enum Framing {
 }
 
 /// Writes one answer. `Ok(true)`: the connection may carry another request; `Ok(false)` or an
-/// error: it must close (the body failed or did not match its length — the client sees a cut
-/// answer, never a wrong one).
+/// error: it must close (the answer asked for that, or its body failed or did not match its
+/// length — the client sees a cut answer, never one that looks whole).
 async fn write_response<IO, RB>(
     io: &mut IO,
     resp: Response<RB>,
@@ -254,20 +274,19 @@ where
     // 1xx, 204 and 304 carry no body and, as hyper sends them, no Content-Length either.
     let no_body_status =
         status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-    let bodiless = is_head || no_body_status;
+    // The first Content-Length the handler set, digits only; none is needed without a body.
     let declared = match parts.headers.get(CONTENT_LENGTH) {
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| io::Error::other("bad content-length in answer"))?,
+        Some(v) if !no_body_status => Some(
+            content_length(v.as_bytes()).ok_or_else(|| io::Error::other("bad content-length in answer"))?,
         ),
-        None => None,
+        _ => None,
     };
-    // A HEAD answer states the length its GET would have, as hyper does.
-    let head_length =
-        if is_head && !no_body_status && declared.is_none() { body.size_hint().exact() } else { None };
-    let framing = if bodiless {
+    let close =
+        close
+            || parts.headers.get_all(CONNECTION).iter().any(|v| {
+                v.to_str().is_ok_and(|t| t.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+            });
+    let framing = if is_head || no_body_status {
         Framing::None
     } else if let Some(n) = declared {
         Framing::Length(n)
@@ -276,18 +295,24 @@ where
     } else {
         Framing::Chunked
     };
+    // The Content-Length line: the body's, or for a HEAD the length its GET would have (as
+    // hyper: stated, or known from a body that is not already at its end).
+    let length_line = match framing {
+        Framing::Length(n) => Some(n),
+        Framing::None if is_head && !no_body_status => {
+            declared.or_else(|| if body.is_end_stream() { None } else { body.size_hint().exact() })
+        }
+        _ => None,
+    };
 
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in &parts.headers {
-        if name == TRANSFER_ENCODING || name == CONNECTION {
-            continue;
-        }
-        if name == CONTENT_LENGTH && no_body_status {
+        if name == TRANSFER_ENCODING || name == CONNECTION || name == CONTENT_LENGTH {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -295,19 +320,13 @@ where
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    match framing {
-        Framing::Length(n) if declared.is_none() => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        _ => {}
-    }
-    if let Some(n) = head_length {
+    if let Some(n) = length_line {
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(n.to_string().as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if matches!(framing, Framing::Chunked) {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     if close {
         out.extend_from_slice(b"connection: close\r\n");
@@ -320,10 +339,10 @@ where
     out.extend_from_slice(b"\r\n");
 
     let mut left = match framing {
-        Framing::None => {
+        Framing::None | Framing::Length(0) => {
             io.write_all(out).await?;
             io.flush().await?;
-            return Ok(true);
+            return Ok(!close);
         }
         Framing::Length(n) => Some(n),
         Framing::Chunked => None,
@@ -333,10 +352,9 @@ where
         let data = match next_data(&mut body).await {
             Some(Ok(d)) => d,
             Some(Err(e)) => {
+                // Before the first byte: nothing at all is sent, so the client sees a closed
+                // connection it may retry, not an answer that began.
                 tracing::debug!(error = %e, "answer body failed; closing the connection");
-                if !head_sent {
-                    io.write_all(out).await?;
-                }
                 return Ok(false);
             }
             None => break,
@@ -345,10 +363,12 @@ where
             continue;
         }
         let mut data = data;
+        let mut overlong = false;
         if let Some(n) = left.as_mut() {
             if data.len() as u64 > *n {
-                // More than it declared: never send bytes past the length.
+                // More than it declared: never send bytes past the length, and close after.
                 data.truncate(*n as usize);
+                overlong = true;
             }
             *n -= data.len() as u64;
         }
@@ -358,11 +378,20 @@ where
         let head: &[u8] = if head_sent { &[] } else { out };
         write_all_vectored(io, &mut [head, prefix, &data, suffix]).await?;
         head_sent = true;
+        if overlong {
+            tracing::warn!(status = %status, "answer body longer than its Content-Length; cut and closing");
+            io.flush().await?;
+            return Ok(false);
+        }
         if left == Some(0) {
             break;
         }
     }
     if !head_sent {
+        if left.is_some_and(|n| n > 0) {
+            // Declared bytes but had none: nothing sent, the connection closes.
+            return Ok(false);
+        }
         io.write_all(out).await?;
     }
     match left {
@@ -372,7 +401,16 @@ where
         Some(_) => return Ok(false),
     }
     io.flush().await?;
-    Ok(true)
+    Ok(!close)
+}
+
+/// A Content-Length value: ASCII digits only (no sign, no spaces inside), as hyper accepts.
+fn content_length(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 async fn next_data<RB>(body: &mut RB) -> Option<Result<Bytes, BoxError>>
@@ -561,6 +599,24 @@ mod tests {
                     Some(r)
                 }
                 "/broken" => Some(resp(stream(&["abc"], true))),
+                "/fail-first" => Some(resp(stream(&[], true))),
+                "/plus" => {
+                    let mut r = resp(full("hello"));
+                    r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from_static("+5"));
+                    Some(r)
+                }
+                "/head-empty" => Some(resp(full(""))),
+                "/two-lengths" => {
+                    let mut r = resp(full(""));
+                    r.headers_mut().append(CONTENT_LENGTH, HeaderValue::from_static("7"));
+                    r.headers_mut().append(CONTENT_LENGTH, HeaderValue::from_static("8"));
+                    Some(r)
+                }
+                "/close" => {
+                    let mut r = resp(full("hello"));
+                    r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                    Some(r)
+                }
                 "/empty" => {
                     let mut r = resp(full(""));
                     *r.status_mut() = StatusCode::NO_CONTENT;
@@ -697,12 +753,82 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_body_longer_than_declared_is_cut_at_its_length() {
+    async fn a_body_longer_than_declared_is_cut_at_its_length_and_closes() {
         let r =
-            run(b"GET /long HTTP/1.1\r\nHost: a\r\n\r\nGET /ok HTTP/1.1\r\nHost: a\r\n\r\n", true, T).await;
-        let (first, second) = r.wrote.split_once("HTTP/1.1 200 OK\r\nx-path: /ok").unwrap();
-        assert!(first.contains("\r\ncontent-length: 4\r\n") && first.ends_with("\r\n\r\nabcd"), "{first}");
-        assert!(second.ends_with("hello"));
+            run(b"GET /long HTTP/1.1\r\nHost: a\r\n\r\nGET /ok HTTP/1.1\r\nHost: a\r\n\r\n", false, T).await;
+        assert!(matches!(r.outcome, Outcome::Closed));
+        assert!(
+            r.wrote.contains("\r\ncontent-length: 4\r\n") && r.wrote.ends_with("\r\n\r\nabcd"),
+            "{}",
+            r.wrote
+        );
+        assert_eq!(r.wrote.matches("HTTP/1.1 ").count(), 1);
+    }
+
+    #[tokio::test]
+    async fn edge_answers_are_framed_as_hyper_frames_them() {
+        // A body that fails before its first byte: nothing is sent, the connection closes.
+        let r = run(b"GET /fail-first HTTP/1.1\r\nHost: a\r\n\r\nGET /ok HTTP/1.1\r\n\r\n", false, T).await;
+        assert!(matches!(r.outcome, Outcome::Closed) && r.wrote.is_empty(), "{}", r.wrote);
+        // A Content-Length that is not plain digits: refused, nothing sent.
+        let r = run(b"GET /plus HTTP/1.1\r\nHost: a\r\n\r\n", false, T).await;
+        assert!(matches!(r.outcome, Outcome::Closed) && r.wrote.is_empty(), "{}", r.wrote);
+        // HEAD of an empty body: no length line; a stated length is kept, once.
+        let r = run(
+            b"HEAD /head-empty HTTP/1.1\r\nHost: a\r\n\r\nHEAD /two-lengths HTTP/1.1\r\nHost: a\r\n\r\n",
+            true,
+            T,
+        )
+        .await;
+        let (first, second) = r.wrote.split_once("HTTP/1.1 200 OK\r\nx-path: /two-lengths").unwrap();
+        assert!(!first.contains("content-length"), "{first}");
+        assert_eq!(second.matches("content-length").count(), 1, "{second}");
+        assert!(second.contains("\r\ncontent-length: 7\r\n") && second.ends_with("\r\n\r\n"), "{second}");
+        // An answer that asks to close: the connection closes after it.
+        let r =
+            run(b"GET /close HTTP/1.1\r\nHost: a\r\n\r\nGET /ok HTTP/1.1\r\nHost: a\r\n\r\n", false, T).await;
+        assert!(matches!(r.outcome, Outcome::Closed));
+        assert_eq!(r.wrote.matches("HTTP/1.1 ").count(), 1);
+        assert!(r.wrote.contains("\r\nconnection: close\r\n") && r.wrote.ends_with("hello"));
+    }
+
+    #[tokio::test]
+    async fn a_head_arriving_byte_by_byte_is_parsed_once_complete() {
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let input = b"GET /ok HTTP/1.1\nHost: a\n\nGET /ok HTTP/1.1\r\nHost: a\r\n\r\n";
+        let writer = tokio::spawn(async move {
+            for b in input {
+                client.write_all(&[*b]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            client.shutdown().await.unwrap();
+            let mut wrote = Vec::new();
+            client.read_to_end(&mut wrote).await.unwrap();
+            String::from_utf8(wrote).unwrap()
+        });
+        let (h, counter) = (handler(), metrics::Counter::noop());
+        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+        let mut conn = FastConn { handler: &h, header_timeout: T, header_timeouts: &counter, shutdown: stop };
+        assert!(matches!(conn.serve(&mut server).await, Outcome::Closed));
+        drop(server);
+        let wrote = writer.await.unwrap();
+        assert_eq!(wrote.matches("\r\n\r\nhello").count(), 2, "{wrote}");
+    }
+
+    #[test]
+    fn head_ends_are_found_across_reads() {
+        assert!(may_end_head(b"GET / HTTP/1.1\r\n", 0));
+        assert!(!may_end_head(b"GET / HTTP/1.1\r\nHost: a\r\n", 16));
+        // 27 bytes; the empty line is bytes 24..27.
+        assert!(may_end_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 26));
+        assert!(may_end_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 25));
+        assert!(!may_end_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 27));
+        assert!(may_end_head(b"GET / HTTP/1.1\nHost: a\n\n", 23));
+        assert!(!may_end_head(b"GET / HTTP/1.1\r\nHost: a\r\nX: b", 27));
+        assert_eq!(content_length(b" 12 "), Some(12));
+        assert_eq!(content_length(b"+5"), None);
+        assert_eq!(content_length(b"1 2"), None);
+        assert_eq!(content_length(b""), None);
     }
 
     #[tokio::test]

@@ -332,6 +332,7 @@ pub async fn serve_http<F, Fut, RB>(
                 let header_timeout = limits.header_timeout;
                 open.increment(1.0);
                 tokio::spawn(async move {
+                    let stopping = stop.clone();
                     let pre = match &fast {
                         Some(handler) => {
                             let mut conn = FastConn { handler, header_timeout, header_timeouts: &header_timeouts, shutdown: stop };
@@ -344,7 +345,16 @@ pub async fn serve_http<F, Fut, RB>(
                     };
                     if let Some(pre) = pre {
                         let conn = builder.serve_connection_with_upgrades(TokioIo::new(Rewind::new(pre, io)), svc);
-                        if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        // Handed over once shutdown began, with a request already read: served
+                        // unwatched (a watched one would be closed before answering it); the
+                        // drain's time limit still bounds it.
+                        let served = if *stopping.borrow() && fast.is_some() {
+                            drop(watcher);
+                            conn.into_owned().await
+                        } else {
+                            watcher.watch(conn.into_owned()).await
+                        };
+                        if let Err(e) = served {
                             let timed_out = e
                                 .downcast_ref::<hyper::Error>()
                                 .is_some_and(|h| h.is_timeout());
