@@ -61,6 +61,12 @@ pub struct FleetConfig {
     /// How long a starting member waits for a cache node to tell it the fleet's rules.
     #[serde(with = "humantime_serde")]
     pub startup_wait: Duration,
+    /// Page-protocol connections this member keeps open to one cache node at most (in use
+    /// and idle). A read that finds them all busy waits up to `request_timeout` for one and
+    /// is then answered 503 SlowDown — this member's congestion, never held against the node.
+    /// Keep it below the nodes' `server.max_connections` divided by the members reading from
+    /// them, or the node refuses connections (which does count as a node fault).
+    pub max_node_connections: usize,
 }
 
 impl Default for FleetConfig {
@@ -85,6 +91,7 @@ impl Default for FleetConfig {
             immutable: None,
             never_cache: None,
             startup_wait: Duration::from_secs(30),
+            max_node_connections: 1024,
         }
     }
 }
@@ -123,6 +130,9 @@ impl FleetConfig {
         }
         if self.replicas == 0 {
             return bad("fleet.replicas must be at least 1".into());
+        }
+        if self.max_node_connections == 0 || self.max_node_connections > 1 << 20 {
+            return bad("fleet.max_node_connections must be between 1 and 1048576".into());
         }
         if self.immutable.is_some() != self.never_cache.is_some() {
             return bad("fleet.immutable and fleet.never_cache are stated together or not at all".into());

@@ -14,6 +14,7 @@
 //! requests mean or how failures are sorted (`upstream`).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 
 /// Longest answer head accepted (the node's are a few hundred bytes).
@@ -41,6 +43,25 @@ const IDLE_FOR: Duration = Duration::from_secs(50);
 #[derive(Debug)]
 pub struct Broken(pub String);
 
+/// Why `send` gave up.
+#[derive(Debug)]
+pub enum Failure {
+    /// The node (or the way to it) failed: a node fault.
+    Broken(Broken),
+    /// Every connection this pool may open was in use for the whole time limit: this member's
+    /// own congestion, which says nothing about the node.
+    Busy(String),
+}
+
+impl Failure {
+    pub fn reason(&self) -> &str {
+        match self {
+            Failure::Broken(b) => &b.0,
+            Failure::Busy(r) => r,
+        }
+    }
+}
+
 /// Connections to one node.
 pub struct Pool {
     /// The node's id (for errors).
@@ -50,11 +71,18 @@ pub struct Pool {
     /// The URL's path, prefixed to every request path (empty for a node at `/`).
     base: String,
     idle: parking_lot::Mutex<Vec<(Conn, Instant)>>,
+    /// One permit per connection that may be open (in use or idle); a connection holds its
+    /// permit until it closes.
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+    /// Told when a connection goes back to the idle list, for reads waiting for one.
+    returned: Notify,
     connect_timeout: Duration,
     timeout: Duration,
 }
 
 struct Conn {
+    _slot: OwnedSemaphorePermit,
     io: TcpStream,
     /// Bytes read and not yet handed on.
     buf: BytesMut,
@@ -82,7 +110,13 @@ pub struct Body {
 impl Pool {
     /// A pool for the node at `url` (`http://host:port[/prefix]`). A URL that cannot be
     /// used makes every request fail with the reason.
-    pub fn new(id: &str, url: &str, connect_timeout: Duration, timeout: Duration) -> Self {
+    pub fn new(
+        id: &str,
+        url: &str,
+        max_connections: usize,
+        connect_timeout: Duration,
+        timeout: Duration,
+    ) -> Self {
         let (addr, base) = match split_url(url) {
             Ok((a, b)) => (Ok(a), b),
             Err(e) => (Err(e), String::new()),
@@ -92,6 +126,9 @@ impl Pool {
             addr,
             base,
             idle: parking_lot::Mutex::new(Vec::new()),
+            slots: Arc::new(Semaphore::new(max_connections.max(1))),
+            max_connections: max_connections.max(1),
+            returned: Notify::new(),
             connect_timeout,
             timeout,
         }
@@ -108,8 +145,8 @@ impl Pool {
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
-    ) -> Result<Answer, Broken> {
-        let addr = self.addr.as_ref().map_err(|e| Broken(e.clone()))?;
+    ) -> Result<Answer, Failure> {
+        let addr = self.addr.as_ref().map_err(|e| Failure::Broken(Broken(e.clone())))?;
         let mut req = Vec::with_capacity(64 + self.base.len() + path.len() + addr.len() + 160);
         req.extend_from_slice(method.as_bytes());
         req.push(b' ');
@@ -119,7 +156,7 @@ impl Pool {
         req.extend_from_slice(addr.as_bytes());
         for (n, v) in headers {
             if v.bytes().any(|b| b == b'\r' || b == b'\n') {
-                return Err(Broken(format!("header {n} has a line break")));
+                return Err(Failure::Broken(Broken(format!("header {n} has a line break"))));
             }
             req.extend_from_slice(b"\r\n");
             req.extend_from_slice(n.as_bytes());
@@ -128,23 +165,69 @@ impl Pool {
         }
         req.extend_from_slice(b"\r\n\r\n");
         let head_only = method == "HEAD";
-        let exchange = async {
-            loop {
-                let conn = match self.checkout() {
-                    Some(c) => c,
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let conn = match self.checkout() {
+                Some(c) => c,
+                None => match self.slots.clone().try_acquire_owned() {
                     // Boxed: connecting is rare and its future large.
-                    None => Box::pin(self.connect(addr)).await?,
-                };
-                let reused = conn.reused;
-                match self.exchange(conn, &req, head_only).await {
-                    Ok(a) => return Ok(a),
-                    // Closed by the node while idle: once more on a fresh connection.
-                    Err((e, true)) if reused => tracing::debug!(error = %e.0, "stale connection"),
-                    Err((e, _)) => return Err(e),
+                    Ok(slot) => {
+                        Box::pin(self.connect_until(addr, slot, deadline)).await.map_err(Failure::Broken)?
+                    }
+                    Err(_) => match Box::pin(self.wait_for_conn(addr, deadline)).await {
+                        Some(c) => c.map_err(Failure::Broken)?,
+                        None => {
+                            return Err(Failure::Busy(format!(
+                                "all {} connections to cache node {} stayed busy for {:?}",
+                                self.max_connections, self.id, self.timeout
+                            )));
+                        }
+                    },
+                },
+            };
+            let reused = conn.reused;
+            match tokio::time::timeout_at(deadline, self.exchange(conn, &req, head_only)).await {
+                Ok(Ok(a)) => return Ok(a),
+                // Closed by the node while idle: once more on a fresh connection.
+                Ok(Err((e, true))) if reused => tracing::debug!(error = %e.0, "stale connection"),
+                Ok(Err((e, _))) => return Err(Failure::Broken(e)),
+                Err(_) => {
+                    return Err(Failure::Broken(Broken(format!("no answer within {:?}", self.timeout))));
                 }
             }
-        };
-        match tokio::time::timeout(self.timeout, exchange).await {
+        }
+    }
+
+    /// Every connection is in use: waits until one comes back idle or one closes (then a new
+    /// one may open). `None` at the deadline.
+    async fn wait_for_conn(
+        &self,
+        addr: &str,
+        deadline: tokio::time::Instant,
+    ) -> Option<Result<Conn, Broken>> {
+        loop {
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(c) = self.checkout() {
+                return Some(Ok(c));
+            }
+            let slot = tokio::select! {
+                () = &mut returned => continue,
+                slot = self.slots.clone().acquire_owned() => slot.ok()?,
+                () = tokio::time::sleep_until(deadline) => return None,
+            };
+            return Some(self.connect_until(addr, slot, deadline).await);
+        }
+    }
+
+    async fn connect_until(
+        &self,
+        addr: &str,
+        slot: OwnedSemaphorePermit,
+        deadline: tokio::time::Instant,
+    ) -> Result<Conn, Broken> {
+        match tokio::time::timeout_at(deadline, self.connect(addr, slot)).await {
             Ok(r) => r,
             Err(_) => Err(Broken(format!("no answer within {:?}", self.timeout))),
         }
@@ -165,10 +248,12 @@ impl Pool {
         let mut idle = self.idle.lock();
         if idle.len() < MAX_IDLE {
             idle.push((conn, Instant::now()));
+            drop(idle);
+            self.returned.notify_one();
         }
     }
 
-    async fn connect(&self, addr: &str) -> Result<Conn, Broken> {
+    async fn connect(&self, addr: &str, slot: OwnedSemaphorePermit) -> Result<Conn, Broken> {
         let io = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(Broken(format!("cannot connect to {addr}: {e}"))),
@@ -177,7 +262,7 @@ impl Pool {
             }
         };
         let _ = io.set_nodelay(true);
-        Ok(Conn { io, buf: BytesMut::new(), reused: false })
+        Ok(Conn { _slot: slot, io, buf: BytesMut::new(), reused: false })
     }
 
     /// Writes `req` and reads the answer's head. The error says whether it came before
@@ -461,7 +546,8 @@ mod tests {
 mod wire_tests {
     use super::*;
     use futures::StreamExt;
-    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering::SeqCst;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
@@ -506,7 +592,7 @@ mod wire_tests {
     }
 
     fn pool(url: &str) -> Arc<Pool> {
-        Arc::new(Pool::new("n1", url, Duration::from_secs(1), Duration::from_millis(500)))
+        Arc::new(Pool::new("n1", url, 64, Duration::from_secs(1), Duration::from_millis(500)))
     }
 
     async fn body(a: Answer) -> Result<Vec<u8>, String> {
@@ -561,7 +647,7 @@ mod wire_tests {
         ] {
             let (url, _) = node(vec![answer], usize::MAX).await;
             let e = pool(&url).send("GET", "/x", &[]).await.err().expect("an error");
-            assert!(e.0.contains(want), "{answer:?}: {}", e.0);
+            assert!(e.reason().contains(want), "{answer:?}: {}", e.reason());
         }
         // A body cut short: the head arrives, the body breaks off with an error.
         let (url, _) = node(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello"], 1).await;
@@ -588,7 +674,7 @@ mod wire_tests {
         let p = pool(&url);
         let started = Instant::now();
         let e = p.send("GET", "/x", &[]).await.err().unwrap();
-        assert!(e.0.contains("no answer within"), "{}", e.0);
+        assert!(matches!(e, Failure::Broken(_)) && e.reason().contains("no answer within"), "{}", e.reason());
         let a = p.send("GET", "/x", &[]).await.unwrap();
         let e = body(a).await.unwrap_err();
         assert!(e.contains("paused"), "{e}");
@@ -607,7 +693,90 @@ mod wire_tests {
         assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert!(p.send("GET", "/x", &[("x-h", "a\r\nx-evil: 1")]).await.is_err());
         let refused =
-            Arc::new(Pool::new("n1", "https://n:1", Duration::from_secs(1), Duration::from_secs(1)));
-        assert!(refused.send("GET", "/x", &[]).await.err().unwrap().0.contains("no TLS"));
+            Arc::new(Pool::new("n1", "https://n:1", 4, Duration::from_secs(1), Duration::from_secs(1)));
+        assert!(refused.send("GET", "/x", &[]).await.err().unwrap().reason().contains("no TLS"));
+    }
+
+    /// A node serving every connection at once: each answer's head comes after `delay`; the body
+    /// (5 bytes) follows after `body_delay`. Counts connections and the most open at once.
+    async fn slow_node(
+        delay: Duration,
+        body_delay: Duration,
+    ) -> (String, Arc<(AtomicUsize, AtomicUsize, AtomicUsize)>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        // (connections, open now, most open at once)
+        let stats = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)));
+        let seen = stats.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let seen = seen.clone();
+                seen.0.fetch_add(1, SeqCst);
+                let open = seen.1.fetch_add(1, SeqCst) + 1;
+                seen.2.fetch_max(open, SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    'conn: loop {
+                        let mut b = [0u8; 4096];
+                        let n = match s.read(&mut b).await {
+                            Ok(n) if n > 0 => n,
+                            _ => break,
+                        };
+                        buf.extend_from_slice(&b[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            tokio::time::sleep(delay).await;
+                            if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n").await.is_err() {
+                                break 'conn;
+                            }
+                            tokio::time::sleep(body_delay).await;
+                            if s.write_all(b"hello").await.is_err() {
+                                break 'conn;
+                            }
+                        }
+                    }
+                    seen.1.fetch_sub(1, SeqCst);
+                });
+            }
+        });
+        (url, stats)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_per_node_are_capped_and_reads_wait_for_one() {
+        let (url, stats) = slow_node(Duration::from_millis(100), Duration::ZERO).await;
+        let p = Arc::new(Pool::new("n1", &url, 2, Duration::from_secs(1), Duration::from_secs(5)));
+        let reads: Vec<_> = (0..8)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    body(p.send("GET", "/x", &[]).await.map_err(|e| e.reason().to_string())?).await
+                })
+            })
+            .collect();
+        for r in reads {
+            assert_eq!(r.await.unwrap().unwrap(), b"hello");
+        }
+        assert_eq!(stats.0.load(SeqCst), 2, "8 reads over 2 connections");
+        assert_eq!(stats.2.load(SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_that_finds_every_connection_busy_is_this_members_congestion() {
+        // One connection allowed, held by a read whose body is slow to come.
+        let (url, stats) = slow_node(Duration::ZERO, Duration::from_secs(3)).await;
+        let p = Arc::new(Pool::new("n1", &url, 1, Duration::from_secs(1), Duration::from_millis(300)));
+        let held = p.send("GET", "/x", &[]).await.unwrap();
+        let started = Instant::now();
+        let e = p.send("GET", "/x", &[]).await.err().expect("no connection was free");
+        assert!(matches!(e, Failure::Busy(_)), "{}", e.reason());
+        assert!(e.reason().contains("all 1 connections to cache node n1"), "{}", e.reason());
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        // The held connection closing frees its slot: the next read opens a new one.
+        drop(held);
+        let a = p.send("GET", "/x", &[]).await.unwrap();
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(stats.0.load(SeqCst), 2);
     }
 }

@@ -211,6 +211,7 @@ impl Fleet {
             cfg.secret.clone(),
             cfg.health_timeout,
             cfg.request_timeout,
+            cfg.max_node_connections,
         )?;
         let fleet = Arc::new(Fleet {
             nodes,

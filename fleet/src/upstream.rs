@@ -71,6 +71,10 @@ pub enum UpstreamError {
     /// Refused, reset, timed out, or the body broke off: nothing trustworthy came back.
     #[error("cache node {node} did not answer: {reason}")]
     NoAnswer { node: String, reason: String },
+    /// Every connection this member may keep to the node was busy for the whole time limit:
+    /// this member's own congestion, not the node's fault (answered 503 SlowDown).
+    #[error("too many reads in flight to cache node {node}: {reason}")]
+    Busy { node: String, reason: String },
     /// The node answered with an error status.
     #[error("cache node {node} answered {status}: {code}{}", message_suffix(.message))]
     Answer {
@@ -93,13 +97,14 @@ impl UpstreamError {
     pub fn is_node_fault(&self) -> bool {
         match self {
             UpstreamError::NoAnswer { .. } => true,
+            UpstreamError::Busy { .. } => false,
             UpstreamError::Answer { status, origin, .. } => status.is_server_error() && !origin,
         }
     }
 
     pub fn status(&self) -> Option<StatusCode> {
         match self {
-            UpstreamError::NoAnswer { .. } => None,
+            UpstreamError::NoAnswer { .. } | UpstreamError::Busy { .. } => None,
             UpstreamError::Answer { status, .. } => Some(*status),
         }
     }
@@ -195,16 +200,20 @@ pub struct NodeClient {
     key: wire::FleetKey,
     connect_timeout: Duration,
     timeout: Duration,
+    /// Page-protocol connections per node at most.
+    max_connections: usize,
 }
 
 impl NodeClient {
     /// `connect_timeout` bounds connection setup; `timeout` the wait for an answer's head
-    /// and for each piece of its body.
+    /// and for each piece of its body; `max_connections` caps the connections kept to one
+    /// node.
     pub fn new(
         signer: Signer,
         secret: String,
         connect_timeout: Duration,
         timeout: Duration,
+        max_connections: usize,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -212,13 +221,26 @@ impl NodeClient {
             .read_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(50))
             .build()?;
-        Ok(Self { http, signer, key: wire::FleetKey::new(&secret), connect_timeout, timeout })
+        Ok(Self {
+            http,
+            signer,
+            key: wire::FleetKey::new(&secret),
+            connect_timeout,
+            timeout,
+            max_connections,
+        })
     }
 
     /// `member`'s page-protocol connections.
     fn pool<'a>(&self, member: &'a Member) -> &'a Arc<conn::Pool> {
         member.conns.get_or_init(|| {
-            Arc::new(conn::Pool::new(&member.cfg.id, &member.cfg.url, self.connect_timeout, self.timeout))
+            Arc::new(conn::Pool::new(
+                &member.cfg.id,
+                &member.cfg.url,
+                self.max_connections,
+                self.connect_timeout,
+                self.timeout,
+            ))
         })
     }
 
@@ -394,7 +416,12 @@ async fn signed_exchange(
     }
     let answer = match pool.send(method, path, &headers[..n]).await {
         Ok(a) => a,
-        Err(e) => return Err(UpstreamError::NoAnswer { node: node.to_string(), reason: e.0 }),
+        Err(conn::Failure::Broken(e)) => {
+            return Err(UpstreamError::NoAnswer { node: node.to_string(), reason: e.0 });
+        }
+        Err(conn::Failure::Busy(reason)) => {
+            return Err(UpstreamError::Busy { node: node.to_string(), reason });
+        }
     };
     let status = answer.status;
     if status.is_success() {
@@ -422,7 +449,7 @@ async fn read_rules(node: &str, answer: conn::Answer) -> Result<NodeRules, Upstr
 /// The key rules and page size the fleet member at `url` (a node, or a router, which
 /// answers with the rules it adopted from the nodes) applies, asked with the fleet secret.
 pub async fn fetch_rules(url: &str, secret: &str, timeout: Duration) -> Result<NodeRules, UpstreamError> {
-    let pool = Arc::new(conn::Pool::new(url, url, timeout, timeout));
+    let pool = Arc::new(conn::Pool::new(url, url, 2, timeout, timeout));
     let key = wire::FleetKey::new(secret);
     let answer = signed_exchange(&pool, &key, url, "GET", wire::RULES_PATH, "", "").await?;
     read_rules(url, answer).await
@@ -542,6 +569,8 @@ mod tests {
         assert!(answer(500, false).is_node_fault());
         assert!(answer(503, false).is_node_fault());
         assert!(!answer(503, true).is_node_fault(), "the origin's fault");
+        let busy = UpstreamError::Busy { node: "n".into(), reason: "all 4 connections busy".into() };
+        assert!(!busy.is_node_fault(), "this member's congestion");
         for s in [400, 403, 404, 412, 416] {
             assert!(!answer(s, false).is_node_fault(), "{s} is the client's");
         }

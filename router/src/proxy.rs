@@ -259,6 +259,10 @@ pub fn s3_error(e: &UpstreamError) -> S3Error {
             S3ErrorCode::ServiceUnavailable,
             "No cache node could serve the request; please retry.",
         ),
+        UpstreamError::Busy { .. } => S3Error::with_message(
+            S3ErrorCode::SlowDown,
+            "The router has too many reads in flight to a cache node; please reduce your request rate.",
+        ),
         UpstreamError::Answer { status, code, message, origin, .. } => {
             let code = S3ErrorCode::from_bytes(code.as_bytes()).unwrap_or(S3ErrorCode::InternalError);
             let mut err = match message {
@@ -449,5 +453,9 @@ mod tests {
             e.headers().and_then(|h| h.get(lakecache_common::wire::ERROR_SOURCE)).map(|v| v.as_bytes()),
             Some(lakecache_common::wire::ERROR_SOURCE_ORIGIN.as_bytes())
         );
+        // No free connection to the node: the client is asked to slow down, as S3 does.
+        let e = s3_error(&UpstreamError::Busy { node: "n".into(), reason: "busy".into() });
+        assert_eq!(e.code(), &S3ErrorCode::SlowDown);
+        assert_eq!(e.status_code(), Some(StatusCode::SERVICE_UNAVAILABLE));
     }
 }

@@ -352,9 +352,13 @@ where
         let data = match next_data(&mut body).await {
             Some(Ok(d)) => d,
             Some(Err(e)) => {
-                // Before the first byte: nothing at all is sent, so the client sees a closed
-                // connection it may retry, not an answer that began.
+                // The head goes out as hyper's would; the body stops short of its length (or
+                // its last chunk) and the connection closes: the answer never looks whole.
                 tracing::debug!(error = %e, "answer body failed; closing the connection");
+                if !head_sent {
+                    io.write_all(out).await?;
+                    io.flush().await?;
+                }
                 return Ok(false);
             }
             None => break,
@@ -388,10 +392,6 @@ where
         }
     }
     if !head_sent {
-        if left.is_some_and(|n| n > 0) {
-            // Declared bytes but had none: nothing sent, the connection closes.
-            return Ok(false);
-        }
         io.write_all(out).await?;
     }
     match left {
@@ -767,9 +767,15 @@ mod tests {
 
     #[tokio::test]
     async fn edge_answers_are_framed_as_hyper_frames_them() {
-        // A body that fails before its first byte: nothing is sent, the connection closes.
+        // A body that fails before its first byte: the head, no body, no last chunk, closed.
         let r = run(b"GET /fail-first HTTP/1.1\r\nHost: a\r\n\r\nGET /ok HTTP/1.1\r\n\r\n", false, T).await;
-        assert!(matches!(r.outcome, Outcome::Closed) && r.wrote.is_empty(), "{}", r.wrote);
+        assert!(matches!(r.outcome, Outcome::Closed), "{}", r.wrote);
+        assert!(
+            r.wrote.contains("transfer-encoding: chunked") && r.wrote.ends_with("\r\n\r\n"),
+            "{}",
+            r.wrote
+        );
+        assert_eq!(r.wrote.matches("HTTP/1.1 ").count(), 1);
         // A Content-Length that is not plain digits: refused, nothing sent.
         let r = run(b"GET /plus HTTP/1.1\r\nHost: a\r\n\r\n", false, T).await;
         assert!(matches!(r.outcome, Outcome::Closed) && r.wrote.is_empty(), "{}", r.wrote);
