@@ -133,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
     apply(&args, &mut cfg)?;
     if args.check_config {
         lakecache_common::config::Validate::validate(&cfg)?;
-        println!("{cfg:#?}");
+        print!("{}", lakecache_common::config::redacted_debug(&cfg));
         return Ok(());
     }
     let listen = cfg.server.listen;

@@ -48,7 +48,7 @@ async fn run() -> anyhow::Result<()> {
     }
     if args.check_config {
         lakecache_common::config::Validate::validate(&cfg)?;
-        println!("{cfg:#?}");
+        print!("{}", lakecache_common::config::redacted_debug(&cfg));
         return Ok(());
     }
     let listen = cfg.server.listen;

@@ -3,6 +3,7 @@ config mounts), every config it embeds passes the binaries' own --check-config, 
 systemd units start the binaries with configs that check."""
 
 import configparser
+import re
 import subprocess
 from pathlib import Path
 
@@ -32,6 +33,13 @@ def check_config(binary, text, tmp_path, name):
     p.write_text(text)
     r = subprocess.run([BINARIES[binary], "--config", str(p), "--check-config"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, f"{binary} refuses {name}:\n{r.stderr}"
+    # The checked config is printed with its secrets redacted.
+    secret = re.compile(r'^\s*(secret|secret_key|secret_access_key|token|admin_token|node_admin_token)\s*=\s*"([^"]+)"')
+    for line in text.splitlines():
+        m = secret.match(line)
+        if m:
+            assert f'"{m.group(2)}"' not in r.stdout, f"{binary} printed {m.group(1)} of {name}"
+            assert "<redacted>" in r.stdout
 
 
 def test_every_manifest_parses_and_hangs_together():
