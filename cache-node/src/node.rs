@@ -172,11 +172,7 @@ impl Node {
         if path.starts_with("/_lakecache/") {
             return None;
         }
-        let plain = PlainRead::of(&req, &self.domains, self.anonymous)?;
-        let class = self.cache.classify(&plain.key);
-        if class == KeyClass::NeverCache {
-            return None;
-        }
+        let (plain, class) = self.plain_of(&req)?;
         let node = Arc::clone(self);
         Some(Box::pin(async move {
             let started = std::time::Instant::now();
@@ -184,6 +180,15 @@ impl Node {
             node.stats.record(method_label(req.method()), resp.status(), started);
             Some(resp)
         }))
+    }
+
+    /// A read the plain path may answer (`PlainRead`) and its key's class. Never-cached keys
+    /// (mutable pointers) go to s3s: a fallback from the plain path would cost them a second
+    /// origin HEAD.
+    fn plain_of<B>(&self, req: &Request<B>) -> Option<(PlainRead, KeyClass)> {
+        let plain = PlainRead::of(req, &self.domains, self.anonymous)?;
+        let class = self.cache.classify(&plain.key);
+        (class != KeyClass::NeverCache).then_some((plain, class))
     }
 
     async fn handle(self: Arc<Self>, req: Request<TimedBody>) -> Response<s3s::Body> {
@@ -222,11 +227,7 @@ impl Node {
         }
         let op = method_label(req.method());
         let started = std::time::Instant::now();
-        // Never-cached keys (mutable pointers) go to s3s: a fallback from the plain path
-        // would cost them a second origin HEAD.
-        if let Some(plain) = PlainRead::of(&req, &self.domains, self.anonymous)
-            && let class = self.cache.classify(&plain.key)
-            && class != KeyClass::NeverCache
+        if let Some((plain, class)) = self.plain_of(&req)
             && let Some(resp) = crate::s3::read::plain_read(&self.cache, &plain, class).await
         {
             self.stats.record(op, resp.status(), started);

@@ -116,10 +116,9 @@ where
             if buf.capacity() - buf.len() < READ_CHUNK / 2 {
                 buf.reserve(READ_CHUNK);
             }
-            let shutdown = self.shutdown.clone();
             let read = tokio::select! {
                 r = tokio::time::timeout_at(deadline, io.read_buf(buf)) => r,
-                () = wait_true(shutdown) => return Head::Closed,
+                _ = self.shutdown.wait_for(|stop| *stop) => return Head::Closed,
             };
             match read {
                 Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
@@ -143,11 +142,6 @@ fn may_end_head(buf: &[u8], searched: usize) -> bool {
     buf[from..].windows(2).enumerate().any(|(i, w)| {
         w[0] == b'\n' && (w[1] == b'\n' || (w[1] == b'\r' && buf.get(from + i + 2) == Some(&b'\n')))
     })
-}
-
-/// Resolves once `rx` reads true (or its sender is gone).
-async fn wait_true(mut rx: tokio::sync::watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 fn hand_back(head: Bytes, rest: BytesMut) -> Outcome {
