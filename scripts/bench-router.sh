@@ -14,6 +14,7 @@
 #   READ_SIZES ["4096 65536"] ALIGN [1]            range sizes; ALIGN=1 means any byte offset
 #   CONCURRENCY [16] RUN_SECONDS [5] ROUNDS [5]    closed-loop rounds (a b c d a b c d ...)
 #   WARMUP_SECONDS [2] LATENCY_ROUNDS [3]          latency runs at 50% of the lowest max
+#   BATCH_IN_FLIGHT [1]                            router's [fleet] batch_in_flight (0: never batch)
 #   SERVER_CPU [1] CLIENT_CPU [0]                  taskset pinning (cache nodes and every
 #                                                  proxy / load generator and origin)
 #   BENCH_TIMEOUT_S [840]                          hard limit on everything after the build
@@ -33,6 +34,7 @@ RUN_SECONDS=${RUN_SECONDS:-5}
 ROUNDS=${ROUNDS:-5}
 WARMUP_SECONDS=${WARMUP_SECONDS:-2}
 LATENCY_ROUNDS=${LATENCY_ROUNDS:-3}
+BATCH_IN_FLIGHT=${BATCH_IN_FLIGHT:-1}
 SERVER_CPU=${SERVER_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
 BENCH_TIMEOUT_S=${BENCH_TIMEOUT_S:-840}
@@ -281,6 +283,7 @@ anonymous = true
 page_size = "$PAGE_SIZE"
 secret = "$FLEET_SECRET"
 node_admin_token = "$ADMIN_TOKEN"
+batch_in_flight = $BATCH_IN_FLIGHT
 
 [fleet.node_key]
 access_key = "$NODE_ACCESS_KEY"
@@ -429,7 +432,7 @@ RAW_REL=${RAW_BASE#"$REPO"/}
     echo
     echo "## Setup"
     echo
-    echo "- command: \`$COMMAND_LINE\` with OBJECTS=$OBJECTS OBJECT_SIZE=$OBJECT_SIZE SEED=$SEED READ_SIZES=\"$READ_SIZES\" ALIGN=$ALIGN CONCURRENCY=$CONCURRENCY RUN_SECONDS=$RUN_SECONDS ROUNDS=$ROUNDS WARMUP_SECONDS=$WARMUP_SECONDS LATENCY_ROUNDS=$LATENCY_ROUNDS SERVER_CPU=$SERVER_CPU CLIENT_CPU=$CLIENT_CPU"
+    echo "- command: \`$COMMAND_LINE\` with OBJECTS=$OBJECTS OBJECT_SIZE=$OBJECT_SIZE SEED=$SEED READ_SIZES=\"$READ_SIZES\" ALIGN=$ALIGN CONCURRENCY=$CONCURRENCY RUN_SECONDS=$RUN_SECONDS ROUNDS=$ROUNDS WARMUP_SECONDS=$WARMUP_SECONDS LATENCY_ROUNDS=$LATENCY_ROUNDS BATCH_IN_FLIGHT=$BATCH_IN_FLIGHT SERVER_CPU=$SERVER_CPU CLIENT_CPU=$CLIENT_CPU"
     echo "- commit: \`$COMMIT\`$([[ $DIRTY -gt 0 ]] && echo " (working tree had $DIRTY changed or untracked paths)")"
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "- machine: \`nproc\` = $(nproc); kernel $(uname -r); CPU $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"

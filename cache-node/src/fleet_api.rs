@@ -4,6 +4,10 @@
 //! and the byte ranges wanted; the answer streams those bytes from the tiers with the
 //! object's metadata in headers, so a reader learns size and version from its first read.
 //!
+//! Batches (`GET /_lakecache/fleet/v1/batch`, `wire::batch`): reads of known versions
+//! answered together from memory; an item that would wait (disk, origin, an unknown
+//! version) is deferred to a single read, so one slow item never holds up the others.
+//!
 //! Also `GET /_lakecache/fleet/v1/rules`: the key rules and page size this node applies,
 //! which other members adopt or check at start.
 //!
@@ -16,6 +20,7 @@ use futures::StreamExt;
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use lakecache_common::page::ByteRange;
 use lakecache_common::wire;
+use lakecache_common::wire::batch;
 use lakecache_s3::request::percent_decode;
 use lakecache_s3::response::object_headers;
 
@@ -34,11 +39,15 @@ pub struct FleetApi {
     head_ok: metrics::Counter,
     get_latency: metrics::Histogram,
     head_latency: metrics::Histogram,
+    batch_ok: metrics::Counter,
+    batch_latency: metrics::Histogram,
+    /// Items of batches by outcome: served, deferred, error.
+    items: [metrics::Counter; 3],
 }
 
 /// Whether `path` belongs to the internal endpoint.
 pub fn is_fleet_path(path: &str) -> bool {
-    path.starts_with(wire::PAGE_PATH) || path == wire::RULES_PATH
+    path.starts_with(wire::PAGE_PATH) || path == wire::RULES_PATH || path == batch::BATCH_PATH
 }
 
 impl FleetApi {
@@ -53,19 +62,28 @@ impl FleetApi {
             head_ok: metrics::counter!(m::FLEET_REQUESTS, "op" => "head", "status" => "200"),
             get_latency: metrics::histogram!(m::FLEET_LATENCY, "op" => "get"),
             head_latency: metrics::histogram!(m::FLEET_LATENCY, "op" => "head"),
+            batch_ok: metrics::counter!(m::FLEET_REQUESTS, "op" => "batch", "status" => "200"),
+            batch_latency: metrics::histogram!(m::FLEET_LATENCY, "op" => "batch"),
+            items: ["served", "deferred", "error"]
+                .map(|o| metrics::counter!(m::FLEET_BATCH_ITEMS, "outcome" => o)),
         }
     }
 
     pub async fn handle<B>(&self, req: Request<B>) -> Reply {
         let started = std::time::Instant::now();
         let head = req.method() == Method::HEAD;
+        let is_batch = req.uri().path() == batch::BATCH_PATH;
         let reply = self.answer(&req).await;
-        let (ok, latency) =
-            if head { (&self.head_ok, &self.head_latency) } else { (&self.get_ok, &self.get_latency) };
+        let (ok, latency, op) = if is_batch {
+            (&self.batch_ok, &self.batch_latency, "batch")
+        } else if head {
+            (&self.head_ok, &self.head_latency, "head")
+        } else {
+            (&self.get_ok, &self.get_latency, "get")
+        };
         if reply.status() == StatusCode::OK {
             ok.increment(1);
         } else {
-            let op = if head { "head" } else { "get" };
             metrics::counter!(m::FLEET_REQUESTS, "op" => op, "status" => reply.status().as_str().to_string())
                 .increment(1);
         }
@@ -76,9 +94,12 @@ impl FleetApi {
     async fn answer<B>(&self, req: &Request<B>) -> Reply {
         let h = req.headers();
         let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let ranges_text = text(wire::RANGES);
-        let version_text = text(wire::READ_VERSION);
         let path = req.uri().path();
+        let is_batch = path == batch::BATCH_PATH;
+        // What the signature covers besides method, path and time: a batch's item list,
+        // else the ranges (and the version) of a single read.
+        let ranges_text = text(if is_batch { batch::BATCH } else { wire::RANGES });
+        let version_text = text(wire::READ_VERSION);
         let Some(fleet_key) = &self.key else {
             metrics::counter!(m::FLEET_AUTH_REFUSED, "reason" => "off").increment(1);
             return error(
@@ -103,6 +124,12 @@ impl FleetApi {
                 return error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "GET only");
             }
             return self.rules();
+        }
+        if is_batch {
+            if req.method() != Method::GET {
+                return error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "GET only");
+            }
+            return self.batch(ranges_text);
         }
         let is_head = match *req.method() {
             Method::GET => false,
@@ -223,6 +250,59 @@ impl FleetApi {
             body.map(|r: std::io::Result<Bytes>| r.map(hyper::body::Frame::data)),
         ));
         with_headers(Response::new(body), headers)
+    }
+
+    /// A batch's answer: every item's part, in order (`wire::batch`). Nothing here waits:
+    /// an item is served from memory at a version this node knows, or deferred.
+    fn batch(&self, text: &str) -> Reply {
+        let items = match batch::parse_items(text) {
+            Ok(i) => i,
+            Err(why) => return error(StatusCode::BAD_REQUEST, "InvalidArgument", why),
+        };
+        let mut pieces: Vec<Bytes> = Vec::with_capacity(items.len() * 2);
+        let mut total = 0u64;
+        let mut push = |b: Bytes, pieces: &mut Vec<Bytes>| {
+            total += b.len() as u64;
+            pieces.push(b);
+        };
+        for item in &items {
+            let version = item.version.trim_matches('"');
+            let Some(obj) = self.cache.known_object(&item.bucket, &item.key, version) else {
+                self.items[1].increment(1);
+                push(batch::defer_part(), &mut pieces);
+                continue;
+            };
+            let size = obj.meta.size;
+            if item.range.0 >= size {
+                self.items[2].increment(1);
+                let part =
+                    batch::error_part(416, "InvalidRange", false, "The requested range is not satisfiable");
+                push(part, &mut pieces);
+                continue;
+            }
+            let range = ByteRange { start: item.range.0, end: item.range.1.min(size) };
+            match self.cache.memory_slices(&obj, range) {
+                Some(slices) => {
+                    self.items[0].increment(1);
+                    push(batch::data_head(range.len()), &mut pieces);
+                    for s in slices {
+                        push(s, &mut pieces);
+                    }
+                }
+                None => {
+                    self.items[1].increment(1);
+                    push(batch::defer_part(), &mut pieces);
+                }
+            }
+        }
+        let body = s3s::Body::http_body(http_body_util::StreamBody::new(futures::stream::iter(
+            pieces.into_iter().map(|b| Ok::<_, std::io::Error>(hyper::body::Frame::data(b))),
+        )));
+        let mut r = Response::new(body);
+        r.headers_mut().insert(http::header::CONTENT_LENGTH, HeaderValue::from(total));
+        r.headers_mut()
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/x-lakecache-batch"));
+        r
     }
 
     fn rules(&self) -> Reply {

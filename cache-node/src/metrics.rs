@@ -35,9 +35,10 @@ pub const ORIGIN_LATENCY: &str = "cachenode_origin_request_duration_milliseconds
 pub const S3_REQUESTS: &str = "cachenode_s3_requests_total";
 pub const S3_LATENCY: &str = "cachenode_s3_request_duration_milliseconds";
 
-// Internal page protocol (label `op` = get | head, `status`; refusals by `reason` =
-// missing | wrong | expired | off).
+// Internal page protocol (label `op` = get | head | batch, `status`; refusals by `reason` =
+// missing | wrong | expired | off; items of batches by `outcome` = served | deferred | error).
 pub const FLEET_REQUESTS: &str = "cachenode_fleet_requests_total";
+pub const FLEET_BATCH_ITEMS: &str = "cachenode_fleet_batch_items_total";
 pub const FLEET_LATENCY: &str = "cachenode_fleet_request_duration_milliseconds";
 pub const FLEET_AUTH_REFUSED: &str = "cachenode_fleet_auth_refused_total";
 
@@ -70,6 +71,9 @@ pub fn register_cache_node() {
     }
     for reason in ["missing", "wrong", "expired", "off"] {
         metrics::counter!(FLEET_AUTH_REFUSED, "reason" => reason).absolute(0);
+    }
+    for outcome in ["served", "deferred", "error"] {
+        metrics::counter!(FLEET_BATCH_ITEMS, "outcome" => outcome).absolute(0);
     }
     for c in [CACHE_SINGLEFLIGHT_JOINS, MEMORY_EVICTIONS, ORIGIN_BYTES] {
         metrics::counter!(c).absolute(0);

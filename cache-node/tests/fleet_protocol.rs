@@ -250,3 +250,126 @@ async fn the_fleet_listener_serves_only_the_internal_endpoint() {
     task.await.unwrap();
     node.stop().await;
 }
+
+/// Sends a batch of `text` signed with `secret` over `signed` (the list the signature covers).
+async fn ask_batch(base: &str, text: &str, signed: &str, secret: &str) -> reqwest::Response {
+    use wire::batch::{BATCH, BATCH_PATH};
+    reqwest::Client::new()
+        .get(format!("{base}{BATCH_PATH}"))
+        .header(wire::FLEET_AUTH, wire::FleetKey::new(secret).auth_value("GET", BATCH_PATH, signed, ""))
+        .header(BATCH, text)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_answers_from_memory_defers_the_rest_and_never_mixes_versions() {
+    use wire::batch::{Part, parse_parts, push_item};
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start(&dir.path().join("origin")).await;
+    let a = data(200_000, 3);
+    let b = data(5_000, 4);
+    origin.put_file("bkt", "d/a.lance", &a);
+    origin.put_file("bkt", "d/b.lance", &b);
+    origin.put_file("bkt", "d/cold.lance", &data(1000, 5));
+    let node = Node::start(node_config(&origin, &dir.path().join("n"), Default::default())).await;
+    let base = node.url();
+    let item = |out: &mut String, key: &str, version: &str, s: u64, e: u64| {
+        push_item(out, "bkt", key, version, s, e)
+    };
+
+    // Warm a's first two pages and b; learn their versions.
+    let wa = ask(&base, "d/a.lance", Ask { ranges: "0-131071", ..Default::default() }).await;
+    let va = header(&wa, wire::OBJECT_VERSION);
+    wa.bytes().await.unwrap();
+    let wb = ask(&base, "d/b.lance", Ask::default()).await;
+    let vb = header(&wb, wire::OBJECT_VERSION);
+    wb.bytes().await.unwrap();
+    let cold = ask(&base, "d/cold.lance", Ask { method: "HEAD", ..Default::default() }).await;
+    let vcold = header(&cold, wire::OBJECT_VERSION);
+
+    let mut text = String::new();
+    item(&mut text, "d/a.lance", &va, 100, 4196); // in memory
+    item(&mut text, "d/b.lance", &vb, 4000, 9000); // cut at the end (5000)
+    item(&mut text, "d/a.lance", &va, 65000, 70000); // across two cached pages
+    item(&mut text, "d/a.lance", &va, 150_000, 150_100); // page 2: not in memory
+    item(&mut text, "d/a.lance", "\"never-was\"", 0, 100); // a version this node never saw
+    item(&mut text, "d/cold.lance", &vcold, 0, 10); // described but never read
+    item(&mut text, "d/b.lance", &vb, 5000, 5001); // from the end on
+    let r = ask_batch(&base, &text, &text, FLEET_SECRET).await;
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await.unwrap();
+    let parts = parse_parts(&body, 7).unwrap();
+    assert_eq!(parts[0], Part::Data(bytes::Bytes::copy_from_slice(&a[100..4196])));
+    assert_eq!(parts[1], Part::Data(bytes::Bytes::copy_from_slice(&b[4000..])));
+    assert_eq!(parts[2], Part::Data(bytes::Bytes::copy_from_slice(&a[65000..70000])));
+    assert_eq!(parts[3], Part::Defer, "a page the node would have to fetch is deferred");
+    assert_eq!(parts[4], Part::Defer, "an unknown version is deferred, never served");
+    assert_eq!(parts[5], Part::Defer);
+    assert!(
+        matches!(&parts[6], Part::Error { status: 416, code, .. } if code == "InvalidRange"),
+        "{:?}",
+        parts[6]
+    );
+    let items = |o: &str| format!("cachenode_fleet_batch_items_total{{outcome=\"{o}\"}} ");
+    assert_eq!(metric(&base, &items("served")).await, 3.0);
+    assert_eq!(metric(&base, &items("deferred")).await, 3.0);
+    assert_eq!(metric(&base, &items("error")).await, 1.0);
+    assert_eq!(metric(&base, "cachenode_fleet_requests_total{op=\"batch\",status=\"200\"} ").await, 1.0);
+
+    // Replaced at the origin with other bytes; once the node knows, a batch naming the old
+    // version gets the old version's bytes from memory or a deferral — never the new bytes.
+    let a2 = data(200_000, 9);
+    origin.put_file("bkt", "d/a.lance", &a2);
+    let mut c = node_config(&origin, &dir.path().join("n2"), Default::default());
+    c.cache.metadata_ttl = std::time::Duration::from_millis(50);
+    let node2 = Node::start(c).await;
+    let base2 = node2.url();
+    let w2 = ask(&base2, "d/a.lance", Ask { ranges: "0-65535", ..Default::default() }).await;
+    let va2 = header(&w2, wire::OBJECT_VERSION);
+    w2.bytes().await.unwrap();
+    assert_ne!(va2, va);
+    let mut text = String::new();
+    item(&mut text, "d/a.lance", &va, 0, 100);
+    item(&mut text, "d/a.lance", &va2, 0, 100);
+    let parts =
+        parse_parts(&ask_batch(&base2, &text, &text, FLEET_SECRET).await.bytes().await.unwrap(), 2).unwrap();
+    assert_eq!(parts[0], Part::Defer, "node 2 never held the old version");
+    assert_eq!(parts[1], Part::Data(bytes::Bytes::copy_from_slice(&a2[..100])));
+    // Node 1 holds the old version's pages and has not seen the new one: the new version is
+    // deferred (its single read resolves it), the old one served as asked.
+    let mut text = String::new();
+    item(&mut text, "d/a.lance", &va2, 0, 100);
+    item(&mut text, "d/a.lance", &va, 0, 100);
+    let parts =
+        parse_parts(&ask_batch(&base, &text, &text, FLEET_SECRET).await.bytes().await.unwrap(), 2).unwrap();
+    assert_eq!(parts[0], Part::Defer, "never the old bytes under the new version");
+    assert_eq!(parts[1], Part::Data(bytes::Bytes::copy_from_slice(&a[..100])));
+
+    // Refusals: a wrong secret, a list other than the one signed, no signature, a bad list.
+    let refused = |reason: &str| format!("cachenode_fleet_auth_refused_total{{reason=\"{reason}\"}} ");
+    let wrong = ask_batch(&base, &text, &text, "not-the-fleet-secret").await;
+    assert_eq!(wrong.status(), 403);
+    let mut other = String::new();
+    item(&mut other, "d/a.lance", &va, 0, 200_000);
+    let swapped = ask_batch(&base, &other, &text, FLEET_SECRET).await;
+    assert_eq!(swapped.status(), 403, "the signature covers the item list");
+    assert!(swapped.bytes().await.unwrap().len() < 100, "no object bytes");
+    assert_eq!(metric(&base, &refused("wrong")).await, 2.0);
+    assert_eq!(metric(&base, "cachenode_fleet_requests_total{op=\"batch\",status=\"403\"} ").await, 2.0);
+    let unsigned = reqwest::Client::new()
+        .get(format!("{base}{}", wire::batch::BATCH_PATH))
+        .header(wire::batch::BATCH, &text)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401);
+    for bad in ["", "bkt d/a.lance", "bkt d/a.lance v 0-1,5-6", "bkt d/a.lance v 0-300000"] {
+        let r = ask_batch(&base, bad, bad, FLEET_SECRET).await;
+        assert_eq!(r.status(), 400, "{bad:?}");
+        assert_eq!(header(&r, wire::ERROR_CODE), "InvalidArgument");
+    }
+    node.stop().await;
+    node2.stop().await;
+}

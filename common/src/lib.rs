@@ -8,6 +8,7 @@ pub mod keys;
 pub mod metrics;
 pub mod object;
 pub mod page;
+pub mod percent;
 pub mod ring;
 pub mod shutdown;
 pub mod telemetry;

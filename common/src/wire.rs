@@ -28,6 +28,8 @@ pub const READ_VERSION: &str = "x-lakecache-read-version";
 // node cannot serve is 412, never other bytes. Errors carry [`ERROR_CODE`] (an S3 error
 // code), [`ERROR_SOURCE`] where the origin is at fault, and a short plain-text message.
 
+pub mod batch;
+
 /// Path prefix of object reads on the internal protocol.
 pub const PAGE_PATH: &str = "/_lakecache/fleet/v1/o/";
 /// The fleet's key rules as a node applies them (JSON), for members to adopt or check.

@@ -67,6 +67,12 @@ pub struct FleetConfig {
     /// Keep it below the nodes' `server.max_connections` divided by the members reading from
     /// them, or the node refuses connections (which does count as a node fault).
     pub max_node_connections: usize,
+    /// Exchanges with one cache node at once before small reads (up to 256 KiB, of objects
+    /// already described) queue and go to it in batches: one request for many reads, so a
+    /// busy node and this member pay one request's system calls for them all. Batches form
+    /// only when this many exchanges are in flight, so a quiet fleet reads singly. 0: never
+    /// batch.
+    pub batch_in_flight: usize,
 }
 
 impl Default for FleetConfig {
@@ -92,6 +98,7 @@ impl Default for FleetConfig {
             never_cache: None,
             startup_wait: Duration::from_secs(30),
             max_node_connections: 1024,
+            batch_in_flight: 1,
         }
     }
 }
@@ -133,6 +140,9 @@ impl FleetConfig {
         }
         if self.max_node_connections == 0 || self.max_node_connections > 1 << 20 {
             return bad("fleet.max_node_connections must be between 1 and 1048576".into());
+        }
+        if self.batch_in_flight > 4096 {
+            return bad("fleet.batch_in_flight must be at most 4096".into());
         }
         if self.immutable.is_some() != self.never_cache.is_some() {
             return bad("fleet.immutable and fleet.never_cache are stated together or not at all".into());

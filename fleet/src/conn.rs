@@ -472,6 +472,25 @@ impl Body {
         Poll::Ready(Some(Ok(piece)))
     }
 
+    /// The whole body in one piece (a copy only if it came in several reads); the caller
+    /// has bounded [`remaining`](Self::remaining).
+    pub async fn read_all(mut self) -> Result<Bytes, Broken> {
+        let total = self.left as usize;
+        let first = match std::future::poll_fn(|cx| self.poll_piece(cx)).await {
+            None => return Ok(Bytes::new()),
+            Some(p) => p?,
+        };
+        if first.len() == total {
+            return Ok(first);
+        }
+        let mut out = BytesMut::with_capacity(total);
+        out.extend_from_slice(&first);
+        while let Some(piece) = std::future::poll_fn(|cx| self.poll_piece(cx)).await {
+            out.extend_from_slice(&piece?);
+        }
+        Ok(out.freeze())
+    }
+
     /// The whole body, at most `max` bytes of it (the rest is dropped with the connection).
     pub async fn read_to_end(mut self, max: usize) -> Vec<u8> {
         let mut out = Vec::new();

@@ -6,6 +6,7 @@
 //! fleet as an `object_store::ObjectStore`, `client`), pin and prewarm fan-out (`pins`),
 //! and the SigV4 signer for requests to nodes (`sign`). No S3 surface of its own.
 
+pub mod batch;
 pub mod client;
 pub mod config;
 pub mod conn;

@@ -26,6 +26,8 @@ pub struct Member {
     stores: RwLock<HashMap<String, Arc<AmazonS3>>>,
     /// Connections of the internal page protocol (made by the node client on first use).
     pub(crate) conns: std::sync::OnceLock<Arc<crate::conn::Pool>>,
+    /// Batching of small reads to the node (made by the node client on first use).
+    pub(crate) batcher: std::sync::OnceLock<Arc<crate::batch::Batcher>>,
     pub stats: MemberStats,
 }
 
@@ -63,6 +65,7 @@ impl Member {
             rises: AtomicU32::new(0),
             stores: RwLock::new(HashMap::new()),
             conns: std::sync::OnceLock::new(),
+            batcher: std::sync::OnceLock::new(),
             stats: MemberStats::new(&cfg.id),
             cfg,
         })
@@ -212,6 +215,7 @@ impl Fleet {
             cfg.health_timeout,
             cfg.request_timeout,
             cfg.max_node_connections,
+            cfg.batch_in_flight,
         )?;
         let fleet = Arc::new(Fleet {
             nodes,

@@ -32,15 +32,7 @@ fn hex(bytes: &[u8]) -> String {
 /// URI-encodes `s` as SigV4 wants: everything but `A-Z a-z 0-9 - _ . ~` is escaped, and
 /// `/` too when `slash` (query names and values) but not in paths.
 pub fn s3_encode(s: &str, slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
-            b'/' if !slash => out.push('/'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    lakecache_common::percent::encode(s, !slash)
 }
 
 /// A header value as SigV4 canonicalises it: trimmed, whitespace runs collapsed to one space.

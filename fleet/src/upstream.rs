@@ -202,6 +202,8 @@ pub struct NodeClient {
     timeout: Duration,
     /// Page-protocol connections per node at most.
     max_connections: usize,
+    /// Exchanges per node before small reads of known versions queue into batches (0: never).
+    batch_in_flight: usize,
 }
 
 impl NodeClient {
@@ -214,6 +216,7 @@ impl NodeClient {
         connect_timeout: Duration,
         timeout: Duration,
         max_connections: usize,
+        batch_in_flight: usize,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -228,6 +231,7 @@ impl NodeClient {
             connect_timeout,
             timeout,
             max_connections,
+            batch_in_flight,
         })
     }
 
@@ -240,6 +244,18 @@ impl NodeClient {
                 self.max_connections,
                 self.connect_timeout,
                 self.timeout,
+            ))
+        })
+    }
+
+    /// `member`'s batching of small reads.
+    fn batcher<'a>(&self, member: &'a Member) -> &'a Arc<crate::batch::Batcher> {
+        member.batcher.get_or_init(|| {
+            Arc::new(crate::batch::Batcher::new(
+                &member.cfg.id,
+                self.pool(member).clone(),
+                self.key.clone(),
+                self.batch_in_flight,
             ))
         })
     }
@@ -353,6 +369,26 @@ impl NodeClient {
         if range.is_empty() {
             return Ok(Box::pin(futures::stream::empty()));
         }
+        if let Some(v) = version.etag.as_deref()
+            && self.batch_in_flight > 0
+            && range.len() <= wire::batch::MAX_ITEM_BYTES
+        {
+            use crate::batch::{Admission, Outcome};
+            match self.batcher(member).admit(bucket, key, v, range) {
+                Admission::Alone(slot) => {
+                    let answer = self.send_ranges(member, bucket, key, &[range], version).await;
+                    drop(slot);
+                    return Ok(Box::pin(NodeBody(answer?.body)));
+                }
+                Admission::Queued(rx) => match rx.await {
+                    Ok(Outcome::Data(b)) => return Ok(Box::pin(futures::stream::iter([Ok(b)]))),
+                    Ok(Outcome::Failed(e)) => return Err(e),
+                    // Deferred by the node, or the batch could not be sent: alone.
+                    Ok(Outcome::Alone) | Err(_) => {}
+                },
+                Admission::Off => {}
+            }
+        }
         let answer = self.send_ranges(member, bucket, key, &[range], version).await?;
         Ok(Box::pin(NodeBody(answer.body)))
     }
@@ -414,7 +450,19 @@ async fn signed_exchange(
         headers[n] = (wire::READ_VERSION, version);
         n += 1;
     }
-    let answer = match pool.send(method, path, &headers[..n]).await {
+    exchange(pool, node, method, path, &headers[..n]).await
+}
+
+/// Sends a request of the internal protocol (its headers already signed) on `pool` and waits
+/// for the answer's head; an error answer is read (bounded) and classified.
+pub(crate) async fn exchange(
+    pool: &Arc<conn::Pool>,
+    node: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<conn::Answer, UpstreamError> {
+    let answer = match pool.send(method, path, headers).await {
         Ok(a) => a,
         Err(conn::Failure::Broken(e)) => {
             return Err(UpstreamError::NoAnswer { node: node.to_string(), reason: e.0 });

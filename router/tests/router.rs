@@ -670,3 +670,98 @@ async fn calls_the_router_does_not_model_reach_a_node() {
     let e = stranger.list_buckets().send().await.unwrap_err();
     assert_eq!(err_code(&e).1, 403);
 }
+
+/// The fleet's total of the node metric series starting with `prefix`. The nodes run in
+/// this process and share its metrics recorder, so one node's /metrics has every node's
+/// counts.
+async fn nodes_metric(f: &Fleet, prefix: &str) -> f64 {
+    let n = f.nodes.iter().flatten().next().unwrap();
+    let text = reqwest::get(format!("{}/metrics", n.url())).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>()
+}
+
+/// `readers` tasks, each making `each` reads of 4 KiB (some across a page boundary) of the
+/// objects, every byte checked. Returns how many reads were made.
+async fn read_concurrently(
+    c: &aws_sdk_s3::Client,
+    objects: &[(String, Vec<u8>)],
+    readers: u64,
+    each: u64,
+) -> u64 {
+    let mut tasks = Vec::new();
+    for r in 0..readers {
+        let (c, objects) = (c.clone(), objects.to_vec());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..each {
+                let (key, data) = &objects[((r + i) as usize) % objects.len()];
+                let a = (r * 7919 + i * 104_729) % (data.len() as u64 - 4096);
+                let out = c
+                    .get_object()
+                    .bucket("bkt")
+                    .key(key)
+                    .range(format!("bytes={a}-{}", a + 4095))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("read {r}/{i} of {key} failed: {e:?}"));
+                assert!(
+                    body(out).await[..] == data[a as usize..(a + 4096) as usize],
+                    "read {r}/{i} of {key}: wrong bytes"
+                );
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    readers * each
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_small_reads_reach_the_nodes_in_batches_byte_exact() {
+    // One exchange per node before reads queue: 24 concurrent readers must batch.
+    let mut f = fleet_with(|c| c.fleet.batch_in_flight = 1).await;
+    let c = f.client();
+    let objects: Vec<(String, Vec<u8>)> =
+        (0..4).map(|i| (format!("t.lance/data/b{i}.lance"), pattern(90 + i, 512 * 1024 + 333))).collect();
+    for (k, d) in &objects {
+        f.origin.put_file("bkt", k, d);
+    }
+    // Cold: the router knows the objects (one small read each) but the nodes hold almost no
+    // page: batched reads are deferred by the nodes and read singly, bytes still exact.
+    for (k, _) in &objects {
+        c.get_object().bucket("bkt").key(k).range("bytes=0-0").send().await.unwrap();
+    }
+    read_concurrently(&c, &objects, 24, 5).await;
+    assert!(nodes_metric(&f, "cachenode_fleet_batch_items_total{outcome=\"deferred\"}").await > 0.0);
+
+    // Warm (every page in the nodes' memory): batches answer from memory.
+    for (k, d) in &objects {
+        assert!(body(c.get_object().bucket("bkt").key(k).send().await.unwrap()).await == *d);
+    }
+    let served0 = nodes_metric(&f, "cachenode_fleet_batch_items_total{outcome=\"served\"}").await;
+    let requests0 = nodes_metric(&f, "cachenode_fleet_requests_total{op=\"get\"").await
+        + nodes_metric(&f, "cachenode_fleet_requests_total{op=\"batch\"").await;
+    let reads = read_concurrently(&c, &objects, 24, 20).await;
+    let served = nodes_metric(&f, "cachenode_fleet_batch_items_total{outcome=\"served\"}").await - served0;
+    let requests = nodes_metric(&f, "cachenode_fleet_requests_total{op=\"get\"").await
+        + nodes_metric(&f, "cachenode_fleet_requests_total{op=\"batch\"").await
+        - requests0;
+    assert!(served > 0.0, "no read was served in a batch");
+    // Batches of several reads: well under one node request per read (a read across a page
+    // boundary makes two, a deferred one a batch and a single read).
+    assert!(requests < 0.8 * reads as f64, "{requests} node requests for {reads} reads");
+    assert_eq!(nodes_metric(&f, "cachenode_fleet_batch_items_total{outcome=\"error\"}").await, 0.0);
+
+    // A node stopped while batches are in flight: every read still completes, byte-exact.
+    let readers = {
+        let (c, objects) = (c.clone(), objects.clone());
+        tokio::spawn(async move { read_concurrently(&c, &objects, 24, 20).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    f.nodes[2].take().unwrap().stop().await;
+    readers.await.unwrap();
+    read_concurrently(&c, &objects, 24, 5).await;
+}

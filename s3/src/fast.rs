@@ -342,10 +342,14 @@ where
         Framing::Chunked => None,
     };
     let mut head_sent = false;
+    let mut pieces: Vec<Bytes> = Vec::new();
+    let mut state = BodyState::default();
     loop {
-        let data = match next_data(&mut body).await {
-            Some(Ok(d)) => d,
-            Some(Err(e)) => {
+        pieces.clear();
+        match next_pieces(&mut body, &mut pieces, &mut state).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
                 // The head goes out as hyper's would; the body stops short of its length (or
                 // its last chunk) and the connection closes: the answer never looks whole.
                 tracing::debug!(error = %e, "answer body failed; closing the connection");
@@ -355,26 +359,51 @@ where
                 }
                 return Ok(false);
             }
-            None => break,
-        };
-        if data.is_empty() {
-            continue;
         }
-        let mut data = data;
         let mut overlong = false;
         if let Some(n) = left.as_mut() {
-            if data.len() as u64 > *n {
-                // More than it declared: never send bytes past the length, and close after.
-                data.truncate(*n as usize);
-                overlong = true;
+            let mut keep = 0;
+            for p in pieces.iter_mut() {
+                if p.len() as u64 > *n {
+                    // More than it declared: never send bytes past the length, and close after.
+                    p.truncate(*n as usize);
+                    overlong = true;
+                }
+                *n -= p.len() as u64;
+                keep += 1;
+                if overlong {
+                    break;
+                }
             }
-            *n -= data.len() as u64;
+            pieces.truncate(keep);
         }
-        let mut chunk_head = [0u8; 18];
-        let prefix: &[u8] = if left.is_none() { chunk_prefix(data.len(), &mut chunk_head) } else { &[] };
-        let suffix: &[u8] = if left.is_none() { b"\r\n" } else { &[] };
-        let head: &[u8] = if head_sent { &[] } else { out };
-        write_all_vectored(io, &mut [head, prefix, &data, suffix]).await?;
+        let chunked = left.is_none();
+        let chunk_heads: Vec<([u8; 18], usize)> = if chunked {
+            pieces
+                .iter()
+                .map(|p| {
+                    let mut h = [0u8; 18];
+                    let n = chunk_prefix(p.len(), &mut h).len();
+                    (h, n)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + pieces.len() * if chunked { 3 } else { 1 });
+        if !head_sent {
+            parts.push(out);
+        }
+        for (i, p) in pieces.iter().enumerate() {
+            if chunked {
+                parts.push(&chunk_heads[i].0[..chunk_heads[i].1]);
+                parts.push(p);
+                parts.push(b"\r\n");
+            } else {
+                parts.push(p);
+            }
+        }
+        write_all_vectored(io, &mut parts).await?;
         head_sent = true;
         if overlong {
             tracing::warn!(status = %status, "answer body longer than its Content-Length; cut and closing");
@@ -407,22 +436,65 @@ fn content_length(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-async fn next_data<RB>(body: &mut RB) -> Option<Result<Bytes, BoxError>>
+/// Most body pieces one write takes.
+const MAX_GATHER: usize = 64;
+
+/// Where a body stands between writes: ended, or failed after pieces that are still to go out.
+#[derive(Default)]
+struct BodyState {
+    ended: bool,
+    failed: Option<BoxError>,
+}
+
+/// Waits for the body's next data, then takes whatever more of it is ready at once (up to
+/// [`MAX_GATHER`] pieces), so a body of many ready pieces leaves in one write. `Ok(false)`: the
+/// body has ended; an error comes only once the pieces before it have been taken.
+async fn next_pieces<RB>(
+    body: &mut RB,
+    pieces: &mut Vec<Bytes>,
+    state: &mut BodyState,
+) -> Result<bool, BoxError>
 where
     RB: Body<Data = Bytes> + Unpin,
     RB::Error: Into<BoxError>,
 {
-    loop {
-        let frame = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await?;
-        match frame {
-            Ok(f) => match f.into_data() {
-                Ok(d) => return Some(Ok(d)),
-                // Trailers: HTTP/1.1 answers here carry none.
-                Err(_) => continue,
-            },
-            Err(e) => return Some(Err(e.into())),
+    std::future::poll_fn(|cx| {
+        if let Some(e) = state.failed.take() {
+            return Poll::Ready(Err(e));
         }
-    }
+        if state.ended {
+            return Poll::Ready(Ok(false));
+        }
+        loop {
+            if pieces.len() >= MAX_GATHER {
+                return Poll::Ready(Ok(true));
+            }
+            match Pin::new(&mut *body).poll_frame(cx) {
+                // Trailers: HTTP/1.1 answers here carry none.
+                Poll::Ready(Some(Ok(f))) => {
+                    if let Ok(d) = f.into_data()
+                        && !d.is_empty()
+                    {
+                        pieces.push(d);
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    if pieces.is_empty() {
+                        return Poll::Ready(Err(e.into()));
+                    }
+                    state.failed = Some(e.into());
+                    return Poll::Ready(Ok(true));
+                }
+                Poll::Ready(None) => {
+                    state.ended = true;
+                    return Poll::Ready(Ok(!pieces.is_empty()));
+                }
+                Poll::Pending if pieces.is_empty() => return Poll::Pending,
+                Poll::Pending => return Poll::Ready(Ok(true)),
+            }
+        }
+    })
+    .await
 }
 
 fn chunk_prefix(len: usize, buf: &mut [u8; 18]) -> &[u8] {
@@ -452,7 +524,7 @@ async fn write_all_vectored<IO: AsyncWrite + Unpin>(io: &mut IO, parts: &mut [&[
             first += 1;
             continue;
         }
-        let mut slices = [IoSlice::new(&[]); 4];
+        let mut slices = [IoSlice::new(&[]); MAX_GATHER + 1];
         let count = (parts.len() - first).min(slices.len());
         for (slot, part) in slices.iter_mut().zip(&parts[first..first + count]) {
             *slot = IoSlice::new(part);
@@ -616,6 +688,14 @@ mod tests {
                     *r.status_mut() = StatusCode::NO_CONTENT;
                     Some(r)
                 }
+                "/many" => {
+                    let pieces: Vec<Result<Frame<Bytes>, BoxError>> =
+                        (0..100).map(|i| Ok(Frame::data(Bytes::from(format!("{:02}", i))))).collect();
+                    let mut r = resp(StreamBody::new(futures::stream::iter(pieces)).boxed_unsync());
+                    r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from_static("200"));
+                    Some(r)
+                }
+                "/many-broken" => Some(resp(stream(&["a", "b", "c"], true))),
                 "/later" => None,
                 _ => return None,
             };
@@ -652,6 +732,83 @@ mod tests {
     }
 
     const T: Duration = Duration::from_secs(5);
+
+    /// A socket that takes every vectored write whole and counts the writes.
+    struct Counting {
+        inner: DuplexStream,
+        writes: usize,
+    }
+
+    impl AsyncRead for Counting {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counting {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+            if matches!(r, Poll::Ready(Ok(_))) {
+                self.writes += 1;
+            }
+            r
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            self.poll_write(cx, &all)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// Serves one request on a counting socket: what was written, and in how many writes.
+    async fn run_counted(input: &[u8]) -> (String, usize) {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        client.write_all(input).await.unwrap();
+        client.shutdown().await.unwrap();
+        let counter = metrics::Counter::noop();
+        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+        let h = handler();
+        let mut conn = FastConn { handler: &h, header_timeout: T, header_timeouts: &counter, shutdown: stop };
+        let mut io = Counting { inner: server, writes: 0 };
+        conn.serve(&mut io).await;
+        let writes = io.writes;
+        drop(io);
+        let mut wrote = Vec::new();
+        client.read_to_end(&mut wrote).await.unwrap();
+        (String::from_utf8(wrote).unwrap(), writes)
+    }
+
+    #[tokio::test]
+    async fn a_body_of_many_ready_pieces_leaves_in_few_writes() {
+        let (wrote, writes) = run_counted(b"GET /many HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        let body: String = (0..100).map(|i| format!("{i:02}")).collect();
+        assert!(wrote.ends_with(&format!("\r\n\r\n{body}")), "{wrote}");
+        // The head and 64 pieces, then the other 36: one write per gather of ready pieces.
+        assert_eq!(writes, 2, "{wrote}");
+        // Pieces before a failure still go out (chunked), and the answer never looks whole.
+        let (wrote, _) = run_counted(b"GET /many-broken HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert!(wrote.ends_with("\r\n\r\n1\r\na\r\n1\r\nb\r\n1\r\nc\r\n"), "{wrote}");
+    }
 
     fn handed(o: &Outcome) -> &[u8] {
         match o {

@@ -15,25 +15,7 @@ pub fn host_bucket<'a>(domains: &[String], host: &'a str) -> Option<&'a str> {
     })
 }
 
-pub fn percent_decode(s: &str) -> Option<String> {
-    if !s.contains('%') {
-        return Some(s.to_string());
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(h, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
+pub use lakecache_common::percent::decode as percent_decode;
 
 /// Whether S3 would ignore this GET's Range header and answer the whole object: a plain
 /// GetObject (no sub-resource in the query) whose Range is not one satisfiable-or-not

@@ -247,6 +247,15 @@ impl Cache {
         Ok(Some(self.handle(bucket, key, path, store, meta, class)))
     }
 
+    /// The object at `version` if this node knows that version now (current or lately
+    /// replaced), without asking the origin. `None`: not known here.
+    pub fn known_object(&self, bucket: &str, key: &str, version: &str) -> Option<Arc<ObjectHandle>> {
+        let meta = self.meta.known_version(bucket, key, version)?;
+        let store = self.origins.store(bucket).ok()?;
+        let path = crate::origin::key_path(key).ok()?;
+        Some(self.handle(bucket, key, path, store, meta, self.rules.classify(key)))
+    }
+
     fn handle(
         &self,
         bucket: &str,
@@ -313,7 +322,7 @@ impl Cache {
     /// The slices of `range` when every page of it is in memory (and the read spans at most
     /// [`INLINE_PAGES`](Self::INLINE_PAGES)): answered without a task, a channel, the
     /// fetch planner or its lock. `None`: some page is elsewhere, or the key is never cached.
-    fn memory_slices(&self, obj: &ObjectHandle, range: ByteRange) -> Option<Vec<Bytes>> {
+    pub fn memory_slices(&self, obj: &ObjectHandle, range: ByteRange) -> Option<Vec<Bytes>> {
         if obj.class == KeyClass::NeverCache || range.is_empty() {
             return None;
         }
