@@ -194,6 +194,7 @@ start_node() {
 node_requests() {
     local s f
     s=$(metric_sum "$1" cachenode_s3_requests_total "method=\"${2^^}\"")
+    [[ $2 == batch ]] && s=0
     f=$(metric_sum "$1" cachenode_fleet_requests_total "op=\"$2\"")
     [[ $s =~ ^[0-9]+$ ]] || s=0
     [[ $f =~ ^[0-9]+$ ]] || f=0
@@ -204,14 +205,17 @@ fanout_row() {
     local before1 before2 head1 head2 after1 after2 ahead1 ahead2
     before1=$(node_requests "$NODE1_URL" get); before2=$(node_requests "$NODE2_URL" get)
     head1=$(node_requests "$NODE1_URL" head); head2=$(node_requests "$NODE2_URL" head)
+    batch1=$(node_requests "$NODE1_URL" batch); batch2=$(node_requests "$NODE2_URL" batch)
     load "$server" fanout 0 "$read_size" --seconds 60 --max-requests "$n"
     after1=$(node_requests "$NODE1_URL" get); after2=$(node_requests "$NODE2_URL" get)
     ahead1=$(node_requests "$NODE1_URL" head); ahead2=$(node_requests "$NODE2_URL" head)
+    abatch1=$(node_requests "$NODE1_URL" batch); abatch2=$(node_requests "$NODE2_URL" batch)
     awk -v s="$server" -v rs="$read_size" -v n="$n" \
-        -v g1=$((after1 - before1)) -v g2=$((after2 - before2)) -v h1=$((ahead1 - head1)) -v h2=$((ahead2 - head2)) 'BEGIN {
-        g = g1 + g2; h = h1 + h2
-        printf "| %d KiB | %s | %d | %.2f | %.2f | %.0f%% / %.0f%% |\n", rs / 1024, s, n, g / n, h / n,
-            (g ? 100 * g1 / g : 0), (g ? 100 * g2 / g : 0)
+        -v g1=$((after1 - before1)) -v g2=$((after2 - before2)) -v h1=$((ahead1 - head1)) -v h2=$((ahead2 - head2)) \
+        -v b1=$((abatch1 - batch1)) -v b2=$((abatch2 - batch2)) 'BEGIN {
+        g = g1 + g2; h = h1 + h2; b = b1 + b2; r = g + b
+        printf "| %d KiB | %s | %d | %.2f | %.2f | %.2f | %.2f | %.0f%% / %.0f%% |\n", rs / 1024, s, n, r / n, g / n, b / n, h / n,
+            (r ? 100 * (g1 + b1) / r : 0), (r ? 100 * (g2 + b2) / r : 0)
     }'
 }
 
@@ -440,7 +444,7 @@ RAW_REL=${RAW_BASE#"$REPO"/}
     echo "- disk (/tmp, the nodes' disk tiers): $(df -h /tmp | awk 'NR == 2 {print $1 ", " $2 " total, " $4 " free"}')"
     echo "- load average (1/5/15 min) before the measured runs: $LOAD_BEFORE; after: $LOAD_AFTER (other work on the machine shows here); measured phase ${MEASURED_S} s"
     echo "- HAProxy: $(haproxy -v 2>&1 | head -n 1 | sed 's/ - https.*//') (package: $(package_versions haproxy)); nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //') (package: $(package_versions nginx-light nginx-core nginx))"
-    echo "- targets: (a) **direct**: straight to cache-1, which holds the whole hot set; (b) **router**: \`router\` with both nodes, placing each 1 MiB page (bucket, key, page index) on the ring (\`common/src/ring.rs\`), reading pages from the nodes over the internal page protocol (fleet-secret HMAC, no SigV4); (c) **haproxy**: \`balance uri\` + \`hash-type consistent\` over both nodes, \`nbthread 1\`, \`http-reuse always\`; (d) **nginx**: \`hash \$request_uri consistent\` over both nodes, one worker, upstream keep-alive. No proxy caches; all four take anonymous client requests."
+    echo "- targets: (a) **direct**: straight to cache-1, which holds the whole hot set; (b) **router**: \`router\` with both nodes, placing each 1 MiB page (bucket, key, page index) on the ring (\`common/src/ring.rs\`), reading pages from the nodes over the internal page protocol (fleet-secret HMAC, no SigV4), small reads batched per node once \`[fleet] batch_in_flight\` = $BATCH_IN_FLIGHT exchanges with it are in flight; (c) **haproxy**: \`balance uri\` + \`hash-type consistent\` over both nodes, \`nbthread 1\`, \`http-reuse always\`; (d) **nginx**: \`hash \$request_uri consistent\` over both nodes, one worker, upstream keep-alive. No proxy caches; all four take anonymous client requests."
     echo "- **placement differs**: HAProxy and nginx hash the URI, so a whole object lives on one node; the router hashes each 1 MiB page, so an object's pages spread over both nodes. With 4 KiB / 64 KiB reads inside 4 MiB objects both schemes spread the load over the two nodes (by object or by page); a read crossing a page boundary (about 0.3% of the 4 KiB reads, 4.7% of the 64 KiB ones) is one node request through HAProxy/nginx and two through the router when the two pages have different owners (table *Node requests per client request* below)."
     echo "- cache nodes: as \`scripts/bench-http.sh\` runs them (page $PAGE_SIZE, memory $MEMORY_CAPACITY, disk $DISK_CAPACITY, io_engine auto, hot set immutable) with \`[auth] anonymous = true\` plus the router's key; each read the whole hot set from the origin once while warming, so every target reads memory hits"
     echo "- hot set: $OBJECTS objects x $OBJECT_SIZE bytes (seed $SEED); every response's status, Content-Range and bytes checked (\`http-range\`); any wrong byte fails the benchmark"
@@ -457,10 +461,10 @@ RAW_REL=${RAW_BASE#"$REPO"/}
     echo
     echo "### Node requests per client request"
     echo
-    echo "$FANOUT_REQUESTS random reads through each target after the measured runs; node-side requests counted from the nodes' \`cachenode_s3_requests_total\` (S3 port) plus \`cachenode_fleet_requests_total\` (internal page endpoint, where the router's reads arrive)."
+    echo "$FANOUT_REQUESTS random reads through each target after the measured runs; node-side requests counted from the nodes' \`cachenode_s3_requests_total\` (S3 port) plus \`cachenode_fleet_requests_total\` (internal page endpoint, where the router's reads arrive: single reads \`op=get\` and batches of reads \`op=batch\`, a batch counting as one request; with [fleet] batch_in_flight = $BATCH_IN_FLIGHT the router batches the reads that find that many exchanges with their node in flight)."
     echo
-    echo "| read size | target | client requests | node GETs per request | node HEADs per request | GETs on cache-1 / cache-2 |"
-    echo "|---|---|---|---|---|---|"
+    echo "| read size | target | client requests | node read requests per request | of which single | of which batches | node HEADs per request | read requests on cache-1 / cache-2 |"
+    echo "|---|---|---|---|---|---|---|---|"
     printf '%s' "$FANOUT"
     echo
     echo "## Ring placement (from \`bench/results/ring.md\`)"

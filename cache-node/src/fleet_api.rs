@@ -267,31 +267,29 @@ impl FleetApi {
         };
         for item in &items {
             let version = item.version.trim_matches('"');
-            let Some(obj) = self.cache.known_object(&item.bucket, &item.key, version) else {
-                self.items[1].increment(1);
-                push(batch::defer_part(), &mut pieces);
-                continue;
-            };
-            let size = obj.meta.size;
-            if item.range.0 >= size {
-                self.items[2].increment(1);
-                let part =
-                    batch::error_part(416, "InvalidRange", false, "The requested range is not satisfiable");
-                push(part, &mut pieces);
-                continue;
-            }
-            let range = ByteRange { start: item.range.0, end: item.range.1.min(size) };
-            match self.cache.memory_slices(&obj, range) {
-                Some(slices) => {
+            let range = ByteRange { start: item.range.0, end: item.range.1 };
+            match self.cache.memory_read_at(&item.bucket, &item.key, version, range) {
+                Ok(Some(slices)) => {
                     self.items[0].increment(1);
-                    push(batch::data_head(range.len()), &mut pieces);
+                    let len = slices.iter().map(|s| s.len() as u64).sum();
+                    push(batch::data_head(len), &mut pieces);
                     for s in slices {
                         push(s, &mut pieces);
                     }
                 }
-                None => {
+                Ok(None) => {
                     self.items[1].increment(1);
                     push(batch::defer_part(), &mut pieces);
+                }
+                Err(_) => {
+                    self.items[2].increment(1);
+                    let part = batch::error_part(
+                        416,
+                        "InvalidRange",
+                        false,
+                        "The requested range is not satisfiable",
+                    );
+                    push(part, &mut pieces);
                 }
             }
         }

@@ -50,14 +50,30 @@ pub struct ObjectId {
 impl ObjectId {
     pub fn new(bucket: impl Into<String>, key: impl Into<String>, version: impl Into<String>) -> ObjectId {
         let (bucket, key, version) = (bucket.into(), key.into(), version.into());
-        let mut buf = Vec::with_capacity(bucket.len() + key.len() + version.len() + 2);
-        buf.extend_from_slice(bucket.as_bytes());
-        buf.push(0);
-        buf.extend_from_slice(key.as_bytes());
-        buf.push(0);
-        buf.extend_from_slice(version.as_bytes());
-        let hash = xxhash_rust::xxh3::xxh3_128(&buf);
+        let hash = Self::hash_of(&bucket, &key, &version);
         ObjectId { bucket, key, version, hash }
+    }
+
+    /// The hash an `ObjectId` of these parts has, without building one (no allocation for
+    /// names up to a few hundred bytes).
+    pub fn hash_of(bucket: &str, key: &str, version: &str) -> u128 {
+        let n = bucket.len() + key.len() + version.len() + 2;
+        let mut stack = [0u8; 512];
+        let mut heap = Vec::new();
+        let buf: &mut [u8] = if n <= stack.len() {
+            &mut stack[..n]
+        } else {
+            heap.resize(n, 0);
+            &mut heap
+        };
+        let (b, rest) = buf.split_at_mut(bucket.len());
+        b.copy_from_slice(bucket.as_bytes());
+        rest[0] = 0;
+        let (k, rest) = rest[1..].split_at_mut(key.len());
+        k.copy_from_slice(key.as_bytes());
+        rest[0] = 0;
+        rest[1..].copy_from_slice(version.as_bytes());
+        xxhash_rust::xxh3::xxh3_128(buf)
     }
 
     /// xxh3-128 of `bucket \0 key \0 version`.
@@ -239,6 +255,12 @@ mod tests {
         assert_eq!(a, ObjectId::new("b", "k", "v"));
         assert_ne!(a, ObjectId::new("b", "k", "w"));
         assert_eq!(PageKey::new(&a, 3), PageKey { object: a.hash(), index: 3 });
+        // Long names (past the stack buffer) hash the same way.
+        let long = "k".repeat(600);
+        let mut joined = b"b\0".to_vec();
+        joined.extend_from_slice(long.as_bytes());
+        joined.extend_from_slice(b"\0v");
+        assert_eq!(ObjectId::hash_of("b", &long, "v"), xxhash_rust::xxh3::xxh3_128(&joined));
     }
 
     #[test]

@@ -247,15 +247,6 @@ impl Cache {
         Ok(Some(self.handle(bucket, key, path, store, meta, class)))
     }
 
-    /// The object at `version` if this node knows that version now (current or lately
-    /// replaced), without asking the origin. `None`: not known here.
-    pub fn known_object(&self, bucket: &str, key: &str, version: &str) -> Option<Arc<ObjectHandle>> {
-        let meta = self.meta.known_version(bucket, key, version)?;
-        let store = self.origins.store(bucket).ok()?;
-        let path = crate::origin::key_path(key).ok()?;
-        Some(self.handle(bucket, key, path, store, meta, self.rules.classify(key)))
-    }
-
     fn handle(
         &self,
         bucket: &str,
@@ -323,7 +314,38 @@ impl Cache {
     /// [`INLINE_PAGES`](Self::INLINE_PAGES)): answered without a task, a channel, the
     /// fetch planner or its lock. `None`: some page is elsewhere, or the key is never cached.
     pub fn memory_slices(&self, obj: &ObjectHandle, range: ByteRange) -> Option<Vec<Bytes>> {
-        if obj.class == KeyClass::NeverCache || range.is_empty() {
+        if obj.class == KeyClass::NeverCache {
+            return None;
+        }
+        self.memory_slices_of(obj.id.hash(), obj.meta.size, range)
+    }
+
+    /// `range` of the object at `version` when this node knows that version (current or
+    /// lately replaced) and holds every page of the range in memory — without asking the
+    /// origin, building a handle or waiting. The object's size comes with it (the range is
+    /// cut at the end); `Err(size)`: the range starts at or past the end.
+    pub fn memory_read_at(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: &str,
+        range: ByteRange,
+    ) -> Result<Option<Vec<Bytes>>, u64> {
+        if self.rules.classify(key) == KeyClass::NeverCache {
+            return Ok(None);
+        }
+        let Some(meta) = self.meta.known_version(bucket, key, version) else {
+            return Ok(None);
+        };
+        if range.start >= meta.size {
+            return Err(meta.size);
+        }
+        let range = ByteRange { start: range.start, end: range.end.min(meta.size) };
+        Ok(self.memory_slices_of(ObjectId::hash_of(bucket, key, &meta.version), meta.size, range))
+    }
+
+    fn memory_slices_of(&self, object: u128, size: u64, range: ByteRange) -> Option<Vec<Bytes>> {
+        if range.is_empty() {
             return None;
         }
         let g = self.cfg.geometry;
@@ -334,8 +356,8 @@ impl Cache {
         }
         let mut out = Vec::with_capacity((last - first + 1) as usize);
         for s in g.slices(range.start..range.end) {
-            let page = self.memory.get(&PageKey { object: obj.id.hash(), index: s.index })?;
-            let b = g.page_bytes(s.index, obj.meta.size);
+            let page = self.memory.get(&PageKey { object, index: s.index })?;
+            let b = g.page_bytes(s.index, size);
             if page.len() as u64 != b.end - b.start || s.offset_in_page + s.len > page.len() {
                 return None;
             }
