@@ -10,6 +10,11 @@ use clap::Parser;
 use lakecache_cache_node::config::{AccessKey, Config, OriginConfig};
 use lakecache_cache_node::tier::disk::IoEngineChoice;
 
+/// mimalloc: a read allocates a few dozen small buffers, which glibc's allocator made a tenth
+/// of the process's CPU (bench/results/profile-router.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// lakecache cache node: an S3-compatible read-through page cache (memory → NVMe → origin).
 ///
 /// Settings come from the TOML file (every key is documented in config/cache-node.toml);

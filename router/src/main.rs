@@ -6,6 +6,11 @@ use anyhow::Context;
 use clap::Parser;
 use lakecache_router::config::RouterConfig;
 
+/// mimalloc: a read allocates a few dozen small buffers, which glibc's allocator made a tenth
+/// of the process's CPU (bench/results/profile-router.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// lakecache router: the S3 surface in front of a fleet of cache nodes, placing every page
 /// on its owner by consistent hashing. Keys are documented in config/router.toml.
 #[derive(Debug, Parser)]
