@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
@@ -472,23 +472,36 @@ impl Body {
         Poll::Ready(Some(Ok(piece)))
     }
 
-    /// The whole body in one piece (a copy only if it came in several reads); the caller
-    /// has bounded [`remaining`](Self::remaining).
+    /// The whole body in one piece: room for all of it is made in the connection's read
+    /// buffer first, so it arrives contiguous and is handed on without a copy. The caller
+    /// has bounded [`remaining`](Self::remaining); each read waits at most the pool's timeout.
     pub async fn read_all(mut self) -> Result<Bytes, Broken> {
         let total = self.left as usize;
-        let first = match std::future::poll_fn(|cx| self.poll_piece(cx)).await {
-            None => return Ok(Bytes::new()),
-            Some(p) => p?,
+        let timeout = self.pool.timeout;
+        let Some(conn) = self.conn.as_mut() else {
+            return if total == 0 {
+                Ok(Bytes::new())
+            } else {
+                Err(Broken("the body was already cut".into()))
+            };
         };
-        if first.len() == total {
-            return Ok(first);
+        if conn.buf.len() < total {
+            conn.buf.reserve(total - conn.buf.len());
         }
-        let mut out = BytesMut::with_capacity(total);
-        out.extend_from_slice(&first);
-        while let Some(piece) = std::future::poll_fn(|cx| self.poll_piece(cx)).await {
-            out.extend_from_slice(&piece?);
+        while conn.buf.len() < total {
+            let failed = match tokio::time::timeout(timeout, conn.io.read_buf(&mut conn.buf)).await {
+                Ok(Ok(0)) => Broken(format!("the body ended {} bytes early", total - conn.buf.len())),
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => Broken(format!("the body broke off: {e}")),
+                Err(_) => Broken(format!("the body paused for longer than {timeout:?}")),
+            };
+            self.conn = None;
+            return Err(failed);
         }
-        Ok(out.freeze())
+        let body = conn.buf.split_to(total).freeze();
+        self.left = 0;
+        self.settle();
+        Ok(body)
     }
 
     /// The whole body, at most `max` bytes of it (the rest is dropped with the connection).
@@ -760,6 +773,25 @@ mod wire_tests {
             }
         });
         (url, stats)
+    }
+
+    #[tokio::test]
+    async fn a_whole_body_is_read_in_one_piece_or_is_an_error() {
+        // Sent in two pieces 50 ms apart: one contiguous body, and the connection is reused.
+        let (url, stats) = slow_node(Duration::ZERO, Duration::from_millis(50)).await;
+        let p = pool(&url);
+        for _ in 0..2 {
+            let a = p.send("GET", "/x", &[]).await.unwrap();
+            assert_eq!(&a.body.read_all().await.unwrap()[..], b"hello");
+        }
+        assert_eq!(stats.0.load(SeqCst), 1, "the connection went back to the pool");
+        // A body that stalls past the timeout, and one that ends early, are errors.
+        let (url, _) = slow_node(Duration::ZERO, Duration::from_secs(2)).await;
+        let a = pool(&url).send("GET", "/x", &[]).await.unwrap();
+        assert!(a.body.read_all().await.unwrap_err().0.contains("paused"));
+        let (url, _) = node(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nhello"], 1).await;
+        let a = pool(&url).send("GET", "/x", &[]).await.unwrap();
+        assert!(a.body.read_all().await.unwrap_err().0.contains("4 bytes early"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
