@@ -817,6 +817,7 @@ async fn plain_reads_are_answered_as_the_s3_layer_answers_them() {
         ("GET", "/bkt/p/plain.bin", vec![]),
         ("GET", "/bkt/p/plain.bin", vec![("range", "bytes=65530-131080".into())]),
         ("GET", "/bkt/p/plain.bin", vec![("range", "bytes=-7".into())]),
+        ("GET", "/bkt/p/plain.bin?x-id=GetObject", vec![("range", "bytes=10-19".into())]),
         ("GET", "/bkt/p/plain.bin", vec![("range", "bytes=149999-".into())]),
         ("GET", "/bkt/p/plain.bin", vec![("range", "bytes=150000-".into())]),
         ("GET", "/bkt/p/plain.bin", vec![("if-none-match", etag.clone())]),

@@ -384,6 +384,7 @@ async fn plain_reads_are_answered_as_the_s3_layer_answers_them() {
         ("GET", "/bkt/plain/p.bin", vec![]),
         ("GET", "/bkt/plain/p.bin", vec![("range", "bytes=10-19".into())]),
         ("GET", "/bkt/plain/p.bin", vec![("range", "bytes=-5".into())]),
+        ("GET", "/bkt/plain/p.bin?x-id=GetObject", vec![("range", "bytes=10-19".into())]),
         ("GET", "/bkt/plain/p.bin", vec![("range", "bytes=99990-".into())]),
         ("GET", "/bkt/plain/p.bin", vec![("range", "bytes=0-99999999".into())]),
         ("GET", "/bkt/plain/p.bin", vec![("range", "bytes=200000-".into())]),

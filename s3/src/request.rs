@@ -101,8 +101,13 @@ impl PlainRead {
             _ => return None,
         };
         let h = req.headers();
+        // `x-id=GetObject` is what aws-sdk clients add to every GetObject; S3 and s3s ignore it.
+        let plain_query = match req.uri().query() {
+            None => true,
+            Some(q) => !head && q == "x-id=GetObject",
+        };
         if !anonymous
-            || req.uri().query().is_some()
+            || !plain_query
             || h.contains_key(http::header::AUTHORIZATION)
             || h.contains_key(lakecache_common::wire::READ_VERSION)
         {
@@ -166,6 +171,16 @@ mod tests {
         assert!(plain("GET", "/bkt/k", &[], false).is_none(), "anonymous access is off");
         assert!(plain("GET", "/bkt/k", &[("authorization", "AWS4-HMAC-SHA256 x")], true).is_none());
         assert!(plain("GET", "/bkt/k?partNumber=1", &[], true).is_none());
+        assert!(plain("GET", "/bkt/k?x-id=GetObject", &[], true).is_some(), "the SDKs' operation marker");
+        for q in [
+            "x-id=GetObject&partNumber=1",
+            "x-id=PutObject",
+            "x-id=GetObjectAcl",
+            "x-id=GetObject&x-id=GetObject",
+        ] {
+            assert!(plain("GET", &format!("/bkt/k?{q}"), &[], true).is_none(), "{q}");
+        }
+        assert!(plain("HEAD", "/bkt/k?x-id=GetObject", &[], true).is_none());
         assert!(plain("GET", "/bkt/k", &[("x-lakecache-read-version", "e1")], true).is_none(), "versioned");
         assert!(plain("GET", "/bkt/k?X-Amz-Signature=00", &[], true).is_none());
         assert!(plain("PUT", "/bkt/k", &[], true).is_none());

@@ -454,7 +454,17 @@ pub fn signed_head(
         );
     }
     let host = addr.to_string();
-    signer.sign_with_payload(&method.parse().unwrap(), &host, path, &[], &mut h, payload);
+    // A query is signed as its name=value pairs.
+    let (bare, query) = path.split_once('?').unwrap_or((path, ""));
+    let pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    signer.sign_with_payload(&method.parse().unwrap(), &host, bare, &pairs, &mut h, payload);
     let mut head = format!("{method} {path} HTTP/1.1\r\n");
     for (k, v) in &h {
         head.push_str(&format!("{}: {}\r\n", k, v.to_str().unwrap()));
