@@ -17,7 +17,8 @@ fn glob(pattern: &str) -> Result<Glob, String> {
         .map_err(|e| format!("invalid glob {pattern:?}: {e}"))
 }
 
-fn glob_set(patterns: &[String]) -> Result<GlobSet, String> {
+/// Compiles `patterns` into one set (one match per key, whatever their number).
+pub fn glob_set(patterns: &[String]) -> Result<GlobSet, String> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
         b.add(glob(p)?);

@@ -187,7 +187,7 @@ pub struct Fleet {
     pub nodes: NodeClient,
     pub meta: MetaCache,
     pub retry_budget: RetryBudget,
-    replicate: Vec<globset::GlobMatcher>,
+    replicate: globset::GlobSet,
     region: String,
     members: RwLock<Arc<Vec<Arc<Member>>>>,
     live: RwLock<lakecache_common::ring::Ring>,
@@ -201,12 +201,7 @@ impl Fleet {
             .timeout(cfg.health_timeout.max(cfg.request_timeout))
             .no_proxy()
             .build()?;
-        let replicate = cfg
-            .replicate
-            .iter()
-            .map(|g| lakecache_common::keys::compile_glob(g))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(anyhow::Error::msg)?;
+        let replicate = lakecache_common::keys::glob_set(&cfg.replicate).map_err(anyhow::Error::msg)?;
         let retry_budget = RetryBudget::new(cfg.retry_budget_percent, cfg.retry_budget_min);
         let meta = MetaCache::new(cfg.metadata_ttl)?;
         let nodes = NodeClient::new(
@@ -404,11 +399,7 @@ impl Fleet {
 
     /// How many owners share the reads of a key's pages.
     pub fn replicas_for(&self, key: &str) -> usize {
-        if self.cfg.replicas > 1 && self.replicate.iter().any(|g| g.is_match(key)) {
-            self.cfg.replicas
-        } else {
-            1
-        }
+        if self.cfg.replicas > 1 && self.replicate.is_match(key) { self.cfg.replicas } else { 1 }
     }
 
     /// The S3 client for `bucket` on `member`.
