@@ -29,6 +29,9 @@ use crate::metrics as m;
 
 type Reply = Response<s3s::Body>;
 
+/// A range from the object's end on, for a single read (416) and a batch's item alike.
+const RANGE_NOT_SATISFIABLE: &str = "The requested range is not satisfiable";
+
 pub struct FleetApi {
     cache: Arc<Cache>,
     key: Option<wire::FleetKey>,
@@ -191,11 +194,7 @@ impl FleetApi {
             Some(r) => r.into_iter().map(|(start, end)| ByteRange { start, end: end.min(size) }).collect(),
         };
         if !ranges_text.is_empty() && wanted.iter().any(|r| r.start >= size) {
-            return error(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "InvalidRange",
-                "The requested range is not satisfiable",
-            );
+            return error(StatusCode::RANGE_NOT_SATISFIABLE, "InvalidRange", RANGE_NOT_SATISFIABLE);
         }
         let total: u64 = wanted.iter().map(|r| r.len()).sum();
         let mut headers = object_headers(&obj.meta).clone();
@@ -283,12 +282,7 @@ impl FleetApi {
                 }
                 Err(_) => {
                     self.items[2].increment(1);
-                    let part = batch::error_part(
-                        416,
-                        "InvalidRange",
-                        false,
-                        "The requested range is not satisfiable",
-                    );
+                    let part = batch::error_part(416, "InvalidRange", false, RANGE_NOT_SATISFIABLE);
                     push(part, &mut pieces);
                 }
             }
