@@ -53,8 +53,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<crate::expr::ExprError> for ApiError {
-    fn from(e: crate::expr::ExprError) -> Self {
+impl From<crate::engine::expr::ExprError> for ApiError {
+    fn from(e: crate::engine::expr::ExprError) -> Self {
         ApiError::bad_request(e.to_string())
     }
 }

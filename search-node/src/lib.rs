@@ -3,17 +3,13 @@
 //! table and index management) plus SQL over a namespace's tables.
 
 pub mod api;
-pub mod blocks;
 pub mod config;
+pub mod engine;
 pub mod error;
-pub mod expr;
-pub mod index;
-pub mod iostats;
-pub mod query;
-pub mod results;
-pub mod sql;
 pub mod store;
-pub mod tables;
+
+use engine::{sql, tables};
+use store::{blocks, iostats};
 
 use std::sync::Arc;
 

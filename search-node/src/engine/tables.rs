@@ -27,9 +27,9 @@ pub const TABLE_VERSION: &str = "searchnode_catalog_table_version";
 /// A table's counters at zero when it is first opened (see ops/METRICS.md).
 fn register_table(id: &str) {
     metrics::counter!(TABLE_REFRESHES, "table" => id.to_string()).absolute(0);
-    for kind in crate::query::KINDS {
+    for kind in crate::engine::query::KINDS {
         for outcome in ["ok", "error"] {
-            metrics::counter!(crate::query::SEARCH_QUERIES, "table" => id.to_string(), "kind" => kind, "outcome" => outcome)
+            metrics::counter!(crate::engine::query::SEARCH_QUERIES, "table" => id.to_string(), "kind" => kind, "outcome" => outcome)
                 .absolute(0);
         }
     }

@@ -24,8 +24,8 @@ use serde::Deserialize;
 
 use crate::api::AppState;
 use crate::config::LimitsConfig;
+use crate::engine::results::{ResultLimits, ResultWriter};
 use crate::error::{ApiError, ApiResult, from_datafusion};
-use crate::results::{ResultLimits, ResultWriter};
 
 pub const SQL_QUERIES: &str = "searchnode_sql_requests_total";
 pub const SQL_LATENCY: &str = "searchnode_sql_duration_milliseconds";
@@ -62,7 +62,7 @@ pub async fn sql(State(st): State<Arc<AppState>>, h: HeaderMap, b: Bytes) -> Api
 async fn run(st: &AppState, body: &SqlBody, h: &HeaderMap) -> ApiResult<Response> {
     // Bounded before DataFusion parses it, and once parsed before it plans it: both walk
     // the statement recursively.
-    crate::expr::check_sql_size(&body.sql)?;
+    crate::engine::expr::check_sql_size(&body.sql)?;
     let config = SessionConfig::new().with_information_schema(false);
     let ctx = SessionContext::new_with_config_rt(config, st.sql_runtime.clone());
     let state = ctx.state();
@@ -97,7 +97,7 @@ async fn run(st: &AppState, body: &SqlBody, h: &HeaderMap) -> ApiResult<Response
 /// Every expression and subquery of the statement within the depth limit.
 fn check_statement(statement: &DFStatement) -> ApiResult<()> {
     match statement {
-        DFStatement::Statement(s) => Ok(crate::expr::check_sql_tree(s.as_ref())?),
+        DFStatement::Statement(s) => Ok(crate::engine::expr::check_sql_tree(s.as_ref())?),
         DFStatement::Explain(e) => check_statement(&e.statement),
         // COPY, CREATE EXTERNAL TABLE, RESET: never allowed here, and refused before any
         // of them is planned.

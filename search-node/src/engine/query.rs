@@ -16,8 +16,8 @@ use lance_io::stream::RecordBatchStream;
 use lance_linalg::distance::DistanceType;
 use serde::Deserialize;
 
+use crate::engine::results::{ResultLimits, ResultWriter};
 use crate::error::{ApiError, ApiResult, from_lance};
-use crate::results::{ResultLimits, ResultWriter};
 
 pub const SEARCH_QUERIES: &str = "searchnode_query_requests_total";
 pub const SEARCH_QUERY_LATENCY: &str = "searchnode_query_duration_milliseconds";
@@ -460,7 +460,7 @@ fn scanner(
     }
 
     if let Some(f) = q.filter.as_deref().filter(|f| !f.trim().is_empty()) {
-        crate::expr::check_expression("filter", f)?;
+        crate::engine::expr::check_expression("filter", f)?;
         s.filter(f).map_err(le)?;
     }
 
@@ -571,7 +571,7 @@ fn check_projection(ds: &Dataset, alias: &str, expr: &str) -> ApiResult<()> {
     if ds.schema().fields.iter().any(|f| f.name.eq_ignore_ascii_case(expr)) {
         return Ok(());
     }
-    Ok(crate::expr::check_expression(&format!("column expression '{alias}'"), expr)?)
+    Ok(crate::engine::expr::check_expression(&format!("column expression '{alias}'"), expr)?)
 }
 
 /// The plan a query would run.

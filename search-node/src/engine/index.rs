@@ -12,8 +12,8 @@ use lance_index::vector::ivf::IvfBuildParams;
 use lance_index::vector::pq::PQBuildParams;
 use lance_index::vector::sq::builder::SQBuildParams;
 
+use crate::engine::query::distance_type;
 use crate::error::{ApiError, ApiResult, from_lance};
-use crate::query::distance_type;
 
 fn u(body: &serde_json::Value, k: &str) -> ApiResult<Option<usize>> {
     match body.get(k) {

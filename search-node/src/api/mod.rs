@@ -19,10 +19,10 @@ use lance::dataset::WriteMode;
 use lance::index::DatasetIndexExt;
 use serde::Deserialize;
 
+use crate::engine::query::{self, QueryRequest};
+use crate::engine::results::ResultLimits;
+use crate::engine::tables::{TableRef, Tables};
 use crate::error::{ApiError, ApiResult, from_lance};
-use crate::query::{self, QueryRequest};
-use crate::results::ResultLimits;
-use crate::tables::{TableRef, Tables};
 
 /// The LanceDB server protocol level this API implements (batched vector queries, the
 /// structured full-text query form).
@@ -52,8 +52,8 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/v1/table/", get(list_tables))
         .route("/v1/table", get(list_tables))
         .route("/v1/namespace/{ns}/table/list", get(list_namespace))
-        .route("/v1/sql", post(crate::sql::sql))
-        .route("/v1/sql/", post(crate::sql::sql));
+        .route("/v1/sql", post(crate::engine::sql::sql))
+        .route("/v1/sql/", post(crate::engine::sql::sql));
     for p in table("describe") {
         r = r.route(&p, post(describe));
     }
@@ -325,7 +325,7 @@ async fn count_rows(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Byte
     let (t, ds) = table_at(&st, &id, body.version, &h).await?;
     let filter = body.predicate.or(body.filter).filter(|f| !f.trim().is_empty());
     if let Some(f) = &filter {
-        crate::expr::check_expression("predicate", f)?;
+        crate::engine::expr::check_expression("predicate", f)?;
     }
     let n = ds.count_rows(filter).await.map_err(|e| from_lance(e, &t.id))?;
     Ok(with_version(json(serde_json::json!(n)), ds.version_id()))
@@ -486,7 +486,7 @@ async fn delete_rows(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Byt
         return Err(ApiError::bad_request("delete needs a predicate"));
     }
     // lance would delete by whatever prefix of the predicate parses.
-    crate::expr::check_expression("delete predicate", &body.predicate)?;
+    crate::engine::expr::check_expression("delete predicate", &body.predicate)?;
     let t = st.tables.resolve(&id)?;
     let lock = st.tables.write_lock(&t);
     let _g = lock.lock().await;
@@ -516,7 +516,7 @@ async fn create_index(State(st): St, Path(id): Path<String>, h: HeaderMap, b: By
     let _g = lock.lock().await;
     let current = st.tables.get(&t, None, min_version(&h)).await?;
     let mut ds = (*current).clone();
-    let name = crate::index::create(&mut ds, &body, &t.id).await?;
+    let name = crate::engine::index::create(&mut ds, &body, &t.id).await?;
     let v = ds.version_id();
     st.tables.put(&t, Arc::new(ds));
     Ok(with_version(json(serde_json::json!({ "name": name, "version": v })), v))
@@ -525,7 +525,7 @@ async fn create_index(State(st): St, Path(id): Path<String>, h: HeaderMap, b: By
 async fn list_indices(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Bytes) -> ApiResult<Response> {
     let body: VersionBody = body_json(&b)?;
     let (t, ds) = table_at(&st, &id, body.version, &h).await?;
-    let list = crate::index::list(&ds, &t.id).await?;
+    let list = crate::engine::index::list(&ds, &t.id).await?;
     Ok(with_version(json(serde_json::json!({ "indexes": list })), ds.version_id()))
 }
 
@@ -537,7 +537,7 @@ async fn index_stats(
 ) -> ApiResult<Response> {
     let body: VersionBody = body_json(&b)?;
     let (t, ds) = table_at(&st, &id, body.version, &h).await?;
-    let stats = crate::index::stats(&ds, &name, &t.id).await?;
+    let stats = crate::engine::index::stats(&ds, &name, &t.id).await?;
     Ok(with_version(json(stats), ds.version_id()))
 }
 

@@ -2,6 +2,11 @@
 //! straight from the owning cache nodes (the in-process ring client) or through the
 //! router. Registered in the lance session's object-store registry for the `s3` scheme,
 //! so every dataset the search node opens or writes goes through the fleet.
+//!
+//! Below it: the search node's page cache (`blocks`) and Lance's I/O as metrics (`iostats`).
+
+pub mod blocks;
+pub mod iostats;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,8 +21,8 @@ use object_store::ObjectStore;
 use parking_lot::Mutex;
 use url::Url;
 
-use crate::blocks::{BlockCache, CachedStore};
 use crate::config::SearchConfig;
+use crate::store::blocks::{BlockCache, CachedStore};
 
 /// Where the fleet is.
 pub enum Backend {
@@ -118,7 +123,7 @@ impl FleetStores {
             Some(pages) => Arc::new(CachedStore::new(s, pages.clone(), bucket)) as Arc<dyn ObjectStore>,
             None => s,
         };
-        let s: Arc<dyn ObjectStore> = Arc::new(crate::iostats::Counted(s));
+        let s: Arc<dyn ObjectStore> = Arc::new(crate::store::iostats::Counted(s));
         self.stores.lock().insert(bucket.to_string(), s.clone());
         Ok(s)
     }
