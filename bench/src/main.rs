@@ -14,6 +14,11 @@ use std::io::IsTerminal;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+/// The cache node's allocator: the `pagestore` workload measures the page store as it runs
+/// inside that binary, whose reads allocate (the copied-out bytes, the read's future).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "lakecache-bench", version, about)]
 struct Cli {

@@ -168,22 +168,10 @@ impl FixedPool {
     /// that fits, or any larger class with a free buffer; otherwise waits for the smallest
     /// fitting class.
     pub async fn acquire(self: &Arc<Self>, len: usize) -> io::Result<FixedBuf> {
-        // Classes are sorted by size: the first that fits is the smallest.
-        let Some(smallest) = self.classes.iter().position(|c| c.buf_bytes >= len) else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "I/O of {len} bytes exceeds the largest registered buffer ({})",
-                    self.largest_buffer()
-                ),
-            ));
-        };
-        for c in smallest..self.classes.len() {
-            if let Ok(permit) = self.classes[c].permits.try_acquire() {
-                permit.forget();
-                return self.take(c, len);
-            }
+        if let Some(r) = self.try_acquire(len) {
+            return r;
         }
+        let Some(smallest) = self.smallest_fitting(len) else { return Err(self.too_large(len)) };
         let permit = self.classes[smallest]
             .permits
             .acquire()
@@ -191,6 +179,30 @@ impl FixedPool {
             .map_err(|_| io::Error::other("fixed buffer pool closed"))?;
         permit.forget();
         self.take(smallest, len)
+    }
+
+    /// [`FixedPool::acquire`] without waiting: `None` when every class that fits is taken.
+    pub fn try_acquire(self: &Arc<Self>, len: usize) -> Option<io::Result<FixedBuf>> {
+        let Some(smallest) = self.smallest_fitting(len) else { return Some(Err(self.too_large(len))) };
+        for c in smallest..self.classes.len() {
+            if let Ok(permit) = self.classes[c].permits.try_acquire() {
+                permit.forget();
+                return Some(self.take(c, len));
+            }
+        }
+        None
+    }
+
+    /// Classes are sorted by size: the first that fits is the smallest.
+    fn smallest_fitting(&self, len: usize) -> Option<usize> {
+        self.classes.iter().position(|c| c.buf_bytes >= len)
+    }
+
+    fn too_large(&self, len: usize) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("I/O of {len} bytes exceeds the largest registered buffer ({})", self.largest_buffer()),
+        )
     }
 
     /// Pops a free buffer of class `c`; the caller holds (and has forgotten) one permit.

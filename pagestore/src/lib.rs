@@ -5,9 +5,9 @@
 //! from three seams, each in its own module:
 //! - where bytes live — `device` (the file, O_DIRECT, preallocation, superblock) and
 //!   `layout` (the on-disk format of slots and headers);
-//! - how I/O is submitted — `engine` (the [`IoEngineChoice`] probe and trait), `uring`
-//!   (io_uring, ring per core, registered buffers), `pread` (blocking pool), `buffer`
-//!   (aligned and registered buffers);
+//! - how I/O is submitted — `engine` (the [`IoEngineChoice`] probe and trait) with its
+//!   engines `engine::uring` (io_uring, ring per core, registered buffers) and `engine::pread`
+//!   (blocking pool), and `buffer` (aligned and registered buffers);
 //! - what goes where — `index` (sharded index, slot table, CLOCK) and `store` (read, write,
 //!   recovery, pinning).
 //!
@@ -20,9 +20,7 @@ mod engine;
 mod index;
 mod layout;
 pub mod metrics;
-mod pread;
 mod store;
-mod uring;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -413,7 +413,7 @@ impl Inner {
         let io_len = (last - first + 1) * BLOCK_BYTES;
         let file_offset = self.layout.data_offset(slot) + (first * BLOCK_BYTES) as u64;
         let started = std::time::Instant::now();
-        let buf = self.engine.buffer(io_len).await.map_err(|e| self.io_error("read buffer", e))?;
+        let buf = engine::buffer(&*self.engine, io_len).await.map_err(|e| self.io_error("read buffer", e))?;
         let buf = self.engine.read(buf, file_offset).await.map_err(|e| self.io_error("read", e))?;
         self.reads.bytes.increment(io_len as u64);
         let data = buf.as_slice();
@@ -498,7 +498,8 @@ impl Inner {
         };
         let started = std::time::Instant::now();
         let written: Result<(), DiskError> = async {
-            let mut buf = self.engine.buffer(io_len).await.map_err(|e| self.io_error("write buffer", e))?;
+            let mut buf =
+                engine::buffer(&*self.engine, io_len).await.map_err(|e| self.io_error("write buffer", e))?;
             let b = buf.as_mut_slice();
             encode_header(&mut b[..SECTOR_BYTES], &fields).map_err(DiskError::TooLarge)?;
             b[SECTOR_BYTES..SECTOR_BYTES + len].copy_from_slice(&data);
@@ -549,8 +550,9 @@ impl Inner {
             version: &meta.id.version,
             crcs: &meta.crcs,
         };
-        let mut buf =
-            self.engine.buffer(SECTOR_BYTES).await.map_err(|e| self.io_error("header buffer", e))?;
+        let mut buf = engine::buffer(&*self.engine, SECTOR_BYTES)
+            .await
+            .map_err(|e| self.io_error("header buffer", e))?;
         encode_header(buf.as_mut_slice(), &fields).map_err(DiskError::TooLarge)?;
         self.engine
             .write(buf, self.layout.header_offset(slot))
@@ -562,7 +564,7 @@ impl Inner {
     /// Invalidates a `Reserved` slot's header on disk, then frees the slot.
     async fn recycle(&self, slot: u32) {
         let res = async {
-            let mut buf = self.engine.buffer(SECTOR_BYTES).await?;
+            let mut buf = engine::buffer(&*self.engine, SECTOR_BYTES).await?;
             buf.as_mut_slice().fill(0);
             self.engine.write(buf, self.layout.header_offset(slot)).await
         }
@@ -602,7 +604,7 @@ impl Inner {
         let mut results = futures::stream::iter(0..n)
             .map(|slot| async move {
                 let r = async {
-                    let buf = self.engine.buffer(SECTOR_BYTES).await?;
+                    let buf = engine::buffer(&*self.engine, SECTOR_BYTES).await?;
                     self.engine.read(buf, self.layout.header_offset(slot)).await
                 }
                 .await;

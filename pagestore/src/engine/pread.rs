@@ -11,8 +11,8 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::buffer::IoBuf;
-use super::engine::{IoEngine, IoFuture};
+use super::{IoEngine, IoFuture, IoOp};
+use crate::buffer::IoBuf;
 
 pub(crate) struct PreadEngine {
     file: Arc<File>,
@@ -24,10 +24,10 @@ impl PreadEngine {
         PreadEngine { file, closed: Arc::new(AtomicBool::new(false)) }
     }
 
-    fn run(&self, mut buf: IoBuf, offset: u64, write: bool) -> IoFuture<'static, io::Result<IoBuf>> {
+    fn run(&self, mut buf: IoBuf, offset: u64, write: bool) -> IoOp {
         let file = Arc::clone(&self.file);
         let closed = Arc::clone(&self.closed);
-        Box::pin(async move {
+        IoOp::Boxed(Box::pin(async move {
             if closed.load(Ordering::Acquire) {
                 return Err(io::Error::other("disk tier is closed"));
             }
@@ -45,7 +45,7 @@ impl PreadEngine {
                 res.map(|()| buf)
             });
             task.await.map_err(|e| io::Error::other(format!("blocking I/O task failed: {e}")))?
-        })
+        }))
     }
 }
 
@@ -58,11 +58,15 @@ impl IoEngine for PreadEngine {
         Box::pin(async move { IoBuf::heap(len) })
     }
 
-    fn read(&self, buf: IoBuf, offset: u64) -> IoFuture<'static, io::Result<IoBuf>> {
+    fn try_buffer(&self, len: usize) -> Option<io::Result<IoBuf>> {
+        Some(IoBuf::heap(len))
+    }
+
+    fn read(&self, buf: IoBuf, offset: u64) -> IoOp {
         self.run(buf, offset, false)
     }
 
-    fn write(&self, buf: IoBuf, offset: u64) -> IoFuture<'static, io::Result<IoBuf>> {
+    fn write(&self, buf: IoBuf, offset: u64) -> IoOp {
         self.run(buf, offset, true)
     }
 

@@ -10,15 +10,48 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use tracing::warn;
 
+mod pread;
+mod uring;
+
+use pread::PreadEngine;
+use uring::{IoWait, UringEngine, UringOptions};
+
 use super::buffer::IoBuf;
-use super::pread::PreadEngine;
-use super::uring::{UringEngine, UringOptions};
 use super::{DiskError, IoEngineChoice};
 
 pub(crate) type IoFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A submitted read or write. io_uring's is a plain struct (no allocation per I/O); the
+/// pread engine's is boxed; an I/O refused before submission is answered at once.
+pub(crate) enum IoOp {
+    Uring(IoWait),
+    Boxed(IoFuture<'static, io::Result<IoBuf>>),
+    Ready(Option<io::Result<IoBuf>>),
+}
+
+impl IoOp {
+    pub fn failed(e: io::Error) -> IoOp {
+        IoOp::Ready(Some(Err(e)))
+    }
+}
+
+impl Future for IoOp {
+    type Output = io::Result<IoBuf>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<IoBuf>> {
+        match self.get_mut() {
+            IoOp::Uring(w) => Pin::new(w).poll(cx),
+            IoOp::Boxed(f) => f.as_mut().poll(cx),
+            IoOp::Ready(r) => {
+                Poll::Ready(r.take().unwrap_or_else(|| Err(io::Error::other("I/O polled after it finished"))))
+            }
+        }
+    }
+}
 
 /// Positional, sector-aligned I/O on the page file.
 ///
@@ -34,14 +67,26 @@ pub(crate) trait IoEngine: Send + Sync + 'static {
     /// write.
     fn buffer(&self, len: usize) -> IoFuture<'_, io::Result<IoBuf>>;
 
+    /// [`IoEngine::buffer`] when one is free right now (the common case, without a future);
+    /// `None` when the caller would have to wait.
+    fn try_buffer(&self, len: usize) -> Option<io::Result<IoBuf>>;
+
     /// Fills `buf` from the file at `offset`.
-    fn read(&self, buf: IoBuf, offset: u64) -> IoFuture<'static, io::Result<IoBuf>>;
+    fn read(&self, buf: IoBuf, offset: u64) -> IoOp;
 
     /// Writes all of `buf` to the file at `offset`.
-    fn write(&self, buf: IoBuf, offset: u64) -> IoFuture<'static, io::Result<IoBuf>>;
+    fn write(&self, buf: IoBuf, offset: u64) -> IoOp;
 
     /// Stops accepting I/O, lets in-flight I/O finish and stops engine threads.
     fn shutdown(&self) -> IoFuture<'_, ()>;
+}
+
+/// A buffer of `len` bytes from `engine`: at once when one is free, else once one is.
+pub(crate) async fn buffer(engine: &dyn IoEngine, len: usize) -> io::Result<IoBuf> {
+    match engine.try_buffer(len) {
+        Some(r) => r,
+        None => engine.buffer(len).await,
+    }
 }
 
 /// Engine parameters from the tier's config.
