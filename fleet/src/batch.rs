@@ -178,12 +178,16 @@ impl Batcher {
         let all = |f: &dyn Fn() -> Outcome| batch.iter().map(|_| f()).collect::<Vec<_>>();
         let auth = self.key.auth_value("GET", batch::BATCH_PATH, text, "");
         let headers = [(wire::FLEET_AUTH, auth.as_str()), (batch::BATCH, text)];
+        // The most the answer may hold: every item served, each with its part line.
+        let max = batch.iter().map(|w| w.len + batch::PART_OVERHEAD).sum::<u64>();
+        let expect = usize::try_from(max).unwrap_or(usize::MAX);
         let answer = match crate::upstream::exchange(
             &self.pool,
             &self.node,
             "GET",
             batch::BATCH_PATH,
             &headers,
+            expect,
         )
         .await
         {
@@ -196,7 +200,6 @@ impl Batcher {
             Err(e) => return all(&|| Outcome::Failed(e.clone())),
         };
         let broken = |reason: String| UpstreamError::NoAnswer { node: self.node.clone(), reason };
-        let max = batch.iter().map(|w| w.len + batch::PART_OVERHEAD).sum::<u64>();
         if answer.body.remaining() > max {
             let e = broken(format!("a batch answer of {} bytes, more than {max}", answer.body.remaining()));
             return all(&|| Outcome::Failed(e.clone()));

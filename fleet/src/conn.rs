@@ -31,6 +31,10 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
 /// First read of an answer: room for a head and a 4 KiB page slice.
 const FIRST_READ: usize = 16 * 1024;
+/// Room for an answer's head beside the body a caller expects.
+const HEAD_ROOM: usize = 1024;
+/// The most room made in advance for an expected body (a full batch is 4 MiB).
+const MAX_EXPECT: usize = 8 << 20;
 /// Largest single read of a body.
 const MAX_READ: usize = 256 * 1024;
 /// Idle connections kept per node.
@@ -146,6 +150,20 @@ impl Pool {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Result<Answer, Failure> {
+        self.send_expecting(method, path, headers, 0).await
+    }
+
+    /// [`Pool::send`] for an answer whose body will be about `expect` bytes and read whole
+    /// ([`Body::read_all`]): room for it is made before the first read, so the body never
+    /// has to be moved to a larger buffer once part of it has arrived.
+    pub async fn send_expecting(
+        self: &std::sync::Arc<Self>,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        expect: usize,
+    ) -> Result<Answer, Failure> {
+        let first_read = FIRST_READ.max(expect.min(MAX_EXPECT).saturating_add(HEAD_ROOM));
         let addr = self.addr.as_ref().map_err(|e| Failure::Broken(Broken(e.clone())))?;
         let mut req = Vec::with_capacity(64 + self.base.len() + path.len() + addr.len() + 160);
         req.extend_from_slice(method.as_bytes());
@@ -186,7 +204,7 @@ impl Pool {
                 },
             };
             let reused = conn.reused;
-            match tokio::time::timeout_at(deadline, self.exchange(conn, &req, head_only)).await {
+            match tokio::time::timeout_at(deadline, self.exchange(conn, &req, head_only, first_read)).await {
                 Ok(Ok(a)) => return Ok(a),
                 // Closed by the node while idle: once more on a fresh connection.
                 Ok(Err((e, true))) if reused => tracing::debug!(error = %e.0, "stale connection"),
@@ -272,6 +290,7 @@ impl Pool {
         mut conn: Conn,
         req: &[u8],
         head_only: bool,
+        first_read: usize,
     ) -> Result<Answer, (Broken, bool)> {
         // The socket may still be marked readable from the last answer: forget that (no
         // system call), so the first read waits for this answer instead of trying a read
@@ -282,7 +301,7 @@ impl Pool {
         if let Err(e) = conn.io.write_all(req).await {
             return Err((Broken(format!("cannot send the request: {e}")), true));
         }
-        conn.buf.reserve(FIRST_READ);
+        conn.buf.reserve(first_read);
         loop {
             let n = match read_some(&mut conn.io, &mut conn.buf).await {
                 Ok(n) => n,

@@ -450,19 +450,22 @@ async fn signed_exchange(
         headers[n] = (wire::READ_VERSION, version);
         n += 1;
     }
-    exchange(pool, node, method, path, &headers[..n]).await
+    // Single reads stream their body; nothing to size in advance.
+    exchange(pool, node, method, path, &headers[..n], 0).await
 }
 
 /// Sends a request of the internal protocol (its headers already signed) on `pool` and waits
-/// for the answer's head; an error answer is read (bounded) and classified.
+/// for the answer's head; an error answer is read (bounded) and classified. `expect`: the
+/// body's size when the caller will read it whole (see [`conn::Pool::send_expecting`]).
 pub(crate) async fn exchange(
     pool: &Arc<conn::Pool>,
     node: &str,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
+    expect: usize,
 ) -> Result<conn::Answer, UpstreamError> {
-    let answer = match pool.send(method, path, headers).await {
+    let answer = match pool.send_expecting(method, path, headers, expect).await {
         Ok(a) => a,
         Err(conn::Failure::Broken(e)) => {
             return Err(UpstreamError::NoAnswer { node: node.to_string(), reason: e.0 });
