@@ -27,6 +27,7 @@ pub(crate) type IoFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A submitted read or write. io_uring's is a plain struct (no allocation per I/O); the
 /// pread engine's is boxed; an I/O refused before submission is answered at once.
+#[must_use = "an I/O of the pread engine does nothing until awaited"]
 pub(crate) enum IoOp {
     Uring(IoWait),
     Boxed(IoFuture<'static, io::Result<IoBuf>>),

@@ -276,7 +276,15 @@ impl UringEngine {
             .map_err(|e| format!("registering the ring with the reactor: {e}"))?;
             fds.push(fd);
         }
-        let reapers = fds.into_iter().map(|fd| runtime.spawn(reap(fd))).collect();
+        // The guard exists before the reaper is first polled: a runtime that goes away before
+        // that still fails whatever waits on the ring instead of leaving it pending.
+        let reapers = fds
+            .into_iter()
+            .map(|fd| {
+                let guard = ReaperGuard(Arc::clone(&fd.get_ref().0));
+                runtime.spawn(reap(fd, guard))
+            })
+            .collect();
         Ok(UringEngine { rings, reapers: Mutex::new(reapers), next: AtomicUsize::new(0) })
     }
 
@@ -390,9 +398,8 @@ impl Drop for UringEngine {
 /// The reaper of one ring: waits until the reactor reports the ring readable, then answers
 /// every completion. Exits when the ring is closed and idle — or, if its runtime shuts down
 /// first, fails whatever was waiting (see `ReaperGuard`).
-async fn reap(fd: AsyncFd<RingFd>) {
+async fn reap(fd: AsyncFd<RingFd>, _guard: ReaperGuard) {
     let ring = Arc::clone(&fd.get_ref().0);
-    let _guard = ReaperGuard(Arc::clone(&ring));
     let mut handout = Handout::default();
     let mut stuck = false;
     loop {
@@ -840,31 +847,42 @@ mod tests {
         }
     }
 
-    /// Futures dropped before, during and after their completion: every registered buffer
-    /// comes back to the pool, and the waiter table reuses its slots instead of growing.
+    /// Futures dropped before submission (still queued), in flight, and after their
+    /// completion: every registered buffer comes back to the pool, every waiter slot ends
+    /// free, and the table reuses its slots instead of growing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn dropped_futures_give_back_buffers_and_waiter_slots() {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let Some(engine) = small_engine(&dir.path().join("f")) else { return };
-        for round in 0..50u64 {
-            // Queue depth 2, so two small registered buffers: take both, submit, drop.
+        // small_engine: queue depth 2, so two 4 KiB-class buffers, and one slot-sized (8 KiB).
+        // The large one first: a small request finding its class empty would take it.
+        let take_all = || async {
+            let c = engine.buffer(8192).await.unwrap();
             let a = engine.buffer(4096).await.unwrap();
             let b = engine.buffer(4096).await.unwrap();
-            assert!(a.as_fixed().is_some() && b.as_fixed().is_some());
-            let fa = engine.read(a, (round % 16) * 4096);
-            let fb = engine.read(b, 4096);
-            drop(fa);
+            [a, b, c]
+        };
+        for round in 0..50u64 {
+            let bufs = take_all().await;
+            assert!(bufs.iter().all(|b| b.as_fixed().is_some()));
+            let mut reads: Vec<_> = bufs
+                .into_iter()
+                .enumerate()
+                .map(|(i, b)| engine.read(b, (round % 8 + i as u64) * 8192))
+                .collect();
+            // More I/Os than the queue depth: some of these wait in the ring's queue when dropped.
+            reads.extend((0..8u64).map(|i| engine.read(IoBuf::heap(4096).unwrap(), i * 4096)));
+            let last = reads.pop();
+            drop(reads);
             if round % 2 == 0 {
                 // Give the completion time to arrive first, so this drop finds it done.
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            drop(fb);
-            // Both buffers return, whichever side finished last.
-            let again = tokio::time::timeout(Duration::from_secs(10), async {
-                (engine.buffer(4096).await.unwrap(), engine.buffer(4096).await.unwrap())
-            })
-            .await
-            .expect("a buffer of a dropped I/O never came back");
+            drop(last);
+            // All three registered buffers return, whichever side finished last.
+            let again = tokio::time::timeout(Duration::from_secs(10), take_all())
+                .await
+                .expect("a buffer of a dropped I/O never came back");
             drop(again);
         }
         // A future polled to the end reads what was written.
@@ -873,9 +891,41 @@ mod tests {
         engine.write(w, 8192).await.unwrap();
         let r = engine.read(engine.buffer(4096).await.unwrap(), 8192).await.unwrap();
         assert!(r.as_slice().iter().all(|b| *b == 7));
-        let slots = engine.rings[0].state.lock().waiters.slots.len();
-        assert!(slots <= 4, "waiter table grew to {slots} slots for at most 2 I/Os at a time");
+        // Once the queued heap reads have completed too, every slot is free again.
+        let settled = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                {
+                    let st = engine.rings[0].state.lock();
+                    if st.waiters.slots.iter().all(|w| matches!(w, Waiter::Free)) {
+                        return st.waiters.slots.len();
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("waiter slots still taken after every I/O finished");
+        // 550 I/Os in all; a round's heap reads may still be running during the next one.
+        assert!(settled <= 64, "waiter table grew to {settled} slots: slots are not reused");
         engine.shutdown().await;
+    }
+
+    /// The reaper's runtime goes away before the reaper ever ran: I/O on the ring fails at
+    /// once instead of waiting for a reaper that will never come.
+    #[test]
+    fn reaper_never_polled_fails_io() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let first = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        // `block_on` returns as soon as this is ready: the spawned reaper is never polled.
+        let Some(engine) = first.block_on(async { small_engine(&dir.path().join("f")) }) else { return };
+        drop(first);
+        let second = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        second.block_on(async {
+            let r = tokio::time::timeout(Duration::from_secs(10), engine.read(IoBuf::heap(4096).unwrap(), 0))
+                .await
+                .expect("a read on a ring whose reaper never ran hung");
+            assert!(r.is_err());
+        });
     }
 
     /// The runtime that runs the reaper goes away: waiting and later I/O fails, never hangs.
