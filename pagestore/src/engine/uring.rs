@@ -114,20 +114,19 @@ impl Waiters {
     /// lock), or, if nobody waits any more, the outcome itself to be dropped there.
     fn finish(&mut self, t: u32, result: io::Result<IoBuf>) -> Finished {
         let Some(slot) = self.slots.get_mut(t as usize) else { return Finished::Unclaimed(result) };
-        match std::mem::replace(slot, Waiter::Done(result)) {
-            Waiter::Waiting(waker) => Finished::Wake(waker),
+        match slot {
+            Waiter::Waiting(waker) => {
+                let waker = waker.take();
+                *slot = Waiter::Done(result);
+                Finished::Wake(waker)
+            }
             Waiter::Abandoned => {
-                let Waiter::Done(result) = std::mem::replace(slot, Waiter::Free) else {
-                    return Finished::Wake(None);
-                };
+                *slot = Waiter::Free;
                 self.free.push(t);
                 Finished::Unclaimed(result)
             }
             // Finished twice, or for a free slot: a bug. Keep the first outcome.
-            earlier @ (Waiter::Done(_) | Waiter::Free) => match std::mem::replace(slot, earlier) {
-                Waiter::Done(result) => Finished::Unclaimed(result),
-                _ => Finished::Wake(None),
-            },
+            Waiter::Done(_) | Waiter::Free => Finished::Unclaimed(result),
         }
     }
 }
@@ -910,31 +909,17 @@ mod tests {
         engine.shutdown().await;
     }
 
-    /// The reaper's runtime goes away before the reaper ever ran: I/O on the ring fails at
-    /// once instead of waiting for a reaper that will never come.
-    #[test]
-    fn reaper_never_polled_fails_io() {
+    /// Starts a small engine on a runtime that is then dropped, after one probe read (so its
+    /// reaper ran) when `probe`, else before the reaper was ever polled; then reads on a second
+    /// runtime, which must fail, not hang. `after` runs on that runtime with the engine.
+    fn read_once_its_runtime_is_gone(probe: bool, after: impl AsyncFnOnce(&UringEngine)) {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let first = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        // `block_on` returns as soon as this is ready: the spawned reaper is never polled.
+        // `block_on` returns as soon as this is ready: the spawned reaper is not polled.
         let Some(engine) = first.block_on(async { small_engine(&dir.path().join("f")) }) else { return };
-        drop(first);
-        let second = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        second.block_on(async {
-            let r = tokio::time::timeout(Duration::from_secs(10), engine.read(IoBuf::heap(4096).unwrap(), 0))
-                .await
-                .expect("a read on a ring whose reaper never ran hung");
-            assert!(r.is_err());
-        });
-    }
-
-    /// The runtime that runs the reaper goes away: waiting and later I/O fails, never hangs.
-    #[test]
-    fn reaper_gone_with_its_runtime_fails_io() {
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let first = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let Some(engine) = first.block_on(async { small_engine(&dir.path().join("f")) }) else { return };
-        first.block_on(async { engine.probe().await.unwrap() });
+        if probe {
+            first.block_on(async { engine.probe().await.unwrap() });
+        }
         drop(first);
         let second = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         second.block_on(async {
@@ -942,6 +927,21 @@ mod tests {
                 .await
                 .expect("a read with no reaper hung");
             assert!(r.is_err());
+            after(&engine).await;
+        });
+    }
+
+    /// The reaper's runtime goes away before the reaper ever ran: I/O on the ring fails at
+    /// once instead of waiting for a reaper that will never come.
+    #[test]
+    fn reaper_never_polled_fails_io() {
+        read_once_its_runtime_is_gone(false, async |_| {});
+    }
+
+    /// The runtime that runs the reaper goes away: waiting and later I/O fails, never hangs.
+    #[test]
+    fn reaper_gone_with_its_runtime_fails_io() {
+        read_once_its_runtime_is_gone(true, async |engine| {
             tokio::time::timeout(Duration::from_secs(10), engine.shutdown()).await.unwrap();
         });
     }
