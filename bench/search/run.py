@@ -370,6 +370,10 @@ page_cache = "{a.search_page_cache}"
     def pids(self) -> list[int]:
         return [p.pid for _, p in self.nodes] + ([self.search_proc.pid] if self.search_proc else [])
 
+    def named_pids(self) -> list[tuple[str, int]]:
+        named = [(f"cache-node {i}", p.pid) for i, (_, p) in enumerate(self.nodes)]
+        return named + ([("search-node", self.search_proc.pid)] if self.search_proc else [])
+
     def origin_requests(self) -> dict[str, float]:
         total: Counter = Counter()
         for url in self.node_urls():
@@ -988,6 +992,12 @@ def parse_args():
     g.add_argument("--out-md", type=Path, default=REPO / "bench/results/search.md")
     g.add_argument("--out-png", type=Path, default=REPO / "bench/results/search-recall-qps.png")
     g.add_argument("--raw-dir", type=Path, default=REPO / "bench/results/raw")
+    g.add_argument("--perf-seconds", type=float, default=0,
+                   help="after each setting's measured rounds, run ours this long more under `perf record` "
+                        "on the server CPUs (default 0: no profile)")
+    g.add_argument("--perf-call-graph", default="none",
+                   help="perf record --call-graph mode (fp, dwarf, lbr) or none (default none: flat samples)")
+    g.add_argument("--perf-dir", type=Path, help="where the perf data go, one file per setting (default WORK/perf)")
     g.add_argument("--command", help="command line to name in the report (default: this one)")
     return ap.parse_args()
 
@@ -1166,6 +1176,32 @@ def run(a, systems, nprobes_list, refines, dsinfo, queries_all, gt, qids, table_
             out.append(r)
         return out
 
+    def profile_ours(st: dict) -> dict:
+        """Ours at saturation for --perf-seconds more, with `perf record` sampling the server
+        CPUs (where the search node and the cache nodes run, and nothing else of this run)."""
+        out_dir = a.perf_dir or (work / "perf")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        label = setting_label(st).replace(" ", "").replace(",", "-")
+        data = out_dir / f"perf-{label}.data"
+        cpus = a.server_cpus if not a.no_pin else None
+        argv = ["perf", "record", "-e", "cpu-clock", "-F", "999", "-o", str(data)]
+        if a.perf_call_graph != "none":
+            argv += ["--call-graph", a.perf_call_graph]
+        argv += ["-C", cpus] if cpus else ["-a"]
+        rec = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.5)
+        r = measure("ours", st, a.perf_seconds)
+        rec.send_signal(signal.SIGINT)
+        _, err = rec.communicate(timeout=120)
+        if rec.returncode not in (0, -signal.SIGINT):
+            raise Failed(f"perf record failed ({rec.returncode}): {err.decode(errors='replace')[-500:]}")
+        n = len(r["qids"])
+        log(f"  perf ({setting_label(st)}): {n} queries in {r['wall_s']:.1f} s under perf, data {data}")
+        names = {str(pid): name for name, pid in fleet.named_pids()}
+        (out_dir / f"perf-{label}.json").write_text(json.dumps(
+            {"setting": st, "queries": n, "wall_s": r["wall_s"], "cpus": cpus or "all", "pids": names}) + "\n")
+        return {"data": str(data), "queries": n, "wall_s": r["wall_s"], "cpus": cpus or "all", "pids": names}
+
     def brief(r: dict) -> str:
         n = len(r["qids"])
         rec = np.mean(recall_at_k(r["ids"], r["qids"], gt))
@@ -1215,6 +1251,8 @@ def run(a, systems, nprobes_list, refines, dsinfo, queries_all, gt, qids, table_
             pt["agree_with_pylance"] = [same, total]
         if a.open_fraction > 0:
             pt["open"] = fixed_load(st, here, pt["summary"])
+        if a.perf_seconds > 0 and "ours" in here:
+            pt["perf"] = profile_ours(st)
         points.append(pt)
     unpin()
     load_after = open("/proc/loadavg").read().split()[:3]

@@ -6,6 +6,12 @@ use anyhow::Context;
 use clap::Parser;
 use lakecache_search_node::config::SearchConfig;
 
+/// mimalloc: lance, DataFusion and the fleet client allocate and free many small buffers per
+/// query; under glibc's allocator that was a quarter of the search node's CPU at refine 5
+/// (bench/results/profile-search.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// lakecache search node: vector, full-text, hybrid and SQL search over Lance tables read
 /// through the cache fleet, with a LanceDB-compatible REST API. Keys are documented in
 /// config/search-node.toml.
