@@ -156,6 +156,7 @@ fn engine_label(e: IoEngineChoice) -> &'static str {
         IoEngineChoice::Auto => "auto",
         IoEngineChoice::Uring => "uring",
         IoEngineChoice::Pread => "pread",
+        IoEngineChoice::Noop => "noop",
     }
 }
 

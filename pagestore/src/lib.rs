@@ -6,8 +6,9 @@
 //! - where bytes live — `device` (the file, O_DIRECT, preallocation, superblock) and
 //!   `layout` (the on-disk format of slots and headers);
 //! - how I/O is submitted — `engine` (the [`IoEngineChoice`] probe and trait) with its
-//!   engines `engine::uring` (io_uring, ring per core, registered buffers) and `engine::pread`
-//!   (blocking pool), and `buffer` (aligned and registered buffers);
+//!   engines `engine::uring` (io_uring, ring per core, registered buffers), `engine::pread`
+//!   (blocking pool) and `engine::noop` (no device, for tests), and `buffer` (aligned and
+//!   registered buffers);
 //! - what goes where — `index` (sharded index, slot table, CLOCK) and `store` (read, write,
 //!   recovery, pinning).
 //!
@@ -122,6 +123,11 @@ pub enum IoEngineChoice {
     Uring,
     /// Positional reads/writes on the blocking pool.
     Pread,
+    /// No device I/O at all: writes are dropped, reads leave their buffer as it was, so the
+    /// store keeps nothing and answers misses. For tests and for timing the store's own
+    /// path; a config file cannot name it.
+    #[serde(skip)]
+    Noop,
 }
 
 /// Configuration of the page store.

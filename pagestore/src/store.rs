@@ -731,6 +731,7 @@ mod tests {
         let t = DiskTier::open(c.clone()).await.unwrap();
         let want = match c.io_engine {
             IoEngineChoice::Pread => "pread",
+            IoEngineChoice::Noop => "noop",
             _ => "uring",
         };
         assert_eq!(t.engine_name(), want);
@@ -838,6 +839,34 @@ mod tests {
         ));
         t.close().await;
         assert!(t.read(&ka, 0, 1).await.is_err(), "reads after close fail");
+    }
+
+    /// A device that keeps nothing (writes dropped, reads returning whatever the buffer held):
+    /// every read is a miss, never bytes, and nothing survives a reopen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn device_that_keeps_nothing_serves_no_bytes() {
+        let d = dir();
+        let c = cfg(&d.path().join("p"), 8, IoEngineChoice::Noop);
+        let t = open(c.clone()).await;
+        let pages: Vec<_> = (0..6).map(|i| obj(&format!("o-{i}"))).collect();
+        for (i, o) in pages.iter().enumerate() {
+            t.write(o, 0, content(o, 0, PAGE - i * 1000), i % 2 == 0).await.unwrap();
+        }
+        for (i, o) in pages.iter().enumerate() {
+            for (off, len) in [(0, PAGE - i * 1000), (4096, 100), (1, 1)] {
+                match t.read(&PageKey::new(o, 0), off, len).await {
+                    Ok(None) => {}
+                    Ok(Some(b)) => {
+                        panic!("page {i} {off}+{len}: served {} bytes the device never kept", b.len())
+                    }
+                    Err(e) => panic!("page {i} {off}+{len}: a lost page is a miss, not an error: {e}"),
+                }
+            }
+        }
+        t.close().await;
+        let t = open(c).await;
+        assert_eq!(t.page_count(), 0, "nothing to recover from a device that kept nothing");
+        t.close().await;
     }
 
     async fn eviction_spares_pinned(engine: IoEngineChoice) {

@@ -3,7 +3,7 @@
 //!
 //! Owns: the engine trait (buffers in, buffers out, nothing about slots or pages) and the
 //! probe that picks an engine at open. Does not own: the engines themselves (`uring.rs`,
-//! `pread.rs`) or what is read and written (`store.rs`).
+//! `pread.rs`, `noop.rs`) or what is read and written (`store.rs`).
 
 use std::fs::File;
 use std::future::Future;
@@ -14,9 +14,11 @@ use std::task::{Context, Poll};
 
 use tracing::warn;
 
+mod noop;
 mod pread;
 mod uring;
 
+use noop::NoopEngine;
 use pread::PreadEngine;
 use uring::{IoWait, UringEngine, UringOptions};
 
@@ -105,6 +107,7 @@ pub(crate) struct EngineOptions {
 pub(crate) async fn start(file: Arc<File>, opts: &EngineOptions) -> Result<Arc<dyn IoEngine>, DiskError> {
     match opts.choice {
         IoEngineChoice::Pread => Ok(Arc::new(PreadEngine::new(file))),
+        IoEngineChoice::Noop => Ok(Arc::new(NoopEngine::default())),
         IoEngineChoice::Uring => match start_uring(Arc::clone(&file), opts).await {
             Ok(e) => Ok(e),
             Err(reason) => Err(DiskError::EngineUnavailable(reason)),
