@@ -115,3 +115,31 @@ pub fn fleet_error(status: http::StatusCode, code: &str, message: &str) -> http:
     r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lakecache_common::page::ByteRange;
+
+    #[test]
+    fn read_headers_keep_every_object_header_and_set_length_and_range() {
+        let mut object = http::HeaderMap::new();
+        object.insert(http::header::ETAG, http::HeaderValue::from_static("\"e\""));
+        object.append("x-amz-meta-a", http::HeaderValue::from_static("1"));
+        object.append("x-amz-meta-a", http::HeaderValue::from_static("2"));
+        object.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from_static("999"));
+
+        let h = read_headers(&object, ByteRange { start: 10, end: 20 }, 100, true);
+        assert_eq!(h["etag"], "\"e\"");
+        let meta: Vec<_> = h.get_all("x-amz-meta-a").iter().collect();
+        assert_eq!(meta, ["1", "2"], "multi-valued headers keep every value, in order");
+        let lengths: Vec<_> = h.get_all(http::header::CONTENT_LENGTH).iter().collect();
+        assert_eq!(lengths, ["10"], "the answer's length replaces any the object had");
+        assert_eq!(h[http::header::CONTENT_RANGE], "bytes 10-19/100");
+        assert_eq!(h.len(), 5);
+
+        let whole = read_headers(&object, ByteRange { start: 0, end: 100 }, 100, false);
+        assert_eq!(whole[http::header::CONTENT_LENGTH], "100");
+        assert!(whole.get(http::header::CONTENT_RANGE).is_none());
+    }
+}
