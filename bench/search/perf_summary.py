@@ -4,8 +4,10 @@
 Reads PERF.data and the PERF.json beside it (the setting, the queries answered while perf
 ran, which process each pid is), and prints Markdown: CPU time per query by process, by
 component (lance, DataFusion, Arrow, our code, tokio, HTTP, allocator, copies, kernel, ...)
-within each process, and the hottest symbols. Only the sampled leaf frame counts (flat
-profile), so "our code" is the time spent in our own functions, not in what they call.
+within each process, and the hottest symbols. Components and symbols count the sampled leaf
+frame only, so "our code" there is the time spent in our own functions, not in what they
+call; when the recording has call chains, a second table gives inclusive shares of the
+query's stages.
 
 Usage: perf_summary.py PERF.data [--top N] [--title TEXT]
 """
@@ -52,22 +54,28 @@ def samples(data: Path):
         ["perf", "script", "-i", str(data), "-F", "pid,ip,sym,dso", "--no-inline"],
         check=True, capture_output=True, text=True, errors="replace").stdout
     pid, frames = None, []
-    for line in out.splitlines() + [""]:
+
+    def done():
+        leaf_sym, leaf_dso = frames[0]
+        return pid, leaf_sym, leaf_dso, [f for f, _ in frames] if len(frames) > 1 else []
+
+    # A sample is a header line ("<pid> ...") and, with call chains, one indented line per
+    # frame and a blank line; without them, the leaf frame is on the header line.
+    for line in out.splitlines():
         stripped = line.strip()
         if not stripped:
-            if pid is not None and frames:
-                leaf_sym, leaf_dso = frames[0]
-                yield pid, leaf_sym, leaf_dso, [f for f, _ in frames] if len(frames) > 1 else []
-            pid, frames = None, []
             continue
-        if not line.startswith(("\t", " " * 8)) or pid is None:
-            head, _, rest = stripped.partition(" ")
-            if head.isdigit():
-                pid, frames = int(head), []
-                if rest.strip():  # no call chain: the frame is on this line
-                    frames.append(frame(rest))
-                continue
-        frames.append(frame(stripped))
+        head, _, rest = stripped.partition(" ")
+        if not line.startswith(("\t", " " * 8)) and head.isdigit():
+            if pid is not None and frames:
+                yield done()
+            pid, frames = int(head), []
+            if rest.strip():
+                frames.append(frame(rest))
+        elif pid is not None:
+            frames.append(frame(stripped))
+    if pid is not None and frames:
+        yield done()
 
 
 def frame(text: str) -> tuple[str, str]:

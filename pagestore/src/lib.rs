@@ -124,8 +124,7 @@ pub enum IoEngineChoice {
     /// Positional reads/writes on the blocking pool.
     Pread,
     /// No device I/O at all: writes are dropped, reads leave their buffer as it was, so the
-    /// store keeps nothing and answers misses. For tests and for timing the store's own
-    /// path; a config file cannot name it.
+    /// store keeps nothing and answers misses. For tests; a config file cannot name it.
     #[serde(skip)]
     Noop,
 }

@@ -1,7 +1,6 @@
 //! The engine that touches no device: every I/O completes at once, a write is dropped and a
-//! read leaves its buffer as it was. For tests — a page store whose device keeps nothing
-//! must answer misses, never bytes — and, like fio's `null` engine, for timing the store's
-//! own path without a device under it.
+//! read leaves its buffer as it was. For tests: a page store whose device keeps nothing must
+//! answer misses, never bytes, and must open, write and close without a working device.
 //!
 //! Owns: nothing but whether it is closed. Not selectable in a config file.
 
