@@ -1045,7 +1045,19 @@ mod tests {
         }
         for round in 0..150 {
             let o = &objs[round % objs.len()];
-            t.write(o, 0, content(o, 0, PAGE), false).await.unwrap();
+            // Every slot may be mid-read at the moment (four readers, three slots): the write
+            // is then refused with Full, as documented, and goes through once a read ends.
+            let mut busy = 0;
+            loop {
+                match t.write(o, 0, content(o, 0, PAGE), false).await {
+                    Ok(()) => break,
+                    Err(DiskError::Full) if busy < 10_000 => {
+                        busy += 1;
+                        tokio::task::yield_now().await;
+                    }
+                    Err(e) => panic!("round {round}: write failed after {busy} busy tries: {e}"),
+                }
+            }
         }
         stop.store(true, Ordering::Relaxed);
         let mut hits = 0;
