@@ -1134,3 +1134,204 @@ async fn key_rules_other_than_the_nodes_are_refused() {
     let node = lakecache_search_node::SearchNode::build(cfg).unwrap();
     node.join_fleet().await.unwrap();
 }
+
+impl Api {
+    /// POSTs an Arrow IPC stream of `batch` to `path`.
+    async fn post_ipc(&self, path: &str, batch: &RecordBatch) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("x-api-key", KEY)
+            .header("content-type", "application/vnd.apache.arrow.stream")
+            .body(ipc(batch))
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// update, merge_insert, the column changes, restore, tags, stats and analyze_plan: each
+/// refuses an unknown table (404), a bad expression, a bad column and a type mismatch (400
+/// with a message naming the cause), never a 5xx; a refused change leaves the table as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutation_endpoints_refuse_bad_input() {
+    let s = stack().await;
+    assert_eq!(s.create("items", &rows(0, 100)).await, 200);
+    let expect = |(st, b): (u16, Value), want: u16, needle: &str| {
+        assert_eq!(st, want, "{b}");
+        assert!(message(&b).contains(needle), "{needle:?} not in {b}");
+    };
+    let count = || async { s.json("/v1/table/items/count_rows/", json!({})).await.1 };
+
+    // update
+    let up = "/v1/table/items/update/";
+    expect(s.json("/v1/table/gone/update/", json!({"updates": [["text", "'x'"]]})).await, 404, "gone");
+    expect(s.json(up, json!({"updates": [["nope", "1"]]})).await, 400, "nope");
+    expect(s.json(up, json!({"updates": [["text", "no_such_col + 1"]]})).await, 400, "no_such_col");
+    expect(s.json(up, json!({"updates": [["id", "'abc'"]]})).await, 400, "");
+    expect(s.json(up, json!({"updates": []})).await, 400, "at least one column");
+    expect(
+        s.json(up, json!({"predicate": "id < 3) OR (true", "updates": [["category", "'z'"]]})).await,
+        400,
+        "predicate",
+    );
+    assert_eq!(
+        s.json("/v1/table/items/count_rows/", json!({"predicate": "category = 'z'"})).await.1,
+        json!(0)
+    );
+    let (st, b) = s.json(up, json!({"predicate": "id < 10", "updates": [["category", "'z'"]]})).await;
+    assert_eq!((st, b["rows_updated"].clone(), b["version"].clone()), (200, json!(10), json!(2)), "{b}");
+
+    // merge_insert
+    let mi =
+        "/v1/table/items/merge_insert/?on=id&when_matched_update_all=true&when_not_matched_insert_all=true";
+    expect(
+        s.post_ipc("/v1/table/gone/merge_insert/?on=id&when_matched_update_all=true", &rows(0, 3)).await,
+        404,
+        "gone",
+    );
+    expect(
+        s.post_ipc("/v1/table/items/merge_insert/?on=nope&when_matched_update_all=true", &rows(0, 3)).await,
+        400,
+        "nope",
+    );
+    expect(
+        s.post_ipc(&format!("{mi}&when_matched_update_all_filt=target.id+%3E+1)+OR+(true"), &rows(0, 3))
+            .await,
+        400,
+        "when_matched_update_all_filt",
+    );
+    let r = s.post_raw(mi, "not arrow").await;
+    assert_eq!(r.status(), 400);
+    // The key typed differently from the table's.
+    let wrong = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)])),
+        vec![Arc::new(StringArray::from(vec!["1"]))],
+    )
+    .unwrap();
+    let (st, b) = s.post_ipc(mi, &wrong).await;
+    assert!(st == 400, "{st} {b}");
+    assert_eq!(count().await, json!(100));
+    let (st, b) = s.post_ipc(mi, &rows(95, 10)).await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(
+        (b["num_updated_rows"].clone(), b["num_inserted_rows"].clone(), b["num_rows"].clone()),
+        (json!(5), json!(5), json!(10))
+    );
+    assert_eq!(count().await, json!(105));
+
+    // add / alter / drop columns
+    expect(
+        s.json("/v1/table/gone/add_columns/", json!({"new_columns": [{"name": "z", "expression": "id"}]}))
+            .await,
+        404,
+        "gone",
+    );
+    expect(
+        s.json(
+            "/v1/table/items/add_columns/",
+            json!({"new_columns": [{"name": "z", "expression": "nope * 2"}]}),
+        )
+        .await,
+        400,
+        "nope",
+    );
+    expect(
+        s.json(
+            "/v1/table/items/add_columns/",
+            json!({"new_columns": [{"name": "z", "expression": "id * (2"}]}),
+        )
+        .await,
+        400,
+        "",
+    );
+    expect(
+        s.json(
+            "/v1/table/items/add_columns/",
+            json!({"new_columns": [{"name": "text", "expression": "'x'"}]}),
+        )
+        .await,
+        400,
+        "",
+    );
+    expect(
+        s.json("/v1/table/items/alter_columns/", json!({"alterations": [{"path": "nope", "rename": "n"}]}))
+            .await,
+        400,
+        "nope",
+    );
+    expect(
+        s.json(
+            "/v1/table/items/alter_columns/",
+            json!({"alterations": [{"path": "text", "data_type": {"type": "int32"}}]}),
+        )
+        .await,
+        400,
+        "",
+    );
+    expect(s.json("/v1/table/items/drop_columns/", json!({"columns": ["nope"]})).await, 400, "nope");
+    expect(s.json("/v1/table/items/drop_columns/", json!({"columns": []})).await, 400, "at least one");
+    let (st, b) = s
+        .json(
+            "/v1/table/items/add_columns/",
+            json!({"new_columns": [{"name": "twice", "expression": "id * 2"}]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let v = b["version"].as_u64().unwrap();
+    let r = s.query("items", json!({"vector": [], "filter": "id = 7", "columns": ["twice"], "k": 5})).await;
+    let twice = r.column_by_name("twice").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().value(0);
+    assert_eq!(twice, 14);
+
+    // restore and tags
+    expect(s.json("/v1/table/items/restore/", json!({"version": 99})).await, 400, "99");
+    expect(s.json("/v1/table/items/restore/", json!({"version": null})).await, 400, "version");
+    expect(s.json("/v1/table/gone/restore/", json!({"version": 1})).await, 404, "gone");
+    expect(s.json("/v1/table/items/tags/create/", json!({"tag": "t1", "version": 99})).await, 400, "99");
+    expect(s.json("/v1/table/items/tags/create/", json!({"tag": "bad tag!", "version": 1})).await, 400, "");
+    expect(s.json("/v1/table/items/tags/version/", json!({"tag": "none"})).await, 400, "none");
+    expect(s.json("/v1/table/items/tags/delete/", json!({"tag": "none"})).await, 400, "none");
+    assert_eq!(s.json("/v1/table/items/tags/create/", json!({"tag": "t1", "version": 1})).await.0, 200);
+    expect(
+        s.json("/v1/table/items/tags/create/", json!({"tag": "t1", "version": 1})).await,
+        400,
+        "already exists",
+    );
+    assert_eq!(
+        s.json("/v1/table/items/tags/version/", json!({"tag": "t1"})).await,
+        (200, json!({"version": 1}))
+    );
+    let (st, tags) = s.json("/v1/table/items/tags/list/", json!(null)).await;
+    assert_eq!((st, tags["t1"]["version"].clone()), (200, json!(1)), "{tags}");
+    assert!(tags["t1"]["manifestSize"].as_u64().unwrap() > 0);
+    let (st, b) = s.json("/v1/table/items/restore/", json!({"version": 1})).await;
+    assert_eq!((st, b["version"].as_u64()), (200, Some(v + 1)), "{b}");
+    assert_eq!(count().await, json!(100));
+
+    // stats, analyze_plan, rename, routes this server lacks
+    expect(s.json("/v1/table/gone/stats/", json!(null)).await, 404, "gone");
+    let (st, b) = s.json("/v1/table/items/stats/", json!(null)).await;
+    assert_eq!(
+        (st, b["num_rows"].clone(), b["fragment_stats"]["num_fragments"].clone()),
+        (200, json!(100), json!(1)),
+        "{b}"
+    );
+    expect(
+        s.json("/v1/table/items/analyze_plan/", json!({"vector": [], "filter": "id >>> 1", "k": 3})).await,
+        400,
+        "",
+    );
+    expect(
+        s.json("/v1/table/items/analyze_plan/?distributed_metrics=some", json!({"vector": []})).await,
+        400,
+        "distributed_metrics",
+    );
+    let (st, plan) =
+        s.json("/v1/table/items/analyze_plan/", json!({"vector": [], "filter": "id < 5", "k": 3})).await;
+    assert!(st == 200 && plan.as_str().unwrap().contains("output_rows"), "{plan}");
+    expect(s.json("/v1/table/items/rename/", json!({"new_table_name": "other"})).await, 501, "not supported");
+    expect(s.json("/v1/table/items/optimize/", json!({})).await, 501, "not implemented");
+    assert_eq!(s.json("/v1/nothing/at/all", json!({})).await.0, 404);
+}

@@ -24,6 +24,11 @@ use crate::engine::results::ResultLimits;
 use crate::engine::tables::{TableRef, Tables};
 use crate::error::{ApiError, ApiResult, from_lance};
 
+mod columns;
+mod info;
+mod refs;
+mod rows;
+
 /// The LanceDB server protocol level this API implements (batched vector queries, the
 /// structured full-text query form).
 use lakecache_common::metrics::ms_since;
@@ -99,14 +104,67 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
     for p in table("page_cache/prewarm") {
         r = r.route(&p, post(prewarm_pages));
     }
+    for p in table("update") {
+        r = r.route(&p, post(rows::update));
+    }
+    for p in table("merge_insert") {
+        r = r.route(&p, post(rows::merge_insert));
+    }
+    for p in table("add_columns") {
+        r = r.route(&p, post(columns::add_columns));
+    }
+    for p in table("alter_columns") {
+        r = r.route(&p, post(columns::alter_columns));
+    }
+    for p in table("drop_columns") {
+        r = r.route(&p, post(columns::drop_columns));
+    }
+    for p in table("restore") {
+        r = r.route(&p, post(refs::restore));
+    }
+    for p in table("tags/list") {
+        r = r.route(&p, post(refs::list_tags));
+    }
+    for p in table("tags/version") {
+        r = r.route(&p, post(refs::tag_version));
+    }
+    for p in table("tags/create") {
+        r = r.route(&p, post(refs::create_tag));
+    }
+    for p in table("tags/update") {
+        r = r.route(&p, post(refs::update_tag));
+    }
+    for p in table("tags/delete") {
+        r = r.route(&p, post(refs::delete_tag));
+    }
+    for p in table("rename") {
+        r = r.route(&p, post(refs::rename));
+    }
+    for p in table("stats") {
+        r = r.route(&p, post(info::stats));
+    }
+    for p in table("analyze_plan") {
+        r = r.route(&p, post(info::analyze_plan));
+    }
     r.fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
 
+/// A path no route takes. Under a table it is a call this server does not implement: 501,
+/// never 404, which LanceDB clients report as "Table '…' was not found".
 async fn not_found(req: Request) -> ApiError {
-    ApiError::not_found(format!("No such endpoint: {} {}", req.method(), req.uri().path()))
+    let path = req.uri().path();
+    let under_table =
+        path.strip_prefix("/v1/table/").is_some_and(|rest| rest.trim_end_matches('/').contains('/'));
+    if under_table {
+        return ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("{} {path} is not implemented by this server", req.method()),
+        );
+    }
+    ApiError::not_found(format!("No such endpoint: {} {path}", req.method()))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -201,7 +259,20 @@ async fn json_error(resp: Response) -> Response {
 /// A fixed label per endpoint (the path holds table names).
 fn route_label(path: &str) -> &'static str {
     let p = path.trim_end_matches('/');
-    const ENDS: [(&str, &str); 15] = [
+    const ENDS: [(&str, &str); 28] = [
+        ("/tags/list", "tags_list"),
+        ("/tags/version", "tags_version"),
+        ("/tags/create", "tags_create"),
+        ("/tags/update", "tags_update"),
+        ("/tags/delete", "tags_delete"),
+        ("/update", "update"),
+        ("/merge_insert", "merge_insert"),
+        ("/add_columns", "add_columns"),
+        ("/alter_columns", "alter_columns"),
+        ("/drop_columns", "drop_columns"),
+        ("/restore", "restore"),
+        ("/rename", "rename"),
+        ("/analyze_plan", "analyze_plan"),
         ("/describe", "describe"),
         ("/count_rows", "count_rows"),
         ("/version/list", "version_list"),
@@ -220,6 +291,9 @@ fn route_label(path: &str) -> &'static str {
     ];
     if p == "/v1/table" {
         return "list_tables";
+    }
+    if p.ends_with("/stats") && !p.contains("/index/") {
+        return "table_stats";
     }
     ENDS.iter().find(|(e, _)| p.ends_with(e)).map_or("other", |(_, l)| l)
 }
@@ -243,6 +317,33 @@ fn min_version(h: &HeaderMap) -> Option<u64> {
 #[derive(Deserialize, Default)]
 struct VersionBody {
     version: Option<u64>,
+}
+
+/// A table about to be written: its reference, this node's write lock on it (held until the
+/// guard drops), and its current version, at least as new as the client has seen.
+pub(crate) struct ForWrite {
+    pub t: TableRef,
+    pub ds: Arc<lance::Dataset>,
+    _lock: tokio::sync::OwnedMutexGuard<()>,
+}
+
+pub(crate) async fn for_write(st: &AppState, id: &str, h: &HeaderMap) -> ApiResult<ForWrite> {
+    let t = st.tables.resolve(id)?;
+    let lock = st.tables.write_lock(&t).lock_owned().await;
+    let ds = st.tables.get(&t, None, min_version(h)).await?;
+    Ok(ForWrite { t, ds, _lock: lock })
+}
+
+impl ForWrite {
+    /// Holds `ds` as the table's new current version and answers `body` with its version.
+    pub fn commit(self, st: &AppState, ds: Arc<lance::Dataset>, mut body: serde_json::Value) -> Response {
+        let v = ds.version_id();
+        if let Some(o) = body.as_object_mut() {
+            o.insert("version".into(), serde_json::json!(v));
+        }
+        st.tables.put(&self.t, ds);
+        with_version(json(body), v)
+    }
 }
 
 async fn table_at(

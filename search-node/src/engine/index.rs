@@ -7,6 +7,7 @@ use lance::index::DatasetIndexExt;
 use lance::index::vector::VectorIndexParams;
 use lance_index::IndexType;
 use lance_index::scalar::{BuiltinIndexType, InvertedIndexParams, ScalarIndexParams};
+use lance_index::vector::bq::RQBuildParams;
 use lance_index::vector::hnsw::builder::HnswBuildParams;
 use lance_index::vector::ivf::IvfBuildParams;
 use lance_index::vector::pq::PQBuildParams;
@@ -78,8 +79,15 @@ pub async fn create(ds: &mut Dataset, body: &serde_json::Value, table: &str) -> 
             .unwrap_or("l2"),
     )?;
     let rows = ds.count_rows(None).await.map_err(|e| from_lance(e, table))?;
-    let partitions =
-        bounded(body, "num_partitions", MAX_PARTITIONS)?.unwrap_or_else(|| default_partitions(rows));
+    // A target partition size (rows per partition) stands for the count it implies.
+    let by_size = match u(body, "target_partition_size")? {
+        Some(0) => return Err(ApiError::bad_request("target_partition_size must be positive")),
+        Some(size) => Some(rows.div_ceil(size).clamp(1, MAX_PARTITIONS)),
+        None => None,
+    };
+    let partitions = bounded(body, "num_partitions", MAX_PARTITIONS)?
+        .or(by_size)
+        .unwrap_or_else(|| default_partitions(rows));
     let max_iters = bounded(body, "max_iterations", MAX_ITERATIONS)?.unwrap_or(50);
     let sample_rate = bounded(body, "sample_rate", MAX_SAMPLE_RATE)?.unwrap_or(256);
     let ivf = || {
@@ -125,6 +133,17 @@ pub async fn create(ds: &mut Dataset, body: &serde_json::Value, table: &str) -> 
         "IVF_PQ" => {
             let p = VectorIndexParams::with_ivf_pq_params(metric, ivf(), pq());
             ds.create_index(&cols, IndexType::IvfPq, name, &p, replace).await
+        }
+        "IVF_RQ" => {
+            // RaBitQ: one bit per dimension unless asked (what LanceDB's client sends).
+            let bits = u(body, "num_bits")?.unwrap_or(1);
+            let bits = u8::try_from(bits)
+                .map_err(|_| ApiError::bad_request(format!("num_bits may be at most {MAX_NUM_BITS}")))?;
+            lance_index::vector::bq::validate_rq_num_bits(bits)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let rq = RQBuildParams { num_bits: bits, ..Default::default() };
+            let p = VectorIndexParams::with_ivf_rq_params(metric, ivf(), rq);
+            ds.create_index(&cols, IndexType::IvfRq, name, &p, replace).await
         }
         "IVF_FLAT" => {
             let p = VectorIndexParams::ivf_flat(partitions, metric);
@@ -172,8 +191,8 @@ pub async fn create(ds: &mut Dataset, body: &serde_json::Value, table: &str) -> 
         }
         other => {
             return Err(ApiError::bad_request(format!(
-                "Unknown index_type {other:?}: expected IVF_PQ, IVF_FLAT, IVF_SQ, IVF_HNSW_SQ, IVF_HNSW_PQ, \
-                 IVF_HNSW_FLAT, BTREE, BITMAP, LABEL_LIST or FTS"
+                "Unknown index_type {other:?}: expected IVF_PQ, IVF_RQ, IVF_FLAT, IVF_SQ, IVF_HNSW_SQ, \
+                 IVF_HNSW_PQ, IVF_HNSW_FLAT, BTREE, BITMAP, LABEL_LIST or FTS"
             )));
         }
     };
@@ -184,17 +203,21 @@ pub async fn create(ds: &mut Dataset, body: &serde_json::Value, table: &str) -> 
     Ok(meta.name)
 }
 
-/// LanceDB's names for lance's index types.
+/// LanceDB's names for lance's index types: the names its client decodes (any other makes
+/// the client's whole `list_indices` fail, so a type it does not know is `Unknown`).
 fn type_name(t: &str) -> String {
-    match t {
-        "BTree" => "BTREE".into(),
-        "Bitmap" => "BITMAP".into(),
-        "LabelList" => "LABEL_LIST".into(),
-        "Inverted" => "FTS".into(),
-        other => other.to_ascii_uppercase(),
+    let upper = t.to_ascii_uppercase();
+    match upper.as_str() {
+        "INVERTED" => "FTS".into(),
+        "LABELLIST" => "LABEL_LIST".into(),
+        "IVF_FLAT" | "IVF_SQ" | "IVF_PQ" | "IVF_RQ" | "IVF_HNSW_PQ" | "IVF_HNSW_SQ" | "IVF_HNSW_FLAT"
+        | "BTREE" | "BITMAP" | "LABEL_LIST" | "FMINDEX" | "ZONEMAP" | "NGRAM" | "BLOOMFILTER" | "RTREE"
+        | "FTS" => upper,
+        _ => "Unknown".into(),
     }
 }
 
+/// Every user index of the table, with what LanceDB's client reads of each.
 pub async fn list(ds: &Dataset, table: &str) -> ApiResult<Vec<serde_json::Value>> {
     let descs = ds.describe_indices(None).await.map_err(|e| from_lance(e, table))?;
     let mut out = Vec::new();
@@ -204,14 +227,44 @@ pub async fn list(ds: &Dataset, table: &str) -> ApiResult<Vec<serde_json::Value>
             .iter()
             .filter_map(|id| ds.schema().field_by_id(*id as i32).map(|f| f.name.clone()))
             .collect();
-        let rows = d.rows_indexed();
-        out.push(serde_json::json!({
+        // System indices (fragment reuse, memory WAL) have no user column.
+        if columns.is_empty() {
+            continue;
+        }
+        let first = d.segments().first();
+        let unindexed = match ds.index_statistics(d.name()).await {
+            Ok(raw) => serde_json::from_str::<serde_json::Value>(&raw)
+                .ok()
+                .and_then(|v| v["num_unindexed_rows"].as_u64()),
+            Err(_) => None,
+        };
+        let mut entry = serde_json::json!({
             "index_name": d.name(),
             "columns": columns,
             "index_type": type_name(d.index_type()),
-            "num_indexed_rows": rows,
+            "type_url": d.type_url(),
+            "num_indexed_rows": d.rows_indexed(),
             "num_segments": d.segments().len(),
-        }));
+        });
+        let o = entry.as_object_mut().ok_or_else(|| ApiError::internal("index entry"))?;
+        if let Some(n) = unindexed {
+            o.insert("num_unindexed_rows".into(), n.into());
+        }
+        if let Some(seg) = first {
+            o.insert("index_uuid".into(), seg.uuid.to_string().into());
+            o.insert("index_version".into(), seg.index_version.into());
+            if let Some(at) = d.segments().iter().filter_map(|s| s.created_at).min() {
+                o.insert("created_at".into(), at.to_rfc3339().into());
+            }
+        }
+        if let Some(n) = d.total_size_bytes() {
+            o.insert("size_bytes".into(), n.into());
+        }
+        // The client wants the details as a JSON text, not an object.
+        if let Ok(details) = d.details() {
+            o.insert("index_details".into(), details.into());
+        }
+        out.push(entry);
     }
     Ok(out)
 }

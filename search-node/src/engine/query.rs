@@ -186,6 +186,36 @@ fn query_array(v: &serde_json::Value, dim: usize, column: &str) -> ApiResult<Opt
     Ok(Some(Arc::new(Float32Array::from(q))))
 }
 
+/// The query vector(s) in the column's element type. JSON carries numbers, and LanceDB's
+/// client sends every vector as floats, so a binary (`UInt8`) column's query arrives as
+/// floats holding whole numbers 0..=255: those are cast, anything else is refused.
+fn as_column_type(ds: &Dataset, column: &str, arr: Arc<dyn Array>) -> ApiResult<Arc<dyn Array>> {
+    let item = ds.schema().field(column).and_then(|f| match f.data_type() {
+        DataType::FixedSizeList(item, _) => Some(item.data_type().clone()),
+        _ => None,
+    });
+    if item != Some(DataType::UInt8) {
+        return Ok(arr);
+    }
+    let values: &Float32Array = match arr.as_any().downcast_ref::<FixedSizeListArray>() {
+        Some(list) => list.values().as_any().downcast_ref(),
+        None => arr.as_any().downcast_ref(),
+    }
+    .ok_or_else(|| ApiError::internal("query vector is not Float32"))?;
+    if let Some(bad) = values.values().iter().find(|x| !(x.fract() == 0.0 && (0.0..=255.0).contains(*x))) {
+        return Err(ApiError::bad_request(format!(
+            "Column '{column}' holds UInt8 vectors: query values must be whole numbers from 0 to 255, got {bad}"
+        )));
+    }
+    let target = match arr.data_type() {
+        DataType::FixedSizeList(_, n) => {
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::UInt8, true)), *n)
+        }
+        _ => DataType::UInt8,
+    };
+    arrow::compute::cast(&arr, &target).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
 /// The full-text query of either body form.
 fn fts_query(v: &serde_json::Value) -> ApiResult<FullTextSearchQuery> {
     let bad = |m: String| ApiError::bad_request(format!("full_text_query: {m}"));
@@ -469,6 +499,7 @@ fn scanner(
             let (column, dim) = vector_column(&ds, q.vector_column.as_deref())?;
             let arr = query_array(&q.vector, dim, &column)?
                 .ok_or_else(|| ApiError::bad_request("vector: empty query vector"))?;
+            let arr = as_column_type(&ds, &column, arr)?;
             let k = k.unwrap_or(10);
             if k == 0 {
                 return Err(ApiError::bad_request("k must be positive"));
@@ -574,6 +605,16 @@ fn check_projection(ds: &Dataset, alias: &str, expr: &str) -> ApiResult<()> {
     Ok(crate::engine::expr::check_expression(&format!("column expression '{alias}'"), expr)?)
 }
 
+/// The scans a query body runs: hybrid is a vector search and a full-text search.
+fn scan_modes(q: &QueryRequest) -> &'static [&'static str] {
+    match kind(q) {
+        "hybrid" => &["vector", "fts"],
+        "vector" => &["vector"],
+        "fts" => &["fts"],
+        _ => &["scan"],
+    }
+}
+
 /// The plan a query would run.
 pub async fn explain(
     ds: Arc<Dataset>,
@@ -583,16 +624,27 @@ pub async fn explain(
     limits: &ResultLimits,
 ) -> ApiResult<String> {
     check_sizes(q, limits)?;
-    let modes: &[&str] = match kind(q) {
-        "hybrid" => &["vector", "fts"],
-        "vector" => &["vector"],
-        "fts" => &["fts"],
-        _ => &["scan"],
-    };
     let mut plans = Vec::new();
-    for m in modes {
+    for m in scan_modes(q) {
         let s = scanner(ds.clone(), q, table, m, limits)?;
         plans.push(s.explain_plan(verbose).await.map_err(|e| from_lance(e, table))?);
+    }
+    Ok(plans.join("\n"))
+}
+
+/// The plan a query runs, run once, with the metrics each operator recorded (hybrid: both
+/// searches, one after the other).
+pub async fn analyze(
+    ds: Arc<Dataset>,
+    q: &QueryRequest,
+    table: &str,
+    limits: &ResultLimits,
+) -> ApiResult<String> {
+    check_sizes(q, limits)?;
+    let mut plans = Vec::new();
+    for m in scan_modes(q) {
+        let s = scanner(ds.clone(), q, table, m, limits)?;
+        plans.push(s.analyze_plan().await.map_err(|e| from_lance(e, table))?);
     }
     Ok(plans.join("\n"))
 }
