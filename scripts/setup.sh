@@ -3,7 +3,8 @@
 #   Debian: curl, protobuf-compiler (lance's build needs protoc), prometheus (promtool checks
 #   ops/prometheus/; the binary scrapes a local fleet with ops/prometheus/prometheus-local.yml).
 #   The package's own prometheus service is neither started nor enabled.
-#   Rust: cargo-nextest (tests). Python (pip): boto3, awscli, pylance, lancedb, pyarrow, numpy, pytest, pyyaml.
+#   Rust: cargo-nextest (tests). Python (pip): boto3, awscli, pylance, lancedb, pyarrow, numpy, pytest, pyyaml,
+#   adbc-driver-flightsql (Flight SQL tests).
 # Debian packages for benchmarks (fio, nginx, haproxy) are installed by the bench scripts.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -59,6 +60,7 @@ command -v aws >/dev/null || need_pip+=(awscli)
 "$PYTHON" -c "import numpy" 2>/dev/null || need_pip+=(numpy)
 "$PYTHON" -c "import pytest" 2>/dev/null || need_pip+=(pytest)
 "$PYTHON" -c "import yaml" 2>/dev/null || need_pip+=(pyyaml)
+"$PYTHON" -c "import adbc_driver_flightsql.dbapi" 2>/dev/null || need_pip+=("adbc-driver-flightsql==1.9.0" "adbc-driver-manager==1.9.0")
 if [ ${#need_pip[@]} -gt 0 ]; then
   echo "==> pip install ${need_pip[*]}"
   "$PYTHON" -m pip install --quiet "${need_pip[@]}"

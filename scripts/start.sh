@@ -97,6 +97,8 @@ a search node over the sample table, and Prometheus scraping them.
   search API            $SEARCH/v1/table/...   (LanceDB remote protocol; header x-api-key: change-me-search-key)
                         lancedb.connect("db://lakecache", api_key="change-me-search-key", host_override="$SEARCH")
   SQL                   POST $SEARCH/v1/sql  {"sql": "SELECT clip, count(*) FROM images GROUP BY clip LIMIT 5"}
+  Flight SQL (gRPC)     grpc://127.0.0.1:9101   (db.execute_query(...) in lancedb; ADBC: adbc_driver_flightsql,
+                        header x-api-key: change-me-search-key)
   search metrics        $SEARCH/metrics
   Prometheus            $PROM   (targets: $PROM/targets, alerts: $PROM/alerts; data in $STATE/prometheus)
   Grafana dashboards    ops/grafana/dashboards/*.json: in Grafana, Dashboards > New > Import, upload each

@@ -36,6 +36,9 @@ pub struct SearchConfig {
 pub struct ServerConfig {
     /// Address of the REST API (also /healthz, /readyz and /metrics).
     pub listen: SocketAddr,
+    /// Address of SQL over Arrow Flight SQL (gRPC); off when unset. The lancedb client looks
+    /// for it at the REST port + 1 unless given `sql_host_override`.
+    pub flight_listen: Option<SocketAddr>,
     /// Longest a query may run; a request's `x-request-timeout-ms` can only shorten it.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -74,6 +77,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
+            flight_listen: None,
             request_timeout: Duration::from_secs(30),
             max_body: ByteSize::mib(256),
             read_consistency_interval: Duration::from_secs(5),

@@ -25,6 +25,10 @@ use crate::config::SearchConfig;
 fn register_metrics() {
     for outcome in ["ok", "error"] {
         metrics::counter!(sql::SQL_QUERIES, "outcome" => outcome).absolute(0);
+        for method in ["get_flight_info", "poll_flight_info", "do_get"] {
+            metrics::counter!(api::flight::FLIGHT_REQUESTS, "method" => method, "outcome" => outcome)
+                .absolute(0);
+        }
     }
     for result in ["hit", "miss"] {
         metrics::counter!(blocks::SEARCH_PAGE_CACHE_READS, "result" => result).absolute(0);
@@ -44,6 +48,7 @@ fn register_metrics() {
 /// A built search node: its tables and its HTTP application.
 pub struct SearchNode {
     pub tables: Arc<tables::Tables>,
+    state: Arc<api::AppState>,
     pub app: Router,
     limits: lakecache_s3::listener::ConnLimits,
 }
@@ -73,8 +78,14 @@ impl SearchNode {
                     async move { (StatusCode::OK, m.render()).into_response() }
                 }),
             );
-        let app = ops.merge(api::router(state, cfg.server.max_body.as_u64() as usize));
-        Ok(SearchNode { tables, app, limits: cfg.server.conn_limits() })
+        let app = ops.merge(api::router(state.clone(), cfg.server.max_body.as_u64() as usize));
+        Ok(SearchNode { tables, state, app, limits: cfg.server.conn_limits() })
+    }
+
+    /// SQL over Arrow Flight SQL, on the same tables, keys and limits as the REST API; serve
+    /// it on its own listener (`[server] flight_listen`).
+    pub fn flight(&self) -> api::flight::FlightSql {
+        api::flight::FlightSql::new(self.state.clone())
     }
 
     /// Joins the fleet: adopts (or checks) the cache nodes' key rules. Call before serving.

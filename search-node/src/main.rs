@@ -58,11 +58,21 @@ async fn run() -> anyhow::Result<()> {
         print!("{}", lakecache_common::config::redacted_debug(&cfg));
         return Ok(());
     }
-    let listen = cfg.server.listen;
+    let (listen, flight_listen) = (cfg.server.listen, cfg.server.flight_listen);
     let node = lakecache_search_node::SearchNode::build(cfg)?;
     node.join_fleet().await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "search node listening");
+    if let Some(addr) = flight_listen {
+        let flight = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
+        tracing::info!(addr = %flight.local_addr()?, "Flight SQL listening");
+        let service = node.flight();
+        tokio::spawn(async move {
+            if let Err(e) = service.serve(flight, lakecache_common::shutdown::signal()).await {
+                tracing::error!(error = %e, "Flight SQL server stopped");
+            }
+        });
+    }
     node.serve(listener, lakecache_common::shutdown::signal()).await?;
     Ok(())
 }

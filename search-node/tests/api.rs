@@ -1335,3 +1335,104 @@ async fn mutation_endpoints_refuse_bad_input() {
     expect(s.json("/v1/table/items/optimize/", json!({})).await, 501, "not implemented");
     assert_eq!(s.json("/v1/nothing/at/all", json!({})).await.0, 404);
 }
+
+/// Flight SQL on its own listener, for `cfg`'s tables: its address and the server's stop.
+async fn serve_flight(cfg: SearchConfig) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let node = lakecache_search_node::SearchNode::build(cfg).unwrap();
+    node.join_fleet().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(node.flight().serve(listener, async {
+        let _ = rx.await;
+    }));
+    (url, tx)
+}
+
+async fn flight_client(
+    url: &str,
+    key: Option<&str>,
+) -> arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string()).unwrap().connect().await.unwrap();
+    let mut c = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+    if let Some(k) = key {
+        c.set_header("x-api-key", k);
+    }
+    c
+}
+
+/// Rows of a statement over Flight SQL, or the status it failed with.
+async fn flight_rows(
+    c: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, arrow_flight::error::FlightError> {
+    use futures::TryStreamExt;
+    let info = c.execute(sql.to_string(), None).await?;
+    let mut out = Vec::new();
+    for ep in info.endpoint {
+        let stream = c.do_get(ep.ticket.unwrap()).await?;
+        out.extend(stream.try_collect::<Vec<_>>().await?);
+    }
+    Ok(out)
+}
+
+fn flight_code(r: Result<Vec<RecordBatch>, arrow_flight::error::FlightError>) -> (tonic::Code, String) {
+    match r {
+        Err(arrow_flight::error::FlightError::Tonic(s)) => (s.code(), s.message().to_string()),
+        Err(other) => panic!("not a status: {other}"),
+        Ok(b) => panic!("answered {} batches", b.len()),
+    }
+}
+
+/// Flight SQL: the same tables and keys as the REST API; a missing or wrong key, statements
+/// that are not queries, bad SQL, a forged ticket and an answer over the row limit are each
+/// refused with the matching gRPC status and a message, and the server keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_sql_queries_and_refusals() {
+    use tonic::Code;
+    let s = stack().await;
+    assert_eq!(s.create("items", &rows(0, 120)).await, 200);
+    let mut cfg = search_config(&s.nodes);
+    cfg.limits.max_result_rows = 100;
+    let (url, _stop) = serve_flight(cfg).await;
+
+    let mut c = flight_client(&url, Some(KEY)).await;
+    let got =
+        flight_rows(&mut c, "SELECT category, count(*) AS n FROM items GROUP BY category ORDER BY category")
+            .await
+            .unwrap();
+    let b = arrow::compute::concat_batches(&got[0].schema(), &got).unwrap();
+    let n = b.column_by_name("n").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
+    assert_eq!(n.values(), &[40, 40, 40]);
+
+    let (code, msg) = flight_code(flight_rows(&mut flight_client(&url, None).await, "SELECT 1").await);
+    assert_eq!(code, Code::Unauthenticated, "{msg}");
+    assert!(msg.contains("API key"), "{msg}");
+    let (code, _) = flight_code(flight_rows(&mut flight_client(&url, Some("wrong")).await, "SELECT 1").await);
+    assert_eq!(code, Code::Unauthenticated);
+
+    for sql in ["DELETE FROM items WHERE id < 3", "DROP TABLE items", "CREATE TABLE t AS SELECT 1"] {
+        let (code, msg) = flight_code(flight_rows(&mut c, sql).await);
+        assert_eq!(code, Code::InvalidArgument, "{sql}: {msg}");
+        assert!(msg.contains("read-only"), "{sql}: {msg}");
+    }
+    let (code, msg) = flight_code(flight_rows(&mut c, "SELECT nope FROM items").await);
+    assert!(code == Code::InvalidArgument && msg.contains("nope"), "{code:?} {msg}");
+    let (code, _) = flight_code(flight_rows(&mut c, "SELEC 1").await);
+    assert_eq!(code, Code::InvalidArgument);
+    let (code, msg) = flight_code(flight_rows(&mut c, "SELECT * FROM items").await);
+    assert!(code == Code::InvalidArgument && msg.contains("max_result_rows"), "{code:?} {msg}");
+    // The 120 rows are still there.
+    assert_eq!(s.json("/v1/table/items/count_rows/", json!({})).await, (200, json!(120)));
+
+    // A ticket this server did not make.
+    let r = c.do_get(arrow_flight::Ticket::new(b"forged".to_vec())).await;
+    let Err(arrow_flight::error::FlightError::Tonic(st)) = r else { panic!("forged ticket accepted") };
+    assert_eq!(st.code(), Code::InvalidArgument);
+    // Updates through the update command are refused too.
+    let r = c.execute_update("DELETE FROM items".into(), None).await;
+    let Err(arrow_flight::error::FlightError::Tonic(st)) = r else { panic!("update accepted") };
+    assert_eq!(st.code(), Code::InvalidArgument, "{st}");
+    // And the server still answers.
+    assert!(flight_rows(&mut c, "SELECT count(*) FROM items").await.is_ok());
+}

@@ -201,7 +201,16 @@ class SearchNode:
     nodes (the in-process ring client)."""
 
     def __init__(self, tmp: Path, nodes):
-        self.port = _free_port()
+        # Flight SQL at the REST port + 1, where the lancedb client looks for it.
+        while True:
+            self.port = _free_port()
+            self.flight_port = self.port + 1
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", self.flight_port))
+                    break
+                except OSError:
+                    continue
         self.url = f"http://127.0.0.1:{self.port}"
         members = "".join(f'[[nodes]]\nid = "cache-{i}"\nurl = "{n.url}"\n' for i, n in enumerate(nodes))
         cfg = tmp / "search-node.toml"
@@ -209,6 +218,7 @@ class SearchNode:
             f"""
 [server]
 listen = "127.0.0.1:{self.port}"
+flight_listen = "127.0.0.1:{self.flight_port}"
 read_consistency_interval = "1s"
 [auth]
 api_keys = ["{SEARCH_KEY}"]

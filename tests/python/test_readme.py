@@ -1,6 +1,6 @@
 """Every example in README.md's "Using it" section runs as written: the stack the start
 command brings up (two cache nodes on :9001/:9002 and the router on :9000 from
-config/cache-node.toml and config/router.toml, the search node on :9100 from
+config/cache-node.toml and config/router.toml, the search node on :9100 (Flight SQL on :9101) from
 config/search-node.toml, over the generated sample table), then each ```sh block run by
 bash — with curl failing on any HTTP error status — and each ```python block run by
 python3. A README example that answers an error fails this test."""
@@ -19,7 +19,7 @@ import pytest
 from conftest import _binary, _wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
-PORTS = [9000, 9001, 9002, 9100]
+PORTS = [9000, 9001, 9002, 9100, 9101]
 
 
 def _free(port: int) -> bool:

@@ -302,4 +302,25 @@ def test_async_client(search, tmp_path):
         stats = await r.stats()
         assert stats["num_rows"] == 45
         assert [v["version"] for v in await r.list_versions()] == [v["version"] for v in await l.list_versions()]
+        for t in (r, l):
+            await t.alter_columns({"path": "y", "rename": "z"})
+            await t.create_index("id", config=lancedb.index.BTree())
+        assert (await r.schema()) == (await l.schema())
+        await r.tags.update("v2", 3)
+        assert (await r.tags.list())["v2"]["version"] == 3
+        await r.checkout("v2")
+        assert await r.version() == 3
+        await r.checkout_latest()
+        await r.tags.delete("v2")
+        assert await r.tags.list() == {}
+        got, want = await r.list_indices(), await l.list_indices()
+        assert [(i.name, i.index_type, i.columns) for i in got] == [(i.name, i.index_type, i.columns) for i in want]
+        assert got[0].index_uuid and got[0].num_unindexed_rows == 0
+        plan = await r.query().where("id < 3").analyze_plan()
+        assert "output_rows" in plan
+        for t in (r, l):
+            await t.restore(2)
+        got = (await r.query().to_arrow()).sort_by("id").to_pylist()
+        want = (await l.query().to_arrow()).sort_by("id").to_pylist()
+        assert got == want and await r.count_rows() == 40
     asyncio.run(run())

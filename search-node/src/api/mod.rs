@@ -25,6 +25,7 @@ use crate::engine::tables::{TableRef, Tables};
 use crate::error::{ApiError, ApiResult, from_lance};
 
 mod columns;
+pub mod flight;
 mod info;
 mod refs;
 mod rows;

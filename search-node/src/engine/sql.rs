@@ -60,15 +60,31 @@ pub async fn sql(State(st): State<Arc<AppState>>, h: HeaderMap, b: Bytes) -> Api
 }
 
 async fn run(st: &AppState, body: &SqlBody, h: &HeaderMap) -> ApiResult<Response> {
+    let planned = plan(st, &body.namespace, &body.sql).await?;
+    let stream = planned.df.execute_stream().await.map_err(sql_error(st))?;
+    let mut out = ResultWriter::new(h, &planned.schema, ResultLimits::from(&st.limits))?;
+    out.push_stream(stream, sql_error(st)).await?;
+    out.finish()
+}
+
+/// A read-only statement over a namespace's tables, checked and planned, ready to run.
+pub struct Planned {
+    pub df: datafusion::dataframe::DataFrame,
+    pub schema: arrow_schema::SchemaRef,
+}
+
+/// Plans `sql` over the tables of `namespace` (each at its current version), refusing what
+/// is not a bounded query. Shared by `POST /v1/sql` and Flight SQL.
+pub async fn plan(st: &AppState, namespace: &str, sql: &str) -> ApiResult<Planned> {
     // Bounded before DataFusion parses it, and once parsed before it plans it: both walk
     // the statement recursively.
-    crate::engine::expr::check_sql_size(&body.sql)?;
+    crate::engine::expr::check_sql_size(sql)?;
     let config = SessionConfig::new().with_information_schema(false);
     let ctx = SessionContext::new_with_config_rt(config, st.sql_runtime.clone());
     let state = ctx.state();
-    let statement = state.sql_to_statement(&body.sql, &Dialect::Generic).map_err(sql_error(st))?;
+    let statement = state.sql_to_statement(sql, &Dialect::Generic).map_err(sql_error(st))?;
     check_statement(&statement)?;
-    for (name, ds) in st.tables.all(&body.namespace).await? {
+    for (name, ds) in st.tables.all(namespace).await? {
         let provider = LanceTableProvider::new_with_ordering(ds, false, false, false);
         ctx.register_table(name.as_str(), Arc::new(provider)).map_err(from_datafusion)?;
     }
@@ -78,7 +94,9 @@ async fn run(st: &AppState, body: &SqlBody, h: &HeaderMap) -> ApiResult<Response
         .with_allow_statements(false);
     let limits = ResultLimits::from(&st.limits);
     let plan = ctx.state().statement_to_plan(statement).await.map_err(sql_error(st))?;
-    opts.verify_plan(&plan).map_err(sql_error(st))?;
+    opts.verify_plan(&plan).map_err(|e| {
+        ApiError::bad_request(format!("Only queries are allowed: SQL here is read-only ({})", e.find_root()))
+    })?;
     // One row past the limit is enough to know the answer is too large; DataFusion stops
     // reading there.
     // (EXPLAIN must stay the root of its plan; its answer is a few rows anyway.)
@@ -88,10 +106,7 @@ async fn run(st: &AppState, body: &SqlBody, h: &HeaderMap) -> ApiResult<Response
         df = df.limit(0, Some(limits.max_rows as usize + 1)).map_err(sql_error(st))?;
     }
     let schema = Arc::new(df.schema().as_arrow().clone());
-    let stream = df.execute_stream().await.map_err(sql_error(st))?;
-    let mut out = ResultWriter::new(h, &schema, limits)?;
-    out.push_stream(stream, sql_error(st)).await?;
-    out.finish()
+    Ok(Planned { df, schema })
 }
 
 /// Every expression and subquery of the statement within the depth limit.
@@ -107,7 +122,7 @@ fn check_statement(statement: &DFStatement) -> ApiResult<()> {
 
 /// DataFusion's error as the API answers it; running out of the shared memory pool names
 /// the limit.
-fn sql_error(st: &AppState) -> impl Fn(DataFusionError) -> ApiError + '_ {
+pub fn sql_error(st: &AppState) -> impl Fn(DataFusionError) -> ApiError + '_ {
     move |e| {
         if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) {
             return ApiError::bad_request(format!(

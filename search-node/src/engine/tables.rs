@@ -105,6 +105,10 @@ impl Tables {
             .ok_or_else(|| ApiError::not_found(format!("Namespace '{name}' was not found")))
     }
 
+    pub fn has_namespace(&self, name: &str) -> bool {
+        self.namespace(name).is_ok()
+    }
+
     /// Resolves `[namespace$]name` (the parts already percent-decoded by the caller).
     pub fn resolve(&self, id: &str) -> ApiResult<TableRef> {
         let (namespace, name) = match id.rsplit_once('$') {
