@@ -169,6 +169,9 @@ pub struct LimitsConfig {
     /// Memory DataFusion may hold for SQL (joins, sorts, aggregations), shared by every SQL
     /// request at once; a query that needs more is refused (nothing spills to disk).
     pub sql_memory: ByteSize,
+    /// Largest an Arrow IPC request body (create, insert, merge_insert) may be once its
+    /// buffers are decompressed; checked on the lengths the body claims, before decoding.
+    pub max_decoded_body: ByteSize,
 }
 
 impl Default for LimitsConfig {
@@ -177,6 +180,7 @@ impl Default for LimitsConfig {
             max_result_rows: 1_000_000,
             max_result_bytes: ByteSize::mib(256),
             sql_memory: ByteSize::mib(512),
+            max_decoded_body: ByteSize::gib(1),
         }
     }
 }

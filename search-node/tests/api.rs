@@ -1436,3 +1436,40 @@ async fn flight_sql_queries_and_refusals() {
     // And the server still answers.
     assert!(flight_rows(&mut c, "SELECT count(*) FROM items").await.is_ok());
 }
+
+/// An LZ4 IPC body whose buffers claim a decompressed length of 2^62 bytes (4 KiB on the
+/// wire) aborted the process in the allocator; it is refused with a 400 naming the limit,
+/// on every route that decodes Arrow, and the node keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safety_compressed_bodies_that_lie_about_their_size_are_refused() {
+    let s = stack().await;
+    assert_eq!(s.create("items", &rows(0, 50)).await, 200);
+    let ids = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
+        vec![Arc::new(Int64Array::from_iter_values(50..100))],
+    )
+    .unwrap();
+    let mut body = ipc(&ids);
+    // The id column's values: 50 × 8 bytes, the length prefix of its compressed buffer.
+    let at = body.windows(8).position(|w| w == 400i64.to_le_bytes()).expect("length prefix");
+    body[at..at + 8].copy_from_slice(&(1i64 << 62).to_le_bytes());
+    for path in [
+        "/v1/table/items/insert/",
+        "/v1/table/items/merge_insert/?on=id&when_matched_update_all=true",
+        "/v1/table/fresh/create/",
+    ] {
+        let r = s
+            .http
+            .post(format!("{}{path}", s.url))
+            .header("x-api-key", KEY)
+            .header("content-type", "application/vnd.apache.arrow.stream")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let m = message(&r.json().await.unwrap());
+        assert!(m.contains("max_decoded_body"), "{path}: {m}");
+    }
+    assert_eq!(s.json("/v1/table/items/count_rows/", json!({})).await, (200, json!(50)));
+}

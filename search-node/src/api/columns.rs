@@ -14,7 +14,7 @@ use axum::response::Response;
 use lance::dataset::{ColumnAlteration, NewColumnTransform};
 use serde::Deserialize;
 
-use super::{St, for_write, ipc_batches};
+use super::{St, for_write};
 use crate::engine::expr::check_expression;
 use crate::error::{ApiError, ApiResult, from_lance};
 
@@ -54,9 +54,9 @@ fn is_arrow(h: &HeaderMap, b: &Bytes) -> bool {
 }
 
 /// The columns an `add_columns` body asks for.
-fn new_columns(h: &HeaderMap, b: &Bytes) -> ApiResult<NewColumnTransform> {
+fn new_columns(h: &HeaderMap, b: &Bytes, max_decoded: u64) -> ApiResult<NewColumnTransform> {
     if is_arrow(h, b) {
-        let (schema, batches) = ipc_batches(b)?;
+        let (schema, batches) = super::ipc::batches(b, max_decoded)?;
         if batches.iter().any(|b| b.num_rows() > 0) {
             return Err(ApiError::bad_request(
                 "add_columns takes an Arrow schema without rows (the new columns start out null)",
@@ -106,7 +106,7 @@ pub async fn add_columns(
     h: HeaderMap,
     b: Bytes,
 ) -> ApiResult<Response> {
-    let transform = new_columns(&h, &b)?;
+    let transform = new_columns(&h, &b, st.limits.max_decoded_body.as_u64())?;
     let w = for_write(&st, &id, &h).await?;
     let mut ds = (*w.ds).clone();
     ds.add_columns(transform, None, None).await.map_err(|e| from_lance(e, &w.t.id))?;
@@ -216,16 +216,26 @@ mod tests {
     fn add_columns_takes_expressions_or_a_schema() {
         let b = Bytes::from_static(br#"{"new_columns": [{"name": "z", "expression": "id * 2"}]}"#);
         assert!(
-            matches!(new_columns(&json_headers(), &b).unwrap(), NewColumnTransform::SqlExpressions(e) if e == [("z".to_string(), "id * 2".to_string())])
+            matches!(new_columns(&json_headers(), &b, 1 << 30).unwrap(), NewColumnTransform::SqlExpressions(e) if e == [("z".to_string(), "id * 2".to_string())])
         );
         let bad = Bytes::from_static(br#"{"new_columns": [{"name": "z", "expression": "id * 2) OR (1"}]}"#);
         assert!(
-            new_columns(&json_headers(), &bad).err().expect("refused").message.contains("new column 'z'")
+            new_columns(&json_headers(), &bad, 1 << 30)
+                .err()
+                .expect("refused")
+                .message
+                .contains("new column 'z'")
         );
         let computed = Bytes::from_static(br#"{"new_columns": [{"name": "z", "computed": "id"}]}"#);
-        assert!(new_columns(&json_headers(), &computed).err().expect("refused").message.contains("computed"));
+        assert!(
+            new_columns(&json_headers(), &computed, 1 << 30)
+                .err()
+                .expect("refused")
+                .message
+                .contains("computed")
+        );
         let none = Bytes::from_static(br#"{"new_columns": []}"#);
-        assert!(new_columns(&json_headers(), &none).is_err());
+        assert!(new_columns(&json_headers(), &none, 1 << 30).is_err());
 
         let schema = arrow_schema::Schema::new(vec![arrow_schema::Field::new(
             "n",
@@ -237,7 +247,7 @@ mod tests {
         let ipc = Bytes::from(w.into_inner().unwrap());
         // Recognised by its first bytes even without a content type.
         assert!(
-            matches!(new_columns(&HeaderMap::new(), &ipc).unwrap(), NewColumnTransform::AllNulls(s) if s.field(0).name() == "n")
+            matches!(new_columns(&HeaderMap::new(), &ipc, 1 << 30).unwrap(), NewColumnTransform::AllNulls(s) if s.field(0).name() == "n")
         );
         let strict = arrow_schema::Schema::new(vec![arrow_schema::Field::new(
             "n",
@@ -247,7 +257,13 @@ mod tests {
         let mut w = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &strict).unwrap();
         w.finish().unwrap();
         let ipc = Bytes::from(w.into_inner().unwrap());
-        assert!(new_columns(&HeaderMap::new(), &ipc).err().expect("refused").message.contains("nullable"));
+        assert!(
+            new_columns(&HeaderMap::new(), &ipc, 1 << 30)
+                .err()
+                .expect("refused")
+                .message
+                .contains("nullable")
+        );
     }
 
     #[test]

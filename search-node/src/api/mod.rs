@@ -27,6 +27,7 @@ use crate::error::{ApiError, ApiResult, from_lance};
 mod columns;
 pub mod flight;
 mod info;
+mod ipc;
 mod refs;
 mod rows;
 
@@ -483,15 +484,9 @@ async fn explain_plan(State(st): St, Path(id): Path<String>, h: HeaderMap, b: By
     Ok(json(serde_json::json!(plan)))
 }
 
-/// An Arrow IPC stream body (LanceDB compresses its buffers with LZ4).
-fn ipc_batches(b: &Bytes) -> ApiResult<(arrow_schema::SchemaRef, Vec<RecordBatch>)> {
-    let r = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(b.clone()), None)
-        .map_err(|e| ApiError::bad_request(format!("The body is not an Arrow IPC stream: {e}")))?;
-    let schema = r.schema();
-    let batches = r
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApiError::bad_request(format!("The body is not an Arrow IPC stream: {e}")))?;
-    Ok((schema, batches))
+/// An Arrow IPC stream body, within `[limits] max_decoded_body` once decompressed.
+fn ipc_batches(st: &AppState, b: &Bytes) -> ApiResult<(arrow_schema::SchemaRef, Vec<RecordBatch>)> {
+    ipc::batches(b, st.limits.max_decoded_body.as_u64())
 }
 
 #[derive(Deserialize)]
@@ -506,7 +501,7 @@ async fn create_table(
     b: Bytes,
 ) -> ApiResult<Response> {
     let t = st.tables.resolve(&id)?;
-    let (schema, batches) = ipc_batches(&b)?;
+    let (schema, batches) = ipc_batches(&st, &b)?;
     let mode = m.mode.as_deref().unwrap_or("create");
     let lock = st.tables.write_lock(&t);
     let _g = lock.lock().await;
@@ -540,7 +535,7 @@ async fn insert(
     h: HeaderMap,
     b: Bytes,
 ) -> ApiResult<Response> {
-    let (schema, batches) = ipc_batches(&b)?;
+    let (schema, batches) = ipc_batches(&st, &b)?;
     let write_mode = match m.mode.as_deref() {
         None | Some("append") => WriteMode::Append,
         Some("overwrite") => WriteMode::Overwrite,

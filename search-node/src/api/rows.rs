@@ -183,7 +183,7 @@ pub async fn merge_insert(
     b: Bytes,
 ) -> ApiResult<Response> {
     let p = merge_params(pairs)?;
-    let (_schema, batches) = ipc_batches(&b)?;
+    let (_schema, batches) = ipc_batches(&st, &b)?;
     let num_rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let w = for_write(&st, &id, &h).await?;
     let le = |e: lance::Error| from_lance(e, &w.t.id);
