@@ -1473,3 +1473,34 @@ async fn safety_compressed_bodies_that_lie_about_their_size_are_refused() {
     }
     assert_eq!(s.json("/v1/table/items/count_rows/", json!({})).await, (200, json!(50)));
 }
+
+/// `x-lancedb-min-timestamp`: RFC 3339 in either offset form is taken; one that does not
+/// parse is refused (ignoring it would serve staler data than the client asked for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_timestamp_is_parsed_or_refused() {
+    let s = stack().await;
+    assert_eq!(s.create("items", &rows(0, 10)).await, 200);
+    for (ts, want) in [
+        ("2026-12-02T11:00:00.123456+00:00", 200),
+        ("2026-12-02T11:00:00Z", 200),
+        ("2999-01-01T00:00:00Z", 200),
+        ("yesterday", 400),
+    ] {
+        let r = s
+            .http
+            .post(format!("{}/v1/table/items/count_rows/", s.url))
+            .header("x-api-key", KEY)
+            .header("x-lancedb-min-timestamp", ts)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{ts}");
+        let body: Value = r.json().await.unwrap();
+        if want == 400 {
+            assert!(message(&body).contains("x-lancedb-min-timestamp"), "{body}");
+        } else {
+            assert_eq!(body, json!(10));
+        }
+    }
+}

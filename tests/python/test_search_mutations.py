@@ -324,3 +324,18 @@ def test_async_client(search, tmp_path):
         want = (await l.query().to_arrow()).sort_by("id").to_pylist()
         assert got == want and await r.count_rows() == 40
     asyncio.run(run())
+
+
+def test_read_consistency_interval_sees_writes_made_elsewhere(search):
+    """A client with read_consistency_interval=0 sends x-lancedb-min-timestamp = now: a write
+    made straight to the origin (pylance) is visible to its very next read, although the
+    search node itself would keep the table for up to its own interval (1 s here)."""
+    from datetime import timedelta
+    strong = lancedb.connect("db://lakecache", api_key=SEARCH_KEY, host_override=search.url,
+                             read_consistency_interval=timedelta(0))
+    t = strong.create_table("fresh_reads", data(10))
+    path = search.fleet.origin / BUCKET / "tables" / "fresh_reads.lance"
+    for i in range(3):
+        assert t.count_rows() == 10 + 5 * i  # the node now holds this version, just checked
+        lance.write_dataset(data(5, start=100 + 5 * i), str(path), mode="append")
+        assert t.count_rows() == 15 + 5 * i

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use crate::engine::query::{self, QueryRequest};
 use crate::engine::results::ResultLimits;
-use crate::engine::tables::{TableRef, Tables};
+use crate::engine::tables::{Freshness, TableRef, Tables};
 use crate::error::{ApiError, ApiResult, from_lance};
 
 mod columns;
@@ -308,12 +308,27 @@ fn body_json<T: for<'a> Deserialize<'a> + Default>(b: &Bytes) -> ApiResult<T> {
     serde_json::from_slice(b).map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}")))
 }
 
-/// The freshness a request asks for: `x-lancedb-min-version`.
-fn min_version(h: &HeaderMap) -> Option<u64> {
-    ["x-lancedb-min-version", "x-lancedb-min-read-version"]
+/// The freshness a request asks for: `x-lancedb-min-version` / `x-lancedb-min-read-version`
+/// (the newest it names) and `x-lancedb-min-timestamp` (RFC 3339; one that does not parse
+/// is refused rather than ignored, as ignoring it would serve staler data than asked).
+fn freshness(h: &HeaderMap) -> ApiResult<Freshness> {
+    let min_version = ["x-lancedb-min-version", "x-lancedb-min-read-version"]
         .iter()
         .filter_map(|n| h.get(*n).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()))
-        .max()
+        .max();
+    let checked_since = match h.get("x-lancedb-min-timestamp") {
+        None => None,
+        Some(v) => {
+            let text = v.to_str().unwrap_or("");
+            let t = chrono::DateTime::parse_from_rfc3339(text.trim()).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "x-lancedb-min-timestamp {text:?} is not an RFC 3339 time: {e}"
+                ))
+            })?;
+            Some(std::time::SystemTime::from(t.with_timezone(&chrono::Utc)))
+        }
+    };
+    Ok(Freshness { min_version, checked_since })
 }
 
 #[derive(Deserialize, Default)]
@@ -332,7 +347,7 @@ pub(crate) struct ForWrite {
 pub(crate) async fn for_write(st: &AppState, id: &str, h: &HeaderMap) -> ApiResult<ForWrite> {
     let t = st.tables.resolve(id)?;
     let lock = st.tables.write_lock(&t).lock_owned().await;
-    let ds = st.tables.get(&t, None, min_version(h)).await?;
+    let ds = st.tables.get(&t, None, freshness(h)?).await?;
     Ok(ForWrite { t, ds, _lock: lock })
 }
 
@@ -355,7 +370,8 @@ async fn table_at(
     h: &HeaderMap,
 ) -> ApiResult<(TableRef, Arc<lance::Dataset>)> {
     let t = st.tables.resolve(id)?;
-    let ds = st.tables.get(&t, version, if version.is_some() { None } else { min_version(h) }).await?;
+    let fresh = if version.is_some() { Freshness::default() } else { freshness(h)? };
+    let ds = st.tables.get(&t, version, fresh).await?;
     Ok((t, ds))
 }
 
@@ -519,7 +535,7 @@ async fn create_table(
     let ds = match res {
         Ok(ds) => Arc::new(ds),
         Err(lance::Error::DatasetAlreadyExists { .. }) if mode == "exist_ok" => {
-            st.tables.get(&t, None, None).await?
+            st.tables.get(&t, None, Freshness::default()).await?
         }
         Err(e) => return Err(from_lance(e, &t.id)),
     };
@@ -549,7 +565,7 @@ async fn insert(
     let lock = st.tables.write_lock(&t);
     let _g = lock.lock().await;
     // The table must exist (LanceDB's insert does not create).
-    let current = st.tables.get(&t, None, min_version(&h)).await?;
+    let current = st.tables.get(&t, None, freshness(&h)?).await?;
     check_schema(&schema, &current)?;
     let ds = lance::dataset::InsertBuilder::new(current)
         .with_params(&st.tables.write_params(write_mode))
@@ -587,7 +603,7 @@ async fn delete_rows(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Byt
     let t = st.tables.resolve(&id)?;
     let lock = st.tables.write_lock(&t);
     let _g = lock.lock().await;
-    let current = st.tables.get(&t, None, min_version(&h)).await?;
+    let current = st.tables.get(&t, None, freshness(&h)?).await?;
     let mut ds = (*current).clone();
     let r = ds.delete(&body.predicate).await.map_err(|e| from_lance(e, &t.id))?;
     let v = r.new_dataset.version_id();
@@ -611,7 +627,7 @@ async fn create_index(State(st): St, Path(id): Path<String>, h: HeaderMap, b: By
     let t = st.tables.resolve(&id)?;
     let lock = st.tables.write_lock(&t);
     let _g = lock.lock().await;
-    let current = st.tables.get(&t, None, min_version(&h)).await?;
+    let current = st.tables.get(&t, None, freshness(&h)?).await?;
     let mut ds = (*current).clone();
     let name = crate::engine::index::create(&mut ds, &body, &t.id).await?;
     let v = ds.version_id();
@@ -646,7 +662,7 @@ async fn drop_index(
     let t = st.tables.resolve(&id)?;
     let lock = st.tables.write_lock(&t);
     let _g = lock.lock().await;
-    let current = st.tables.get(&t, None, min_version(&h)).await?;
+    let current = st.tables.get(&t, None, freshness(&h)?).await?;
     let mut ds = (*current).clone();
     ds.drop_index(&name).await.map_err(|e| from_lance(e, &t.id))?;
     let v = ds.version_id();

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use lance::dataset::builder::DatasetBuilder;
 use lance::dataset::{Dataset, WriteParams};
@@ -50,6 +50,18 @@ pub struct TableRef {
 struct Held {
     ds: Arc<Dataset>,
     checked: Instant,
+    /// `checked` on the wall clock, for clients that name a moment (`x-lancedb-min-timestamp`).
+    checked_at: SystemTime,
+}
+
+/// How fresh a request needs its table: at least `min_version`, and checked against the
+/// origin no earlier than `checked_since` (LanceDB's `x-lancedb-min-timestamp`, which its
+/// client sends as now minus its read-consistency interval). Both unset: the node's own
+/// consistency interval decides.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Freshness {
+    pub min_version: Option<u64>,
+    pub checked_since: Option<SystemTime>,
 }
 
 pub struct Tables {
@@ -160,14 +172,19 @@ impl Tables {
         self: &Arc<Self>,
         t: &TableRef,
         version: Option<u64>,
-        min_version: Option<u64>,
+        fresh: Freshness,
     ) -> ApiResult<Arc<Dataset>> {
-        let current = || self.held.read().get(&t.uri).map(|h| (h.ds.clone(), h.checked));
-        let stale = |ds: &Dataset, checked: Instant| {
-            checked.elapsed() >= self.interval || min_version.is_some_and(|m| ds.version_id() < m)
+        let min_version = fresh.min_version;
+        // A moment in the future (a client's clock ahead of ours) means now.
+        let since = fresh.checked_since.map(|t| t.min(SystemTime::now()));
+        let current = || self.held.read().get(&t.uri).map(|h| (h.ds.clone(), h.checked, h.checked_at));
+        let stale = |ds: &Dataset, checked: Instant, at: SystemTime| {
+            checked.elapsed() >= self.interval
+                || min_version.is_some_and(|m| ds.version_id() < m)
+                || since.is_some_and(|s| at < s)
         };
         let ds = match current() {
-            Some((ds, checked)) if !stale(&ds, checked) => {
+            Some((ds, checked, at)) if !stale(&ds, checked, at) => {
                 if checked.elapsed() >= self.interval / 2 {
                     self.refresh_ahead(t);
                 }
@@ -179,8 +196,8 @@ impl Tables {
                 let lock = self.refresh_locks.lock().entry(t.uri.clone()).or_default().clone();
                 let _g = lock.lock().await;
                 match current() {
-                    Some((ds, checked)) if !stale(&ds, checked) => ds,
-                    Some((ds, _)) => self.refresh(t, ds).await?,
+                    Some((ds, checked, at)) if !stale(&ds, checked, at) => ds,
+                    Some((ds, _, _)) => self.refresh(t, ds).await?,
                     None => self.open(t).await?,
                 }
             }
@@ -277,7 +294,7 @@ impl Tables {
             register_table(&t.id);
         }
         metrics::gauge!(TABLE_VERSION, "table" => t.id.clone()).set(ds.version_id() as f64);
-        held.insert(t.uri.clone(), Held { ds, checked: Instant::now() });
+        held.insert(t.uri.clone(), Held { ds, checked: Instant::now(), checked_at: SystemTime::now() });
         metrics::gauge!(TABLES_OPEN).set(held.len() as f64);
     }
 
@@ -302,7 +319,7 @@ impl Tables {
         for name in self.list(namespace).await? {
             let id = if namespace.is_empty() { name.clone() } else { format!("{namespace}${name}") };
             let t = self.resolve(&id)?;
-            out.push((name, self.get(&t, None, None).await?));
+            out.push((name, self.get(&t, None, Freshness::default()).await?));
         }
         Ok(out)
     }
