@@ -1504,3 +1504,41 @@ async fn min_timestamp_is_parsed_or_refused() {
         }
     }
 }
+
+/// A Flight client that stops reading an answer does not hold the query past the request
+/// timeout: once it reads again it gets DeadlineExceeded, never an answer cut short in silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_answers_not_read_in_time_end_in_an_error() {
+    use futures::StreamExt;
+    let s = stack().await;
+    assert_eq!(s.create("items", &rows(0, 20_000)).await, 200);
+    let mut cfg = search_config(&s.nodes);
+    cfg.server.request_timeout = Duration::from_millis(1500);
+    let (url, _stop) = serve_flight(cfg).await;
+    let mut c = flight_client(&url, Some(KEY)).await;
+    // Read in full when read at once.
+    let all = flight_rows(&mut c, "SELECT id, text, vector FROM items").await.unwrap();
+    assert_eq!(all.iter().map(|b| b.num_rows()).sum::<usize>(), 20_000);
+
+    // Far more than the connection's buffers hold: 800,000 rows.
+    let big = "SELECT a.id, a.text, b.id AS other FROM items a, items b WHERE b.id < 40";
+    let info = c.execute(big.into(), None).await.unwrap();
+    let mut stream = c.do_get(info.endpoint[0].ticket.clone().unwrap()).await.unwrap();
+    let first = stream.next().await.expect("a first batch").unwrap();
+    assert!(first.num_rows() > 0);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut rows = first.num_rows();
+    let mut ended_in = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(b) => rows += b.num_rows(),
+            Err(e) => {
+                ended_in = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let e = ended_in.unwrap_or_else(|| panic!("the answer ended without an error after {rows} rows"));
+    assert!(e.contains("request timeout"), "{e}");
+    assert!(rows < 800_000);
+}

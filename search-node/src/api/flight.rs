@@ -228,8 +228,46 @@ impl FlightSql {
             .with_schema(planned.schema)
             .build(batches)
             .map(|r| r.map_err(Status::from));
-        Ok(Box::pin(data))
+        Ok(deadline_bound(Box::pin(data), self.st.request_timeout))
     }
+}
+
+/// `data`, produced by a task that gives up once `limit` has passed since the call began:
+/// a client that stops reading would otherwise hold the query (and its share of the SQL
+/// memory pool) for as long as it keeps the connection, since HTTP/2 flow control just
+/// stops pulling. The client then gets DeadlineExceeded instead of the rest, never a
+/// silently shortened answer.
+fn deadline_bound(mut data: Boxed<FlightData>, limit: Duration) -> Boxed<FlightData> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<FlightData, Status>>(2);
+    tokio::spawn(async move {
+        let expired = || {
+            Status::deadline_exceeded(format!(
+                "The answer was not sent within the request timeout ({} ms, server.request_timeout)",
+                limit.as_millis()
+            ))
+        };
+        loop {
+            let item = match tokio::time::timeout_at(deadline, data.next()).await {
+                Ok(Some(item)) => item,
+                Ok(None) => return,
+                Err(_) => break,
+            };
+            let failed = item.is_err();
+            match tokio::time::timeout_at(deadline, tx.send(item)).await {
+                Ok(Ok(())) if !failed => {}
+                // The error is on its way, or the client went away.
+                Ok(_) => return,
+                // The client stopped reading.
+                Err(_) => break,
+            }
+        }
+        // The query stops here (its memory goes back to the pool); the error waits for the
+        // client to read on, so the answer can never end as if it were complete.
+        drop(data);
+        let _ = tx.send(Err(expired())).await;
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) }))
 }
 
 #[tonic::async_trait]
