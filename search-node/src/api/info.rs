@@ -103,7 +103,8 @@ pub async fn analyze_plan(
     let q: QueryRequest =
         serde_json::from_slice(&b).map_err(|e| ApiError::bad_request(format!("Invalid query body: {e}")))?;
     let (t, ds) = table_at(&st, &id, q.version, &h).await?;
-    let plan = query::analyze(ds, &q, &t.id, &ResultLimits::from(&st.limits)).await?;
+    let limits = ResultLimits::from(&st.limits);
+    let plan = query::plan_text(ds, &q, &t.id, query::PlanView::Analyze, &limits).await?;
     Ok(json(serde_json::json!(plan)))
 }
 

@@ -496,7 +496,8 @@ async fn explain_plan(State(st): St, Path(id): Path<String>, h: HeaderMap, b: By
     let body: ExplainBody = serde_json::from_slice(&b)
         .map_err(|e| ApiError::bad_request(format!("Invalid explain body: {e}")))?;
     let (t, ds) = table_at(&st, &id, body.query.version, &h).await?;
-    let plan = query::explain(ds, &body.query, &t.id, body.verbose, &ResultLimits::from(&st.limits)).await?;
+    let view = query::PlanView::Explain { verbose: body.verbose };
+    let plan = query::plan_text(ds, &body.query, &t.id, view, &ResultLimits::from(&st.limits)).await?;
     Ok(json(serde_json::json!(plan)))
 }
 
@@ -561,20 +562,15 @@ async fn insert(
             )));
         }
     };
-    let t = st.tables.resolve(&id)?;
-    let lock = st.tables.write_lock(&t);
-    let _g = lock.lock().await;
     // The table must exist (LanceDB's insert does not create).
-    let current = st.tables.get(&t, None, freshness(&h)?).await?;
-    check_schema(&schema, &current)?;
-    let ds = lance::dataset::InsertBuilder::new(current)
+    let w = for_write(&st, &id, &h).await?;
+    check_schema(&schema, &w.ds)?;
+    let ds = lance::dataset::InsertBuilder::new(w.ds.clone())
         .with_params(&st.tables.write_params(write_mode))
         .execute(batches)
         .await
-        .map_err(|e| from_lance(e, &t.id))?;
-    let v = ds.version_id();
-    st.tables.put(&t, Arc::new(ds));
-    Ok(with_version(json(serde_json::json!({ "version": v })), v))
+        .map_err(|e| from_lance(e, &w.t.id))?;
+    Ok(w.commit(&st, Arc::new(ds), serde_json::json!({})))
 }
 
 /// Rows to append must carry the table's columns (lance would say so too, less plainly).
@@ -600,15 +596,10 @@ async fn delete_rows(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Byt
     }
     // lance would delete by whatever prefix of the predicate parses.
     crate::engine::expr::check_expression("delete predicate", &body.predicate)?;
-    let t = st.tables.resolve(&id)?;
-    let lock = st.tables.write_lock(&t);
-    let _g = lock.lock().await;
-    let current = st.tables.get(&t, None, freshness(&h)?).await?;
-    let mut ds = (*current).clone();
-    let r = ds.delete(&body.predicate).await.map_err(|e| from_lance(e, &t.id))?;
-    let v = r.new_dataset.version_id();
-    st.tables.put(&t, r.new_dataset);
-    Ok(with_version(json(serde_json::json!({ "num_deleted_rows": r.num_deleted_rows, "version": v })), v))
+    let w = for_write(&st, &id, &h).await?;
+    let mut ds = (*w.ds).clone();
+    let r = ds.delete(&body.predicate).await.map_err(|e| from_lance(e, &w.t.id))?;
+    Ok(w.commit(&st, r.new_dataset, serde_json::json!({ "num_deleted_rows": r.num_deleted_rows })))
 }
 
 async fn drop_table(State(st): St, Path(id): Path<String>) -> ApiResult<Response> {
@@ -624,15 +615,10 @@ async fn drop_table(State(st): St, Path(id): Path<String>) -> ApiResult<Response
 async fn create_index(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Bytes) -> ApiResult<Response> {
     let body: serde_json::Value =
         serde_json::from_slice(&b).map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}")))?;
-    let t = st.tables.resolve(&id)?;
-    let lock = st.tables.write_lock(&t);
-    let _g = lock.lock().await;
-    let current = st.tables.get(&t, None, freshness(&h)?).await?;
-    let mut ds = (*current).clone();
-    let name = crate::engine::index::create(&mut ds, &body, &t.id).await?;
-    let v = ds.version_id();
-    st.tables.put(&t, Arc::new(ds));
-    Ok(with_version(json(serde_json::json!({ "name": name, "version": v })), v))
+    let w = for_write(&st, &id, &h).await?;
+    let mut ds = (*w.ds).clone();
+    let name = crate::engine::index::create(&mut ds, &body, &w.t.id).await?;
+    Ok(w.commit(&st, Arc::new(ds), serde_json::json!({ "name": name })))
 }
 
 async fn list_indices(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Bytes) -> ApiResult<Response> {
@@ -659,15 +645,10 @@ async fn drop_index(
     Path((id, name)): Path<(String, String)>,
     h: HeaderMap,
 ) -> ApiResult<Response> {
-    let t = st.tables.resolve(&id)?;
-    let lock = st.tables.write_lock(&t);
-    let _g = lock.lock().await;
-    let current = st.tables.get(&t, None, freshness(&h)?).await?;
-    let mut ds = (*current).clone();
-    ds.drop_index(&name).await.map_err(|e| from_lance(e, &t.id))?;
-    let v = ds.version_id();
-    st.tables.put(&t, Arc::new(ds));
-    Ok(with_version(json(serde_json::json!({ "version": v })), v))
+    let w = for_write(&st, &id, &h).await?;
+    let mut ds = (*w.ds).clone();
+    ds.drop_index(&name).await.map_err(|e| from_lance(e, &w.t.id))?;
+    Ok(w.commit(&st, Arc::new(ds), serde_json::json!({})))
 }
 
 /// Pins the index's files on the fleet, reads them onto their owners, and loads the index

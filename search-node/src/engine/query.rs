@@ -615,36 +615,32 @@ fn scan_modes(q: &QueryRequest) -> &'static [&'static str] {
     }
 }
 
-/// The plan a query would run.
-pub async fn explain(
-    ds: Arc<Dataset>,
-    q: &QueryRequest,
-    table: &str,
-    verbose: bool,
-    limits: &ResultLimits,
-) -> ApiResult<String> {
-    check_sizes(q, limits)?;
-    let mut plans = Vec::new();
-    for m in scan_modes(q) {
-        let s = scanner(ds.clone(), q, table, m, limits)?;
-        plans.push(s.explain_plan(verbose).await.map_err(|e| from_lance(e, table))?);
-    }
-    Ok(plans.join("\n"))
+/// What to show of a query's plan.
+#[derive(Clone, Copy)]
+pub enum PlanView {
+    /// The plan it would run (`verbose`: with every operator's details).
+    Explain { verbose: bool },
+    /// The plan it runs, run once, with the metrics each operator recorded.
+    Analyze,
 }
 
-/// The plan a query runs, run once, with the metrics each operator recorded (hybrid: both
-/// searches, one after the other).
-pub async fn analyze(
+/// The plan of each scan a query runs (hybrid: both searches, one after the other).
+pub async fn plan_text(
     ds: Arc<Dataset>,
     q: &QueryRequest,
     table: &str,
+    view: PlanView,
     limits: &ResultLimits,
 ) -> ApiResult<String> {
     check_sizes(q, limits)?;
     let mut plans = Vec::new();
     for m in scan_modes(q) {
         let s = scanner(ds.clone(), q, table, m, limits)?;
-        plans.push(s.analyze_plan().await.map_err(|e| from_lance(e, table))?);
+        let text = match view {
+            PlanView::Explain { verbose } => s.explain_plan(verbose).await,
+            PlanView::Analyze => s.analyze_plan().await,
+        };
+        plans.push(text.map_err(|e| from_lance(e, table))?);
     }
     Ok(plans.join("\n"))
 }
