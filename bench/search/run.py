@@ -407,11 +407,14 @@ class Ours:
         # The vectors as JSON once: float32 -> Python float -> repr round-trips exactly.
         self.vec_json = [json.dumps(q.tolist()) for q in queries]
 
-    def query_fn(self, nprobes: int, refine: int | None):
+    def query_fn(self, nprobes: int, refine: int | None, ef: int | None = None):
         import pyarrow as pa
 
-        tail_json = json.dumps({"k": K, "nprobes": nprobes, "minimum_nprobes": nprobes, "maximum_nprobes": nprobes,
-                                "refine_factor": refine, "columns": ["id"], "prefilter": True})[1:]
+        body_tail = {"k": K, "nprobes": nprobes, "minimum_nprobes": nprobes, "maximum_nprobes": nprobes,
+                     "refine_factor": refine, "columns": ["id"], "prefilter": True}
+        if ef is not None:
+            body_tail["ef"] = ef
+        tail_json = json.dumps(body_tail)[1:]
         headers = {"content-type": "application/json", "x-api-key": API_KEY}
 
         def run(qi: int, state: dict) -> list[int]:

@@ -22,7 +22,26 @@ pub struct Config {
     pub cache: CacheConfig,
     pub disk: DiskConfig,
     pub pins: PinConfig,
+    pub pricing: PricingConfig,
     pub origins: Vec<OriginConfig>,
+}
+
+/// What the origin charges, for the dashboard's "saved" panels (exported as gauges; the
+/// node itself bills nothing).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PricingConfig {
+    /// Dollars per 1000 GET requests (S3 Standard: 0.0004).
+    pub get_per_1000: f64,
+    /// Dollars per GiB read out of the origin (0 within an AWS region; across regions or
+    /// to the internet it is not).
+    pub transfer_per_gib: f64,
+}
+
+impl Default for PricingConfig {
+    fn default() -> Self {
+        Self { get_per_1000: 0.0004, transfer_per_gib: 0.0 }
+    }
 }
 
 pub use lakecache_s3::config::{AccessKey, AdminConfig, AuthConfig, ServerConfig};
@@ -232,6 +251,11 @@ impl Validate for Config {
             }
         }
         self.server.validate_limits()?;
+        let p = &self.pricing;
+        let price_ok = |x: f64| x.is_finite() && x >= 0.0;
+        if !price_ok(p.get_per_1000) || !price_ok(p.transfer_per_gib) {
+            return bad("pricing: prices must be finite and not negative".into());
+        }
         if self.auth.keys.is_empty() && !self.auth.anonymous {
             return bad("auth: no access keys and anonymous access off: nobody could use this node".into());
         }

@@ -24,6 +24,7 @@ use lakecache_common::wire::batch;
 use lakecache_s3::request::percent_decode;
 use lakecache_s3::response::object_headers;
 
+use crate::cache::spend::{self, Spend};
 use crate::cache::{Cache, CacheError};
 use crate::metrics as m;
 
@@ -46,6 +47,21 @@ pub struct FleetApi {
     batch_latency: metrics::Histogram,
     /// Items of batches by outcome: served, deferred, error.
     items: [metrics::Counter; 3],
+    /// Reads served without asking the origin anything.
+    avoided: metrics::Counter,
+}
+
+/// The read's `x-lakecache-origin-budget`, if it names one.
+fn origin_budget(h: &http::HeaderMap) -> Result<Option<u64>, &'static str> {
+    match h.get(wire::ORIGIN_BUDGET) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or("x-lakecache-origin-budget must be a whole number of origin requests"),
+    }
 }
 
 /// Whether `path` belongs to the internal endpoint.
@@ -69,6 +85,7 @@ impl FleetApi {
             batch_latency: metrics::histogram!(m::FLEET_LATENCY, "op" => "batch"),
             items: ["served", "deferred", "error"]
                 .map(|o| metrics::counter!(m::FLEET_BATCH_ITEMS, "outcome" => o)),
+            avoided: metrics::counter!(m::ORIGIN_AVOIDED, "surface" => "fleet"),
         }
     }
 
@@ -76,7 +93,20 @@ impl FleetApi {
         let started = std::time::Instant::now();
         let head = req.method() == Method::HEAD;
         let is_batch = req.uri().path() == batch::BATCH_PATH;
-        let reply = self.answer(&req).await;
+        let is_page = req.uri().path().starts_with(wire::PAGE_PATH);
+        let reply = match origin_budget(req.headers()) {
+            Ok(budget) => {
+                let spend = Spend::new(budget);
+                let mut reply = spend::scope(spend.clone(), self.answer(&req, &spend)).await;
+                if is_page {
+                    // Taken when the answer's head leaves: every fetch the read started by
+                    // then (all of them, for a read of at most wire::MAX_ACCOUNTED_READ).
+                    self.account(&spend, reply.status().is_success(), reply.headers_mut());
+                }
+                reply
+            }
+            Err(message) => error(StatusCode::BAD_REQUEST, "InvalidArgument", message),
+        };
         let (ok, latency, op) = if is_batch {
             (&self.batch_ok, &self.batch_latency, "batch")
         } else if head {
@@ -94,7 +124,7 @@ impl FleetApi {
         reply
     }
 
-    async fn answer<B>(&self, req: &Request<B>) -> Reply {
+    async fn answer<B>(&self, req: &Request<B>, spend: &Spend) -> Reply {
         let h = req.headers();
         let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
         let path = req.uri().path();
@@ -206,6 +236,18 @@ impl FleetApi {
         if is_head {
             return with_headers(Response::new(s3s::Body::empty()), headers);
         }
+        if let Some(left) = spend.remaining() {
+            let need: u64 = wanted.iter().map(|r| self.cache.origin_requests_needed(&obj, *r)).sum();
+            if need > left {
+                return cache_error(CacheError::OverBudget);
+            }
+        }
+        if total <= wire::MAX_ACCOUNTED_READ {
+            // Every fetch this read needs is started now, so its account below is whole.
+            for r in &wanted {
+                self.cache.plan_range(&obj, *r);
+            }
+        }
         // The answer's head leaves once the first range has started (its first bytes are
         // here): a read that cannot start is an error status, not a short 200.
         let mut iter = wanted.into_iter().filter(|r| !r.is_empty());
@@ -251,6 +293,17 @@ impl FleetApi {
         with_headers(Response::new(body), headers)
     }
 
+    /// What the read cost at the origin so far, in the answer's headers; a read that cost
+    /// nothing is one request the origin was spared.
+    fn account(&self, spend: &Spend, served: bool, headers: &mut http::HeaderMap) {
+        let requests = spend.requests();
+        headers.insert(HeaderName::from_static(wire::ORIGIN_REQUESTS), HeaderValue::from(requests));
+        headers.insert(HeaderName::from_static(wire::ORIGIN_BYTES), HeaderValue::from(spend.bytes()));
+        if served && requests == 0 {
+            self.avoided.increment(1);
+        }
+    }
+
     /// A batch's answer: every item's part, in order (`wire::batch`). Nothing here waits:
     /// an item is served from memory at a version this node knows, or deferred.
     fn batch(&self, text: &str) -> Reply {
@@ -270,6 +323,7 @@ impl FleetApi {
             match self.cache.memory_read_at(&item.bucket, &item.key, version, range) {
                 Ok(Some(slices)) => {
                     self.items[0].increment(1);
+                    self.avoided.increment(1);
                     let len = slices.iter().map(|s| s.len() as u64).sum();
                     push(batch::data_head(len), &mut pieces);
                     for s in slices {

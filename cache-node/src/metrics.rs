@@ -30,6 +30,12 @@ pub const ORIGIN_REQUESTS: &str = "cachenode_origin_requests_total";
 pub const ORIGIN_ERRORS: &str = "cachenode_origin_errors_total";
 pub const ORIGIN_BYTES: &str = "cachenode_origin_received_bytes_total";
 pub const ORIGIN_LATENCY: &str = "cachenode_origin_request_duration_milliseconds";
+/// Reads answered without any origin request (label `surface` = fleet | s3): each one a GET
+/// the origin did not serve. With the prices below, what the cache saved.
+pub const ORIGIN_AVOIDED: &str = "cachenode_origin_requests_avoided_total";
+/// `[pricing]`: dollars per 1000 origin GETs, and per GiB read from the origin.
+pub const PRICE_GETS: &str = "cachenode_pricing_dollars_per_1000_gets";
+pub const PRICE_TRANSFER: &str = "cachenode_pricing_dollars_per_gib";
 
 // S3 surface (label `op`, `status`).
 pub const S3_REQUESTS: &str = "cachenode_s3_requests_total";
@@ -74,6 +80,9 @@ pub fn register_cache_node() {
     }
     for outcome in ["served", "deferred", "error"] {
         metrics::counter!(FLEET_BATCH_ITEMS, "outcome" => outcome).absolute(0);
+    }
+    for surface in ["fleet", "s3"] {
+        metrics::counter!(ORIGIN_AVOIDED, "surface" => surface).absolute(0);
     }
     for c in [CACHE_SINGLEFLIGHT_JOINS, MEMORY_EVICTIONS, ORIGIN_BYTES] {
         metrics::counter!(c).absolute(0);

@@ -55,6 +55,8 @@ impl Node {
         cfg.validate()?;
         let metrics = m::install();
         m::register_cache_node();
+        metrics::gauge!(m::PRICE_GETS).set(cfg.pricing.get_per_1000);
+        metrics::gauge!(m::PRICE_TRANSFER).set(cfg.pricing.transfer_per_gib);
         let geometry = PageGeometry::new(cfg.cache.page_size.as_u64())
             .ok_or_else(|| anyhow::anyhow!("invalid page size"))?;
         let disk = if cfg.disk.enabled {

@@ -18,11 +18,12 @@ struct Ask<'a> {
     ranges: &'a str,
     version: &'a str,
     secret: Option<&'a str>,
+    budget: Option<&'a str>,
 }
 
 impl Default for Ask<'_> {
     fn default() -> Self {
-        Ask { method: "GET", ranges: "", version: "", secret: Some(FLEET_SECRET) }
+        Ask { method: "GET", ranges: "", version: "", secret: Some(FLEET_SECRET), budget: None }
     }
 }
 
@@ -41,6 +42,9 @@ async fn ask(base: &str, key: &str, a: Ask<'_>) -> reqwest::Response {
     }
     if !a.version.is_empty() {
         r = r.header(wire::READ_VERSION, a.version);
+    }
+    if let Some(b) = a.budget {
+        r = r.header(wire::ORIGIN_BUDGET, b);
     }
     r.send().await.unwrap()
 }
@@ -372,4 +376,90 @@ async fn a_batch_answers_from_memory_defers_the_rest_and_never_mixes_versions() 
     }
     node.stop().await;
     node2.stop().await;
+}
+
+/// Every read says what it cost at the origin (`x-lakecache-origin-requests`, `-bytes`), and
+/// a read with a budget (`x-lakecache-origin-budget`) that it cannot keep is refused with 409
+/// OriginBudgetExceeded before the origin is asked for more — checked against the origin's
+/// own request count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_says_what_it_cost_at_the_origin_and_keeps_to_its_budget() {
+    const PAGE: usize = 64 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start(&dir.path().join("origin")).await;
+    // Immutable by the default key rules: no revalidation HEADs in the background.
+    let (key, other) = ("t.lance/data/a.lance", "t.lance/data/b.lance");
+    origin.put_file("bkt", key, &data(3 * PAGE, 7));
+    origin.put_file("bkt", other, &data(PAGE, 9));
+    let node = Node::start(node_config(&origin, &dir.path().join("n"), Default::default())).await;
+    let base = node.url();
+    let counts = origin.counts.clone();
+    let seen = move || {
+        use std::sync::atomic::Ordering::SeqCst;
+        counts.gets() + counts.heads() + counts.other.load(SeqCst)
+    };
+    let cost = |r: &reqwest::Response| {
+        (
+            header(r, wire::ORIGIN_REQUESTS).parse::<u64>().unwrap(),
+            header(r, wire::ORIGIN_BYTES).parse::<u64>().unwrap(),
+        )
+    };
+    let all = format!("0-{}", 3 * PAGE - 1);
+    let page1 = format!("{}-{}", PAGE, 2 * PAGE - 1);
+    let get = |ranges: &str, budget: Option<&str>| {
+        let (base, ranges, budget) = (base.clone(), ranges.to_string(), budget.map(str::to_string));
+        async move {
+            ask(&base, key, Ask { ranges: &ranges, budget: budget.as_deref(), ..Default::default() }).await
+        }
+    };
+
+    // Cold, cache-only: refused, and the origin was asked nothing (not even a HEAD).
+    let r = get(&all, Some("0")).await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(header(&r, wire::ERROR_CODE), "OriginBudgetExceeded");
+    assert_eq!(cost(&r), (0, 0));
+    assert_eq!(seen(), 0);
+
+    // A budget of 1: the metadata takes it, the pages would need another: refused after
+    // the HEAD alone, which the answer owns up to.
+    let r = get(&all, Some("1")).await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(cost(&r).0, 1);
+    assert_eq!(seen(), 1);
+
+    // The middle page alone: one ranged GET.
+    let r = get(&page1, Some("5")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(cost(&r), (1, PAGE as u64));
+    assert_eq!(r.bytes().await.unwrap(), data(3 * PAGE, 7)[PAGE..2 * PAGE]);
+    assert_eq!(seen(), 2);
+
+    // All three pages now need two GETs (page 0 and page 2; page 1 is held): a budget of
+    // 1 is refused before either starts, 2 is enough.
+    let r = get(&all, Some("1")).await;
+    assert_eq!((r.status().as_u16(), cost(&r).0), (409, 0));
+    assert_eq!(seen(), 2);
+    let r = get(&all, Some("2")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(cost(&r), (2, 2 * PAGE as u64));
+    assert_eq!(r.bytes().await.unwrap(), data(3 * PAGE, 7));
+    assert_eq!(seen(), 4);
+
+    // Warm: cache-only is served, at no cost.
+    let r = get(&all, Some("0")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(cost(&r), (0, 0));
+    assert_eq!(r.bytes().await.unwrap(), data(3 * PAGE, 7));
+    assert_eq!(seen(), 4);
+    assert!(metric(&base, "cachenode_origin_requests_avoided_total{surface=\"fleet\"} ").await >= 1.0);
+
+    // Without a budget the cost is still told: a HEAD and one GET for a cold object.
+    let r = ask(&base, other, Ask::default()).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(cost(&r), (2, PAGE as u64));
+    assert_eq!(seen(), 6);
+
+    let r = get(&all, Some("lots")).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("whole number"));
 }

@@ -46,6 +46,30 @@ pub const OBJECT_SIZE: &str = "x-lakecache-object-size";
 pub const OBJECT_VERSION: &str = "x-lakecache-object-version";
 /// The S3 error code of an error answer.
 pub const ERROR_CODE: &str = "x-lakecache-error-code";
+
+// ---- What a read cost at the origin ----------------------------------------------------
+//
+// A GET or HEAD of the page protocol may name the most origin requests it may cause
+// ([`ORIGIN_BUDGET`]; `0`: served from what the node holds, or refused). The node refuses a
+// read it cannot serve within that budget with [`BUDGET_STATUS`] and [`BUDGET_CODE`] before
+// it has asked the origin for anything, and a successful answer says what the read cost
+// ([`ORIGIN_REQUESTS`], [`ORIGIN_BYTES`]): the origin requests this read started, counted
+// when started — a page another read is already fetching is that read's cost. A read of at
+// most [`MAX_ACCOUNTED_READ`] bytes has every fetch it needs started before its answer's
+// head leaves, so the count is whole; readers that want exact accounts ask no more at once.
+
+/// The most origin requests this read may cause (a decimal count).
+pub const ORIGIN_BUDGET: &str = "x-lakecache-origin-budget";
+/// Origin requests this read started (a decimal count), on a successful answer.
+pub const ORIGIN_REQUESTS: &str = "x-lakecache-origin-requests";
+/// Bytes asked of the origin by the requests this read started.
+pub const ORIGIN_BYTES: &str = "x-lakecache-origin-bytes";
+/// The status of a read refused for its budget: the reader's own limit, not the node's fault.
+pub const BUDGET_STATUS: http::StatusCode = http::StatusCode::CONFLICT;
+/// The S3-style error code of a read refused for its budget.
+pub const BUDGET_CODE: &str = "OriginBudgetExceeded";
+/// The longest read whose account is whole when its answer's head leaves.
+pub const MAX_ACCOUNTED_READ: u64 = 64 << 20;
 /// Most ranges one request may name.
 pub const MAX_RANGES: usize = 256;
 /// How far a signature's time may be from the node's clock.

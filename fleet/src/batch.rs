@@ -188,6 +188,7 @@ impl Batcher {
             batch::BATCH_PATH,
             &headers,
             expect,
+            None,
         )
         .await
         {

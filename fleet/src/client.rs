@@ -25,6 +25,25 @@ fn generic(msg: impl Into<String>) -> object_store::Error {
     object_store::Error::Generic { store: STORE, source: msg.into().into() }
 }
 
+/// A listing in the current work's I/O account: cache nodes pass lists to the origin (unless
+/// they reuse answers, `[cache] list_ttl`), so each is counted as one origin request, and
+/// refused when the work's budget has none left.
+fn charge_list(prefix: Option<&Path>) -> Result<()> {
+    let Some(a) = crate::account::current() else { return Ok(()) };
+    if !a.affordable() {
+        a.mark_refused();
+        return Err(generic(format!(
+            "{}: a listing needs the origin, and this read's budget of origin requests is spent",
+            lakecache_common::wire::BUDGET_CODE
+        )));
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    a.fleet_requests.fetch_add(1, Relaxed);
+    let key = prefix.map_or(String::new(), |p| format!("{}/", p.as_ref()));
+    a.add_origin(crate::account::FileKind::of(&key), 1);
+    Ok(())
+}
+
 /// One bucket of the fleet as an object store.
 pub struct FleetStore {
     fleet: Arc<Fleet>,
@@ -193,6 +212,9 @@ impl ObjectStore for FleetStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        if let Err(e) = charge_list(prefix) {
+            return futures::stream::once(async move { Err(e) }).boxed();
+        }
         match self.owner_store(prefix.map_or("", |p| p.as_ref())) {
             Ok(s) => s.list(prefix),
             Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
@@ -200,6 +222,7 @@ impl ObjectStore for FleetStore {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        charge_list(prefix)?;
         self.owner_store(prefix.map_or("", |p| p.as_ref()))?.list_with_delimiter(prefix).await
     }
 

@@ -4,8 +4,10 @@
 //! every failure by whose fault it is (`upstream`) over its own HTTP/1.1 connections
 //! (`conn`), the metadata cache, `FleetStore` (the
 //! fleet as an `object_store::ObjectStore`, `client`), pin and prewarm fan-out (`pins`),
-//! and the SigV4 signer for requests to nodes (`sign`). No S3 surface of its own.
+//! and the SigV4 signer for requests to nodes (`sign`), and the I/O account of the work
+//! reading (`account`). No S3 surface of its own.
 
+pub mod account;
 pub mod batch;
 pub mod client;
 pub mod config;

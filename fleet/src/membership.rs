@@ -204,7 +204,7 @@ impl Fleet {
         let replicate = lakecache_common::keys::glob_set(&cfg.replicate).map_err(anyhow::Error::msg)?;
         let retry_budget = RetryBudget::new(cfg.retry_budget_percent, cfg.retry_budget_min);
         let meta = MetaCache::new(cfg.metadata_ttl)?;
-        let nodes = NodeClient::new(
+        let mut nodes = NodeClient::new(
             Signer::new(&cfg.node_key.access_key, &cfg.node_key.secret_key, &region),
             cfg.secret.clone(),
             cfg.health_timeout,
@@ -212,6 +212,7 @@ impl Fleet {
             cfg.max_node_connections,
             cfg.batch_in_flight,
         )?;
+        nodes.page_size = cfg.page_size.as_u64();
         let fleet = Arc::new(Fleet {
             nodes,
             meta,

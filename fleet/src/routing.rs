@@ -192,8 +192,12 @@ pub fn stream_from(
         let start = s.index * geometry.page_size_bytes() + s.offset_in_page as u64;
         let end = start + s.len as u64;
         match runs.last_mut() {
+            // A run is one request: at most MAX_ACCOUNTED_READ, so its node starts every
+            // origin fetch it needs before answering, and its account is whole.
             Some((r, o))
-                if o.first().map(|m| &m.cfg.id) == owners.first().map(|m| &m.cfg.id) && r.end == start =>
+                if o.first().map(|m| &m.cfg.id) == owners.first().map(|m| &m.cfg.id)
+                    && r.end == start
+                    && end - r.start <= lakecache_common::wire::MAX_ACCOUNTED_READ =>
             {
                 r.end = end
             }
@@ -288,6 +292,7 @@ impl Reader {
                         let take = c.len().min((*body_end - r.pos) as usize);
                         r.pos += take as u64;
                         m.stats.upstream_bytes.increment(take as u64);
+                        crate::account::add(|a| &a.fleet_bytes, take as u64);
                         if r.pos >= *body_end {
                             // Spent (a first read's answer may cover less than the run:
                             // the rest is asked for next, of the same owners).

@@ -21,6 +21,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use lakecache_common::page::ByteRange;
 use lakecache_common::wire;
 
+use crate::account::{FileKind, Grant};
 use crate::conn;
 use crate::membership::Member;
 use crate::sign::{Signer, s3_encode};
@@ -204,6 +205,8 @@ pub struct NodeClient {
     max_connections: usize,
     /// Exchanges per node before small reads of known versions queue into batches (0: never).
     batch_in_flight: usize,
+    /// The fleet's page size: what a read's worst-case origin cost is counted in.
+    pub page_size: u64,
 }
 
 impl NodeClient {
@@ -232,6 +235,7 @@ impl NodeClient {
             timeout,
             max_connections,
             batch_in_flight,
+            page_size: 1 << 20,
         })
     }
 
@@ -269,7 +273,35 @@ impl NodeClient {
         ranges: &str,
         version: &str,
     ) -> Result<conn::Answer, UpstreamError> {
-        signed_exchange(self.pool(member), &self.key, &member.cfg.id, method, path, ranges, version).await
+        signed_exchange(self.pool(member), &self.key, &member.cfg.id, method, path, ranges, version, None)
+            .await
+    }
+
+    /// [`send_page`](Self::send_page) for a read that may cost up to `most` origin requests:
+    /// counted in the current work's I/O account, within its budget (`account`).
+    #[allow(clippy::too_many_arguments)]
+    async fn send_read(
+        &self,
+        member: &Member,
+        method: &str,
+        path: &str,
+        ranges: &str,
+        version: &str,
+        most: u64,
+        key: &str,
+    ) -> Result<conn::Answer, UpstreamError> {
+        let grant = Grant::take(most, FileKind::of(key));
+        signed_exchange(
+            self.pool(member),
+            &self.key,
+            &member.cfg.id,
+            method,
+            path,
+            ranges,
+            version,
+            Some(grant),
+        )
+        .await
     }
 
     /// The path of the internal protocol's page endpoint for an object.
@@ -344,7 +376,7 @@ impl NodeClient {
 
     /// The object's metadata.
     pub async fn head(&self, member: &Member, bucket: &str, key: &str) -> Result<ObjectInfo, UpstreamError> {
-        let answer = self.send_page(member, "HEAD", &Self::page_path(bucket, key), "", "").await?;
+        let answer = self.send_read(member, "HEAD", &Self::page_path(bucket, key), "", "", 1, key).await?;
         info_of(&answer.headers()).ok_or_else(|| UpstreamError::NoAnswer {
             node: member.cfg.id.clone(),
             reason: "an answer without the object's size".into(),
@@ -381,7 +413,11 @@ impl NodeClient {
                     return Ok(Box::pin(NodeBody(answer?.body)));
                 }
                 Admission::Queued(rx) => match rx.await {
-                    Ok(Outcome::Data(b)) => return Ok(Box::pin(futures::stream::iter([Ok(b)]))),
+                    Ok(Outcome::Data(b)) => {
+                        // Served from the node's memory within a batch: no origin cost.
+                        crate::account::add(|a| &a.fleet_requests, 1);
+                        return Ok(Box::pin(futures::stream::iter([Ok(b)])));
+                    }
                     Ok(Outcome::Failed(e)) => return Err(e),
                     // Deferred by the node, or the batch could not be sent: alone.
                     Ok(Outcome::Alone) | Err(_) => {}
@@ -424,12 +460,16 @@ impl NodeClient {
             ranges.iter().filter(|r| !r.is_empty()).map(|r| (r.start, r.end)).collect();
         let text = wire::format_ranges(&spans);
         let version = version.etag.as_deref().unwrap_or("");
-        self.send_page(member, "GET", &Self::page_path(bucket, key), &text, version).await
+        // The most this read could cost: every page it spans fetched alone, and a HEAD.
+        let ps = self.page_size.max(1);
+        let pages: u64 = spans.iter().map(|(s, e)| (e - 1) / ps - s / ps + 1).sum();
+        self.send_read(member, "GET", &Self::page_path(bucket, key), &text, version, pages + 1, key).await
     }
 }
 
 /// Sends a request of the internal protocol signed with `key` on `pool` and waits for the
 /// answer's head; an error answer is read (bounded) and classified.
+#[allow(clippy::too_many_arguments)]
 async fn signed_exchange(
     pool: &Arc<conn::Pool>,
     key: &wire::FleetKey,
@@ -438,10 +478,16 @@ async fn signed_exchange(
     path: &str,
     ranges: &str,
     version: &str,
+    grant: Option<Grant>,
 ) -> Result<conn::Answer, UpstreamError> {
     let auth = key.auth_value(method, path, ranges, version);
-    let mut headers: [(&str, &str); 3] = [(wire::FLEET_AUTH, &auth), ("", ""), ("", "")];
+    let budget = grant.as_ref().and_then(|g| g.budget).map(|b| b.to_string());
+    let mut headers: [(&str, &str); 4] = [(wire::FLEET_AUTH, &auth), ("", ""), ("", ""), ("", "")];
     let mut n = 1;
+    if let Some(b) = &budget {
+        headers[n] = (wire::ORIGIN_BUDGET, b);
+        n += 1;
+    }
     if !ranges.is_empty() {
         headers[n] = (wire::RANGES, ranges);
         n += 1;
@@ -451,7 +497,12 @@ async fn signed_exchange(
         n += 1;
     }
     // Single reads stream their body; nothing to size in advance.
-    exchange(pool, node, method, path, &headers[..n], 0).await
+    exchange(pool, node, method, path, &headers[..n], 0, grant).await
+}
+
+/// A decimal header of an answer (0 when absent or unreadable).
+fn count_header(answer: &conn::Answer, name: &str) -> u64 {
+    answer.header(name).and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// Sends a request of the internal protocol (its headers already signed) on `pool` and waits
@@ -464,6 +515,7 @@ pub(crate) async fn exchange(
     path: &str,
     headers: &[(&str, &str)],
     expect: usize,
+    grant: Option<Grant>,
 ) -> Result<conn::Answer, UpstreamError> {
     let answer = match pool.send_expecting(method, path, headers, expect).await {
         Ok(a) => a,
@@ -475,14 +527,20 @@ pub(crate) async fn exchange(
         }
     };
     let status = answer.status;
+    let code = answer.header(wire::ERROR_CODE).and_then(|v| std::str::from_utf8(v).ok()).map(str::to_string);
+    if let Some(g) = grant {
+        let refused = status == wire::BUDGET_STATUS && code.as_deref() == Some(wire::BUDGET_CODE);
+        g.settle(
+            count_header(&answer, wire::ORIGIN_REQUESTS),
+            count_header(&answer, wire::ORIGIN_BYTES),
+            refused,
+        );
+    }
     if status.is_success() {
         return Ok(answer);
     }
     let origin = answer.header(wire::ERROR_SOURCE) == Some(wire::ERROR_SOURCE_ORIGIN.as_bytes());
-    let code = answer
-        .header(wire::ERROR_CODE)
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .map_or_else(|| code_of_status(status).to_string(), str::to_string);
+    let code = code.unwrap_or_else(|| code_of_status(status).to_string());
     let body = answer.body.read_to_end(ERROR_BODY_MAX_BYTES).await;
     let message = Some(String::from_utf8_lossy(&body).into_owned()).filter(|m| !m.is_empty());
     Err(UpstreamError::Answer { node: node.to_string(), status, code, message, origin })
@@ -502,7 +560,7 @@ async fn read_rules(node: &str, answer: conn::Answer) -> Result<NodeRules, Upstr
 pub async fn fetch_rules(url: &str, secret: &str, timeout: Duration) -> Result<NodeRules, UpstreamError> {
     let pool = Arc::new(conn::Pool::new(url, url, 2, timeout, timeout));
     let key = wire::FleetKey::new(secret);
-    let answer = signed_exchange(&pool, &key, url, "GET", wire::RULES_PATH, "", "").await?;
+    let answer = signed_exchange(&pool, &key, url, "GET", wire::RULES_PATH, "", "", None).await?;
     read_rules(url, answer).await
 }
 

@@ -466,6 +466,25 @@ def fleet() -> dict:
                srate("cachenode_origin_requests_total", by="op")), "{{op}}"),
     ), "percentunit", "Failed origin requests over origin requests, per S3 operation.", min_=0), 12)
 
+    L.row("Savings")
+    avoided = srate("cachenode_origin_requests_avoided_total")
+    saved_bytes = srate("cachenode_cache_served_bytes_total", 'tier=~"memory|disk"')
+    get_price = "scalar(max(cachenode_pricing_dollars_per_1000_gets))"
+    byte_price = "scalar(max(cachenode_pricing_dollars_per_gib))"
+    gets_dollars = f"{avoided} * 3600 / 1000 * {get_price}"
+    bytes_dollars = f"{saved_bytes} * 3600 / 1073741824 * {byte_price}"
+    L.add(stat("S3 GETs avoided/s", targets(avoided), "reqps",
+               "Reads the cache nodes answered without any origin request: each a GET the origin did not serve."),
+          6, 4)
+    L.add(stat("Saved per hour", targets(f"{gets_dollars} + {bytes_dollars}"), "currencyUSD",
+               "GETs avoided and bytes served from memory or disk, at the [pricing] the cache nodes are "
+               "configured with (cachenode_pricing_*), per hour at the current rate."), 6, 4)
+    L.add(timeseries("Dollars saved per hour", targets(
+        (gets_dollars, "GETs avoided"),
+        (bytes_dollars, "transfer avoided"),
+    ), "currencyUSD", "What the origin would have charged for the reads the fleet answered, per hour, "
+       "split into requests and bytes ([pricing] get_per_1000, transfer_per_gib)."), 12, 4)
+
     L.row("Nodes and load")
     L.add(stat("Targets up", targets(
         (f'sum by (job) (up{{job=~"{JOB_CACHE}|{JOB_ROUTER}|{JOB_SEARCH}"}})', "{{job}}"),
@@ -520,6 +539,11 @@ def fleet() -> dict:
     L.add(timeseries("Search p99 by kind", targets(
         (hq(0.99, "searchnode_query_duration_milliseconds", by="kind"), "{{kind}}"),
     ), "ms", "99th percentile query latency by kind."), 8)
+    L.add(timeseries("Origin requests per query by table", targets(
+        (ratio(srate("searchnode_query_origin_requests_total", by="table"),
+               srate("searchnode_query_requests_total", by="table")), "{{table}}"),
+    ), "none", "Origin requests the cache nodes made for a table's queries, per query (each answer's "
+       "x-lakecache-origin-requests): 0 when warm."), 24)
 
     return dashboard("lakecache-fleet", "lakecache / Fleet overview",
                      "Cache effectiveness, load and health across all cache nodes, routers and search nodes.",
@@ -851,6 +875,34 @@ def search() -> dict:
     L.add(timeseries("Page cache used", targets(
         (f"searchnode_pagecache_used_bytes{{{SI}}}", "{{instance}}"),
     ), "bytes", min_=0), 8)
+
+    L.row("I/O per query")
+    per_query = lambda m: ratio(srate(m, SI, ST, by="table"), srate(q, SI, ST, by="table"))  # noqa: E731
+    L.add(timeseries("Origin requests per query", targets(
+        (per_query("searchnode_query_origin_requests_total"), "{{table}}"),
+    ), "none", "Origin requests the cache nodes made for a table's queries, per query (the answers' "
+       "x-lakecache-origin-requests): 0 when everything is cached.", legend_table=True), 8)
+    L.add(timeseries("Fleet reads and page-cache hits per query", targets(
+        (per_query("searchnode_query_fleet_requests_total"), "{{table}} fleet reads"),
+        (per_query("searchnode_query_page_cache_hits_total"), "{{table}} page-cache hits"),
+    ), "none", "Reads a query sent to cache nodes, and blocks this node's page cache answered.",
+        legend_table=True), 8)
+    L.add(timeseries("I/O wait per query", targets(
+        (f"{per_query('searchnode_query_io_wait_microseconds_total')} / 1000", "{{table}}"),
+    ), "ms", "Time a query spent with I/O outstanding.", legend_table=True), 8)
+    L.add(timeseries("Budget refusals", targets(
+        (srate("searchnode_query_budget_refusals_total", SI, ST, by="table"), "{{table}}"),
+    ), "ops", "Queries refused (412) for needing more origin requests than x-lakecache-max-origin-requests or "
+       "cache_only allowed."), 8)
+    L.add(timeseries("Lance cache hit ratio", targets(
+        (ratio(srate("searchnode_lance_cache_hits_total", SI, by="cache"),
+               f"({srate('searchnode_lance_cache_hits_total', SI, by='cache')} + "
+               f"{srate('searchnode_lance_cache_misses_total', SI, by='cache')})"), "{{cache}}"),
+    ), "percentunit", "Lookups lance's decoded-structure caches answered (index: centroids, codebooks, graphs, "
+       "postings; metadata: manifests, footers).", min_=0, max_=1), 8)
+    L.add(timeseries("Lance caches held", targets(
+        (f"sum by (cache) (searchnode_lance_cache_bytes{{{SI}}})", "{{cache}}"),
+    ), "bytes", "Bytes lance's caches hold ([cache] index_cache, metadata_cache).", min_=0), 8)
 
     L.row("Lance object store")
     L.add(timeseries("Object-store requests by op", targets(

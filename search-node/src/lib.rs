@@ -53,6 +53,24 @@ pub struct SearchNode {
     limits: lakecache_s3::listener::ConnLimits,
 }
 
+pub const LANCE_CACHE_HITS: &str = "searchnode_lance_cache_hits_total";
+pub const LANCE_CACHE_MISSES: &str = "searchnode_lance_cache_misses_total";
+pub const LANCE_CACHE_BYTES: &str = "searchnode_lance_cache_bytes";
+pub const LANCE_CACHE_ENTRIES: &str = "searchnode_lance_cache_entries";
+
+/// Lance's own caches of decoded structures (index: IVF centroids, PQ codebooks, HNSW graphs,
+/// FTS postings; metadata: manifests, file footers) as the scrape finds them.
+async fn publish_lance_caches(session: &lance::session::Session) {
+    for (cache, s) in
+        [("index", session.index_cache_stats().await), ("metadata", session.metadata_cache_stats().await)]
+    {
+        metrics::counter!(LANCE_CACHE_HITS, "cache" => cache).absolute(s.hits);
+        metrics::counter!(LANCE_CACHE_MISSES, "cache" => cache).absolute(s.misses);
+        metrics::gauge!(LANCE_CACHE_BYTES, "cache" => cache).set(s.size_bytes as f64);
+        metrics::gauge!(LANCE_CACHE_ENTRIES, "cache" => cache).set(s.num_entries as f64);
+    }
+}
+
 impl SearchNode {
     pub fn build(cfg: SearchConfig) -> anyhow::Result<SearchNode> {
         cfg.validate()?;
@@ -73,9 +91,15 @@ impl SearchNode {
             .route("/readyz", get(|| async { "ready\n" }))
             .route(
                 "/metrics",
-                get(move || {
-                    let m = metrics.clone();
-                    async move { (StatusCode::OK, m.render()).into_response() }
+                get({
+                    let session = tables.session.clone();
+                    move || {
+                        let (m, session) = (metrics.clone(), session.clone());
+                        async move {
+                            publish_lance_caches(&session).await;
+                            (StatusCode::OK, m.render()).into_response()
+                        }
+                    }
                 }),
             );
         let app = ops.merge(api::router(state.clone(), cfg.server.max_body.as_u64() as usize));

@@ -1542,3 +1542,146 @@ async fn flight_answers_not_read_in_time_end_in_an_error() {
     assert!(e.contains("request timeout"), "{e}");
     assert!(rows < 800_000);
 }
+
+/// Everything the origin served since the stack started (GET, HEAD, list, writes).
+fn origin_total(s: &Stack) -> u64 {
+    use std::sync::atomic::Ordering::SeqCst;
+    s.origin.counts.gets() + s.origin.counts.heads() + s.origin.counts.other.load(SeqCst)
+}
+
+fn io_header(r: &reqwest::Response, name: &str) -> u64 {
+    r.headers().get(name).unwrap_or_else(|| panic!("no {name}")).to_str().unwrap().parse().unwrap()
+}
+
+/// Every query answer accounts for its own I/O, and the account is what the origin saw: a
+/// cold query through cold cache nodes says how many origin requests it caused, and the
+/// origin's own counter moved by exactly that; warm, it costs the origin nothing. A budget
+/// (`x-lakecache-cache-only`, `x-lakecache-max-origin-requests`) that a query cannot keep
+/// is a 412 before the origin is asked for more than the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_account_for_their_own_io_and_keep_to_their_budget() {
+    let s = stack().await;
+    assert_eq!(s.create("items", &rows(0, 2000)).await, 200);
+    let (st, b) = s
+        .json(
+            "/v1/table/items/create_index/",
+            json!({"column": "vector", "index_type": "IVF_PQ", "num_partitions": 4, "num_sub_vectors": 2}),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(s.create("cold", &rows(0, 300)).await, 200);
+
+    // A reader with cold cache nodes of its own (and no version checks during the test).
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let c = node_config(&s.origin, &dir.path().join(format!("cold{i}")), IoEngineChoice::Auto);
+        nodes.push(Node::start(c).await);
+    }
+    let mut cfg = search_config(&nodes);
+    cfg.server.read_consistency_interval = Duration::from_secs(3600);
+    let (url, _stop) = serve(cfg).await;
+    let reader = Api { url, http: reqwest::Client::new() };
+    let q = json!({"vector": vec![10.5f32; 8], "k": 5, "nprobes": 2, "refine_factor": 2, "columns": ["id", "text"]});
+    let ask = |table: &str, body: Value, extra: &[(&'static str, &'static str)]| {
+        let mut r = reader
+            .http
+            .post(format!("{}/v1/table/{table}/query/", reader.url))
+            .header("x-api-key", KEY)
+            .json(&body);
+        for (k, v) in extra {
+            r = r.header(*k, *v);
+        }
+        r.send()
+    };
+
+    // Cold: the answer's count is the origin's.
+    let before = origin_total(&s);
+    let r = ask("items", q.clone(), &[]).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let cold = io_header(&r, "x-lakecache-origin-requests");
+    let cold_bytes = io_header(&r, "x-lakecache-origin-bytes");
+    let fleet = io_header(&r, "x-lakecache-fleet-requests");
+    let account: Value = serde_json::from_str(r.headers()["x-lakecache-io"].to_str().unwrap()).unwrap();
+    let got = read_ipc_file(&r.bytes().await.unwrap());
+    assert_eq!(got.num_rows(), 5);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(cold > 0, "a cold query that cost the origin nothing? {account}");
+    assert_eq!(origin_total(&s) - before, cold, "the account is the origin's count: {account}");
+    // (One fleet read may cost two origin requests: a HEAD for the object, then its pages.)
+    assert!(cold_bytes > 0 && fleet > 0, "{account}");
+    let k = &account["origin_requests_by_kind"];
+    let by_kind: u64 = ["manifest", "index", "data", "other"].iter().map(|n| k[*n].as_u64().unwrap()).sum();
+    assert_eq!(by_kind, cold, "{account}");
+    assert!(k["index"].as_u64().unwrap() > 0 && k["data"].as_u64().unwrap() > 0, "{account}");
+    assert!(
+        account["requests"].as_u64().unwrap() > 0 && account["io_wait_us"].as_u64().unwrap() > 0,
+        "{account}"
+    );
+
+    // Warm: nothing from the origin, and cache-only is served.
+    let before = origin_total(&s);
+    let r = ask("items", q.clone(), &[("x-lakecache-cache-only", "true")]).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(io_header(&r, "x-lakecache-origin-requests"), 0);
+    assert!(io_header(&r, "x-lakecache-page-cache-hits") > 0, "a warm query misses the page cache");
+    assert_eq!(ids(&read_ipc_file(&r.bytes().await.unwrap())), ids(&got));
+    // JSON answers carry the account beside the rows when asked.
+    let mut jq = q.clone();
+    jq["with_io"] = json!(true);
+    let r = ask("items", jq, &[("accept", "application/json")]).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let header_count = io_header(&r, "x-lakecache-origin-requests");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["rows"].as_array().unwrap().len(), 5, "{body}");
+    assert_eq!(body["io"]["origin_requests"].as_u64(), Some(header_count), "{body}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(origin_total(&s) - before, 0);
+
+    // A cold table, cache-only: refused, and the origin was asked nothing at all.
+    let before = origin_total(&s);
+    let r =
+        ask("cold", json!({"k": 3, "columns": ["id"]}), &[("x-lakecache-cache-only", "true")]).await.unwrap();
+    assert_eq!(r.status(), 412);
+    assert_eq!(io_header(&r, "x-lakecache-origin-requests"), 0);
+    let m = r.json::<Value>().await.unwrap()["message"].as_str().unwrap().to_string();
+    assert!(m.contains("cache-only") && m.contains("cold"), "{m}");
+    // The body's field works as the header does.
+    let r = ask("cold", json!({"k": 3, "columns": ["id"], "cache_only": true}), &[]).await.unwrap();
+    assert_eq!(r.status(), 412);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(origin_total(&s) - before, 0, "a refused query must not reach the origin");
+
+    // A budget of 2 cannot open and scan it either: refused having spent at most 2, as it says.
+    let before = origin_total(&s);
+    let r = ask("cold", json!({"k": 3, "columns": ["id"]}), &[("x-lakecache-max-origin-requests", "2")])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 412);
+    let spent = io_header(&r, "x-lakecache-origin-requests");
+    assert!(spent <= 2, "spent {spent} of a budget of 2");
+    assert!(r.text().await.unwrap().contains("more than its 2 origin request"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(origin_total(&s) - before, spent);
+
+    // Without a budget it is answered, and its account is again the origin's count.
+    let before = origin_total(&s);
+    let r = ask("cold", json!({"k": 3, "columns": ["id"]}), &[]).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let n = io_header(&r, "x-lakecache-origin-requests");
+    assert!(n > 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(origin_total(&s) - before, n);
+
+    // A bad budget is a 400, and the per-table counters add up the answers.
+    let r = ask("items", q, &[("x-lakecache-max-origin-requests", "many")]).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let metrics =
+        reader.http.get(format!("{}/metrics", reader.url)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        metric_value(&metrics, "searchnode_query_origin_requests_total{table=\"items\"}"),
+        cold as f64,
+        "{metrics}"
+    );
+    assert_eq!(metric_value(&metrics, "searchnode_query_budget_refusals_total{table=\"cold\"}"), 3.0);
+}

@@ -226,6 +226,10 @@ pub(super) async fn stream_direct(
         if_match: obj.meta.origin_etag.clone(),
         ..Default::default()
     };
+    if !super::spend::charge(range.len()) {
+        let _ = tx.send(Err(CacheError::OverBudget)).await;
+        return;
+    }
     let r = match origins.call("get", obj.store.get_opts(&obj.path, opts)).await {
         Ok(r) => r,
         Err(e @ (OriginError::Precondition | OriginError::NotFound)) => {

@@ -70,6 +70,9 @@ impl MetaCache {
     ) -> Result<Arc<ObjectMeta>, CacheError> {
         let mk = map_key(bucket, key);
         if class == KeyClass::NeverCache {
+            if !super::spend::charge(0) {
+                return Err(CacheError::OverBudget);
+            }
             return head(origins, store, bucket, path).await.map(Arc::new);
         }
         if let Some(m) = self.map.get(&mk) {
@@ -80,8 +83,11 @@ impl MetaCache {
             if age < self.ttl {
                 // Revalidate ahead of need: the HEAD runs in the background and this
                 // request goes on with metadata that is still within its TTL, so under
-                // steady traffic no read waits for the origin's HEAD.
-                drop(self.revalidation(origins, store, bucket, key, path, mk));
+                // steady traffic no read waits for the origin's HEAD. (Not for a read
+                // whose budget cannot pay for it: it does not need it.)
+                if super::spend::affordable() {
+                    drop(self.revalidation(origins, store, bucket, key, path, mk));
+                }
                 return Ok(m);
             }
         }
@@ -103,6 +109,9 @@ impl MetaCache {
         match inflight.get(&mk) {
             Some(f) => f.clone(),
             None => {
+                if !super::spend::charge(0) {
+                    return futures::future::ready(Err(CacheError::OverBudget)).boxed().shared();
+                }
                 let epoch = self.write_epoch.load(Ordering::SeqCst);
                 let (origins, store, path) = (origins.clone(), store.clone(), path.clone());
                 let (map, inflight_map, write_epoch, mk2) =
@@ -110,7 +119,7 @@ impl MetaCache {
                 let (on_replaced, bucket, key) =
                     (self.on_replaced.clone(), bucket.to_string(), key.to_string());
                 let retired = self.retired.clone();
-                let task = tokio::spawn(async move {
+                let task = tokio::spawn(super::spend::carry(async move {
                     let r = head(&origins, &store, &bucket, &path).await.map(Arc::new);
                     // Installed only if no write happened meanwhile (else the HEAD may
                     // describe the object as it was before the write).
@@ -127,7 +136,7 @@ impl MetaCache {
                     }
                     guard.remove(&mk2);
                     r
-                });
+                }));
                 let f: MetaFuture = task
                     .map(|r| r.unwrap_or_else(|e| Err(CacheError::Internal(format!("metadata task: {e}")))))
                     .boxed()

@@ -12,6 +12,7 @@
 mod fetch;
 pub mod journal;
 pub mod meta;
+pub mod spend;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,6 +45,9 @@ pub enum CacheError {
     ShortRead { want: u64, got: u64 },
     #[error("internal: {0}")]
     Internal(String),
+    /// The read would need more origin requests than its budget allows (`wire::ORIGIN_BUDGET`).
+    #[error("the read needs the origin beyond its budget of origin requests")]
+    OverBudget,
 }
 
 /// Tunables of the read path (from `[cache]`).
@@ -372,7 +376,7 @@ impl Cache {
     fn read_pages(self: &Arc<Self>, obj: Arc<ObjectHandle>, range: ByteRange) -> mpsc::Receiver<PageResult> {
         let (tx, rx) = mpsc::channel(4);
         let this = self.clone();
-        tokio::spawn(async move {
+        tokio::spawn(spend::carry(async move {
             metrics::gauge!(m::CACHE_INFLIGHT_REQUESTS).increment(1.0);
             if obj.class == KeyClass::NeverCache {
                 fetch::stream_direct(&this.origins, &obj, range, &tx).await;
@@ -380,7 +384,7 @@ impl Cache {
                 this.stream_pages(&obj, range, &tx).await;
             }
             metrics::gauge!(m::CACHE_INFLIGHT_REQUESTS).decrement(1.0);
-        });
+        }));
         rx
     }
 
@@ -479,6 +483,51 @@ impl Cache {
         futs.pop().unwrap_or_else(|| fetch::failed(CacheError::Internal("no fetch started".into())))
     }
 
+    /// The pages of `range` (first, last), if it has any.
+    fn pages_of(&self, range: ByteRange) -> Option<(u64, u64)> {
+        let ps = self.cfg.geometry.page_size_bytes();
+        (!range.is_empty()).then(|| (range.start / ps, (range.end - 1) / ps))
+    }
+
+    /// How many origin requests reading `range` of the object would start now: one per run
+    /// of adjacent pages that no tier has and nobody is fetching (as [`plan`](Self::plan)
+    /// would cut them). Keys never cached read straight through: one request.
+    pub fn origin_requests_needed(&self, obj: &ObjectHandle, range: ByteRange) -> u64 {
+        let Some((first, last)) = self.pages_of(range) else { return 0 };
+        if obj.class == KeyClass::NeverCache {
+            return 1;
+        }
+        let hash = obj.id.hash();
+        let inflight = self.inflight.lock();
+        let (mut runs, mut run_len) = (0u64, 0u64);
+        for i in first..=last {
+            let k = PageKey { object: hash, index: i };
+            let need = !self.memory.contains(&k)
+                && !self.disk.as_ref().is_some_and(|d| d.contains(&k))
+                && !inflight.contains_key(&k);
+            if !need {
+                run_len = 0;
+            } else if run_len == 0 || run_len >= self.cfg.max_fetch_pages {
+                runs += 1;
+                run_len = 1;
+            } else {
+                run_len += 1;
+            }
+        }
+        runs
+    }
+
+    /// Starts now every fetch reading `range` will need (not just the read-ahead window),
+    /// so that what the read costs at the origin is known before its answer's head leaves.
+    pub fn plan_range(self: &Arc<Self>, obj: &Arc<ObjectHandle>, range: ByteRange) {
+        if obj.class == KeyClass::NeverCache {
+            return;
+        }
+        if let Some((first, last)) = self.pages_of(range) {
+            self.plan(obj, first, last);
+        }
+    }
+
     /// Starts fetches for the pages in `first..=last` that no tier has and nobody is
     /// fetching, one ranged GET per run of adjacent missing pages.
     fn plan(self: &Arc<Self>, obj: &Arc<ObjectHandle>, first: u64, last: u64) {
@@ -519,6 +568,14 @@ impl Cache {
         first: u64,
         count: u64,
     ) -> Vec<PageFuture> {
+        let g = self.cfg.geometry;
+        let bytes =
+            g.page_bytes(first + count - 1, obj.meta.size).end - g.page_bytes(first, obj.meta.size).start;
+        if !spend::charge(bytes) {
+            // Over the read's budget: nothing is asked of the origin; whoever waits for
+            // these pages learns why.
+            return (0..count).map(|_| fetch::failed(CacheError::OverBudget)).collect();
+        }
         let mut senders = Vec::with_capacity(count as usize);
         let mut futs = Vec::with_capacity(count as usize);
         for i in first..first + count {

@@ -264,6 +264,10 @@ impl Origins {
         if self.known_buckets.contains_key(bucket) {
             return OriginError::NotFound;
         }
+        // A read out of origin budget learns only that the key is missing.
+        if !crate::cache::spend::charge(0) {
+            return OriginError::NotFound;
+        }
         let mut listing = store.list(None);
         let first = async move { futures::StreamExt::next(&mut listing).await.transpose() };
         match self.call("list", first).await {

@@ -86,6 +86,12 @@ pub(crate) fn cache_err(e: CacheError) -> S3Error {
             origin_fault(s3_error!(ServiceUnavailable, "The origin returned a short body; please retry."))
         }
         CacheError::Internal(m) => S3Error::with_message(S3ErrorCode::InternalError, m),
+        CacheError::OverBudget => with_status(
+            lakecache_common::wire::BUDGET_CODE,
+            lakecache_common::wire::BUDGET_STATUS,
+            "Serving this read would take more origin requests than its x-lakecache-origin-budget allows"
+                .into(),
+        ),
     }
 }
 

@@ -27,6 +27,7 @@ use crate::error::{ApiError, ApiResult, from_lance};
 mod columns;
 pub mod flight;
 mod info;
+pub mod io;
 mod ipc;
 mod refs;
 mod rows;
@@ -441,13 +442,21 @@ struct CountBody {
 
 async fn count_rows(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Bytes) -> ApiResult<Response> {
     let body: CountBody = body_json(&b)?;
-    let (t, ds) = table_at(&st, &id, body.version, &h).await?;
     let filter = body.predicate.or(body.filter).filter(|f| !f.trim().is_empty());
     if let Some(f) = &filter {
         crate::engine::expr::check_expression("predicate", f)?;
     }
-    let n = ds.count_rows(filter).await.map_err(|e| from_lance(e, &t.id))?;
-    Ok(with_version(json(serde_json::json!(n)), ds.version_id()))
+    let acct = io::account(&h, false, None)?;
+    let t = st.tables.resolve(&id)?;
+    let res = lakecache_fleet::account::scope(acct.clone(), async {
+        let (_, ds) = table_at(&st, &id, body.version, &h).await?;
+        let ds = io::accounted(ds, &acct);
+        let n = ds.count_rows(filter).await.map_err(|e| from_lance(e, &t.id))?;
+        Ok::<_, ApiError>(with_version(json(serde_json::json!(n)), ds.version_id()))
+    })
+    .await
+    .map_err(|e| io::refusal_or(e, &acct, &t.id));
+    Ok(io::with_io(res.unwrap_or_else(IntoResponse::into_response), &t.id, &acct))
 }
 
 async fn list_versions(State(st): St, Path(id): Path<String>, h: HeaderMap) -> ApiResult<Response> {
@@ -471,18 +480,30 @@ async fn run_query(State(st): St, Path(id): Path<String>, h: HeaderMap, b: Bytes
     let q: QueryRequest =
         serde_json::from_slice(&b).map_err(|e| ApiError::bad_request(format!("Invalid query body: {e}")))?;
     let kind = query::kind(&q);
-    let (t, ds) = table_at(&st, &id, q.version, &h).await?;
-    let version = ds.version_id();
-    let res = query::run(ds, &q, &t.id, &h, ResultLimits::from(&st.limits)).await;
+    let acct = io::account(&h, q.cache_only, q.max_origin_requests)?;
+    let t = st.tables.resolve(&id)?;
+    let res = lakecache_fleet::account::scope(acct.clone(), async {
+        let (_, ds) = table_at(&st, &id, q.version, &h).await?;
+        let version = ds.version_id();
+        let answer =
+            query::run(io::accounted(ds, &acct), &q, &t.id, &h, ResultLimits::from(&st.limits)).await?;
+        Ok::<_, ApiError>((answer, version))
+    })
+    .await
+    .map_err(|e| io::refusal_or(e, &acct, &t.id));
     let outcome = if res.is_ok() { "ok" } else { "error" };
     metrics::counter!(query::SEARCH_QUERIES, "table" => t.id.clone(), "kind" => kind, "outcome" => outcome)
         .increment(1);
-    let answer = res?;
+    let (answer, version) = match res {
+        Ok(a) => a,
+        Err(e) => return Ok(io::with_io(e.into_response(), &t.id, &acct)),
+    };
     metrics::histogram!(query::SEARCH_QUERY_LATENCY, "table" => t.id.clone(), "kind" => kind)
         .record(ms_since(started));
     metrics::histogram!(query::SEARCH_RESULT_ROWS, "table" => t.id.clone(), "kind" => kind)
         .record(answer.rows() as f64);
-    Ok(with_version(answer.finish()?, version))
+    let io_field = q.with_io.then(|| acct.snapshot());
+    Ok(io::with_io(with_version(answer.finish_with(io_field)?, version), &t.id, &acct))
 }
 
 #[derive(Deserialize)]

@@ -66,6 +66,14 @@ pub struct QueryRequest {
     pub order_by: Option<Vec<OrderBy>>,
     /// Hybrid queries (both `vector` and `full_text_query`): the k of reciprocal rank fusion.
     pub rrf_k: Option<f32>,
+    /// lakecache's own: served only from what the fleet holds (a budget of 0 origin
+    /// requests), or at most this many origin requests; see `api::io`.
+    #[serde(default)]
+    pub cache_only: bool,
+    pub max_origin_requests: Option<u64>,
+    /// A JSON answer as `{"rows": [...], "io": {...}}` with the query's I/O account.
+    #[serde(default)]
+    pub with_io: bool,
 }
 
 /// What kind of query a body is (a metric label).

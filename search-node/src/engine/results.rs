@@ -129,12 +129,29 @@ impl ResultWriter {
 
     /// The answer as a response.
     pub fn finish(self) -> ApiResult<Response> {
+        self.finish_with(None::<()>)
+    }
+
+    /// The answer as a response; a JSON one with `io` beside its rows
+    /// (`{"rows": [...], "io": ...}`) when given. (Arrow answers carry it in headers only.)
+    pub fn finish_with(self, io: Option<impl serde::Serialize>) -> ApiResult<Response> {
         match self.encoder {
             Encoder::Json(mut w) => {
                 w.finish().map_err(internal)?;
                 let mut out = w.into_inner();
                 if out.is_empty() {
                     out = b"[]".to_vec();
+                }
+                if let Some(io) = io {
+                    let io = serde_json::to_vec(&io)
+                        .map_err(|e| ApiError::internal(format!("Encoding the answer failed: {e}")))?;
+                    let mut wrapped = Vec::with_capacity(out.len() + io.len() + 16);
+                    wrapped.extend_from_slice(b"{\"rows\":");
+                    wrapped.extend_from_slice(&out);
+                    wrapped.extend_from_slice(b",\"io\":");
+                    wrapped.extend_from_slice(&io);
+                    wrapped.push(b'}');
+                    out = wrapped;
                 }
                 Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
             }

@@ -53,10 +53,14 @@ pub async fn sql(State(st): State<Arc<AppState>>, h: HeaderMap, b: Bytes) -> Api
         ApiError::bad_request(format!("Invalid body: expected {{\"sql\": \"SELECT ...\"}} ({e})"))
     })?;
     let started = std::time::Instant::now();
-    let res = run(&st, &body, &h).await;
+    let acct = crate::api::io::account(&h, false, None)?;
+    let res = lakecache_fleet::account::scope(acct.clone(), run(&st, &body, &h))
+        .await
+        .map_err(|e| crate::api::io::refusal_or(e, &acct, crate::api::io::SQL_TABLE));
     metrics::counter!(SQL_QUERIES, "outcome" => if res.is_ok() { "ok" } else { "error" }).increment(1);
     metrics::histogram!(SQL_LATENCY).record(lakecache_common::metrics::ms_since(started));
-    res
+    let r = res.unwrap_or_else(axum::response::IntoResponse::into_response);
+    Ok(crate::api::io::with_io(r, crate::api::io::SQL_TABLE, &acct))
 }
 
 async fn run(st: &AppState, body: &SqlBody, h: &HeaderMap) -> ApiResult<Response> {
@@ -85,6 +89,11 @@ pub async fn plan(st: &AppState, namespace: &str, sql: &str) -> ApiResult<Planne
     let statement = state.sql_to_statement(sql, &Dialect::Generic).map_err(sql_error(st))?;
     check_statement(&statement)?;
     for (name, ds) in st.tables.all(namespace).await? {
+        // Read through the request's I/O account, when it has one.
+        let ds = match lakecache_fleet::account::current() {
+            Some(a) => crate::api::io::accounted(ds, &a),
+            None => ds,
+        };
         let provider = LanceTableProvider::new_with_ordering(ds, false, false, false);
         ctx.register_table(name.as_str(), Arc::new(provider)).map_err(from_datafusion)?;
     }

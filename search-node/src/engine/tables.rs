@@ -27,6 +27,7 @@ pub const TABLE_VERSION: &str = "searchnode_catalog_table_version";
 /// A table's counters at zero when it is first opened (see ops/METRICS.md).
 fn register_table(id: &str) {
     metrics::counter!(TABLE_REFRESHES, "table" => id.to_string()).absolute(0);
+    crate::api::io::register_table(id);
     for kind in crate::engine::query::KINDS {
         for outcome in ["ok", "error"] {
             metrics::counter!(crate::engine::query::SEARCH_QUERIES, "table" => id.to_string(), "kind" => kind, "outcome" => outcome)
@@ -197,6 +198,15 @@ impl Tables {
                 let _g = lock.lock().await;
                 match current() {
                     Some((ds, checked, at)) if !stale(&ds, checked, at) => ds,
+                    // Due only by the node's own interval, for a request whose origin budget
+                    // is spent: it is served the version held (the check would be refused).
+                    Some((ds, _, _))
+                        if min_version.is_none()
+                            && since.is_none()
+                            && lakecache_fleet::account::current().is_some_and(|a| !a.affordable()) =>
+                    {
+                        ds
+                    }
                     Some((ds, _, _)) => self.refresh(t, ds).await?,
                     None => self.open(t).await?,
                 }

@@ -152,6 +152,18 @@ impl CachedStore {
         let hit = blocks.iter().filter(|b| b.is_some()).count() as u64;
         metrics::counter!(SEARCH_PAGE_CACHE_READS, "result" => "hit").increment(hit);
         metrics::counter!(SEARCH_PAGE_CACHE_READS, "result" => "miss").increment(blocks.len() as u64 - hit);
+        if let Some(a) = lakecache_fleet::account::current() {
+            use std::sync::atomic::Ordering::Relaxed;
+            // The bytes of the range that hit blocks hold.
+            let held: u64 = (first..=last)
+                .zip(&blocks)
+                .filter(|(_, b)| b.is_some())
+                .map(|(i, _)| (range.end.min((i + 1) * bs)).saturating_sub(range.start.max(i * bs)))
+                .sum();
+            a.page_cache_hits.fetch_add(hit, Relaxed);
+            a.page_cache_misses.fetch_add(blocks.len() as u64 - hit, Relaxed);
+            a.page_cache_bytes.fetch_add(held, Relaxed);
+        }
         let fills = futures::future::try_join_all(missing.iter().map(|r| {
             let bytes = r.start * bs..(r.end * bs).min(meta.size);
             let opts = GetOptions {

@@ -5,6 +5,7 @@
 //!
 //! Below it: the search node's page cache (`blocks`) and Lance's I/O as metrics (`iostats`).
 
+pub mod account;
 pub mod blocks;
 pub mod iostats;
 
