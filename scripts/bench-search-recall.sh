@@ -86,7 +86,7 @@ wait "$DATASET_PID" || die "dataset.py failed"
 WORK=$(mktemp -d /tmp/lakecache-bench-recall.XXXXXX)
 chmod 755 "$WORK"
 "$PYTHON" "$REPO/bench/search/recall.py" --origin-root "$DATA_DIR/origin" --bucket "$BUCKET" --table "$TABLE" \
-    --truth "$DATA_DIR/truth/$TABLE" --work "$WORK" --command "$COMMAND_LINE" \
+    --truth "$DATA_DIR/truth/$TABLE" --work "$WORK" --command "$COMMAND_LINE" --target-dir "$CARGO_TARGET_DIR" \
     --out-md "$REPO/bench/results/search-$SUFFIX.md" --out-png "$REPO/bench/results/search-$SUFFIX-points.png" \
     "${RUN_ARGS[@]}" &
 RUN_PID=$!

@@ -220,6 +220,7 @@ def parse_args():
     ap.add_argument("--out-png", type=Path, default=R.REPO / "bench/results/search-recall-points.png")
     ap.add_argument("--raw-dir", type=Path, default=R.REPO / "bench/results/raw")
     ap.add_argument("--command", help="command line to name in the report")
+    ap.add_argument("--build-only", action="store_true", help="build (or check) the indices, then stop")
     return ap.parse_args()
 
 
@@ -239,7 +240,7 @@ def main() -> int:
     target_dir = a.target_dir or Path.home() / ".cache/lakecache/target"
     bins = {n: target_dir / a.profile / n for n in ("cache-node", "search-node", "lakecache-bench")}
     for n, p in bins.items():
-        if not p.exists():
+        if not p.exists() and not a.build_only:
             raise SystemExit(f"{n} is not built: {p}")
     work = a.work or Path(tempfile_dir())
     work.mkdir(parents=True, exist_ok=True)
@@ -251,6 +252,8 @@ def main() -> int:
     for tag in tags:
         itype, kwargs, _ = INDEXES[tag]
         tables[tag] = index_table(a, base, tag, itype, kwargs)
+    if a.build_only:
+        return 0
 
     import lance
 

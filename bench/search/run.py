@@ -427,6 +427,8 @@ class Ours:
                     conn.request("POST", self.path, body=body, headers=headers)
                     r = conn.getresponse()
                     data = r.read()
+                    # The answer's own I/O account (what the cold section reports per step).
+                    state["io"] = r.getheader("x-lakecache-io")
                     break
                 except (http.client.HTTPException, OSError):
                     conn.close()
@@ -881,6 +883,21 @@ def write_report(path: Path, res: dict):
     w("")
     w(f"Median first query: ours {fmt(med([t['first_ms'] for t in c['ours']]))} ms, pylance {fmt(med([t['first_ms'] for t in c['pylance']]))} ms.")
     w("")
+    ios = [t for t in c["ours"] if t.get("io")]
+    if ios:
+        w("Ours' first query by step, from its own answer's `x-lakecache-io` account (origin requests by what they "
+          "read, as the cache nodes counted them; I/O wait is the time the search node's reads spent waiting, "
+          "summed over concurrent reads, so it may exceed the query's wall time):")
+        w("")
+        w("| trial | origin requests | manifest | index | data | other | origin MiB | fleet requests | I/O wait ms | first query ms |")
+        w("|---|---|---|---|---|---|---|---|---|---|")
+        for t in ios:
+            io = t["io"]
+            k = io.get("origin_requests_by_kind") or {}
+            w(f"| {t['trial']} | {io.get('origin_requests', 0)} | {k.get('manifest', 0)} | {k.get('index', 0)} | "
+              f"{k.get('data', 0)} | {k.get('other', 0)} | {fmt(io.get('origin_bytes', 0) / 2**20, 2)} | "
+              f"{io.get('fleet_requests', 0)} | {fmt(io.get('io_wait_us', 0) / 1e3)} | {fmt(t['first_ms'])} |")
+        w("")
     w("## Plot and raw data")
     w("")
     w(f"- recall@10 vs QPS: `{res['files']['png']}`")
@@ -1283,6 +1300,7 @@ def run(a, systems, nprobes_list, refines, dsinfo, queries_all, gt, qids, table_
                 t0 = time.perf_counter()
                 fn(q1, state)
                 first = time.perf_counter() - t0
+                io = json.loads(state["io"]) if state.get("io") else None
                 after = f.origin_requests()
                 served = f.served_requests()
                 t0 = time.perf_counter()
@@ -1292,7 +1310,7 @@ def run(a, systems, nprobes_list, refines, dsinfo, queries_all, gt, qids, table_
                     state["conn"].close()
                 diff = {k: v - before.get(k, 0) for k, v in after.items()}
                 cold["ours"].append({"trial": trial, "first_ms": first * 1e3, "second_ms": second * 1e3,
-                                     "origin_requests": diff, "node_requests": served})
+                                     "origin_requests": diff, "node_requests": served, "io": io})
                 log(f"cold ours #{trial}: first {first * 1e3:.0f} ms, second {second * 1e3:.0f} ms, origin requests {fmt_counts(diff)}")
             finally:
                 f.stop()
