@@ -200,10 +200,18 @@ impl FleetApi {
             }
         };
         let version = version_text.trim().trim_matches('"');
+        // A read of an object this node does not know yet learns what it is from the GET of
+        // its first range (no HEAD first); a HEAD asks the origin's HEAD.
+        let first = match (&ranges, is_head) {
+            (_, true) => None,
+            (None, false) => Some(ByteRange { start: 0, end: u64::MAX }),
+            (Some(r), false) => r.first().map(|&(start, end)| ByteRange { start, end }),
+        };
+        let class = self.cache.classify(&key);
         let obj = if version.is_empty() {
-            self.cache.object(&bucket, &key).await.map(Some)
+            self.cache.object_as(&bucket, &key, class, first).await.map(Some)
         } else {
-            self.cache.object_at(&bucket, &key, version).await
+            self.cache.object_at(&bucket, &key, version, first).await
         };
         let obj = match obj {
             Ok(Some(o)) => o,

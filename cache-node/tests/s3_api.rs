@@ -158,6 +158,78 @@ async fn second_read_does_not_reach_the_origin() {
     node.stop().await;
 }
 
+/// A GET of an object the node knows nothing about asks the origin once: the ranged GET of
+/// its first pages says what the object is (size, ETag, attributes), as a HEAD would have.
+/// What cannot be read that way (an empty object, a range past the end, a suffix range)
+/// still gets the right answer, through a HEAD.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_read_needs_no_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start(&dir.path().join("origin")).await;
+    std::fs::create_dir_all(origin.root.join("bkt")).unwrap();
+    let mut cfg = node_config(&origin, &dir.path().join("node"), IoEngineChoice::Auto);
+    cfg.auth.anonymous = true; // for the unsigned GET below
+    let node = Node::start(cfg).await;
+    let c = node.client();
+    let data = pattern(5, 700_000);
+    let key = "t.lance/data/first.lance";
+    c.put_object()
+        .bucket("bkt")
+        .key(key)
+        .content_type("image/png")
+        .metadata("origin", "camera-7")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .unwrap();
+    // The node forgets what it knew of the object on a write; it reads it anew.
+    let (g0, h0) = (origin.counts.gets(), origin.counts.heads());
+    let out = c.get_object().bucket("bkt").key(key).range("bytes=70000-70099").send().await.unwrap();
+    assert_eq!(out.content_type(), Some("image/png"));
+    assert_eq!(out.metadata().and_then(|m| m.get("origin")).map(String::as_str), Some("camera-7"));
+    assert_eq!(out.content_range(), Some("bytes 70000-70099/700000"));
+    let etag = out.e_tag().map(str::to_string);
+    assert_eq!(body(out).await, &data[70000..70100]);
+    assert_eq!((origin.counts.gets() - g0, origin.counts.heads() - h0), (1, 0), "one GET, no HEAD");
+    // The page it read (page 1 of 64 KiB pages) is held; the rest of the object comes with
+    // two more GETs, one for page 0 and one for the pages after it.
+    let out = c.get_object().bucket("bkt").key(key).send().await.unwrap();
+    assert_eq!(out.e_tag().map(str::to_string), etag);
+    assert_eq!(body(out).await, data);
+    assert_eq!((origin.counts.gets() - g0, origin.counts.heads() - h0), (3, 0));
+
+    // A whole cold object, with an unsigned (plain) GET as well as a signed one.
+    let small = "t.lance/data/small.lance";
+    origin.put_file("bkt", small, &data[..1000]);
+    let (g0, h0) = (origin.counts.gets(), origin.counts.heads());
+    let r = reqwest::get(format!("{}/bkt/{small}", node.url())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), &data[..1000]);
+    assert_eq!((origin.counts.gets() - g0, origin.counts.heads() - h0), (1, 0));
+
+    // Empty, past the end, suffix: answered as S3 does.
+    origin.put_file("bkt", "t.lance/data/empty.lance", b"");
+    let out = c.get_object().bucket("bkt").key("t.lance/data/empty.lance").send().await.unwrap();
+    assert_eq!(body(out).await, b"");
+    origin.put_file("bkt", "t.lance/data/short.lance", &data[..100]);
+    let e = c
+        .get_object()
+        .bucket("bkt")
+        .key("t.lance/data/short.lance")
+        .range("bytes=500-600")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), ("InvalidRange".to_string(), 416));
+    origin.put_file("bkt", "t.lance/data/tail.lance", &data[..5000]);
+    let out =
+        c.get_object().bucket("bkt").key("t.lance/data/tail.lance").range("bytes=-100").send().await.unwrap();
+    assert_eq!(body(out).await, &data[4900..5000]);
+    let e = c.get_object().bucket("bkt").key("t.lance/data/none.lance").send().await.unwrap_err();
+    assert_eq!(err_code(&e), ("NoSuchKey".to_string(), 404));
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_share_one_origin_fetch() {
     let (_d, origin, node) = setup().await;

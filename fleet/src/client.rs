@@ -44,6 +44,32 @@ fn charge_list(prefix: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// The object as a GET with `options` sees it: its metadata (preconditions checked), its
+/// attributes and the range the read covers.
+fn described(
+    location: &Path,
+    info: &crate::upstream::ObjectInfo,
+    options: &GetOptions,
+) -> Result<(ObjectMeta, object_store::Attributes, std::ops::Range<u64>)> {
+    let meta = ObjectMeta {
+        location: location.clone(),
+        last_modified: chrono::DateTime::<chrono::Utc>::from(info.last_modified),
+        size: info.size,
+        e_tag: info.etag.clone(),
+        version: None,
+    };
+    options.check_preconditions(&meta)?;
+    let mut attributes = object_store::Attributes::new();
+    if let Some(ct) = &info.content_type {
+        attributes.insert(object_store::Attribute::ContentType, ct.clone().into());
+    }
+    let range = match &options.range {
+        Some(r) => r.as_range(meta.size).map_err(|e| generic(format!("invalid range: {e}")))?,
+        None => 0..meta.size,
+    };
+    Ok((meta, attributes, range))
+}
+
 /// One bucket of the fleet as an object store.
 pub struct FleetStore {
     fleet: Arc<Fleet>,
@@ -56,6 +82,61 @@ impl FleetStore {
         let geometry =
             PageGeometry::new(fleet.cfg.page_size.as_u64()).ok_or_else(|| generic("invalid page size"))?;
         Ok(FleetStore { fleet, bucket: bucket.into(), geometry })
+    }
+
+    /// A read of an object this client holds no metadata for, with no HEAD first: the owner
+    /// of the page with the first byte asked is asked for that page's share of the read,
+    /// and its answer describes the object (remembered, as a HEAD's would be); the rest is
+    /// read at the version it named. `None`: take the HEAD path — a suffix range (its
+    /// first byte depends on the size), an empty one, or a start the node found past the
+    /// object's end (answered from the metadata, as object_store answers it).
+    async fn first_read(&self, location: &Path, options: &GetOptions) -> Option<Result<GetResult>> {
+        use object_store::GetRange;
+        let key = location.as_ref();
+        let (start, end) = match &options.range {
+            None => (0, None),
+            Some(GetRange::Bounded(r)) => (r.start, Some(r.end)),
+            Some(GetRange::Offset(o)) => (*o, None),
+            Some(GetRange::Suffix(_)) => return None,
+        };
+        let ps = self.geometry.page_size_bytes();
+        let page = start / ps;
+        let want_end = (page + 1).saturating_mul(ps).min(end.unwrap_or(u64::MAX));
+        if want_end <= start {
+            return None;
+        }
+        let want = ByteRange { start, end: want_end };
+        let (info, body, served_by) =
+            match routing::first_read(&self.fleet, &self.bucket, key, page, want).await {
+                Ok(r) => r,
+                Err(e) if e.status() == Some(http::StatusCode::RANGE_NOT_SATISFIABLE) => return None,
+                Err(e) => return Some(Err(e.to_object_store(key))),
+            };
+        let (meta, attributes, range) = match described(location, &info, options) {
+            Ok(d) => d,
+            Err(e) => return Some(Err(e)),
+        };
+        // The answer holds `want` up to the object's end; the rest of the read is asked for
+        // at the version the answer named.
+        let answered_to = want.end.min(info.size).min(range.end);
+        let read = routing::stream_from(
+            &self.fleet,
+            self.geometry,
+            &self.bucket,
+            key,
+            ReadVersion::of(&info),
+            ByteRange { start: range.start, end: range.end },
+            Some((body, answered_to, served_by)),
+        );
+        let path = key.to_string();
+        let body = read.map(move |r| r.map_err(|e| e.to_object_store(&path))).boxed();
+        Some(Ok(GetResult {
+            payload: GetResultPayload::Stream(body),
+            meta,
+            range,
+            attributes,
+            extensions: Default::default(),
+        }))
     }
 
     fn owner(&self, key: &str) -> Result<Arc<Member>> {
@@ -142,23 +223,14 @@ impl ObjectStore for FleetStore {
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         let key = location.as_ref();
-        let info = routing::head(&self.fleet, &self.bucket, key).await.map_err(|e| e.to_object_store(key))?;
-        let meta = ObjectMeta {
-            location: location.clone(),
-            last_modified: chrono::DateTime::<chrono::Utc>::from(info.last_modified),
-            size: info.size,
-            e_tag: info.etag.clone(),
-            version: None,
-        };
-        options.check_preconditions(&meta)?;
-        let mut attributes = object_store::Attributes::new();
-        if let Some(ct) = &info.content_type {
-            attributes.insert(object_store::Attribute::ContentType, ct.clone().into());
+        if !options.head
+            && self.fleet.meta.get(&self.bucket, key).is_none()
+            && let Some(r) = self.first_read(location, &options).await
+        {
+            return r;
         }
-        let range = match &options.range {
-            Some(r) => r.as_range(meta.size).map_err(|e| generic(format!("invalid range: {e}")))?,
-            None => 0..meta.size,
-        };
+        let info = routing::head(&self.fleet, &self.bucket, key).await.map_err(|e| e.to_object_store(key))?;
+        let (meta, attributes, range) = described(location, &info, &options)?;
         if options.head {
             return Ok(GetResult {
                 payload: GetResultPayload::Stream(futures::stream::empty().boxed()),

@@ -29,15 +29,11 @@ impl RunFetch {
         let count = senders.len() as u64;
         let start = geometry.page_bytes(first, obj.meta.size).start;
         let end = geometry.page_bytes(first + count - 1, obj.meta.size).end;
-        let mut senders = senders.into_iter();
-        let mut index = first;
+        let senders = senders.into_iter();
+        let index = first;
         let fail_rest =
             |index: u64, senders: std::vec::IntoIter<oneshot::Sender<PageResult>>, e: CacheError| {
-                for (i, tx) in (index..).zip(senders) {
-                    let r: PageResult = Err(e.clone());
-                    let _ = cache.complete_page(&obj, i, &r);
-                    let _ = tx.send(r);
-                }
+                fail_pages(cache, &obj, index, senders, e)
             };
         if start >= end {
             fail_rest(index, senders, CacheError::Internal("empty page run".into()));
@@ -77,6 +73,22 @@ impl RunFetch {
             );
             return;
         }
+        RunFetch { obj, first, senders: senders.collect(), geometry }.fill(cache, r).await;
+    }
+
+    /// Cuts an origin answer that holds exactly this run's pages (checked by whoever asked
+    /// for it) into pages, releasing each page's readers as soon as it is whole.
+    pub async fn fill(self, cache: &Cache, r: object_store::GetResult) {
+        let RunFetch { obj, first, senders, geometry, .. } = self;
+        let count = senders.len() as u64;
+        let end = geometry.page_bytes(first + count - 1, obj.meta.size).end;
+        let start = geometry.page_bytes(first, obj.meta.size).start;
+        let mut senders = senders.into_iter();
+        let mut index = first;
+        let fail_rest =
+            |index: u64, senders: std::vec::IntoIter<oneshot::Sender<PageResult>>, e: CacheError| {
+                fail_pages(cache, &obj, index, senders, e)
+            };
         let mut stream = r.into_stream();
         let page_len = |i: u64| {
             let b = geometry.page_bytes(i, obj.meta.size);
@@ -130,6 +142,21 @@ impl RunFetch {
                 }
             }
         }
+    }
+}
+
+/// Fails the pages from `index` on: each waiting reader learns `e`.
+fn fail_pages(
+    cache: &Cache,
+    obj: &ObjectHandle,
+    index: u64,
+    senders: std::vec::IntoIter<oneshot::Sender<PageResult>>,
+    e: CacheError,
+) {
+    for (i, tx) in (index..).zip(senders) {
+        let r: PageResult = Err(e.clone());
+        let _ = cache.complete_page(obj, i, &r);
+        let _ = tx.send(r);
     }
 }
 

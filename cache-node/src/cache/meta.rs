@@ -27,6 +27,10 @@ pub const RETIRED_TTL: Duration = Duration::from_secs(60);
 
 type MetaFuture = Shared<BoxFuture<'static, Result<Arc<ObjectMeta>, CacheError>>>;
 
+/// What learns an object's metadata at the origin in place of a HEAD: the GET of a read's
+/// first pages, which describes the object as a HEAD would (see `Cache::first_read`).
+pub type Probe = BoxFuture<'static, Result<ObjectMeta, CacheError>>;
+
 /// Called with (bucket, key, old metadata) when a revalidation finds a new version.
 pub type OnReplaced = Arc<dyn Fn(&str, &str, &ObjectMeta) + Send + Sync>;
 
@@ -59,6 +63,7 @@ impl MetaCache {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub async fn resolve(
         &self,
         origins: &Arc<Origins>,
@@ -67,6 +72,7 @@ impl MetaCache {
         key: &str,
         path: &Path,
         class: KeyClass,
+        first: Option<Probe>,
     ) -> Result<Arc<ObjectMeta>, CacheError> {
         let mk = map_key(bucket, key);
         if class == KeyClass::NeverCache {
@@ -86,16 +92,20 @@ impl MetaCache {
                 // steady traffic no read waits for the origin's HEAD. (Not for a read
                 // whose budget cannot pay for it: it does not need it.)
                 if super::spend::affordable() {
-                    drop(self.revalidation(origins, store, bucket, key, path, mk));
+                    drop(self.revalidation(origins, store, bucket, key, path, mk, None));
                 }
                 return Ok(m);
             }
+            // Expired: a HEAD, even for a read (its pages may still be here).
+            return self.revalidation(origins, store, bucket, key, path, mk, None).await;
         }
-        self.revalidation(origins, store, bucket, key, path, mk).await
+        // Nothing known: a read learns the metadata from its own first GET.
+        self.revalidation(origins, store, bucket, key, path, mk, first).await
     }
 
-    /// The HEAD of `mk` in flight, started (as a task, which runs whether or not anyone
-    /// waits for it) if there is none.
+    /// The HEAD of `mk` in flight (or `probe` in its place), started (as a task, which runs
+    /// whether or not anyone waits for it) if there is none.
+    #[allow(clippy::too_many_arguments)]
     fn revalidation(
         &self,
         origins: &Arc<Origins>,
@@ -104,12 +114,14 @@ impl MetaCache {
         key: &str,
         path: &Path,
         mk: String,
+        probe: Option<Probe>,
     ) -> MetaFuture {
         let mut inflight = self.inflight.lock();
         match inflight.get(&mk) {
             Some(f) => f.clone(),
             None => {
-                if !super::spend::charge(0) {
+                // (A probe charges its own GET, with the bytes it asks for.)
+                if probe.is_none() && !super::spend::charge(0) {
                     return futures::future::ready(Err(CacheError::OverBudget)).boxed().shared();
                 }
                 let epoch = self.write_epoch.load(Ordering::SeqCst);
@@ -120,7 +132,11 @@ impl MetaCache {
                     (self.on_replaced.clone(), bucket.to_string(), key.to_string());
                 let retired = self.retired.clone();
                 let task = tokio::spawn(super::spend::carry(async move {
-                    let r = head(&origins, &store, &bucket, &path).await.map(Arc::new);
+                    let r = match probe {
+                        Some(p) => p.await,
+                        None => head(&origins, &store, &bucket, &path).await,
+                    }
+                    .map(Arc::new);
                     // Installed only if no write happened meanwhile (else the HEAD may
                     // describe the object as it was before the write).
                     let mut guard = inflight_map.lock();
@@ -186,11 +202,11 @@ impl MetaCache {
         key: &str,
         path: &Path,
     ) -> Result<Arc<ObjectMeta>, CacheError> {
-        self.revalidation(origins, store, bucket, key, path, map_key(bucket, key)).await
+        self.revalidation(origins, store, bucket, key, path, map_key(bucket, key), None).await
     }
 }
 
-async fn head(
+pub(super) async fn head(
     origins: &Origins,
     store: &Arc<dyn ObjectStore>,
     bucket: &str,

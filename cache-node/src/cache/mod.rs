@@ -10,6 +10,7 @@
 //! pages (the tiers).
 
 mod fetch;
+mod first;
 pub mod journal;
 pub mod meta;
 pub mod spend;
@@ -190,21 +191,41 @@ impl Cache {
 
     /// Resolves the current version of an object: cached metadata when it may be trusted,
     /// else one (shared) HEAD at the origin.
-    pub async fn object(&self, bucket: &str, key: &str) -> Result<Arc<ObjectHandle>, CacheError> {
-        self.object_as(bucket, key, self.rules.classify(key)).await
+    pub async fn object(self: &Arc<Self>, bucket: &str, key: &str) -> Result<Arc<ObjectHandle>, CacheError> {
+        self.object_as(bucket, key, self.rules.classify(key), None).await
     }
 
     /// [`object`](Self::object) for a key whose class the caller has already worked out.
+    /// `first`: the first range the caller is about to read, if it reads: an object this
+    /// node knows nothing about is then resolved by the GET of that range's pages instead
+    /// of a HEAD (see `first`).
     pub async fn object_as(
-        &self,
+        self: &Arc<Self>,
         bucket: &str,
         key: &str,
         class: KeyClass,
+        first: Option<ByteRange>,
     ) -> Result<Arc<ObjectHandle>, CacheError> {
         let store = self.origins.store(bucket)?;
         let path = crate::origin::object_path(key)?;
-        let meta = self.meta.resolve(&self.origins, &store, bucket, key, &path, class).await?;
+        let probe = self.probe(bucket, key, &path, &store, class, first);
+        let meta = self.meta.resolve(&self.origins, &store, bucket, key, &path, class, probe).await?;
         Ok(self.handle(bucket, key, path, store, meta, class))
+    }
+
+    /// The first read that may stand in for a HEAD: cached keys only (a key never cached
+    /// has its HEAD and its pass-through GET).
+    fn probe(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        store: &Arc<dyn ObjectStore>,
+        class: KeyClass,
+        first: Option<ByteRange>,
+    ) -> Option<meta::Probe> {
+        let want = first.filter(|_| class != KeyClass::NeverCache)?;
+        Some(self.first_read(bucket, key, path, store, class, want))
     }
 
     /// Forgets what is cached about an object after a write through this node: its
@@ -221,11 +242,13 @@ impl Cache {
     /// The object at `version` (its ETag): the version known now, one replaced lately whose
     /// pages this node may still hold, or — if neither — what the origin has now, if that
     /// is the version. `None`: this node cannot serve that version (a 412 for the reader).
+    /// `first` as for [`object_as`](Self::object_as).
     pub async fn object_at(
-        &self,
+        self: &Arc<Self>,
         bucket: &str,
         key: &str,
         version: &str,
+        first: Option<ByteRange>,
     ) -> Result<Option<Arc<ObjectHandle>>, CacheError> {
         let store = self.origins.store(bucket)?;
         let path = crate::origin::key_path(key)?;
@@ -233,7 +256,8 @@ impl Cache {
         let meta = match self.meta.known_version(bucket, key, version) {
             Some(m) => m,
             None => {
-                let m = self.meta.resolve(&self.origins, &store, bucket, key, &path, class).await?;
+                let probe = self.probe(bucket, key, &path, &store, class, first);
+                let m = self.meta.resolve(&self.origins, &store, bucket, key, &path, class, probe).await?;
                 if m.version == version {
                     m
                 } else if class == KeyClass::NeverCache {

@@ -79,6 +79,12 @@ pub fn charge(bytes: u64) -> bool {
     SPEND.try_with(|s| s.try_charge(bytes)).unwrap_or(true)
 }
 
+/// Adds `bytes` to an origin request already charged, once its answer says how many it
+/// holds (a first read asks for more than a small object has).
+pub fn add_bytes(bytes: u64) {
+    let _ = SPEND.try_with(|s| s.bytes.fetch_add(bytes, Ordering::Relaxed));
+}
+
 /// Whether the current read may start another origin request.
 pub fn affordable() -> bool {
     SPEND.try_with(|s| s.remaining() != Some(0)).unwrap_or(true)

@@ -18,7 +18,21 @@ fn timestamp(obj: &ObjectHandle) -> Timestamp {
     Timestamp::from(obj.meta.last_modified)
 }
 
+/// The first bytes a GET with `range` reads, as far as they are known before the object's
+/// size: an object this node does not know yet is then resolved by the GET of those pages
+/// instead of a HEAD first. A suffix range needs the size first (`None`).
+fn first_range(range: Option<&Range>) -> Option<ByteRange> {
+    match range {
+        None => Some(ByteRange { start: 0, end: u64::MAX }),
+        Some(Range::Int { first, last }) => {
+            Some(ByteRange { start: *first, end: last.map_or(u64::MAX, |l| l.saturating_add(1)) })
+        }
+        Some(Range::Suffix { .. }) => None,
+    }
+}
+
 /// The object as the request sees it: current version, conditions checked, range resolved.
+/// `reading`: a GET (which may resolve an unknown object by its first pages), not a HEAD.
 async fn resolve(
     s3: &LakeS3,
     bucket: &str,
@@ -26,11 +40,14 @@ async fn resolve(
     part_number: Option<i32>,
     range: Option<&Range>,
     conditions: Conditions<'_>,
+    reading: bool,
 ) -> S3Result<(Arc<ObjectHandle>, ByteRange, bool)> {
     if part_number.is_some() {
         return Err(s3_error!(NotImplemented, "Reading by partNumber is not supported"));
     }
-    let obj = s3.cache.object(bucket, key).await.map_err(cache_err)?;
+    let first = if reading { first_range(range) } else { None };
+    let class = s3.cache.classify(key);
+    let obj = s3.cache.object_as(bucket, key, class, first).await.map_err(cache_err)?;
     conditions.check(&obj.meta)?;
     let (range, partial) = resolve_range(range, obj.meta.size)?;
     Ok((obj, range, partial))
@@ -49,9 +66,14 @@ async fn resolve_version(
         return Err(s3_error!(NotImplemented, "Reading by partNumber is not supported"));
     }
     let version = std::str::from_utf8(v.as_bytes()).unwrap_or("").trim().trim_matches('"');
-    let obj = s3.cache.object_at(&i.bucket, &i.key, version).await.map_err(cache_err)?.ok_or_else(|| {
-        s3_error!(PreconditionFailed, "This node no longer holds that version of the object")
-    })?;
+    let obj = s3
+        .cache
+        .object_at(&i.bucket, &i.key, version, first_range(i.range.as_ref()))
+        .await
+        .map_err(cache_err)?
+        .ok_or_else(|| {
+            s3_error!(PreconditionFailed, "This node no longer holds that version of the object")
+        })?;
     Conditions::of(i).check(&obj.meta)?;
     let (range, partial) = resolve_range(i.range.as_ref(), obj.meta.size)?;
     Ok(Some((obj, range, partial)))
@@ -90,7 +112,7 @@ pub async fn get_object(
         Some(r) => r,
         None => {
             let i = &req.input;
-            resolve(s3, &i.bucket, &i.key, i.part_number, i.range.as_ref(), Conditions::of(i)).await?
+            resolve(s3, &i.bucket, &i.key, i.part_number, i.range.as_ref(), Conditions::of(i), true).await?
         }
     };
     let i = &req.input;
@@ -137,7 +159,7 @@ pub async fn head_object(
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let i = &req.input;
     let (obj, range, partial) =
-        resolve(s3, &i.bucket, &i.key, i.part_number, i.range.as_ref(), Conditions::of(i)).await?;
+        resolve(s3, &i.bucket, &i.key, i.part_number, i.range.as_ref(), Conditions::of(i), false).await?;
     let mut out = HeadObjectOutput {
         content_length: Some(range.len() as i64),
         content_range: partial.then(|| lakecache_s3::response::content_range(range, obj.meta.size)),
@@ -163,7 +185,8 @@ pub async fn plain_read(
     class: crate::policy::KeyClass,
 ) -> Option<http::Response<s3s::Body>> {
     use lakecache_s3::response::s3_error_response as error_response;
-    let obj = match cache.object_as(&p.bucket, &p.key, class).await {
+    let first = if p.head { None } else { first_range(p.range.as_ref()) };
+    let obj = match cache.object_as(&p.bucket, &p.key, class, first).await {
         Ok(o) => o,
         Err(e) => return Some(error_response(cache_err(e))),
     };
