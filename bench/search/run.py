@@ -63,6 +63,7 @@ K = 10
 ORIGIN_REQUESTS = "cachenode_origin_requests_total"
 # Requests the cache nodes served (here: the search node's reads).
 S3_REQUESTS = "cachenode_s3_requests_total"
+FLEET_REQUESTS = "cachenode_fleet_requests_total"
 SYSTEMS = ("ours", "pylance", "faiss")
 # Through the counting proxy: queries run to warm a fresh pylance dataset, then queries counted.
 PROXY_WARM_QUERIES = 20
@@ -381,9 +382,12 @@ page_cache = "{a.search_page_cache}"
         return dict(total)
 
     def served_requests(self) -> dict[str, float]:
+        """What the cache nodes were asked: fleet reads (the search node's, by op) and S3
+        requests (by method)."""
         total: Counter = Counter()
         for url in self.node_urls():
-            total.update(metric_sums(url, S3_REQUESTS, label="method"))
+            total.update({f"fleet {k}": v for k, v in metric_sums(url, FLEET_REQUESTS).items()})
+            total.update({f"S3 {k}": v for k, v in metric_sums(url, S3_REQUESTS, label="method").items()})
         return dict(total)
 
     def stop(self):
@@ -869,7 +873,7 @@ def write_report(path: Path, res: dict):
     c = res["cold"]
     w("## Cold first query")
     w("")
-    w(f"Setting nprobes {c['nprobes']}, refine none; each trial uses a different query. **ours**: fresh cache nodes (new state folders: empty memory, disk and pin state) and a fresh search node, started and healthy before the clock starts; the first query includes opening the table. Origin requests are the cache nodes' `{ORIGIN_REQUESTS}` (by op) after the query, summed over both nodes (they start at zero); node requests are the search node's requests to the cache nodes (`{S3_REQUESTS}`). **pylance**: a fresh `lance.dataset()` object in this process (its own session caches; the process-wide HTTP client pool may be reused); time = open + first query. Its origin requests are counted in one further cold open through a counting HTTP proxy in front of the origin (the bench origin itself has no request counter); that open is not timed.")
+    w(f"Setting nprobes {c['nprobes']}, refine none; each trial uses a different query. **ours**: fresh cache nodes (new state folders: empty memory, disk and pin state) and a fresh search node, started and healthy before the clock starts; the first query includes opening the table. Origin requests are the cache nodes' `{ORIGIN_REQUESTS}` (by op) after the query, summed over both nodes (they start at zero); node requests are what the cache nodes were asked: the search node's fleet reads (`{FLEET_REQUESTS}`, by op) and S3 requests (`{S3_REQUESTS}`, by method). **pylance**: a fresh `lance.dataset()` object in this process (its own session caches; the process-wide HTTP client pool may be reused); time = open + first query. Its origin requests are counted in one further cold open through a counting HTTP proxy in front of the origin (the bench origin itself has no request counter); that open is not timed.")
     w("")
     w("| system | trial | first query ms | second query ms | origin requests | node requests |")
     w("|---|---|---|---|---|---|")
