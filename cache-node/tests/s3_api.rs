@@ -230,6 +230,55 @@ async fn a_first_read_needs_no_head() {
     node.stop().await;
 }
 
+/// The same first reads at a local-directory origin (the default one), whose ranged reads
+/// skip the attribute sidecar unless they stand in for a HEAD, and which reports a range
+/// past the end in its own way: attributes kept, edges answered as S3 does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_read_at_a_local_origin_keeps_attributes_and_answers_edges() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start(&dir.path().join("unused")).await;
+    let root = dir.path().join("local");
+    std::fs::create_dir_all(root.join("bkt")).unwrap();
+    let mut cfg = node_config(&origin, &dir.path().join("node"), IoEngineChoice::Auto);
+    cfg.origins = vec![lakecache_cache_node::config::OriginConfig::local("*", root.clone())];
+    let node = Node::start(cfg).await;
+    let c = node.client();
+    let data = pattern(6, 300_000);
+    let key = "t.lance/data/attrs.lance";
+    c.put_object()
+        .bucket("bkt")
+        .key(key)
+        .content_type("video/mp4")
+        .metadata("take", "3")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .unwrap();
+    let out = c.get_object().bucket("bkt").key(key).range("bytes=100-199").send().await.unwrap();
+    assert_eq!(out.content_type(), Some("video/mp4"));
+    assert_eq!(out.metadata().and_then(|m| m.get("take")).map(String::as_str), Some("3"));
+    assert_eq!(body(out).await, &data[100..200]);
+    let head = c.head_object().bucket("bkt").key(key).send().await.unwrap();
+    assert_eq!(head.content_type(), Some("video/mp4"), "the metadata the first read cached");
+
+    std::fs::create_dir_all(root.join("bkt/t.lance/data")).unwrap();
+    std::fs::write(root.join("bkt/t.lance/data/empty.lance"), b"").unwrap();
+    let out = c.get_object().bucket("bkt").key("t.lance/data/empty.lance").send().await.unwrap();
+    assert_eq!(out.content_length(), Some(0));
+    assert_eq!(body(out).await, b"");
+    std::fs::write(root.join("bkt/t.lance/data/short.lance"), &data[..100]).unwrap();
+    let e = c
+        .get_object()
+        .bucket("bkt")
+        .key("t.lance/data/short.lance")
+        .range("bytes=200000-200100")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err_code(&e), ("InvalidRange".to_string(), 416));
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_share_one_origin_fetch() {
     let (_d, origin, node) = setup().await;

@@ -1,7 +1,9 @@
 //! The first read of an object this node knows nothing about, without a HEAD: the ranged
 //! GET of the read's first pages (at most `max_fetch_pages`) describes the object as a
 //! HEAD would — size, ETag, Last-Modified and the stored attributes — and its bytes become
-//! those pages. One origin request where a HEAD and a GET were two.
+//! those pages. One origin request where a HEAD and a GET were two. (A mutable key whose
+//! pages the disk tier recovered after a restart has its first pages fetched again, where
+//! a HEAD and a disk read did: the same number of requests, more bytes.)
 //!
 //! The pages are registered as in flight before the metadata is handed out, so the reads
 //! waiting for it join that GET instead of starting their own. A GET the origin cannot
@@ -41,35 +43,38 @@ impl Cache {
             let last = if want.is_empty() { first } else { (want.end - 1) / ps };
             let last = last.min(first + this.cfg.max_fetch_pages.max(1) - 1);
             let (start, end) = (first * ps, (last + 1).saturating_mul(ps));
-            // The bytes are counted once the answer says how many there are.
-            if !spend::charge(0) {
-                return Err(CacheError::OverBudget);
-            }
-            let opts = GetOptions { range: Some(GetRange::Bounded(start..end)), ..Default::default() };
+            // (The GET was charged as the metadata's request; its bytes are added once the
+            // answer says how many there are.)
+            let mut opts = GetOptions { range: Some(GetRange::Bounded(start..end)), ..Default::default() };
+            // The object's stored attributes too, which a page fetch does not need.
+            opts.extensions.insert(crate::origin::WantAttributes);
             let r = match this.origins.call("get", store.get_opts(&path, opts)).await {
                 Ok(r) => r,
                 Err(OriginError::NotFound) => return Err(this.origins.missing(&bucket, &store).await.into()),
                 Err(OriginError::InvalidKey(_) | OriginError::KeyConflict(_) | OriginError::KeyTooLong(_)) => {
                     return Err(OriginError::NotFound.into());
                 }
-                Err(
-                    e @ (OriginError::NoSuchBucket
-                    | OriginError::AccessDenied
-                    | OriginError::TimedOut(_)
-                    | OriginError::Unavailable(_)),
-                ) => return Err(e.into()),
+                Err(e @ (OriginError::NoSuchBucket | OriginError::AccessDenied | OriginError::TimedOut(_))) => {
+                    return Err(e.into());
+                }
+                // Anything else — an empty object, a range past the end (which a local origin
+                // reports as a failure of its own), an origin that will not answer a range —
+                // is asked again as a HEAD, which is charged as a request of its own; if the
+                // origin is down, the HEAD says so.
                 Err(e) => {
                     tracing::debug!(%bucket, %key, error = %e, "first read could not be a GET; asking with a HEAD");
+                    if !spend::charge(0) {
+                        return Err(CacheError::OverBudget);
+                    }
                     return super::meta::head(&this.origins, &store, &bucket, &path).await;
                 }
             };
+            spend::add_bytes(r.range.end - r.range.start);
             let meta = ObjectMeta::from_store(&r.meta, ObjectAttrs::from_store(&r.attributes));
             if meta.size == 0 || start >= meta.size || r.range != (start..end.min(meta.size)) {
-                // Not the bytes asked for (an origin that ignores ranges): the metadata
-                // stands, the bytes are not used.
+                // Not the bytes asked for: the metadata stands, the bytes are not used.
                 return Ok(meta);
             }
-            spend::add_bytes(r.range.end - r.range.start);
             this.fill_first(&bucket, &key, path, store, class, &meta, first, r);
             Ok(meta)
         }

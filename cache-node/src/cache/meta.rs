@@ -72,7 +72,7 @@ impl MetaCache {
         key: &str,
         path: &Path,
         class: KeyClass,
-        first: Option<Probe>,
+        first: impl FnOnce() -> Option<Probe>,
     ) -> Result<Arc<ObjectMeta>, CacheError> {
         let mk = map_key(bucket, key);
         if class == KeyClass::NeverCache {
@@ -100,7 +100,7 @@ impl MetaCache {
             return self.revalidation(origins, store, bucket, key, path, mk, None).await;
         }
         // Nothing known: a read learns the metadata from its own first GET.
-        self.revalidation(origins, store, bucket, key, path, mk, first).await
+        self.revalidation(origins, store, bucket, key, path, mk, first()).await
     }
 
     /// The HEAD of `mk` in flight (or `probe` in its place), started (as a task, which runs
@@ -120,8 +120,8 @@ impl MetaCache {
         match inflight.get(&mk) {
             Some(f) => f.clone(),
             None => {
-                // (A probe charges its own GET, with the bytes it asks for.)
-                if probe.is_none() && !super::spend::charge(0) {
+                // The HEAD, or the probe's GET (whose bytes it adds once it knows them).
+                if !super::spend::charge(0) {
                     return futures::future::ready(Err(CacheError::OverBudget)).boxed().shared();
                 }
                 let epoch = self.write_epoch.load(Ordering::SeqCst);

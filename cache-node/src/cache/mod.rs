@@ -208,7 +208,7 @@ impl Cache {
     ) -> Result<Arc<ObjectHandle>, CacheError> {
         let store = self.origins.store(bucket)?;
         let path = crate::origin::object_path(key)?;
-        let probe = self.probe(bucket, key, &path, &store, class, first);
+        let probe = || self.probe(bucket, key, &path, &store, class, first);
         let meta = self.meta.resolve(&self.origins, &store, bucket, key, &path, class, probe).await?;
         Ok(self.handle(bucket, key, path, store, meta, class))
     }
@@ -256,7 +256,7 @@ impl Cache {
         let meta = match self.meta.known_version(bucket, key, version) {
             Some(m) => m,
             None => {
-                let probe = self.probe(bucket, key, &path, &store, class, first);
+                let probe = || self.probe(bucket, key, &path, &store, class, first);
                 let m = self.meta.resolve(&self.origins, &store, bucket, key, &path, class, probe).await?;
                 if m.version == version {
                     m

@@ -161,8 +161,11 @@ impl ObjectStore for LocalStore {
         if is_sidecar(location) {
             return Err(not_found(location));
         }
-        // Ranged reads are page fetches, which want bytes only: they skip the sidecar.
-        let want_attrs = options.head || options.range.is_none();
+        // Ranged reads are page fetches, which want bytes only: they skip the sidecar, unless
+        // one stands in for a HEAD (a first read).
+        let want_attrs = options.head
+            || options.range.is_none()
+            || options.extensions.get::<crate::origin::WantAttributes>().is_some();
         let mut r = self.inner.get_opts(location, options).await?;
         if want_attrs {
             r.attributes = read_sidecar(&self.inner, location, r.meta.e_tag.as_deref()).await?;

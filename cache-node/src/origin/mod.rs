@@ -177,6 +177,12 @@ fn classify_generic(e: &(dyn std::error::Error + 'static)) -> OriginError {
     }
 }
 
+/// Marks a ranged GET (in `GetOptions::extensions`) that wants the object's stored
+/// attributes as well as its bytes: the first read of an object, which stands in for its
+/// HEAD. Page fetches want bytes only.
+#[derive(Debug, Clone, Copy)]
+pub struct WantAttributes;
+
 /// Parses an S3 key into an object_store path, refusing what a store cannot represent
 /// exactly: empty segments (`a//b`, a leading or trailing `/`), `.` and `..`. A key that
 /// a store would silently normalise would alias another object (or the bucket itself),

@@ -45,7 +45,8 @@ async fn resolve(
     if part_number.is_some() {
         return Err(s3_error!(NotImplemented, "Reading by partNumber is not supported"));
     }
-    let first = if reading { first_range(range) } else { None };
+    // (A conditional GET may be answered without bytes: it learns the metadata first.)
+    let first = if reading && !conditions.any() { first_range(range) } else { None };
     let class = s3.cache.classify(key);
     let obj = s3.cache.object_as(bucket, key, class, first).await.map_err(cache_err)?;
     conditions.check(&obj.meta)?;
@@ -185,7 +186,8 @@ pub async fn plain_read(
     class: crate::policy::KeyClass,
 ) -> Option<http::Response<s3s::Body>> {
     use lakecache_s3::response::s3_error_response as error_response;
-    let first = if p.head { None } else { first_range(p.range.as_ref()) };
+    let first =
+        if p.head || p.conditions.as_conditions().any() { None } else { first_range(p.range.as_ref()) };
     let obj = match cache.object_as(&p.bucket, &p.key, class, first).await {
         Ok(o) => o,
         Err(e) => return Some(error_response(cache_err(e))),
