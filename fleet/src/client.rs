@@ -119,24 +119,43 @@ impl FleetStore {
         // The answer holds `want` up to the object's end; the rest of the read is asked for
         // at the version the answer named.
         let answered_to = want.end.min(info.size).min(range.end);
+        Some(Ok(self.reading(
+            location,
+            &info,
+            (meta, attributes, range),
+            Some((body, answered_to, served_by)),
+        )))
+    }
+
+    /// The answer to a GET of `range` at the version `info` names, streamed from the fleet
+    /// (`first`: the bytes of the read's first run already being answered, as in
+    /// [`routing::stream_from`]).
+    fn reading(
+        &self,
+        location: &Path,
+        info: &crate::upstream::ObjectInfo,
+        (meta, attributes, range): (ObjectMeta, object_store::Attributes, std::ops::Range<u64>),
+        first: Option<(crate::upstream::BodyStream, u64, Arc<Member>)>,
+    ) -> GetResult {
+        let key = location.as_ref();
         let read = routing::stream_from(
             &self.fleet,
             self.geometry,
             &self.bucket,
             key,
-            ReadVersion::of(&info),
+            ReadVersion::of(info),
             ByteRange { start: range.start, end: range.end },
-            Some((body, answered_to, served_by)),
+            first,
         );
         let path = key.to_string();
         let body = read.map(move |r| r.map_err(|e| e.to_object_store(&path))).boxed();
-        Some(Ok(GetResult {
+        GetResult {
             payload: GetResultPayload::Stream(body),
             meta,
             range,
             attributes,
             extensions: Default::default(),
-        }))
+        }
     }
 
     fn owner(&self, key: &str) -> Result<Arc<Member>> {
@@ -232,31 +251,16 @@ impl ObjectStore for FleetStore {
         let info = routing::head(&self.fleet, &self.bucket, key).await.map_err(|e| e.to_object_store(key))?;
         let (meta, attributes, range) = described(location, &info, &options)?;
         if options.head {
+            let body = futures::stream::empty().boxed();
             return Ok(GetResult {
-                payload: GetResultPayload::Stream(futures::stream::empty().boxed()),
+                payload: GetResultPayload::Stream(body),
                 meta,
                 range,
                 attributes,
                 extensions: Default::default(),
             });
         }
-        let read = routing::stream(
-            &self.fleet,
-            self.geometry,
-            &self.bucket,
-            key,
-            ReadVersion::of(&info),
-            ByteRange { start: range.start, end: range.end },
-        );
-        let path = key.to_string();
-        let body = read.map(move |r| r.map_err(|e| e.to_object_store(&path))).boxed();
-        Ok(GetResult {
-            payload: GetResultPayload::Stream(body),
-            meta,
-            range,
-            attributes,
-            extensions: Default::default(),
-        })
+        Ok(self.reading(location, &info, (meta, attributes, range), None))
     }
 
     fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {

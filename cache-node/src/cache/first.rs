@@ -24,8 +24,9 @@ use crate::origin::OriginError;
 use crate::policy::KeyClass;
 
 impl Cache {
-    /// The probe that resolves `key` by reading `want` (the read's first range; its end may
-    /// run past the object's).
+    /// The probe that resolves `key` by reading `first` (the read's first range; its end
+    /// may run past the object's). None for a key never cached (it has its HEAD and its
+    /// pass-through GET) or a caller that does not read.
     pub(super) fn first_read(
         self: &Arc<Self>,
         bucket: &str,
@@ -33,8 +34,9 @@ impl Cache {
         path: &Path,
         store: &Arc<dyn ObjectStore>,
         class: KeyClass,
-        want: ByteRange,
-    ) -> Probe {
+        first: Option<ByteRange>,
+    ) -> Option<Probe> {
+        let want = first.filter(|_| class != KeyClass::NeverCache)?;
         let (this, bucket, key, path, store) =
             (self.clone(), bucket.to_string(), key.to_string(), path.clone(), store.clone());
         async move {
@@ -79,6 +81,7 @@ impl Cache {
             Ok(meta)
         }
         .boxed()
+        .into()
     }
 
     /// Hands the answer of a first read to a fetch of its pages, registered as in flight —

@@ -208,24 +208,9 @@ impl Cache {
     ) -> Result<Arc<ObjectHandle>, CacheError> {
         let store = self.origins.store(bucket)?;
         let path = crate::origin::object_path(key)?;
-        let probe = || self.probe(bucket, key, &path, &store, class, first);
+        let probe = || self.first_read(bucket, key, &path, &store, class, first);
         let meta = self.meta.resolve(&self.origins, &store, bucket, key, &path, class, probe).await?;
         Ok(self.handle(bucket, key, path, store, meta, class))
-    }
-
-    /// The first read that may stand in for a HEAD: cached keys only (a key never cached
-    /// has its HEAD and its pass-through GET).
-    fn probe(
-        self: &Arc<Self>,
-        bucket: &str,
-        key: &str,
-        path: &Path,
-        store: &Arc<dyn ObjectStore>,
-        class: KeyClass,
-        first: Option<ByteRange>,
-    ) -> Option<meta::Probe> {
-        let want = first.filter(|_| class != KeyClass::NeverCache)?;
-        Some(self.first_read(bucket, key, path, store, class, want))
     }
 
     /// Forgets what is cached about an object after a write through this node: its
@@ -256,7 +241,7 @@ impl Cache {
         let meta = match self.meta.known_version(bucket, key, version) {
             Some(m) => m,
             None => {
-                let probe = || self.probe(bucket, key, &path, &store, class, first);
+                let probe = || self.first_read(bucket, key, &path, &store, class, first);
                 let m = self.meta.resolve(&self.origins, &store, bucket, key, &path, class, probe).await?;
                 if m.version == version {
                     m
