@@ -207,8 +207,8 @@ impl FleetApi {
             (None, false) => Some(ByteRange { start: 0, end: u64::MAX }),
             (Some(r), false) => r.first().map(|&(start, end)| ByteRange { start, end }),
         };
-        let class = self.cache.classify(&key);
         let obj = if version.is_empty() {
+            let class = self.cache.classify(&key);
             self.cache.object_as(&bucket, &key, class, first).await.map(Some)
         } else {
             self.cache.object_at(&bucket, &key, version, first).await
