@@ -13,6 +13,8 @@
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -40,20 +42,57 @@ struct BlockKey {
     index: u64,
 }
 
+#[derive(Clone)]
+struct BlockWeight;
+
+impl quick_cache::Weighter<BlockKey, Bytes> for BlockWeight {
+    fn weight(&self, k: &BlockKey, v: &Bytes) -> u64 {
+        (v.len() + k.object.len() + 64) as u64
+    }
+}
+
+/// The page cache's meters, resolved once: looking a labelled metric up in the registry on
+/// every read cost more than the read itself.
+struct Meters {
+    hits: metrics::Counter,
+    misses: metrics::Counter,
+    bytes: metrics::Counter,
+    fill: metrics::Counter,
+    size: metrics::Gauge,
+}
+
+impl Meters {
+    fn get() -> &'static Meters {
+        static METERS: std::sync::OnceLock<Meters> = std::sync::OnceLock::new();
+        // First used by a read, which comes after the recorder is installed.
+        METERS.get_or_init(|| Meters {
+            hits: metrics::counter!(SEARCH_PAGE_CACHE_READS, "result" => "hit"),
+            misses: metrics::counter!(SEARCH_PAGE_CACHE_READS, "result" => "miss"),
+            bytes: metrics::counter!(SEARCH_PAGE_CACHE_BYTES),
+            fill: metrics::counter!(SEARCH_PAGE_CACHE_FILL_BYTES),
+            size: metrics::gauge!(SEARCH_PAGE_CACHE_SIZE),
+        })
+    }
+}
+
 /// Blocks of write-once objects, bounded in bytes, shared by every table and bucket.
 pub struct BlockCache {
-    blocks: moka::sync::Cache<BlockKey, Bytes>,
-    /// Object metadata of write-once keys: where their ETag comes from without a request.
-    meta: moka::sync::Cache<Arc<str>, ObjectMeta>,
+    blocks: quick_cache::sync::Cache<BlockKey, Bytes, BlockWeight>,
     block_size: u64,
     /// The keys kept: see the module comment.
     unique: GlobSet,
     /// The fleet's key rules: a name is kept here only if the fleet holds it immutable too.
     rules: parking_lot::RwLock<Arc<lakecache_common::keys::KeyRules>>,
+    /// Bumped whenever the rules change, so names classified under older rules are
+    /// classified again.
+    generation: AtomicU64,
 }
 
 /// Lance files whose names are never reused.
 const UNIQUE_NAMES: [&str; 3] = ["**/data/*.lance", "**/_indices/**", "**/_deletions/*"];
+
+/// Names (with their metadata) a store remembers; each costs a few hundred bytes.
+const NAMES: usize = 200_000;
 
 impl BlockCache {
     /// `capacity` bytes of blocks of `block_size` bytes; `None` when capacity is zero.
@@ -67,18 +106,16 @@ impl BlockCache {
             unique.add(globset::GlobBuilder::new(g).literal_separator(true).build()?);
         }
         let unique = unique.build()?;
-        let blocks = moka::sync::Cache::builder()
-            .max_capacity(capacity)
-            .weigher(|k: &BlockKey, v: &Bytes| (v.len() + k.object.len() + 64).try_into().unwrap_or(u32::MAX))
-            .build();
-        let meta = moka::sync::Cache::builder().max_capacity(200_000).build();
+        let items = usize::try_from((capacity / block_size).max(1)).unwrap_or(usize::MAX);
+        let blocks = quick_cache::sync::Cache::with_weighter(items, capacity, BlockWeight);
         let rules = parking_lot::RwLock::new(Arc::new(lakecache_common::keys::KeyRules::lance_defaults()));
-        Ok(Some(Arc::new(Self { blocks, meta, block_size, unique, rules })))
+        Ok(Some(Arc::new(Self { blocks, block_size, unique, rules, generation: AtomicU64::new(0) })))
     }
 
     /// Applies the fleet's key rules (learned from the cache nodes).
     pub fn set_rules(&self, rules: Arc<lakecache_common::keys::KeyRules>) {
         *self.rules.write() = rules;
+        self.generation.fetch_add(1, Relaxed);
     }
 
     /// Whether `key` is kept here by name: a Lance file whose name is never reused and that
@@ -88,22 +125,35 @@ impl BlockCache {
             && self.rules.read().classify(key) == lakecache_common::keys::KeyClass::Immutable
     }
 
-    /// Bytes held now (approximate: moka settles its accounting lazily).
+    /// Bytes held now.
     pub fn size(&self) -> u64 {
-        self.blocks.weighted_size()
+        self.blocks.weight()
     }
-
-    fn forget(&self, bucket: &str, key: &str) {
-        self.meta.invalidate(&meta_key(bucket, key));
-    }
-}
-
-fn meta_key(bucket: &str, key: &str) -> Arc<str> {
-    format!("{bucket}/{key}").into()
 }
 
 fn generic(msg: impl Into<String>) -> object_store::Error {
     object_store::Error::Generic { store: "lakecache-search", source: msg.into().into() }
+}
+
+/// What a store knows of one name.
+#[derive(Clone)]
+struct Name {
+    /// `BlockCache::generation` when the name was classified.
+    generation: u64,
+    /// `None`: the name passes through to the fleet.
+    kept: Option<Kept>,
+}
+
+#[derive(Clone)]
+struct Kept {
+    /// Learned on the first read.
+    known: Option<Arc<Known>>,
+}
+
+struct Known {
+    meta: ObjectMeta,
+    /// bucket, key and ETag: the blocks' key.
+    object: Arc<str>,
 }
 
 /// One bucket's store with the block cache in front.
@@ -111,30 +161,59 @@ pub struct CachedStore {
     inner: Arc<dyn ObjectStore>,
     cache: Arc<BlockCache>,
     bucket: String,
+    /// Every name read through this store: whether it is kept, and its metadata once known.
+    /// Writes through the store forget the name.
+    names: Arc<Names>,
 }
+
+type Names = quick_cache::sync::Cache<Arc<str>, Name>;
 
 impl CachedStore {
     pub fn new(inner: Arc<dyn ObjectStore>, cache: Arc<BlockCache>, bucket: &str) -> Self {
-        Self { inner, cache, bucket: bucket.to_string() }
+        Self { inner, cache, bucket: bucket.to_string(), names: Arc::new(Names::new(NAMES)) }
     }
 
-    async fn meta(&self, location: &Path) -> Result<ObjectMeta> {
-        let k = meta_key(&self.bucket, location.as_ref());
-        if let Some(m) = self.cache.meta.get(&k) {
-            return Ok(m);
+    /// Whether `key` is kept, and its metadata if a read has learned it.
+    fn lookup(&self, key: &str) -> Option<Option<Arc<Known>>> {
+        let generation = self.cache.generation.load(Relaxed);
+        if let Some(n) = self.names.get(key)
+            && n.generation == generation
+        {
+            return n.kept.map(|k| k.known);
         }
-        let m = self.inner.head(location).await?;
-        self.cache.meta.insert(k, m.clone());
-        Ok(m)
+        let kept = self.cache.by_name(key).then_some(Kept { known: None });
+        self.names.insert(key.into(), Name { generation, kept: kept.clone() });
+        kept.map(|k| k.known)
+    }
+
+    fn forget(&self, key: &str) {
+        self.names.remove(key);
+    }
+
+    async fn known(&self, location: &Path, known: Option<Arc<Known>>) -> Result<Arc<Known>> {
+        if let Some(k) = known {
+            return Ok(k);
+        }
+        let meta = self.inner.head(location).await?;
+        let object =
+            format!("{}/{}#{}", self.bucket, location.as_ref(), meta.e_tag.as_deref().unwrap_or("")).into();
+        let k = Arc::new(Known { meta, object });
+        let generation = self.cache.generation.load(Relaxed);
+        self.names.insert(
+            location.as_ref().into(),
+            Name { generation, kept: Some(Kept { known: Some(k.clone()) }) },
+        );
+        Ok(k)
     }
 
     /// `range` of a write-once object from blocks, reading the missing runs from the fleet
     /// (concurrently, one request per run of consecutive missing blocks).
-    async fn read_through(&self, location: &Path, meta: &ObjectMeta, range: Range<u64>) -> Result<Bytes> {
+    async fn read_through(&self, location: &Path, known: &Known, range: Range<u64>) -> Result<Bytes> {
         let c = &self.cache;
+        let m = Meters::get();
         let bs = c.block_size;
-        let object: Arc<str> =
-            format!("{}/{}#{}", self.bucket, location.as_ref(), meta.e_tag.as_deref().unwrap_or("")).into();
+        let meta = &known.meta;
+        let object = &known.object;
         let first = range.start / bs;
         let last = (range.end - 1) / bs;
         let mut blocks: Vec<Option<Bytes>> = Vec::with_capacity((last - first + 1) as usize);
@@ -150,10 +229,9 @@ impl CachedStore {
             blocks.push(b);
         }
         let hit = blocks.iter().filter(|b| b.is_some()).count() as u64;
-        metrics::counter!(SEARCH_PAGE_CACHE_READS, "result" => "hit").increment(hit);
-        metrics::counter!(SEARCH_PAGE_CACHE_READS, "result" => "miss").increment(blocks.len() as u64 - hit);
+        m.hits.increment(hit);
+        m.misses.increment(blocks.len() as u64 - hit);
         if let Some(a) = lakecache_fleet::account::current() {
-            use std::sync::atomic::Ordering::Relaxed;
             // The bytes of the range that hit blocks hold.
             let held: u64 = (first..=last)
                 .zip(&blocks)
@@ -186,7 +264,7 @@ impl CachedStore {
         }))
         .await?;
         for (r, got) in missing.iter().zip(fills) {
-            metrics::counter!(SEARCH_PAGE_CACHE_FILL_BYTES).increment(got.len() as u64);
+            m.fill.increment(got.len() as u64);
             for i in r.clone() {
                 let off = ((i - r.start) * bs) as usize;
                 let b = got.slice(off..(off + bs as usize).min(got.len()));
@@ -194,7 +272,10 @@ impl CachedStore {
                 blocks[(i - first) as usize] = Some(b);
             }
         }
-        metrics::counter!(SEARCH_PAGE_CACHE_BYTES).increment(range.end - range.start);
+        if !missing.is_empty() {
+            m.size.set(c.size() as f64);
+        }
+        m.bytes.increment(range.end - range.start);
         // One block: a slice of it, no copy.
         let start_in = (range.start - first * bs) as usize;
         let len = (range.end - range.start) as usize;
@@ -232,8 +313,7 @@ impl fmt::Display for CachedStore {
 /// Forgets the key's metadata once a multipart write through this store completes.
 struct ForgetOnComplete {
     inner: Box<dyn MultipartUpload>,
-    cache: Arc<BlockCache>,
-    bucket: String,
+    names: Arc<Names>,
     key: String,
 }
 
@@ -251,7 +331,7 @@ impl MultipartUpload for ForgetOnComplete {
 
     async fn complete(&mut self) -> Result<PutResult> {
         let r = self.inner.complete().await;
-        self.cache.forget(&self.bucket, &self.key);
+        self.names.remove(self.key.as_str());
         r
     }
 
@@ -264,7 +344,7 @@ impl MultipartUpload for ForgetOnComplete {
 impl ObjectStore for CachedStore {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         let r = self.inner.put_opts(location, payload, opts).await;
-        self.cache.forget(&self.bucket, location.as_ref());
+        self.forget(location.as_ref());
         r
     }
 
@@ -274,12 +354,7 @@ impl ObjectStore for CachedStore {
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
         let inner = self.inner.put_multipart_opts(location, opts).await?;
-        Ok(Box::new(ForgetOnComplete {
-            inner,
-            cache: self.cache.clone(),
-            bucket: self.bucket.clone(),
-            key: location.to_string(),
-        }))
+        Ok(Box::new(ForgetOnComplete { inner, names: self.names.clone(), key: location.to_string() }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
@@ -289,10 +364,12 @@ impl ObjectStore for CachedStore {
             && options.if_modified_since.is_none()
             && options.if_unmodified_since.is_none()
             && options.version.is_none();
-        if !plain || !self.cache.by_name(location.as_ref()) {
+        let kept = if plain { self.lookup(location.as_ref()) } else { None };
+        let Some(known) = kept else {
             return self.inner.get_opts(location, options).await;
-        }
-        let meta = self.meta(location).await?;
+        };
+        let known = self.known(location, known).await?;
+        let meta = known.meta.clone();
         let range = match &options.range {
             Some(r) => r.as_range(meta.size).map_err(|e| generic(format!("invalid range: {e}")))?,
             None => 0..meta.size,
@@ -300,16 +377,15 @@ impl ObjectStore for CachedStore {
         if range.is_empty() || range.end - range.start > MAX_CACHED_READ {
             return self.inner.get_opts(location, options).await;
         }
-        let body = match self.read_through(location, &meta, range.clone()).await {
+        let body = match self.read_through(location, &known, range.clone()).await {
             Ok(b) => b,
             Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => {
                 // Not the object we knew any more: forget it and let the fleet answer.
-                self.cache.forget(&self.bucket, location.as_ref());
+                self.forget(location.as_ref());
                 return self.inner.get_opts(location, options).await;
             }
             Err(e) => return Err(e),
         };
-        metrics::gauge!(SEARCH_PAGE_CACHE_SIZE).set(self.cache.size() as f64);
         Ok(GetResult {
             payload: GetResultPayload::Stream(futures::stream::once(async move { Ok(body) }).boxed()),
             meta,
@@ -320,13 +396,12 @@ impl ObjectStore for CachedStore {
     }
 
     fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
-        let cache = self.cache.clone();
-        let bucket = self.bucket.clone();
+        let names = self.names.clone();
         self.inner
             .delete_stream(locations)
             .map(move |r| {
                 if let Ok(p) = &r {
-                    cache.forget(&bucket, p.as_ref());
+                    names.remove(p.as_ref());
                 }
                 r
             })
@@ -351,7 +426,101 @@ impl ObjectStore for CachedStore {
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         let r = self.inner.copy_opts(from, to, options).await;
-        self.cache.forget(&self.bucket, to.as_ref());
+        self.forget(to.as_ref());
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// An in-memory store that counts the reads reaching it.
+    #[derive(Debug, Default)]
+    struct Counting {
+        inner: object_store::memory::InMemory,
+        gets: AtomicUsize,
+    }
+
+    impl fmt::Display for Counting {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("counting")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Counting {
+        async fn put_opts(&self, l: &Path, p: PutPayload, o: PutOptions) -> Result<PutResult> {
+            self.inner.put_opts(l, p, o).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            l: &Path,
+            o: PutMultipartOptions,
+        ) -> Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(l, o).await
+        }
+        async fn get_opts(&self, l: &Path, o: GetOptions) -> Result<GetResult> {
+            self.gets.fetch_add(1, Relaxed);
+            self.inner.get_opts(l, o).await
+        }
+        fn delete_stream(&self, l: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+            self.inner.delete_stream(l)
+        }
+        fn list(&self, p: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.inner.list(p)
+        }
+        async fn list_with_delimiter(&self, p: Option<&Path>) -> Result<ListResult> {
+            self.inner.list_with_delimiter(p).await
+        }
+        async fn copy_opts(&self, f: &Path, t: &Path, o: CopyOptions) -> Result<()> {
+            self.inner.copy_opts(f, t, o).await
+        }
+    }
+
+    async fn read(s: &CachedStore, key: &str, r: Range<u64>) -> Bytes {
+        s.get_range(&Path::from(key), r).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn hits_skip_the_fleet_writes_forget_and_new_rules_reclassify() {
+        let inner = Arc::new(Counting::default());
+        let cache = BlockCache::new(1 << 20, 4096).unwrap().unwrap();
+        let s = CachedStore::new(inner.clone(), cache.clone(), "b");
+        let data = "t.lance/data/a.lance";
+        let body: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        s.put(&Path::from(data), body.clone().into()).await.unwrap();
+
+        // First read: a HEAD and one GET of the two missing blocks; then none.
+        assert_eq!(read(&s, data, 4000..5000).await, body[4000..5000]);
+        assert_eq!(inner.gets.load(Relaxed), 2);
+        assert_eq!(read(&s, data, 4090..4100).await, body[4090..4100]);
+        assert_eq!(read(&s, data, 0..20_000).await, body[..]);
+        assert_eq!(inner.gets.load(Relaxed), 3, "only the blocks not yet held are read");
+        assert_eq!(read(&s, data, 100..200).await, body[100..200]);
+        assert_eq!(inner.gets.load(Relaxed), 3);
+
+        // A write through the store forgets what it knew: the new bytes are read.
+        let other: Vec<u8> = vec![7; 9000];
+        s.put(&Path::from(data), other.clone().into()).await.unwrap();
+        assert_eq!(read(&s, data, 100..200).await, other[100..200]);
+
+        // Names outside the write-once set always pass through.
+        let manifest = "t.lance/_versions/1.manifest";
+        s.put(&Path::from(manifest), vec![1u8; 100].into()).await.unwrap();
+        let before = inner.gets.load(Relaxed);
+        read(&s, manifest, 0..10).await;
+        read(&s, manifest, 0..10).await;
+        assert_eq!(inner.gets.load(Relaxed), before + 2);
+
+        // Rules under which data files are mutable: the name is classified again and passes.
+        let rules = lakecache_common::keys::KeyRules::new(&[], &[]).unwrap();
+        cache.set_rules(Arc::new(rules));
+        let before = inner.gets.load(Relaxed);
+        read(&s, data, 100..200).await;
+        read(&s, data, 100..200).await;
+        assert_eq!(inner.gets.load(Relaxed), before + 2);
+        assert!(cache.size() > 0);
     }
 }

@@ -19,17 +19,49 @@ pub const OBJECTSTORE_REQUESTS: &str = "searchnode_objectstore_requests_total";
 pub const OBJECTSTORE_READ_BYTES: &str = "searchnode_objectstore_read_bytes_total";
 pub const OBJECTSTORE_LATENCY: &str = "searchnode_objectstore_request_duration_milliseconds";
 
+const OUTCOMES: [&str; 4] = ["ok", "not_found", "conflict", "error"];
+
+fn outcome<T>(r: &Result<T>) -> usize {
+    match r {
+        Ok(_) => 0,
+        Err(object_store::Error::NotFound { .. }) => 1,
+        Err(object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }) => 2,
+        Err(_) => 3,
+    }
+}
+
 fn record<T>(op: &'static str, started: Instant, r: &Result<T>) {
-    let outcome = match r {
-        Ok(_) => "ok",
-        Err(object_store::Error::NotFound { .. }) => "not_found",
-        Err(object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }) => {
-            "conflict"
-        }
-        Err(_) => "error",
-    };
-    metrics::counter!(OBJECTSTORE_REQUESTS, "op" => op, "outcome" => outcome).increment(1);
+    metrics::counter!(OBJECTSTORE_REQUESTS, "op" => op, "outcome" => OUTCOMES[outcome(r)]).increment(1);
     metrics::histogram!(OBJECTSTORE_LATENCY, "op" => op).record(ms_since(started));
+}
+
+/// The meters of reads (GETs and HEADs, the most of Lance's traffic by far), resolved once:
+/// a registry lookup per labelled metric per read cost as much as a page-cache hit.
+struct ReadMeters {
+    /// [get, head] by outcome.
+    requests: [[metrics::Counter; 4]; 2],
+    latency: [metrics::Histogram; 2],
+    bytes: metrics::Counter,
+}
+
+impl ReadMeters {
+    fn get() -> &'static ReadMeters {
+        static METERS: std::sync::OnceLock<ReadMeters> = std::sync::OnceLock::new();
+        // First used by a read, which comes after the recorder is installed.
+        METERS.get_or_init(|| {
+            let by_op = |op: &'static str| {
+                OUTCOMES.map(|o| metrics::counter!(OBJECTSTORE_REQUESTS, "op" => op, "outcome" => o))
+            };
+            ReadMeters {
+                requests: [by_op("get"), by_op("head")],
+                latency: [
+                    metrics::histogram!(OBJECTSTORE_LATENCY, "op" => "get"),
+                    metrics::histogram!(OBJECTSTORE_LATENCY, "op" => "head"),
+                ],
+                bytes: metrics::counter!(OBJECTSTORE_READ_BYTES),
+            }
+        })
+    }
 }
 
 /// Counts what passes through to `inner`.
@@ -68,16 +100,18 @@ impl ObjectStore for Counted {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        let op = if options.head { "head" } else { "get" };
+        let m = ReadMeters::get();
+        let op = usize::from(options.head);
         let started = Instant::now();
         let r = self.0.get_opts(location, options).await;
-        record(op, started, &r);
+        m.requests[op][outcome(&r)].increment(1);
+        m.latency[op].record(ms_since(started));
         let mut r = r?;
         if let GetResultPayload::Stream(s) = r.payload {
             r.payload = GetResultPayload::Stream(
                 s.inspect(|c| {
                     if let Ok(b) = c {
-                        metrics::counter!(OBJECTSTORE_READ_BYTES).increment(b.len() as u64);
+                        ReadMeters::get().bytes.increment(b.len() as u64);
                     }
                 })
                 .boxed(),
