@@ -467,3 +467,70 @@ async fn a_read_says_what_it_cost_at_the_origin_and_keeps_to_its_budget() {
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("whole number"));
 }
+
+/// A small Lance index file is fetched whole at its first miss — a search reads many
+/// scattered pieces of it at once — in runs of `max_fetch`, started together: the read that
+/// starts them pays for them (and says so), later reads of any piece cost nothing. A read
+/// whose budget cannot pay for the whole file gets only its own pages. Data files are read
+/// page by page as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_index_file_is_fetched_whole_in_a_few_gets() {
+    const PAGE: usize = 64 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start(&dir.path().join("origin")).await;
+    let index = "t.lance/_indices/9c1e/auxiliary.idx";
+    let other = "t.lance/_indices/77ab/auxiliary.idx";
+    let data_file = "t.lance/data/d.lance";
+    let body = data(16 * PAGE + 1000, 3); // 17 pages
+    for k in [index, other, data_file] {
+        origin.put_file("bkt", k, &body);
+    }
+    let mut cfg = node_config(&origin, &dir.path().join("n"), Default::default());
+    cfg.cache.max_fetch = bytesize::ByteSize::b(4 * PAGE as u64); // runs of 4 pages
+    let node = Node::start(cfg).await;
+    let base = node.url();
+    let counts = origin.counts.clone();
+    let seen = move || counts.gets() + counts.heads();
+    let cost = |r: &reqwest::Response| header(r, wire::ORIGIN_REQUESTS).parse::<u64>().unwrap();
+    let piece = |p: usize| format!("{}-{}", p * PAGE + 10, p * PAGE + 99);
+
+    // Cold, a piece of page 6: the first read is the aligned run around it (pages 4-7),
+    // and the other runs (0-3, 8-11, 12-15, 16) start with it: 5 GETs, no HEAD, all told.
+    let r = ask(&base, index, Ask { ranges: &piece(6), ..Default::default() }).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(cost(&r), 5);
+    assert_eq!(r.bytes().await.unwrap(), body[6 * PAGE + 10..6 * PAGE + 100]);
+    // Scattered pieces after it cost nothing more (they were fetched, or join the fetches).
+    for p in [0, 16, 9, 3, 12, 1] {
+        let r = ask(&base, index, Ask { ranges: &piece(p), ..Default::default() }).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(cost(&r), 0, "page {p}");
+        assert_eq!(r.bytes().await.unwrap(), body[p * PAGE + 10..p * PAGE + 100]);
+    }
+    let all = format!("0-{}", body.len() - 1);
+    let r = ask(&base, index, Ask { ranges: &all, budget: Some("0"), ..Default::default() }).await;
+    assert_eq!((r.status().as_u16(), cost(&r)), (200, 0));
+    assert_eq!(r.bytes().await.unwrap(), body);
+    assert_eq!(seen(), 5);
+    assert_eq!(origin.counts.heads(), 0);
+
+    // Known (after a HEAD) but not held, with a budget of 1: the read's own page only.
+    let r = ask(&base, other, Ask { method: "HEAD", ..Default::default() }).await;
+    assert_eq!(r.status(), 200);
+    let r = ask(&base, other, Ask { ranges: &piece(9), budget: Some("1"), ..Default::default() }).await;
+    assert_eq!((r.status().as_u16(), cost(&r)), (200, 1));
+    assert_eq!(r.bytes().await.unwrap(), body[9 * PAGE + 10..9 * PAGE + 100]);
+    assert_eq!(seen(), 7);
+    // Without a budget the next miss brings the rest: runs 0-3, 4-7, 8, 10-13, 14-16.
+    let r = ask(&base, other, Ask { ranges: &piece(2), ..Default::default() }).await;
+    assert_eq!((r.status().as_u16(), cost(&r)), (200, 5));
+    assert_eq!(r.bytes().await.unwrap(), body[2 * PAGE + 10..2 * PAGE + 100]);
+    assert_eq!(seen(), 12);
+
+    // A data file: the page read, nothing more.
+    let r = ask(&base, data_file, Ask { ranges: &piece(6), ..Default::default() }).await;
+    assert_eq!((r.status().as_u16(), cost(&r)), (200, 1));
+    let r = ask(&base, data_file, Ask { ranges: &piece(9), ..Default::default() }).await;
+    assert_eq!((r.status().as_u16(), cost(&r)), (200, 1));
+    assert_eq!(seen(), 14);
+}

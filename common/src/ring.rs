@@ -46,6 +46,27 @@ pub struct Ring {
     uniform: bool,
 }
 
+/// Pages of a Lance index file (`_indices/`) are placed in groups of this many bytes rather
+/// than one by one: a search reads many scattered pieces of an index at once (an IVF index's
+/// probed partitions), and when one node holds them all it can fetch a small index file in
+/// a few large GETs instead of one GET per page (the cache node's whole-object fetch).
+pub const INDEX_GROUP_BYTES: u64 = 64 << 20;
+
+/// Whether `key` is a file of a Lance index.
+pub fn is_index_file(key: &str) -> bool {
+    key.starts_with("_indices/") || key.contains("/_indices/")
+}
+
+/// The page whose hash places page `page` of `key`: the page itself, or for an index file
+/// the first page of its group of [`INDEX_GROUP_BYTES`].
+pub fn placement_page(key: &str, page: u64, page_size: u64) -> u64 {
+    if !is_index_file(key) {
+        return page;
+    }
+    let group = (INDEX_GROUP_BYTES / page_size.max(1)).max(1);
+    page - page % group
+}
+
 /// The key of one page: (bucket, key, page index).
 pub fn page_key_hash(bucket: &str, key: &str, page_index: u64) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::with_seed(SEED);
@@ -164,6 +185,25 @@ mod tests {
         let dup = vec![Node { id: "a".into(), weight: 1.0 }, Node { id: "a".into(), weight: 2.0 }];
         assert_eq!(Ring::new(dup).unwrap_err(), RingError::Duplicate("a".into()));
         assert!(Ring::new(vec![]).unwrap().owner(1).is_none());
+    }
+
+    #[test]
+    fn index_files_are_placed_in_groups_and_data_files_page_by_page() {
+        let ps = 1 << 20;
+        let g = INDEX_GROUP_BYTES / ps;
+        for key in ["t.lance/_indices/3f2a/auxiliary.idx", "_indices/x/index.idx"] {
+            assert!(is_index_file(key));
+            assert_eq!(placement_page(key, 0, ps), 0);
+            assert_eq!(placement_page(key, g - 1, ps), 0);
+            assert_eq!(placement_page(key, g, ps), g);
+            assert_eq!(placement_page(key, 2 * g + 5, ps), 2 * g);
+        }
+        for key in ["t.lance/data/a.lance", "t.lance/_versions/1.manifest", "t.lance/my_indices/a"] {
+            assert!(!is_index_file(key));
+            assert_eq!(placement_page(key, 77, ps), 77);
+        }
+        // A page larger than a group: every page is its own group.
+        assert_eq!(placement_page("_indices/a", 9, INDEX_GROUP_BYTES * 2), 9);
     }
 
     #[test]

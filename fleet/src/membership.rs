@@ -378,9 +378,11 @@ impl Fleet {
         self.rebuild()
     }
 
-    /// The healthy nodes that should hold a page, best first (at most `n`).
+    /// The healthy nodes that should hold a page, best first (at most `n`). The pages of an
+    /// index file are placed in groups (`ring::placement_page`).
     pub fn owners(&self, bucket: &str, key: &str, page: u64, n: usize) -> Vec<Arc<Member>> {
-        let h = lakecache_common::ring::page_key_hash(bucket, key, page);
+        let placed = lakecache_common::ring::placement_page(key, page, self.cfg.page_size.as_u64());
+        let h = lakecache_common::ring::page_key_hash(bucket, key, placed);
         let ring = self.live.read().clone();
         let mut out: Vec<Arc<Member>> =
             ring.owners(h, n).into_iter().filter_map(|node| self.member(&node.id)).collect();

@@ -41,9 +41,18 @@ impl Cache {
             (self.clone(), bucket.to_string(), key.to_string(), path.clone(), store.clone());
         async move {
             let ps = this.cfg.geometry.page_size_bytes();
+            let run = this.cfg.max_fetch_pages.max(1);
             let first = want.start / ps;
             let last = if want.is_empty() { first } else { (want.end - 1) / ps };
-            let last = last.min(first + this.cfg.max_fetch_pages.max(1) - 1);
+            let (first, last) = if lakecache_common::ring::is_index_file(&key) {
+                // An index file's pieces are read scattered: the probe reads the aligned run
+                // around the read's first page — a small index file whole — and the rest
+                // of an index file fetched whole follows at once (fill_first).
+                let from = first - first % run;
+                (from, from + run - 1)
+            } else {
+                (first, last.min(first + run - 1))
+            };
             let (start, end) = (first * ps, (last + 1).saturating_mul(ps));
             // (The GET was charged as the metadata's request; its bytes are added once the
             // answer says how many there are.)
@@ -119,8 +128,11 @@ impl Cache {
                 senders.push(tx);
             }
         }
-        let job = fetch::RunFetch { obj, first, senders, geometry: g };
+        let job = fetch::RunFetch { obj: obj.clone(), first, senders, geometry: g };
         let this = self.clone();
         tokio::spawn(async move { job.fill(&this, r).await });
+        if let Some(end) = self.whole(&obj) {
+            self.plan(&obj, 0, end);
+        }
     }
 }

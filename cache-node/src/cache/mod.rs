@@ -488,8 +488,27 @@ impl Cache {
             metrics::counter!(m::CACHE_SINGLEFLIGHT_JOINS).increment(1);
             return f.clone();
         }
+        if self.whole(obj).is_some() {
+            self.plan_locked(&mut inflight, obj, index, index);
+            if let Some(f) = inflight.get(&key) {
+                return f.clone();
+            }
+        }
         let mut futs = self.start_fetch(&mut inflight, obj, index, 1);
         futs.pop().unwrap_or_else(|| fetch::failed(CacheError::Internal("no fetch started".into())))
+    }
+
+    /// The last page of an object whose every missing page is fetched at the first miss of
+    /// any: a small Lance index file (at most one placement group, so this node owns all of
+    /// it), of which a search reads many scattered pieces at once. A few large GETs (runs of
+    /// `max_fetch` bytes, in parallel) instead of one GET per page read.
+    fn whole(&self, obj: &ObjectHandle) -> Option<u64> {
+        let size = obj.meta.size;
+        (obj.class != KeyClass::NeverCache
+            && size > 0
+            && size <= lakecache_common::ring::INDEX_GROUP_BYTES
+            && lakecache_common::ring::is_index_file(&obj.key))
+        .then(|| (size - 1) / self.cfg.geometry.page_size_bytes())
     }
 
     /// The pages of `range` (first, last), if it has any.
@@ -498,30 +517,42 @@ impl Cache {
         (!range.is_empty()).then(|| (range.start / ps, (range.end - 1) / ps))
     }
 
-    /// How many origin requests reading `range` of the object would start now: one per run
+    /// How many origin requests reading `range` of the object must start now: one per run
     /// of adjacent pages that no tier has and nobody is fetching (as [`plan`](Self::plan)
-    /// would cut them). Keys never cached read straight through: one request.
+    /// cuts them; an object fetched whole costs more only where the read can afford it).
+    /// Keys never cached read straight through: one request.
     pub fn origin_requests_needed(&self, obj: &ObjectHandle, range: ByteRange) -> u64 {
         let Some((first, last)) = self.pages_of(range) else { return 0 };
         if obj.class == KeyClass::NeverCache {
             return 1;
         }
-        let hash = obj.id.hash();
         let inflight = self.inflight.lock();
-        let (mut runs, mut run_len) = (0u64, 0u64);
+        self.missing_runs(&inflight, obj, first, last).len() as u64
+    }
+
+    /// The runs (first page, count) of pages in `first..=last` that no tier has and nobody
+    /// is fetching, each at most `max_fetch_pages` long.
+    fn missing_runs(
+        &self,
+        inflight: &HashMap<PageKey, PageFuture>,
+        obj: &ObjectHandle,
+        first: u64,
+        last: u64,
+    ) -> Vec<(u64, u64)> {
+        let hash = obj.id.hash();
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let mut open = false;
         for i in first..=last {
             let k = PageKey { object: hash, index: i };
             let need = !self.memory.contains(&k)
                 && !self.disk.as_ref().is_some_and(|d| d.contains(&k))
                 && !inflight.contains_key(&k);
-            if !need {
-                run_len = 0;
-            } else if run_len == 0 || run_len >= self.cfg.max_fetch_pages {
-                runs += 1;
-                run_len = 1;
-            } else {
-                run_len += 1;
+            match runs.last_mut() {
+                Some((_, n)) if need && open && *n < self.cfg.max_fetch_pages => *n += 1,
+                _ if need => runs.push((i, 1)),
+                _ => {}
             }
+            open = need;
         }
         runs
     }
@@ -538,35 +569,30 @@ impl Cache {
     }
 
     /// Starts fetches for the pages in `first..=last` that no tier has and nobody is
-    /// fetching, one ranged GET per run of adjacent missing pages.
+    /// fetching, one ranged GET per run of adjacent missing pages — for an object fetched
+    /// whole ([`whole`](Self::whole)), of all its missing pages, where the read's budget
+    /// (if it has one) pays for all of them.
     fn plan(self: &Arc<Self>, obj: &Arc<ObjectHandle>, first: u64, last: u64) {
-        let hash = obj.id.hash();
-        let missing = |i: u64| {
-            let k = PageKey { object: hash, index: i };
-            !self.memory.contains(&k) && !self.disk.as_ref().is_some_and(|d| d.contains(&k))
-        };
         let mut inflight = self.inflight.lock();
-        let mut run: Option<(u64, u64)> = None;
-        for i in first..=last {
-            let need = missing(i) && !inflight.contains_key(&PageKey { object: hash, index: i });
-            match (&mut run, need) {
-                (Some((_, n)), true) if *n < self.cfg.max_fetch_pages => *n += 1,
-                (Some((start, n)), true) => {
-                    let (s, c) = (*start, *n);
-                    self.start_fetch(&mut inflight, obj, s, c);
-                    run = Some((i, 1));
-                }
-                (None, true) => run = Some((i, 1)),
-                (Some((start, n)), false) => {
-                    let (s, c) = (*start, *n);
-                    self.start_fetch(&mut inflight, obj, s, c);
-                    run = None;
-                }
-                (None, false) => {}
+        self.plan_locked(&mut inflight, obj, first, last);
+    }
+
+    fn plan_locked(
+        self: &Arc<Self>,
+        inflight: &mut HashMap<PageKey, PageFuture>,
+        obj: &Arc<ObjectHandle>,
+        first: u64,
+        last: u64,
+    ) {
+        let mut runs = self.missing_runs(inflight, obj, first, last);
+        if let Some(end) = self.whole(obj) {
+            let all = self.missing_runs(inflight, obj, 0, end);
+            if spend::remaining().is_none_or(|left| left >= all.len() as u64) {
+                runs = all;
             }
         }
-        if let Some((s, c)) = run {
-            self.start_fetch(&mut inflight, obj, s, c);
+        for (s, c) in runs {
+            self.start_fetch(inflight, obj, s, c);
         }
     }
 

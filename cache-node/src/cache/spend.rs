@@ -85,6 +85,12 @@ pub fn add_bytes(bytes: u64) {
     let _ = SPEND.try_with(|s| s.bytes.fetch_add(bytes, Ordering::Relaxed));
 }
 
+/// Origin requests the current read's budget still allows (`None`: no budget, or outside
+/// any read).
+pub fn remaining() -> Option<u64> {
+    SPEND.try_with(|s| s.remaining()).ok().flatten()
+}
+
 /// Whether the current read may start another origin request.
 pub fn affordable() -> bool {
     SPEND.try_with(|s| s.remaining() != Some(0)).unwrap_or(true)
