@@ -111,6 +111,14 @@ pub async fn serve(
         let delayed = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let service = service.clone();
             async move {
+                // One line a request with RUST_LOG=lakecache_bench::origin=debug: which reads a
+                // cold query makes, by key and range.
+                tracing::debug!(
+                    method = %req.method(),
+                    uri = %req.uri(),
+                    range = req.headers().get(http::header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or("-"),
+                    "origin request"
+                );
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }

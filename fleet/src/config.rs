@@ -50,6 +50,10 @@ pub struct FleetConfig {
     /// Copies of hot pages: reads of keys matching `replicate` are spread over the first
     /// `replicas` owners of each page (each caches it on first read).
     pub replicas: usize,
+    /// A replicated key's reads go to its first owner alone until this member has read it
+    /// this many times, so a cold object is fetched from the origin once, not once per
+    /// replica; from then on they spread. 0: spread from the first read.
+    pub replicate_after_reads: u32,
     /// Keys (globs, `**` crosses `/`) whose pages are replicated; default: Lance indices
     /// and manifests, which every query reads.
     pub replicate: Vec<String>,
@@ -93,6 +97,7 @@ impl Default for FleetConfig {
             retry_budget_percent: 20,
             retry_budget_min: 10,
             replicas: 2,
+            replicate_after_reads: 256,
             replicate: vec!["**/_indices/**".into(), "**/_versions/*.manifest".into()],
             immutable: None,
             never_cache: None,

@@ -188,6 +188,9 @@ pub struct Fleet {
     pub meta: MetaCache,
     pub retry_budget: RetryBudget,
     replicate: globset::GlobSet,
+    /// Reads of replicated objects so far, by hash of bucket and key (bounded; a key
+    /// forgotten starts again at the first owner, which holds it).
+    reads: quick_cache::sync::Cache<u64, Arc<std::sync::atomic::AtomicU32>>,
     region: String,
     members: RwLock<Arc<Vec<Arc<Member>>>>,
     live: RwLock<lakecache_common::ring::Ring>,
@@ -219,6 +222,7 @@ impl Fleet {
             retry_budget,
             cfg,
             replicate,
+            reads: quick_cache::sync::Cache::new(100_000),
             region,
             members: RwLock::new(Arc::new(members)),
             live: RwLock::new(Default::default()),
@@ -403,6 +407,28 @@ impl Fleet {
     /// How many owners share the reads of a key's pages.
     pub fn replicas_for(&self, key: &str) -> usize {
         if self.cfg.replicas > 1 && self.replicate.is_match(key) { self.cfg.replicas } else { 1 }
+    }
+
+    /// Counts a read of a replicated key and says whether it may go to any of the key's
+    /// replicas: only once this member has read the object `replicate_after_reads` times.
+    /// Before that every read goes to the first owner, so a cold object costs the origin
+    /// one fetch, not one per replica (a copy is made where a key proves hot).
+    pub fn spread_reads(&self, bucket: &str, key: &str) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let after = self.cfg.replicate_after_reads;
+        if after == 0 {
+            return true;
+        }
+        let h = lakecache_common::ring::page_key_hash(bucket, key, u64::MAX);
+        let n = match self.reads.get(&h) {
+            Some(n) => n,
+            None => {
+                let n = Arc::new(std::sync::atomic::AtomicU32::new(0));
+                self.reads.insert(h, n.clone());
+                n
+            }
+        };
+        n.load(Relaxed) >= after || n.fetch_add(1, Relaxed) >= after
     }
 
     /// The S3 client for `bucket` on `member`.

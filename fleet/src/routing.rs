@@ -180,8 +180,11 @@ pub fn stream_from(
     fleet.retry_budget.deposit();
     let replicas = fleet.replicas_for(key);
     // Which replica this read starts at: spreads a hot key's reads over its replicas.
-    let spread =
-        if replicas > 1 { READ_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % replicas } else { 0 };
+    let spread = if replicas > 1 && fleet.spread_reads(bucket, key) {
+        READ_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % replicas
+    } else {
+        0
+    };
     let mut runs: Vec<(ByteRange, Vec<Arc<Member>>)> = Vec::new();
     for s in geometry.slices(range.start..range.end) {
         let mut owners = fleet.owners(bucket, key, s.index, fleet.cfg.failover_attempts.max(replicas));

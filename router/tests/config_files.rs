@@ -16,6 +16,7 @@ fn router_config_parses_validates_and_matches_defaults() {
     assert_eq!(cfg.fleet.health_interval, d.fleet.health_interval);
     assert_eq!(cfg.fleet.fail_threshold, d.fleet.fail_threshold);
     assert_eq!(cfg.fleet.replicas, d.fleet.replicas);
+    assert_eq!(cfg.fleet.replicate_after_reads, d.fleet.replicate_after_reads);
     assert_eq!(cfg.fleet.replicate, d.fleet.replicate);
     assert_eq!(cfg.fleet.hedge_after, d.fleet.hedge_after);
     assert_eq!(cfg.fleet.retry_budget_percent, d.fleet.retry_budget_percent);

@@ -384,19 +384,34 @@ async fn membership_is_replaced_through_the_admin_api_without_failing_reads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_keys_are_replicated_and_reads_spread_over_replicas() {
-    let f = fleet().await; // replicas = 2 for Lance indices by default
+    // replicas = 2 for Lance indices by default; spread after 4 reads here.
+    let f = fleet_with(|cfg| cfg.fleet.replicate_after_reads = 4).await;
     let idx = pattern(130, 4 * 65536);
     f.origin.put_file("bkt", "t.lance/_indices/u/part.idx", &idx);
     let c = f.client();
+    let pages = |f: &Fleet| -> Vec<usize> {
+        f.nodes.iter().map(|n| n.as_ref().unwrap().node.cache.disk.as_ref().unwrap().page_count()).collect()
+    };
+    let read = || async {
+        body(c.get_object().bucket("bkt").key("t.lance/_indices/u/part.idx").send().await.unwrap()).await
+    };
+    // While the key is cold for this router, every read goes to its first owner: one copy,
+    // fetched from the origin once.
+    assert!(read().await == idx);
+    let g1 = f.origin.counts.gets();
+    for _ in 0..3 {
+        assert!(read().await == idx);
+    }
+    assert_eq!(f.origin.counts.gets(), g1, "reads of a cold replicated key fetch it once");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cold = pages(&f);
+    assert_eq!(cold.iter().sum::<usize>(), 4, "one copy of each page: {cold:?}");
+    // Hot now: reads spread, and the second owner caches its copy.
     for _ in 0..6 {
-        assert!(
-            body(c.get_object().bucket("bkt").key("t.lance/_indices/u/part.idx").send().await.unwrap()).await
-                == idx
-        );
+        assert!(read().await == idx);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let counts: Vec<usize> =
-        f.nodes.iter().map(|n| n.as_ref().unwrap().node.cache.disk.as_ref().unwrap().page_count()).collect();
+    let counts = pages(&f);
     assert_eq!(counts.iter().sum::<usize>(), 8, "each of 4 pages on exactly 2 nodes: {counts:?}");
     // A data file is not replicated: one copy per page.
     let data = pattern(131, 4 * 65536);

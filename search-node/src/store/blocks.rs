@@ -195,6 +195,11 @@ impl CachedStore {
             return Ok(k);
         }
         let meta = self.inner.head(location).await?;
+        Ok(self.learned(location, meta))
+    }
+
+    /// Remembers what a read learned of `location`.
+    fn learned(&self, location: &Path, meta: ObjectMeta) -> Arc<Known> {
         let object =
             format!("{}/{}#{}", self.bucket, location.as_ref(), meta.e_tag.as_deref().unwrap_or("")).into();
         let k = Arc::new(Known { meta, object });
@@ -203,7 +208,58 @@ impl CachedStore {
             location.as_ref().into(),
             Name { generation, kept: Some(Kept { known: Some(k.clone()) }) },
         );
-        Ok(k)
+        k
+    }
+
+    /// The first read of a kept name whose metadata is not known yet: one read of the
+    /// blocks around `range`, whose answer also describes the object (the fleet reads an
+    /// object it knows nothing of without a HEAD, and so does this cache). Its blocks are
+    /// kept; the answer is `range`, clipped at the object's end as any ranged GET is.
+    async fn first_read(&self, location: &Path, range: Range<u64>) -> Result<GetResult> {
+        let c = &self.cache;
+        let m = Meters::get();
+        let bs = c.block_size;
+        let first = range.start / bs;
+        let aligned = first * bs..range.end.div_ceil(bs).saturating_mul(bs);
+        let opts = GetOptions { range: Some(GetRange::Bounded(aligned.clone())), ..Default::default() };
+        let got = self.inner.get_opts(location, opts).await?;
+        let (meta, answered) = (got.meta.clone(), got.range.clone());
+        let body = got.bytes().await?;
+        if answered.start != aligned.start
+            || answered.end != aligned.end.min(meta.size)
+            || body.len() as u64 != answered.end - answered.start
+        {
+            return Err(generic(format!(
+                "{location}: the fleet answered {} bytes as {answered:?} for {aligned:?} of {} bytes",
+                body.len(),
+                meta.size
+            )));
+        }
+        let known = self.learned(location, meta.clone());
+        // Every block of the answer is whole, or the object's last.
+        let count = body.len().div_ceil(bs as usize) as u64;
+        for j in 0..count {
+            let off = (j * bs) as usize;
+            let b = body.slice(off..(off + bs as usize).min(body.len()));
+            c.blocks.insert(BlockKey { object: known.object.clone(), index: first + j }, b);
+        }
+        m.misses.increment(count);
+        m.fill.increment(body.len() as u64);
+        m.size.set(c.size() as f64);
+        if let Some(a) = lakecache_fleet::account::current() {
+            a.page_cache_misses.fetch_add(count, Relaxed);
+        }
+        let range = range.start..range.end.min(meta.size);
+        m.bytes.increment(range.end - range.start);
+        let off = (range.start - aligned.start) as usize;
+        let part = body.slice(off..off + (range.end - range.start) as usize);
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(futures::stream::once(async move { Ok(part) }).boxed()),
+            meta,
+            range,
+            attributes: Default::default(),
+            extensions: Default::default(),
+        })
     }
 
     /// `range` of a write-once object from blocks, reading the missing runs from the fleet
@@ -368,6 +424,13 @@ impl ObjectStore for CachedStore {
         let Some(known) = kept else {
             return self.inner.get_opts(location, options).await;
         };
+        if known.is_none()
+            && let Some(GetRange::Bounded(r)) = &options.range
+            && !r.is_empty()
+            && r.end - r.start <= MAX_CACHED_READ
+        {
+            return self.first_read(location, r.clone()).await;
+        }
         let known = self.known(location, known).await?;
         let meta = known.meta.clone();
         let range = match &options.range {
@@ -492,14 +555,29 @@ mod tests {
         let body: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
         s.put(&Path::from(data), body.clone().into()).await.unwrap();
 
-        // First read: a HEAD and one GET of the two missing blocks; then none.
+        // First read: one GET of the two blocks around it, no HEAD (its answer says what
+        // the object is); then none.
         assert_eq!(read(&s, data, 4000..5000).await, body[4000..5000]);
-        assert_eq!(inner.gets.load(Relaxed), 2);
+        assert_eq!(inner.gets.load(Relaxed), 1);
         assert_eq!(read(&s, data, 4090..4100).await, body[4090..4100]);
         assert_eq!(read(&s, data, 0..20_000).await, body[..]);
-        assert_eq!(inner.gets.load(Relaxed), 3, "only the blocks not yet held are read");
+        assert_eq!(inner.gets.load(Relaxed), 2, "only the blocks not yet held are read");
         assert_eq!(read(&s, data, 100..200).await, body[100..200]);
-        assert_eq!(inner.gets.load(Relaxed), 3);
+        assert_eq!(inner.gets.load(Relaxed), 2);
+
+        // A first read that ends in the object's last, short block keeps that block too;
+        // one running past the end is clipped there, as a ranged GET is.
+        let tail = "t.lance/data/b.lance";
+        s.put(&Path::from(tail), body.clone().into()).await.unwrap();
+        let before = inner.gets.load(Relaxed);
+        assert_eq!(read(&s, tail, 19_000..25_000).await, body[19_000..]);
+        assert_eq!(read(&s, tail, 16_384..20_000).await, body[16_384..]);
+        assert_eq!(read(&s, tail, 19_999..20_000).await, body[19_999..]);
+        assert_eq!(inner.gets.load(Relaxed), before + 1);
+        let after = inner.gets.load(Relaxed);
+        let past = s.get_range(&Path::from("t.lance/data/c.lance"), 0..10).await;
+        assert!(matches!(past, Err(object_store::Error::NotFound { .. })), "{past:?}");
+        assert_eq!(inner.gets.load(Relaxed), after + 1);
 
         // A write through the store forgets what it knew: the new bytes are read.
         let other: Vec<u8> = vec![7; 9000];
