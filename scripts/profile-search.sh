@@ -12,6 +12,13 @@
 # Knobs (environment, defaults in brackets):
 #   NPROBES [20] REFINE [none,5] QUERIES [1000] CALL_GRAPH [dwarf,32768] DATA_DIR
 #   [~/.cache/lakecache/bench-search] SKIP_BUILD [0] OUT [bench/results/profile-search.md]
+#   PAGE_CACHE ["0 B"]: the search node's cache.page_cache (e.g. "1 GiB": warm queries as
+#     users run them)
+#   TABLE [the dataset's]: another index copy of the dataset that bench/search/recall.py
+#     built, e.g. v128x1000000_ivf_rq (its ground truth is the dataset's)
+# The high-recall point (recall@10 >= 0.95, page cache on):
+#   TABLE=v128x1000000_ivf_rq NPROBES=100 REFINE=10 PAGE_CACHE="1 GiB" \
+#     OUT=bench/results/profile-search-recall.md scripts/profile-search.sh
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,6 +29,8 @@ QUERIES=${QUERIES:-1000}
 CALL_GRAPH=${CALL_GRAPH:-dwarf,32768}
 DATA_DIR=${DATA_DIR:-$HOME/.cache/lakecache/bench-search}
 OUT=${OUT:-$REPO/bench/results/profile-search.md}
+PAGE_CACHE=${PAGE_CACHE:-0 B}
+TABLE=${TABLE:-}
 PYTHON=${PYTHON:-python3}
 
 command -v perf >/dev/null || {
@@ -33,21 +42,36 @@ command -v perf >/dev/null || {
 TMP=$(mktemp -d /tmp/lakecache-profile-search.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 # The bench's own report and raw data of these short rounds are not results: they stay in TMP.
-DATA_DIR=$DATA_DIR bash "$REPO/scripts/bench-search.sh" --search-page-cache "0 B" --systems ours \
+TABLE_ARGS=()
+if [[ -n $TABLE ]]; then
+    # The dataset's own table name is v<dim>x<rows>: its prefix up to the index suffix.
+    TABLE_ARGS=(--table "$TABLE" --truth "$DATA_DIR/truth/${TABLE%%_*}")
+fi
+DATA_DIR=$DATA_DIR bash "$REPO/scripts/bench-search.sh" --search-page-cache "$PAGE_CACHE" --systems ours \
+    "${TABLE_ARGS[@]}" \
     --nprobes "$NPROBES" --refine "$REFINE" --queries "$QUERIES" --rounds 1 --warm-seconds 120 \
     --seconds 60 --cold-trials 0 --open-fraction 0 --perf-seconds 60 --perf-call-graph "$CALL_GRAPH" \
     --perf-dir "$TMP/perf" --out-md "$TMP/search.md" --out-png "$TMP/search.png" --raw-dir "$TMP/raw" \
     | tee "$TMP/run.log"
 
+OUT_REL=${OUT#"$REPO/"}
+TABLE_NAME=${TABLE:-"the dataset's IVF_PQ table"}
+if [[ $PAGE_CACHE == "0 B" ]]; then
+    TITLE="page cache off, all table bytes from the fleet"
+    SETUP="as \`bench/results/search-no-page-cache.md\` (dataset, 2 cache nodes, search node with \`cache.page_cache = 0 B\`, all three on CPU 1, the client on CPU 0)"
+else
+    TITLE="page cache $PAGE_CACHE, warm"
+    SETUP="the dataset and fleet of \`bench/results/search.md\` (2 cache nodes and the search node, with \`cache.page_cache = $PAGE_CACHE\`, all three on CPU 1, the client on CPU 0)"
+fi
 {
-    echo "# Search: where a query's CPU goes (page cache off, all table bytes from the fleet)"
+    echo "# Search: where a query's CPU goes ($TABLE_NAME, $TITLE)"
     echo
     echo "Written by \`scripts/profile-search.sh\`; rerun it rather than editing this file."
     echo
-    echo "- command: \`DATA_DIR=$DATA_DIR NPROBES=$NPROBES REFINE=$REFINE QUERIES=$QUERIES CALL_GRAPH=$CALL_GRAPH scripts/profile-search.sh\`"
+    echo "- command: \`DATA_DIR=$DATA_DIR${TABLE:+ TABLE=$TABLE} NPROBES=$NPROBES REFINE=$REFINE PAGE_CACHE=\"$PAGE_CACHE\" QUERIES=$QUERIES CALL_GRAPH=$CALL_GRAPH OUT=$OUT_REL scripts/profile-search.sh\`"
     echo "- commit: \`$(git -C "$REPO" rev-parse --short HEAD)\`$(git -C "$REPO" diff --quiet HEAD -- . ':!bench/results' || echo ' (with uncommitted changes)')"
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: \`nproc\` = $(nproc), $(uname -r)"
-    echo "- setup: as \`bench/results/search-no-page-cache.md\` (dataset, 2 cache nodes, search node with \`cache.page_cache = 0 B\`, all three on CPU 1, the client on CPU 0); ours only; after one measured round per setting, $QUERIES more queries at saturation (8 client threads) under \`perf record -e cpu-clock -F 999 -C 1 --call-graph $CALL_GRAPH\`"
+    echo "- setup: $SETUP; ours only; after one measured round per setting, $QUERIES more queries at saturation (8 client threads) under \`perf record -e cpu-clock -F 999 -C 1 --call-graph $CALL_GRAPH\`"
     echo "- release binaries from \`$CARGO_TARGET_DIR/release\`; perf samples CPU time (no hardware counters here). Inclusive rows need an unwound stack: samples whose stack DWARF unwinding lost count for no stage, so those rows are lower bounds."
     echo
     for data in "$TMP"/perf/perf-*.data; do

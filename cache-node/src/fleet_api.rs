@@ -201,8 +201,12 @@ impl FleetApi {
         };
         let version = version_text.trim().trim_matches('"');
         // A read of an object this node does not know yet learns what it is from the GET of
-        // its first range (no HEAD first); a HEAD asks the origin's HEAD.
+        // its first range (no HEAD first). A HEAD asks the origin's HEAD — except for an
+        // index file, whose size Lance asks for right before it reads the file: the GET of
+        // its first run (a small index file whole) answers the HEAD in the same one request
+        // and leaves the reads that follow nothing to fetch.
         let first = match (&ranges, is_head) {
+            (_, true) if lakecache_common::ring::is_index_file(&key) => Some(ByteRange { start: 0, end: 1 }),
             (_, true) => None,
             (None, false) => Some(ByteRange { start: 0, end: u64::MAX }),
             (Some(r), false) => r.first().map(|&(start, end)| ByteRange { start, end }),

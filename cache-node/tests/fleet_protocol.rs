@@ -480,9 +480,11 @@ async fn a_small_index_file_is_fetched_whole_in_a_few_gets() {
     let origin = Origin::start(&dir.path().join("origin")).await;
     let index = "t.lance/_indices/9c1e/auxiliary.idx";
     let other = "t.lance/_indices/77ab/auxiliary.idx";
+    let third = "t.lance/_indices/5d2f/index.idx";
     let data_file = "t.lance/data/d.lance";
+    let data_two = "t.lance/data/e.lance";
     let body = data(16 * PAGE + 1000, 3); // 17 pages
-    for k in [index, other, data_file] {
+    for k in [index, other, third, data_file, data_two] {
         origin.put_file("bkt", k, &body);
     }
     let mut cfg = node_config(&origin, &dir.path().join("n"), Default::default());
@@ -514,23 +516,42 @@ async fn a_small_index_file_is_fetched_whole_in_a_few_gets() {
     assert_eq!(seen(), 5);
     assert_eq!(origin.counts.heads(), 0);
 
-    // Known (after a HEAD) but not held, with a budget of 1: the read's own page only.
-    let r = ask(&base, other, Ask { method: "HEAD", ..Default::default() }).await;
-    assert_eq!(r.status(), 200);
+    // A HEAD of an index file is answered by the GET of its first run (Lance asks an index
+    // file's size right before reading it), and the rest of a small one follows as after
+    // a first read: 5 GETs, no HEAD, and the reads after it cost nothing.
+    let r = ask(&base, third, Ask { method: "HEAD", ..Default::default() }).await;
+    assert_eq!((r.status().as_u16(), cost(&r)), (200, 5));
+    assert_eq!(header(&r, wire::OBJECT_SIZE), body.len().to_string());
+    let r = ask(&base, third, Ask { ranges: &all, budget: Some("0"), ..Default::default() }).await;
+    assert_eq!((r.status().as_u16(), cost(&r)), (200, 0));
+    assert_eq!(r.bytes().await.unwrap(), body);
+    assert_eq!((seen(), origin.counts.heads()), (10, 0));
+
+    // The same HEAD with a budget of 1: its first run only (pages 0-3). A read with a budget
+    // of 1 then gets its own page only, and one without a budget the rest: runs 4-7, 8,
+    // 10-13, 14-16.
+    let r = ask(&base, other, Ask { method: "HEAD", budget: Some("1"), ..Default::default() }).await;
+    assert_eq!((r.status().as_u16(), cost(&r)), (200, 1));
     let r = ask(&base, other, Ask { ranges: &piece(9), budget: Some("1"), ..Default::default() }).await;
     assert_eq!((r.status().as_u16(), cost(&r)), (200, 1));
     assert_eq!(r.bytes().await.unwrap(), body[9 * PAGE + 10..9 * PAGE + 100]);
-    assert_eq!(seen(), 7);
-    // Without a budget the next miss brings the rest: runs 0-3, 4-7, 8, 10-13, 14-16.
-    let r = ask(&base, other, Ask { ranges: &piece(2), ..Default::default() }).await;
-    assert_eq!((r.status().as_u16(), cost(&r)), (200, 5));
+    let r = ask(&base, other, Ask { ranges: &piece(2), budget: Some("0"), ..Default::default() }).await;
+    assert_eq!((r.status().as_u16(), cost(&r)), (200, 0));
     assert_eq!(r.bytes().await.unwrap(), body[2 * PAGE + 10..2 * PAGE + 100]);
     assert_eq!(seen(), 12);
+    let r = ask(&base, other, Ask { ranges: &piece(5), ..Default::default() }).await;
+    assert_eq!((r.status().as_u16(), cost(&r)), (200, 4));
+    assert_eq!(r.bytes().await.unwrap(), body[5 * PAGE + 10..5 * PAGE + 100]);
+    assert_eq!((seen(), origin.counts.heads()), (16, 0));
 
     // A data file: the page read, nothing more.
     let r = ask(&base, data_file, Ask { ranges: &piece(6), ..Default::default() }).await;
     assert_eq!((r.status().as_u16(), cost(&r)), (200, 1));
     let r = ask(&base, data_file, Ask { ranges: &piece(9), ..Default::default() }).await;
     assert_eq!((r.status().as_u16(), cost(&r)), (200, 1));
-    assert_eq!(seen(), 14);
+    assert_eq!(seen(), 18);
+    // A data file's HEAD stays a HEAD.
+    let r = ask(&base, data_two, Ask { method: "HEAD", ..Default::default() }).await;
+    assert_eq!((r.status().as_u16(), cost(&r)), (200, 1));
+    assert_eq!((seen(), origin.counts.heads()), (19, 1));
 }

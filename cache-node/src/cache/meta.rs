@@ -119,6 +119,11 @@ impl MetaCache {
         let mut inflight = self.inflight.lock();
         match inflight.get(&mk) {
             Some(f) => f.clone(),
+            // Learned just now, between the caller's look at the map and this lock (the task
+            // installs the answer and leaves `inflight` under this lock): no second request.
+            None if let Some(m) = self.map.get(&mk).filter(|m| m.checked_at.elapsed() < self.ttl / 2) => {
+                futures::future::ready(Ok(m)).boxed().shared()
+            }
             None => {
                 // The HEAD, or the probe's GET (whose bytes it adds once it knows them).
                 if !super::spend::charge(0) {

@@ -488,6 +488,12 @@ impl Cache {
             metrics::counter!(m::CACHE_SINGLEFLIGHT_JOINS).increment(1);
             return f.clone();
         }
+        // Filled while this reader looked elsewhere (the disk tier, say): a fetch leaves
+        // `inflight` only after its page is in memory.
+        let b = self.cfg.geometry.page_bytes(index, obj.meta.size);
+        if let Some(page) = self.memory.get(&key).filter(|p| p.len() as u64 == b.end - b.start) {
+            return futures::FutureExt::shared(futures::FutureExt::boxed(futures::future::ready(Ok(page))));
+        }
         if self.whole(obj).is_some() {
             self.plan_locked(&mut inflight, obj, index, index);
             if let Some(f) = inflight.get(&key) {
